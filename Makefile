@@ -1,0 +1,32 @@
+# wati-ingest: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+PORT ?= 3000
+DATA_DIR ?= ./.wati-ingest
+
+.PHONY: run demo test lint unit build clean
+
+## run: build and start the whole pipeline locally (receiver, queue, processor, read API)
+run:
+	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(CARGO) run --release --locked --bin wati-ingest
+
+## demo: post a sample of every Wati event type to the running server, then read the state back
+demo:
+	PORT=$(PORT) DATA_DIR=$(DATA_DIR) bash scripts/demo.sh
+
+## test: formatting, lints, then every test (unit, property, HTTP, restart)
+test: lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked
+
+build:
+	$(CARGO) build --release --locked
+
+clean:
+	$(CARGO) clean
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,186 @@
+//! The one HTTP router, served by the local server and (through `lambda_http`) by Lambda.
+//!
+//! - `POST /webhook/{secret}`: authenticate first (401, no I/O), then size (413), then receive.
+//! - `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}`: the read API, behind a bearer token.
+//! - `GET /healthz`: 200 when the store answers.
+//!
+//! The webhook secret lives in the path, so nothing here logs a URI.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::auth::SecretSet;
+use crate::message::MessageView;
+use crate::ports::StateStore;
+use crate::receiver::{Receipt, Receiver};
+use crate::time::now_unix;
+
+/// Default largest webhook body; Wati's payloads are a few KiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+
+pub struct WebhookService {
+    pub receiver: Receiver,
+    pub secrets: SecretSet,
+    pub max_body_bytes: usize,
+}
+
+pub struct ReadService {
+    pub state: Arc<dyn StateStore>,
+    pub tokens: SecretSet,
+}
+
+/// `POST /webhook/{secret}`; a bare `/webhook` is a missing secret.
+pub fn webhook_routes(service: Arc<WebhookService>) -> Router {
+    Router::new()
+        .route("/webhook/{secret}", post(receive_webhook))
+        .route("/webhook", post(missing_secret))
+        .route("/webhook/", post(missing_secret))
+        .with_state(service)
+}
+
+/// `GET /v1/messages/{id}` and `GET /v1/contacts/{waId}`. Ids may hold `/` (base64 wamids).
+pub fn read_routes(service: Arc<ReadService>) -> Router {
+    Router::new()
+        .route("/v1/messages/{*id}", get(read_message))
+        .route("/v1/contacts/{*contact}", get(read_contact))
+        .with_state(service)
+}
+
+pub fn health_routes(state: Arc<dyn StateStore>) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .with_state(state)
+}
+
+async fn receive_webhook(
+    State(service): State<Arc<WebhookService>>,
+    secret: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let authentic = secret.is_ok_and(|Path(secret)| service.secrets.matches(&secret));
+    if !authentic {
+        tracing::info!(outcome = "rejected", status = 401, "webhook");
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let body = match read_limited(request.into_body(), service.max_body_bytes).await {
+        Ok(body) => body,
+        Err(status) => {
+            tracing::info!(outcome = "rejected", status = status.as_u16(), "webhook");
+            return error(status, "body too large or unreadable");
+        }
+    };
+    let (receipt, path) = service.receiver.receive(&body).await;
+    let latency_us = started.elapsed().as_micros() as u64;
+    let (status, body) = match &receipt {
+        Receipt::Accepted { key } => (StatusCode::OK, json!({"status": "accepted", "key": key})),
+        Receipt::Duplicate { key } => (StatusCode::OK, json!({"status": "duplicate", "key": key})),
+        Receipt::Quarantined { key } => {
+            (StatusCode::OK, json!({"status": "quarantined", "key": key}))
+        }
+        Receipt::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "storage unavailable, retry later"}),
+        ),
+    };
+    tracing::info!(
+        outcome = body["status"].as_str().unwrap_or("unavailable"),
+        key = body["key"].as_str().unwrap_or(""),
+        path = ?path,
+        status = status.as_u16(),
+        latency_us,
+        "webhook"
+    );
+    (status, Json(body)).into_response()
+}
+
+async fn missing_secret() -> Response {
+    tracing::info!(outcome = "rejected", status = 401, "webhook");
+    error(StatusCode::UNAUTHORIZED, "unauthorized")
+}
+
+/// Reads at most `limit` bytes; a declared or actual excess is `413`.
+async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, StatusCode> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(StatusCode::PAYLOAD_TOO_LARGE)
+        }
+        Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+async fn read_message(
+    State(service): State<Arc<ReadService>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !bearer_matches(&service.tokens, &headers) {
+        return bearer_required();
+    }
+    match service.state.message(&id).await {
+        Ok(Some(record)) => Json(MessageView::from(&record)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "message not found"),
+        Err(failure) => {
+            tracing::error!(error = %failure, "read message");
+            error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+        }
+    }
+}
+
+async fn read_contact(
+    State(service): State<Arc<ReadService>>,
+    headers: HeaderMap,
+    Path(contact): Path<String>,
+) -> Response {
+    if !bearer_matches(&service.tokens, &headers) {
+        return bearer_required();
+    }
+    match service.state.contact(&contact, now_unix()).await {
+        Ok(Some(view)) => Json(view).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "contact not found"),
+        Err(failure) => {
+            tracing::error!(error = %failure, "read contact");
+            error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+        }
+    }
+}
+
+async fn health(State(state): State<Arc<dyn StateStore>>) -> Response {
+    match state.ping().await {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
+        Err(failure) => {
+            tracing::error!(error = %failure, "health check");
+            error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+        }
+    }
+}
+
+fn bearer_matches(tokens: &SecretSet, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|token| tokens.matches(token.trim()))
+}
+
+fn bearer_required() -> Response {
+    let mut denied = error(StatusCode::UNAUTHORIZED, "unauthorized");
+    denied
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    denied
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}

@@ -1,0 +1,37 @@
+//! wati-ingest: Wati webhook callbacks in, exact message statuses and 24-hour sessions out.
+//!
+//! The pipeline, in the order an event travels:
+//!
+//! ```text
+//!  POST /webhook/{secret}                                        GET /v1/messages/{id}
+//!        |                                                       GET /v1/contacts/{waId}
+//!    http (router) --> receiver --> Ledger + Queue --> processor --> StateStore --> http
+//! ```
+//!
+//! Domain core, pure and without I/O:
+//! - [`event`]: Wati payloads parsed leniently into [`event::WatiEvent`]; idempotency keys.
+//! - [`message`]: a message's state as a merge of facts (order- and duplicate-proof); its status.
+//! - [`session`]: a contact's 24-hour sessions and service window, folded from its timeline.
+//! - [`auth`]: constant-time secret checks; [`time`]: unix seconds to RFC 3339.
+//!
+//! Pipeline over small traits:
+//! - [`ports`]: the `Ledger`, `Queue` and `StateStore` traits and the records between them.
+//! - [`receiver`]: the receive algorithm (one ledger write, one enqueue, 200 unless nothing is durable).
+//! - [`processor`]: apply a queued event; the local queue consumer.
+//! - [`http`]: the one router (webhook, read API, health) for the local server and Lambda.
+//!
+//! Adapters and runtimes:
+//! - [`store::embedded`]: SQLite ledger, durable queue and state, with group commit.
+//! - [`local`]: the whole pipeline as one process (`make run`).
+
+pub mod auth;
+pub mod event;
+pub mod http;
+pub mod local;
+pub mod message;
+pub mod ports;
+pub mod processor;
+pub mod receiver;
+pub mod session;
+pub mod store;
+pub mod time;

@@ -1,0 +1,416 @@
+//! A message's state as a merge of facts, and its status.
+//!
+//! Every message event becomes a [`MessageRecord`] holding only what that event knows. Records merge
+//! with [`MessageRecord::merge`], a join that is commutative, associative and idempotent: each
+//! timestamp keeps its earliest value, each text its least. So the stored state is the same for any
+//! arrival order and any number of duplicates, and the status is derived, never overwritten.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{EventKind, WatiEvent};
+use crate::time::Rfc3339;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Ranked lowest to highest: a higher status is never replaced by a lower one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Received,
+    Sent,
+    Failed,
+    Delivered,
+    Read,
+    Replied,
+}
+
+/// Why a message failed, ordered so that the earliest failure wins a merge.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Failure {
+    pub at: i64,
+    pub code: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Everything known about one message. Also the shape of a single event's facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// Wati's message id.
+    pub id: Option<String>,
+    pub whatsapp_message_id: Option<String>,
+    pub local_message_id: Option<String>,
+    pub wa_id: Option<String>,
+    pub bsuid: Option<String>,
+    pub direction: Option<Direction>,
+    pub template_name: Option<String>,
+    /// When its author sent it (the customer for inbound messages).
+    pub sent_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub read_at: Option<i64>,
+    pub replied_at: Option<i64>,
+    pub failure: Option<Failure>,
+}
+
+impl MessageRecord {
+    /// The facts one event states about its message, or `None` when the event is not about a
+    /// message or names none. `received_at` stands in for a missing `timestamp`.
+    pub fn from_event(event: &WatiEvent, received_at: i64) -> Option<MessageRecord> {
+        if event.id.is_none()
+            && event.whatsapp_message_id.is_none()
+            && event.local_message_id.is_none()
+        {
+            return None;
+        }
+        let at = event.timestamp.unwrap_or(received_at);
+        let mut facts = MessageRecord {
+            id: event.id.clone(),
+            whatsapp_message_id: event.whatsapp_message_id.clone(),
+            local_message_id: event.local_message_id.clone(),
+            wa_id: event.wa_id.clone(),
+            bsuid: event.bsuid.clone(),
+            direction: Some(Direction::Outbound),
+            template_name: event.template_name.clone(),
+            ..MessageRecord::default()
+        };
+        match event.kind {
+            EventKind::Message | EventKind::NewContactMessage => {
+                if event.owner != Some(true) {
+                    facts.direction = Some(Direction::Inbound);
+                }
+                facts.sent_at = Some(at);
+            }
+            EventKind::SessionMessageSent | EventKind::TemplateMessageSent => {
+                facts.sent_at = Some(at)
+            }
+            EventKind::Delivered => facts.delivered_at = Some(at),
+            EventKind::Read => facts.read_at = Some(at),
+            EventKind::Replied => facts.replied_at = Some(at),
+            EventKind::TemplateMessageFailed | EventKind::SessionMessageFailed => {
+                facts.failure = Some(Failure {
+                    at,
+                    code: event.failed_code.clone(),
+                    detail: event.failed_detail.clone(),
+                })
+            }
+            EventKind::TemplateReviewed
+            | EventKind::TemplateQualityUpdated
+            | EventKind::Other(_) => return None,
+        }
+        Some(facts)
+    }
+
+    /// Joins another record's facts into this one. Commutative, associative and idempotent.
+    pub fn merge(&mut self, other: &MessageRecord) {
+        merge_least(&mut self.id, &other.id);
+        merge_least(&mut self.whatsapp_message_id, &other.whatsapp_message_id);
+        merge_least(&mut self.local_message_id, &other.local_message_id);
+        merge_least(&mut self.wa_id, &other.wa_id);
+        merge_least(&mut self.bsuid, &other.bsuid);
+        merge_least(&mut self.direction, &other.direction);
+        merge_least(&mut self.template_name, &other.template_name);
+        merge_least(&mut self.sent_at, &other.sent_at);
+        merge_least(&mut self.delivered_at, &other.delivered_at);
+        merge_least(&mut self.read_at, &other.read_at);
+        merge_least(&mut self.replied_at, &other.replied_at);
+        merge_least(&mut self.failure, &other.failure);
+    }
+
+    pub fn direction(&self) -> Direction {
+        self.direction.unwrap_or(Direction::Outbound)
+    }
+
+    /// The highest-ranked status with a timestamp; `received` for the customer's messages.
+    pub fn status(&self) -> Status {
+        if self.direction() == Direction::Inbound {
+            return Status::Received;
+        }
+        [
+            (self.replied_at, Status::Replied),
+            (self.read_at, Status::Read),
+            (self.delivered_at, Status::Delivered),
+            (self.failure.as_ref().map(|f| f.at), Status::Failed),
+        ]
+        .into_iter()
+        .find_map(|(at, status)| at.map(|_| status))
+        .unwrap_or(Status::Sent)
+    }
+
+    /// When a business message reached the customer's phone. Meta skips "delivered" when a
+    /// message is read at once, so read and replied times count too.
+    pub fn reached_customer_at(&self) -> Option<i64> {
+        [self.delivered_at, self.read_at, self.replied_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The contact this message belongs to: the phone number when known, else the BSUID.
+    pub fn contact(&self) -> Option<&str> {
+        self.wa_id.as_deref().or(self.bsuid.as_deref())
+    }
+
+    /// The id the state store files this message under: Wati's id when known.
+    pub fn primary_id(&self) -> Option<&str> {
+        self.id
+            .as_deref()
+            .or(self.whatsapp_message_id.as_deref())
+            .or(self.local_message_id.as_deref())
+    }
+
+    /// Every id a reader may look this message up by.
+    pub fn all_ids(&self) -> impl Iterator<Item = &str> {
+        [
+            self.id.as_deref(),
+            self.whatsapp_message_id.as_deref(),
+            self.local_message_id.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// `None` is the bottom; two present values keep the least.
+fn merge_least<T: Ord + Clone>(mine: &mut Option<T>, theirs: &Option<T>) {
+    if let Some(theirs) = theirs {
+        match mine {
+            Some(mine) if *mine <= *theirs => {}
+            _ => *mine = Some(theirs.clone()),
+        }
+    }
+}
+
+/// What `GET /v1/messages/{id}` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageView {
+    pub id: Option<String>,
+    pub whatsapp_message_id: Option<String>,
+    pub local_message_id: Option<String>,
+    pub wa_id: Option<String>,
+    pub bsuid: Option<String>,
+    pub direction: Direction,
+    pub status: Status,
+    pub template_name: Option<String>,
+    pub sent_at: Rfc3339,
+    pub delivered_at: Rfc3339,
+    pub read_at: Rfc3339,
+    pub replied_at: Rfc3339,
+    pub failed_at: Rfc3339,
+    pub failed_code: Option<String>,
+    pub failed_detail: Option<String>,
+}
+
+impl From<&MessageRecord> for MessageView {
+    fn from(record: &MessageRecord) -> Self {
+        let failure = record.failure.as_ref();
+        MessageView {
+            id: record.id.clone(),
+            whatsapp_message_id: record.whatsapp_message_id.clone(),
+            local_message_id: record.local_message_id.clone(),
+            wa_id: record.wa_id.clone(),
+            bsuid: record.bsuid.clone(),
+            direction: record.direction(),
+            status: record.status(),
+            template_name: record.template_name.clone(),
+            sent_at: Rfc3339(record.sent_at),
+            delivered_at: Rfc3339(record.delivered_at),
+            read_at: Rfc3339(record.read_at),
+            replied_at: Rfc3339(record.replied_at),
+            failed_at: Rfc3339(failure.map(|f| f.at)),
+            failed_code: failure.and_then(|f| f.code.clone()),
+            failed_detail: failure.and_then(|f| f.detail.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event(json: &str) -> WatiEvent {
+        WatiEvent::parse(json.as_bytes()).unwrap()
+    }
+
+    fn facts(json: &str) -> MessageRecord {
+        MessageRecord::from_event(&event(json), 999).unwrap()
+    }
+
+    fn merged(records: &[MessageRecord]) -> MessageRecord {
+        let mut state = MessageRecord::default();
+        for record in records {
+            state.merge(record);
+        }
+        state
+    }
+
+    #[test]
+    fn read_before_delivered_ends_read_with_both_times() {
+        let sent =
+            facts(r#"{"eventType":"sessionMessageSent","id":"m","waId":"1","timestamp":"10"}"#);
+        let delivered = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"20"}"#);
+        let read = facts(r#"{"eventType":"sentMessageREAD_v2","id":"m","timestamp":"30"}"#);
+        let state = merged(&[read.clone(), delivered.clone(), sent.clone()]);
+        assert_eq!(state.status(), Status::Read);
+        assert_eq!(state.delivered_at, Some(20));
+        assert_eq!(state.read_at, Some(30));
+        assert_eq!(state.wa_id.as_deref(), Some("1"));
+        assert_eq!(state, merged(&[sent, delivered, read]));
+    }
+
+    #[test]
+    fn failure_never_hides_a_delivery() {
+        let delivered = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"20"}"#);
+        let failed = facts(
+            r#"{"eventType":"templateMessageFailed","id":"m","failedCode":"131026","failedDetail":"x","timestamp":"25"}"#,
+        );
+        let state = merged(&[delivered, failed]);
+        assert_eq!(state.status(), Status::Delivered);
+        assert_eq!(
+            state.failure.as_ref().unwrap().code.as_deref(),
+            Some("131026")
+        );
+    }
+
+    #[test]
+    fn failure_outranks_sent() {
+        let sent = facts(r#"{"eventType":"templateMessageSent","id":"m","timestamp":"10"}"#);
+        let failed = facts(r#"{"eventType":"sessionMessageFailed","id":"m","timestamp":"11"}"#);
+        assert_eq!(merged(&[failed, sent]).status(), Status::Failed);
+    }
+
+    #[test]
+    fn customer_messages_are_received() {
+        let record = facts(r#"{"eventType":"message","id":"m","owner":false,"timestamp":"10"}"#);
+        assert_eq!(record.status(), Status::Received);
+        assert_eq!(record.direction(), Direction::Inbound);
+        let business = facts(r#"{"eventType":"message","id":"m","owner":true,"timestamp":"10"}"#);
+        assert_eq!(business.direction(), Direction::Outbound);
+    }
+
+    #[test]
+    fn missing_timestamp_uses_the_receipt_time() {
+        let record = facts(r#"{"eventType":"sentMessageREAD","id":"m"}"#);
+        assert_eq!(record.read_at, Some(999));
+    }
+
+    #[test]
+    fn events_without_a_message_give_no_facts() {
+        assert_eq!(
+            MessageRecord::from_event(&event(r#"{"eventType":"sentMessageREAD"}"#), 1),
+            None
+        );
+        assert_eq!(
+            MessageRecord::from_event(&event(r#"{"eventType":"templateReviewed","id":"t"}"#), 1),
+            None
+        );
+        assert_eq!(
+            MessageRecord::from_event(&event(r#"{"eventType":"paymentCaptured","id":"p"}"#), 1),
+            None
+        );
+    }
+
+    #[test]
+    fn reached_customer_is_the_earliest_sign_of_delivery() {
+        let read = facts(r#"{"eventType":"sentMessageREAD","id":"m","timestamp":"30"}"#);
+        assert_eq!(read.reached_customer_at(), Some(30));
+        let state = merged(&[
+            read,
+            facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"20"}"#),
+        ]);
+        assert_eq!(state.reached_customer_at(), Some(20));
+    }
+
+    #[test]
+    fn view_renders_rfc3339_and_nulls() {
+        let view = MessageView::from(&facts(
+            r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1764238453"}"#,
+        ));
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["delivered_at"], "2025-11-27T10:14:13Z");
+        assert_eq!(json["sent_at"], serde_json::Value::Null);
+        assert_eq!(json["status"], "delivered");
+        assert_eq!(json["direction"], "outbound");
+    }
+
+    /// Facts about one message, as varied as real events: any subset of ids, times and failures.
+    fn any_facts() -> impl Strategy<Value = MessageRecord> {
+        let text = || proptest::option::of(prop_oneof![Just("a".to_owned()), Just("b".to_owned())]);
+        let time = || proptest::option::of(0i64..50);
+        (
+            (text(), text(), text(), text(), text()),
+            proptest::option::of(prop_oneof![
+                Just(Direction::Inbound),
+                Just(Direction::Outbound)
+            ]),
+            (time(), time(), time(), time()),
+            proptest::option::of((0i64..50, text(), text())),
+        )
+            .prop_map(
+                |((id, wamid, local, wa_id, template), direction, times, failure)| MessageRecord {
+                    id,
+                    whatsapp_message_id: wamid,
+                    local_message_id: local,
+                    wa_id,
+                    bsuid: None,
+                    direction,
+                    template_name: template,
+                    sent_at: times.0,
+                    delivered_at: times.1,
+                    read_at: times.2,
+                    replied_at: times.3,
+                    failure: failure.map(|(at, code, detail)| Failure { at, code, detail }),
+                },
+            )
+    }
+
+    proptest! {
+        /// Any permutation and duplication of the same facts converges to the same state.
+        #[test]
+        fn any_order_and_duplicates_converge(
+            all in proptest::collection::vec(any_facts(), 1..8),
+            duplicates in proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+            seed in any::<u64>(),
+        ) {
+            let reference = merged(&all);
+            let mut delivered = all.clone();
+            delivered.extend(duplicates.iter().map(|i| all[i.index(all.len())].clone()));
+            shuffle(&mut delivered, seed);
+            let state = merged(&delivered);
+            prop_assert_eq!(&state, &reference);
+            prop_assert_eq!(state.status(), reference.status());
+        }
+
+        #[test]
+        fn merge_is_a_join(a in any_facts(), b in any_facts(), c in any_facts()) {
+            let ab = merged(&[a.clone(), b.clone()]);
+            prop_assert_eq!(&ab, &merged(&[b.clone(), a.clone()]));
+            prop_assert_eq!(&merged(&[ab.clone(), c.clone()]), &merged(&[a.clone(), merged(&[b.clone(), c.clone()])]));
+            prop_assert_eq!(&merged(&[a.clone(), a.clone()]), &merged(std::slice::from_ref(&a)));
+        }
+
+        /// A lower status never replaces a higher one: adding facts never lowers the status.
+        #[test]
+        fn status_only_rises(a in any_facts(), b in any_facts()) {
+            let mut state = a.clone();
+            state.merge(&b);
+            if a.direction() == state.direction() {
+                prop_assert!(state.status() >= a.status());
+            }
+        }
+    }
+
+    /// Deterministic Fisher-Yates with a tiny LCG, so a failing case replays from its seed.
+    pub(crate) fn shuffle<T>(items: &mut [T], mut seed: u64) {
+        for i in (1..items.len()).rev() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            items.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+    }
+}

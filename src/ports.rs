@@ -1,0 +1,108 @@
+//! The small traits the pipeline runs over, and the records that cross them.
+//!
+//! The receiver needs a [`Ledger`] (idempotency record + raw archive) and a [`Queue`]; the
+//! processor and the read API need a [`StateStore`]. The embedded SQLite store implements all
+//! three; the AWS adapters implement them on DynamoDB and SQS.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::message::MessageRecord;
+use crate::session::ContactView;
+
+/// Why a store could not do what was asked. The pipeline only needs to know that it failed and
+/// whether retrying may help; the cause is kept for logs.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{operation} failed: {reason}")]
+    Unavailable {
+        operation: &'static str,
+        reason: String,
+    },
+    #[error("{operation} found a corrupt record: {reason}")]
+    Corrupt {
+        operation: &'static str,
+        reason: String,
+    },
+}
+
+impl StoreError {
+    pub fn unavailable(operation: &'static str, reason: impl ToString) -> Self {
+        StoreError::Unavailable {
+            operation,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// An accepted event's idempotency record, holding the raw body as the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub key: String,
+    pub event_type: String,
+    pub body: Vec<u8>,
+    pub received_at: i64,
+    /// After this instant the key may be accepted again; must outlive Wati's ~24 h of retries.
+    pub expires_at: i64,
+}
+
+/// What recording a key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    /// Seen before: when it was first received, and the body it was first received with.
+    Existing {
+        received_at: i64,
+        body: Vec<u8>,
+    },
+}
+
+/// A body that can never become an event, kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    pub key: String,
+    pub reason: String,
+    pub body: Vec<u8>,
+    pub received_at: i64,
+}
+
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Records the entry unless its key is already recorded and unexpired. One conditional write.
+    async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, StoreError>;
+    /// Marks a recorded key whose enqueue failed, so the sweeper re-sends it.
+    async fn mark_for_redrive(&self, key: &str, at: i64) -> Result<(), StoreError>;
+    async fn quarantine(&self, entry: &QuarantineEntry) -> Result<(), StoreError>;
+    /// Up to `limit` recorded events marked for redrive, oldest mark first.
+    async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError>;
+    /// Clears the redrive mark once the event is back on the queue.
+    async fn clear_redrive(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// What travels on the queue from the receiver to the processor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    pub key: String,
+    pub received_at: i64,
+    /// The raw body, as Wati sent it.
+    pub body: String,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Merges one event's facts into its message. Idempotent and order-independent.
+    async fn apply(&self, facts: &MessageRecord) -> Result<(), StoreError>;
+    /// Keeps an event that was accepted but can never be applied, with its body.
+    async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError>;
+    /// A message by Wati's id, the `whatsappMessageId` or the `localMessageId`.
+    async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError>;
+    /// A contact by phone number or BSUID, as seen at `now`.
+    async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError>;
+    /// Whether the store answers at all.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

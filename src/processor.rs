@@ -1,0 +1,154 @@
+//! Applying queued events to the state store, and the local queue consumer that drives it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::event::WatiEvent;
+use crate::message::MessageRecord;
+use crate::ports::{QueuedEvent, StateStore, StoreError};
+use crate::receiver::sweep;
+use crate::store::embedded::{Delivery, EmbeddedStore};
+
+/// What applying one queued event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The event's facts were merged into its message.
+    Message { kind: String },
+    /// Not about a message (template lifecycle, unknown types): the ledger's archive is its record.
+    Archived { kind: String },
+    /// Can never be applied; recorded and acknowledged rather than retried forever.
+    Quarantined { reason: String },
+}
+
+/// Applies one queued event. `Err` means a transient failure worth retrying.
+pub async fn apply(state: &dyn StateStore, queued: &QueuedEvent) -> Result<Applied, StoreError> {
+    let event = match WatiEvent::parse(queued.body.as_bytes()) {
+        Ok(event) => event,
+        Err(unusable) => return quarantine(state, queued, unusable.to_string()).await,
+    };
+    let kind = event.kind.name().to_owned();
+    match MessageRecord::from_event(&event, queued.received_at) {
+        Some(facts) => {
+            state.apply(&facts).await?;
+            Ok(Applied::Message { kind })
+        }
+        None if event.kind.is_message_event() => {
+            quarantine(state, queued, format!("{kind} names no message id")).await
+        }
+        None => Ok(Applied::Archived { kind }),
+    }
+}
+
+async fn quarantine(
+    state: &dyn StateStore,
+    queued: &QueuedEvent,
+    reason: String,
+) -> Result<Applied, StoreError> {
+    state.quarantine(queued, &reason).await?;
+    Ok(Applied::Quarantined { reason })
+}
+
+/// How the local processor treats failures, mirroring an SQS queue with a redrive policy.
+#[derive(Debug, Clone)]
+pub struct LocalProcessorSettings {
+    pub batch_size: u32,
+    /// How long a received event stays hidden before another receive may take it.
+    pub visibility_ms: i64,
+    /// Attempts before an event moves to the dead-letter table (SQS's `maxReceiveCount`).
+    pub max_attempts: u32,
+    /// How often to look at the queue when nothing woke us.
+    pub idle_poll: Duration,
+    /// How often to re-send events whose enqueue failed (the sweeper).
+    pub sweep_every: Duration,
+}
+
+impl Default for LocalProcessorSettings {
+    fn default() -> Self {
+        LocalProcessorSettings {
+            batch_size: 64,
+            visibility_ms: 30_000,
+            max_attempts: 8,
+            idle_poll: Duration::from_millis(500),
+            sweep_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Consumes the embedded queue forever: receive a batch, apply its events concurrently,
+/// acknowledge the ones applied, back off or dead-letter the ones that failed.
+pub async fn run_local(store: EmbeddedStore, settings: LocalProcessorSettings) {
+    let state: Arc<dyn StateStore> = Arc::new(store.clone());
+    let mut last_sweep = std::time::Instant::now();
+    loop {
+        if last_sweep.elapsed() >= settings.sweep_every {
+            last_sweep = std::time::Instant::now();
+            if let Err(error) = sweep(&store, &store, 100).await {
+                tracing::error!(%error, "sweeper failed; will retry");
+            }
+        }
+        let batch = match store
+            .receive(settings.batch_size, settings.visibility_ms)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the local queue");
+                tokio::time::sleep(settings.idle_poll).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            let _ = tokio::time::timeout(settings.idle_poll, store.queue_ready()).await;
+            continue;
+        }
+        process_batch(&store, &state, batch, &settings).await;
+    }
+}
+
+async fn process_batch(
+    store: &EmbeddedStore,
+    state: &Arc<dyn StateStore>,
+    batch: Vec<Delivery>,
+    settings: &LocalProcessorSettings,
+) {
+    let mut running = tokio::task::JoinSet::new();
+    for delivery in batch {
+        let state = Arc::clone(state);
+        running.spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = apply(state.as_ref(), &delivery.event).await;
+            (delivery, outcome, started.elapsed())
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        let Ok((delivery, outcome, elapsed)) = joined else {
+            continue; // A panicked task leaves its event hidden; it is retried after the timeout.
+        };
+        let key = delivery.event.key.as_str();
+        let micros = elapsed.as_micros() as u64;
+        match outcome {
+            Ok(applied) => {
+                tracing::info!(key, outcome = ?applied, latency_us = micros, "applied");
+                done.push(delivery.seq);
+            }
+            Err(error) if delivery.attempts >= settings.max_attempts => {
+                tracing::error!(key, %error, attempts = delivery.attempts, "dead-lettered");
+                if let Err(error) = store.dead_letter(delivery.seq, error.to_string()).await {
+                    tracing::error!(key, %error, "cannot dead-letter");
+                }
+            }
+            Err(error) => {
+                let delay_ms = 100i64 << delivery.attempts.min(9);
+                tracing::warn!(key, %error, attempts = delivery.attempts, delay_ms, "retrying");
+                if let Err(error) = store.retry_later(delivery.seq, delay_ms).await {
+                    tracing::error!(key, %error, "cannot schedule retry");
+                }
+            }
+        }
+    }
+    if let Err(error) = store.acknowledge(done).await {
+        // Not lost: the events reappear after the visibility timeout and apply idempotently.
+        tracing::error!(%error, "cannot acknowledge applied events");
+    }
+}

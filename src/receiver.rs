@@ -1,0 +1,861 @@
+//! The receive algorithm: one ledger write and one enqueue on the happy path, and an answer Wati
+//! will not needlessly retry on every other path.
+//!
+//! ```text
+//! unusable body        -> quarantine (raw body kept)            -> Quarantined | Unavailable
+//! ledger: new          -> enqueue ok                            -> Accepted
+//!                         enqueue failed -> mark for redrive ok -> Accepted (the sweeper re-sends)
+//!                                                          fail -> Unavailable (Wati retries)
+//! ledger: seen, same body, fresh -> nothing                      -> Duplicate
+//! ledger: seen, same body, stale -> enqueue again (a crash may have lost the first send)
+//! ledger: seen, other body       -> enqueue it (v2 adds fields v1 lacks) -> Duplicate
+//! ledger unavailable   -> enqueue anyway (the processor is idempotent) -> Accepted | Unavailable
+//! ```
+
+use std::sync::Arc;
+
+use crate::event::sha256_hex;
+use crate::event::{idempotency_key, quarantine_key, WatiEvent};
+use crate::ports::{
+    Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StoreError,
+};
+use crate::time::now_unix;
+
+/// How the receiver answered one webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receipt {
+    Accepted {
+        key: String,
+    },
+    Duplicate {
+        key: String,
+    },
+    Quarantined {
+        key: String,
+    },
+    /// Nothing durable could be written: Wati must retry.
+    Unavailable,
+}
+
+/// The path a receipt took, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Enqueued,
+    MarkedForRedrive,
+    LedgerBypassed,
+    FreshDuplicate,
+    StaleDuplicateResent,
+    VariantEnqueued,
+    Quarantined,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiverSettings {
+    /// How long a key is remembered; must outlive Wati's ~24 h of retries.
+    pub dedup_ttl_seconds: i64,
+    /// A duplicate whose original is older than this is enqueued again: the first send may have
+    /// been lost to a crash between the ledger write and the enqueue.
+    pub resend_after_seconds: i64,
+}
+
+impl Default for ReceiverSettings {
+    fn default() -> Self {
+        ReceiverSettings {
+            dedup_ttl_seconds: 7 * 24 * 60 * 60,
+            resend_after_seconds: 60,
+        }
+    }
+}
+
+pub struct Receiver {
+    ledger: Arc<dyn Ledger>,
+    queue: Arc<dyn Queue>,
+    settings: ReceiverSettings,
+}
+
+impl Receiver {
+    pub fn new(ledger: Arc<dyn Ledger>, queue: Arc<dyn Queue>, settings: ReceiverSettings) -> Self {
+        Receiver {
+            ledger,
+            queue,
+            settings,
+        }
+    }
+
+    /// Takes one authenticated webhook body.
+    pub async fn receive(&self, body: &[u8]) -> (Receipt, Path) {
+        let received_at = now_unix();
+        let event = match WatiEvent::parse(body) {
+            Ok(event) => event,
+            Err(unusable) => {
+                return self
+                    .quarantine(body, unusable.to_string(), received_at)
+                    .await
+            }
+        };
+        let key = idempotency_key(&event, body);
+        let Ok(text) = std::str::from_utf8(body) else {
+            // Unreachable: a body that parsed as JSON is UTF-8. Kept as a quarantine, not a panic.
+            return self
+                .quarantine(body, "body is not UTF-8".into(), received_at)
+                .await;
+        };
+        let queued = QueuedEvent {
+            key: key.clone(),
+            received_at,
+            body: text.to_owned(),
+        };
+        let entry = LedgerEntry {
+            key: key.clone(),
+            event_type: event.kind.name().to_owned(),
+            body: body.to_vec(),
+            received_at,
+            expires_at: received_at.saturating_add(self.settings.dedup_ttl_seconds),
+        };
+        match self.ledger.record(&entry).await {
+            Ok(Recorded::New) => self.enqueue(queued, Path::Enqueued, None).await,
+            Ok(Recorded::Existing {
+                received_at: first,
+                body: original,
+            }) => {
+                let duplicate = |(receipt, path)| match receipt {
+                    Receipt::Accepted { .. } => (Receipt::Duplicate { key: key.clone() }, path),
+                    other => (other, path),
+                };
+                if original != body {
+                    // The v1 and v2 callbacks of one change share a key but not their fields
+                    // (`localMessageId` is only in v2): apply this variant too, under its own key.
+                    let variant = variant_entry(entry);
+                    let queued = QueuedEvent {
+                        key: variant.key.clone(),
+                        ..queued
+                    };
+                    return duplicate(
+                        self.enqueue(queued, Path::VariantEnqueued, Some(&variant))
+                            .await,
+                    );
+                }
+                if received_at - first < self.settings.resend_after_seconds {
+                    return (Receipt::Duplicate { key }, Path::FreshDuplicate);
+                }
+                duplicate(self.enqueue(queued, Path::StaleDuplicateResent, None).await)
+            }
+            Err(error) => {
+                tracing::warn!(%key, %error, "ledger unavailable; enqueueing without it");
+                match self.queue.send(&queued).await {
+                    Ok(()) => (Receipt::Accepted { key }, Path::LedgerBypassed),
+                    Err(error) => {
+                        tracing::error!(%key, %error, "ledger and queue both unavailable");
+                        (Receipt::Unavailable, Path::Failed)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Enqueues an event; if the queue fails, leaves a redrive mark in the ledger for the sweeper
+    /// (recording `unrecorded` first when the ledger does not hold this body yet).
+    async fn enqueue(
+        &self,
+        queued: QueuedEvent,
+        path: Path,
+        unrecorded: Option<&LedgerEntry>,
+    ) -> (Receipt, Path) {
+        let key = queued.key.clone();
+        let Err(error) = self.queue.send(&queued).await else {
+            return (Receipt::Accepted { key }, path);
+        };
+        tracing::warn!(%key, %error, "enqueue failed; marking for redrive");
+        let recorded = match unrecorded {
+            Some(entry) => self.ledger.record(entry).await.map(|_| ()),
+            None => Ok(()),
+        };
+        let marked = match recorded {
+            Ok(()) => self.ledger.mark_for_redrive(&key, now_unix()).await,
+            Err(error) => Err(error),
+        };
+        match marked {
+            Ok(()) => (Receipt::Accepted { key }, Path::MarkedForRedrive),
+            Err(error) => {
+                tracing::error!(%key, %error, "could not mark for redrive");
+                (Receipt::Unavailable, Path::Failed)
+            }
+        }
+    }
+
+    async fn quarantine(&self, body: &[u8], reason: String, received_at: i64) -> (Receipt, Path) {
+        let entry = QuarantineEntry {
+            key: quarantine_key(body),
+            reason,
+            body: body.to_vec(),
+            received_at,
+        };
+        match self.ledger.quarantine(&entry).await {
+            Ok(()) => (Receipt::Quarantined { key: entry.key }, Path::Quarantined),
+            Err(error) => {
+                tracing::error!(%error, "could not quarantine an unusable body");
+                (Receipt::Unavailable, Path::Failed)
+            }
+        }
+    }
+}
+
+/// The sweeper: re-sends up to `limit` events whose enqueue failed and clears their marks.
+/// Returns how many went back on the queue.
+pub async fn sweep(
+    ledger: &dyn Ledger,
+    queue: &dyn Queue,
+    limit: u32,
+) -> Result<usize, StoreError> {
+    let marked = ledger.marked_for_redrive(limit).await?;
+    let mut redriven = 0;
+    for queued in marked {
+        queue.send(&queued).await?;
+        ledger.clear_redrive(&queued.key).await?;
+        tracing::info!(key = %queued.key, "redriven");
+        redriven += 1;
+    }
+    Ok(redriven)
+}
+
+/// The ledger entry of a variant body under an existing key: its own key, derived from its body.
+fn variant_entry(entry: LedgerEntry) -> LedgerEntry {
+    let digest = sha256_hex(&entry.body);
+    LedgerEntry {
+        key: format!("{}:variant:{}", entry.key, &digest[..16]),
+        ..entry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::event::WatiEvent;
+
+    const DAY: i64 = 24 * 60 * 60;
+
+    const RECORD: &str = "record";
+    const MARK: &str = "mark_for_redrive";
+    const QUARANTINE: &str = "quarantine";
+    const LIST_MARKED: &str = "marked_for_redrive";
+    const CLEAR: &str = "clear_redrive";
+    const SEND: &str = "send";
+
+    /// A read-status callback (v1) and its v2 twin: same key, but v2 also carries `localMessageId`.
+    const READ_V1: &[u8] = br#"{"eventType":"sentMessageREAD","id":"a1","whatsappMessageId":"wamid.X","timestamp":"1764238453"}"#;
+    const READ_V2: &[u8] = br#"{"eventType":"sentMessageREAD_v2","id":"a1","whatsappMessageId":"wamid.X","localMessageId":"l1","timestamp":"1764238453"}"#;
+    const READ_KEY: &str = "sentMessageREAD:wamid.X";
+    const DELIVERED: &[u8] =
+        br#"{"eventType":"sentMessageDELIVERED","id":"a1","whatsappMessageId":"wamid.X"}"#;
+    const REPLIED: &[u8] =
+        br#"{"eventType":"sentMessageREPLIED","id":"a1","whatsappMessageId":"wamid.X"}"#;
+
+    /// One ledger row: the entry, and when it was marked for redrive (if it is).
+    #[derive(Debug, Clone)]
+    struct Row {
+        entry: LedgerEntry,
+        redrive_at: Option<i64>,
+    }
+
+    /// A tiny in-memory ledger and queue with the embedded store's semantics, a count of calls per
+    /// operation, and faults that can be switched on per operation.
+    #[derive(Default)]
+    struct MemoryStore {
+        ledger: Mutex<HashMap<String, Row>>,
+        sent: Mutex<Vec<QueuedEvent>>,
+        quarantined: Mutex<Vec<QuarantineEntry>>,
+        /// Operation -> the first call number (1-based, counted over the store's life) that fails.
+        failing: Mutex<HashMap<&'static str, usize>>,
+        calls: Mutex<HashMap<&'static str, usize>>,
+    }
+
+    impl MemoryStore {
+        fn new() -> Arc<MemoryStore> {
+            Arc::new(MemoryStore::default())
+        }
+
+        /// Makes every call of `operation` from now on fail.
+        fn fail(&self, operation: &'static str) {
+            let next = self.calls(operation) + 1;
+            self.fail_from_call(operation, next);
+        }
+
+        /// Makes `operation` fail from its `call`-th call on (1-based, over the store's life).
+        fn fail_from_call(&self, operation: &'static str, call: usize) {
+            self.failing.lock().unwrap().insert(operation, call);
+        }
+
+        fn heal(&self, operation: &'static str) {
+            self.failing.lock().unwrap().remove(operation);
+        }
+
+        fn calls(&self, operation: &'static str) -> usize {
+            self.calls
+                .lock()
+                .unwrap()
+                .get(operation)
+                .copied()
+                .unwrap_or(0)
+        }
+
+        fn total_calls(&self) -> usize {
+            self.calls.lock().unwrap().values().sum()
+        }
+
+        /// Counts a call and fails it when a fault is switched on for it.
+        fn enter(&self, operation: &'static str) -> Result<(), StoreError> {
+            let mut calls = self.calls.lock().unwrap();
+            let count = calls.entry(operation).or_insert(0);
+            *count += 1;
+            match self.failing.lock().unwrap().get(operation) {
+                Some(&from) if *count >= from => {
+                    Err(StoreError::unavailable(operation, "injected fault"))
+                }
+                _ => Ok(()),
+            }
+        }
+
+        fn sent(&self) -> Vec<QueuedEvent> {
+            self.sent.lock().unwrap().clone()
+        }
+
+        fn quarantined(&self) -> Vec<QuarantineEntry> {
+            self.quarantined.lock().unwrap().clone()
+        }
+
+        fn row(&self, key: &str) -> Option<Row> {
+            self.ledger.lock().unwrap().get(key).cloned()
+        }
+
+        fn ledger_keys(&self) -> HashSet<String> {
+            self.ledger.lock().unwrap().keys().cloned().collect()
+        }
+
+        /// Puts an entry in the ledger directly, as an earlier receipt would have.
+        fn seed(&self, entry: LedgerEntry) {
+            let row = Row {
+                entry: entry.clone(),
+                redrive_at: None,
+            };
+            self.ledger.lock().unwrap().insert(entry.key, row);
+        }
+    }
+
+    #[async_trait]
+    impl Ledger for MemoryStore {
+        async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, StoreError> {
+            self.enter(RECORD)?;
+            let mut ledger = self.ledger.lock().unwrap();
+            match ledger.get(&entry.key) {
+                Some(row) if row.entry.expires_at > entry.received_at => Ok(Recorded::Existing {
+                    received_at: row.entry.received_at,
+                    body: row.entry.body.clone(),
+                }),
+                _ => {
+                    let row = Row {
+                        entry: entry.clone(),
+                        redrive_at: None,
+                    };
+                    ledger.insert(entry.key.clone(), row);
+                    Ok(Recorded::New)
+                }
+            }
+        }
+
+        async fn mark_for_redrive(&self, key: &str, at: i64) -> Result<(), StoreError> {
+            self.enter(MARK)?;
+            // Like an SQL UPDATE: marking a key that was never recorded changes nothing.
+            if let Some(row) = self.ledger.lock().unwrap().get_mut(key) {
+                row.redrive_at = Some(at);
+            }
+            Ok(())
+        }
+
+        async fn quarantine(&self, entry: &QuarantineEntry) -> Result<(), StoreError> {
+            self.enter(QUARANTINE)?;
+            let mut quarantined = self.quarantined.lock().unwrap();
+            if !quarantined.iter().any(|kept| kept.key == entry.key) {
+                quarantined.push(entry.clone());
+            }
+            Ok(())
+        }
+
+        async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError> {
+            self.enter(LIST_MARKED)?;
+            let ledger = self.ledger.lock().unwrap();
+            let mut marked: Vec<(i64, &LedgerEntry)> = ledger
+                .values()
+                .filter_map(|row| Some((row.redrive_at?, &row.entry)))
+                .collect();
+            marked.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+            Ok(marked
+                .into_iter()
+                .take(limit as usize)
+                .map(|(_, entry)| QueuedEvent {
+                    key: entry.key.clone(),
+                    received_at: entry.received_at,
+                    body: String::from_utf8_lossy(&entry.body).into_owned(),
+                })
+                .collect())
+        }
+
+        async fn clear_redrive(&self, key: &str) -> Result<(), StoreError> {
+            self.enter(CLEAR)?;
+            if let Some(row) = self.ledger.lock().unwrap().get_mut(key) {
+                row.redrive_at = None;
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Queue for MemoryStore {
+        async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError> {
+            self.enter(SEND)?;
+            self.sent.lock().unwrap().push(event.clone());
+            Ok(())
+        }
+    }
+
+    fn receiver(store: &Arc<MemoryStore>) -> Receiver {
+        Receiver::new(store.clone(), store.clone(), ReceiverSettings::default())
+    }
+
+    fn text(body: &[u8]) -> String {
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    fn variant_key(original: &str, body: &[u8]) -> String {
+        format!("{original}:variant:{}", &sha256_hex(body)[..16])
+    }
+
+    fn is_marked(store: &MemoryStore, key: &str) -> bool {
+        store
+            .row(key)
+            .expect("key is in the ledger")
+            .redrive_at
+            .is_some()
+    }
+
+    /// A new event costs exactly one ledger write and one send; the ledger archives the raw body
+    /// for the dedup window and the queue carries the body as Wati sent it.
+    #[tokio::test]
+    async fn new_event_is_recorded_once_and_sent_once() {
+        let store = MemoryStore::new();
+        let before = now_unix();
+        let (receipt, path) = receiver(&store).receive(READ_V1).await;
+        let after = now_unix();
+
+        let key = idempotency_key(&WatiEvent::parse(READ_V1).unwrap(), READ_V1);
+        assert_eq!(key, READ_KEY);
+        assert_eq!(receipt, Receipt::Accepted { key: key.clone() });
+        assert_eq!(path, Path::Enqueued);
+        assert_eq!(store.calls(RECORD), 1);
+        assert_eq!(store.calls(SEND), 1);
+        assert_eq!(store.total_calls(), 2, "nothing but one write and one send");
+
+        let row = store.row(&key).expect("recorded");
+        assert_eq!(row.entry.body, READ_V1);
+        assert_eq!(row.entry.event_type, "sentMessageREAD");
+        assert!((before..=after).contains(&row.entry.received_at));
+        assert_eq!(row.entry.expires_at, row.entry.received_at + 7 * DAY);
+        assert_eq!(row.redrive_at, None);
+        assert_eq!(
+            store.sent(),
+            vec![QueuedEvent {
+                key,
+                received_at: row.entry.received_at,
+                body: text(READ_V1),
+            }]
+        );
+    }
+
+    /// Wati's immediate retry of the same body is answered Duplicate and is not sent again.
+    #[tokio::test]
+    async fn fresh_duplicate_is_not_sent_again() {
+        let store = MemoryStore::new();
+        let receiver = receiver(&store);
+        receiver.receive(READ_V1).await;
+        let (receipt, path) = receiver.receive(READ_V1).await;
+
+        assert_eq!(
+            receipt,
+            Receipt::Duplicate {
+                key: READ_KEY.into()
+            }
+        );
+        assert_eq!(path, Path::FreshDuplicate);
+        assert_eq!(store.sent().len(), 1);
+        assert_eq!(store.calls(SEND), 1);
+    }
+
+    /// A duplicate whose original is older than `resend_after_seconds` is sent again, since a crash
+    /// between the ledger write and the send may have lost the first one.
+    #[tokio::test]
+    async fn stale_duplicate_is_sent_again() {
+        let store = MemoryStore::new();
+        let first = now_unix() - 3600;
+        store.seed(LedgerEntry {
+            key: READ_KEY.into(),
+            event_type: "sentMessageREAD".into(),
+            body: READ_V1.to_vec(),
+            received_at: first,
+            expires_at: first + 7 * DAY,
+        });
+        let (receipt, path) = receiver(&store).receive(READ_V1).await;
+
+        assert_eq!(
+            receipt,
+            Receipt::Duplicate {
+                key: READ_KEY.into()
+            }
+        );
+        assert_eq!(path, Path::StaleDuplicateResent);
+        let sent = store.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].key, READ_KEY);
+        assert_eq!(sent[0].body, text(READ_V1));
+    }
+
+    /// The v2 twin of a received v1 callback shares its key but adds fields: it is answered
+    /// Duplicate (under the original key) and still sent, under its own variant key.
+    #[tokio::test]
+    async fn v2_variant_is_sent_under_its_own_key() {
+        let store = MemoryStore::new();
+        let receiver = receiver(&store);
+        receiver.receive(READ_V1).await;
+        let (receipt, path) = receiver.receive(READ_V2).await;
+
+        assert_eq!(
+            receipt,
+            Receipt::Duplicate {
+                key: READ_KEY.into()
+            }
+        );
+        assert_eq!(path, Path::VariantEnqueued);
+        let sent = store.sent();
+        assert_eq!(sent.len(), 2);
+        assert!(
+            sent[1].key.starts_with(&format!("{READ_KEY}:variant:")),
+            "{}",
+            sent[1].key
+        );
+        assert_eq!(sent[1].key, variant_key(READ_KEY, READ_V2));
+        assert_eq!(sent[1].body, text(READ_V2));
+        assert_eq!(
+            store.row(READ_KEY).unwrap().entry.body,
+            READ_V1,
+            "the original stays archived under its key"
+        );
+    }
+
+    /// When the queue is down the event is still Accepted: the ledger entry is marked, and the
+    /// sweeper sends it once the queue is back, clears the mark, and does not send it twice.
+    #[tokio::test]
+    async fn failed_send_is_marked_then_swept() {
+        let store = MemoryStore::new();
+        store.fail(SEND);
+        let (receipt, path) = receiver(&store).receive(READ_V1).await;
+
+        assert_eq!(
+            receipt,
+            Receipt::Accepted {
+                key: READ_KEY.into()
+            }
+        );
+        assert_eq!(path, Path::MarkedForRedrive);
+        assert!(store.sent().is_empty());
+        assert!(is_marked(&store, READ_KEY));
+
+        store.heal(SEND);
+        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 1);
+        let received_at = store.row(READ_KEY).unwrap().entry.received_at;
+        assert_eq!(
+            store.sent(),
+            vec![QueuedEvent {
+                key: READ_KEY.into(),
+                received_at,
+                body: text(READ_V1),
+            }]
+        );
+        assert!(!is_marked(&store, READ_KEY));
+        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 0);
+        assert_eq!(store.sent().len(), 1);
+    }
+
+    /// If the send fails and the redrive mark cannot be written either, nothing durable promises
+    /// delivery, so Wati is told to retry.
+    #[tokio::test]
+    async fn failed_send_and_failed_mark_is_unavailable() {
+        let store = MemoryStore::new();
+        store.fail(SEND);
+        store.fail(MARK);
+        let (receipt, path) = receiver(&store).receive(READ_V1).await;
+
+        assert_eq!(receipt, Receipt::Unavailable);
+        assert_eq!(path, Path::Failed);
+        assert!(store.sent().is_empty());
+        assert_eq!(store.calls(MARK), 1);
+    }
+
+    /// A ledger outage does not stop events: they are sent without dedup (the processor is
+    /// idempotent) and Accepted.
+    #[tokio::test]
+    async fn ledger_outage_is_bypassed() {
+        let store = MemoryStore::new();
+        store.fail(RECORD);
+        let (receipt, path) = receiver(&store).receive(READ_V1).await;
+
+        assert_eq!(
+            receipt,
+            Receipt::Accepted {
+                key: READ_KEY.into()
+            }
+        );
+        assert_eq!(path, Path::LedgerBypassed);
+        let sent = store.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].key, READ_KEY);
+        assert_eq!(sent[0].body, text(READ_V1));
+        assert!(store.ledger_keys().is_empty());
+    }
+
+    /// With both the ledger and the queue down nothing is stored anywhere, so Wati must retry.
+    #[tokio::test]
+    async fn ledger_and_queue_outage_is_unavailable() {
+        let store = MemoryStore::new();
+        store.fail(RECORD);
+        store.fail(SEND);
+        let (receipt, path) = receiver(&store).receive(READ_V1).await;
+
+        assert_eq!(receipt, Receipt::Unavailable);
+        assert_eq!(path, Path::Failed);
+        assert!(store.sent().is_empty());
+        assert_eq!(store.calls(SEND), 1, "the queue was tried");
+    }
+
+    /// A v2 variant that cannot be sent is recorded under its variant key and marked, answered
+    /// Duplicate, and the sweeper later sends the v2 body.
+    #[tokio::test]
+    async fn variant_with_queue_down_is_recorded_marked_and_swept() {
+        let store = MemoryStore::new();
+        let receiver = receiver(&store);
+        receiver.receive(READ_V1).await;
+        store.fail(SEND);
+        let (receipt, path) = receiver.receive(READ_V2).await;
+
+        assert_eq!(
+            receipt,
+            Receipt::Duplicate {
+                key: READ_KEY.into()
+            }
+        );
+        assert_eq!(path, Path::MarkedForRedrive);
+        let variant = variant_key(READ_KEY, READ_V2);
+        let row = store
+            .row(&variant)
+            .expect("variant recorded under its own key");
+        assert_eq!(row.entry.body, READ_V2);
+        assert!(row.redrive_at.is_some());
+        assert_eq!(store.row(READ_KEY).unwrap().entry.body, READ_V1);
+        assert!(
+            !is_marked(&store, READ_KEY),
+            "the original was sent; only the variant is marked"
+        );
+
+        store.heal(SEND);
+        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 1);
+        let sent = store.sent();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].key, variant);
+        assert_eq!(sent[1].body, text(READ_V2));
+        assert!(!is_marked(&store, &variant));
+        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 0);
+    }
+
+    /// A variant that can be neither sent nor parked in the ledger (its record or its mark fails)
+    /// is Unavailable, so Wati retries it.
+    #[tokio::test]
+    async fn variant_that_cannot_be_parked_is_unavailable() {
+        // The variant's own ledger record fails (the 3rd record call; the 2nd finds the original).
+        let store = MemoryStore::new();
+        let receiver_a = receiver(&store);
+        receiver_a.receive(READ_V1).await;
+        store.fail(SEND);
+        store.fail_from_call(RECORD, 3);
+        assert_eq!(
+            receiver_a.receive(READ_V2).await,
+            (Receipt::Unavailable, Path::Failed)
+        );
+        assert_eq!(store.calls(RECORD), 3);
+        assert_eq!(store.calls(MARK), 0);
+        assert!(store.row(&variant_key(READ_KEY, READ_V2)).is_none());
+
+        // The variant is recorded but its mark fails.
+        let store = MemoryStore::new();
+        let receiver_b = receiver(&store);
+        receiver_b.receive(READ_V1).await;
+        store.fail(SEND);
+        store.fail(MARK);
+        assert_eq!(
+            receiver_b.receive(READ_V2).await,
+            (Receipt::Unavailable, Path::Failed)
+        );
+        assert_eq!(store.sent().len(), 1, "only v1 was ever sent");
+    }
+
+    /// A stale duplicate that cannot be re-sent is marked for the sweeper and still answered
+    /// Duplicate.
+    #[tokio::test]
+    async fn stale_duplicate_with_queue_down_is_marked_then_swept() {
+        let store = MemoryStore::new();
+        let first = now_unix() - 3600;
+        store.seed(LedgerEntry {
+            key: READ_KEY.into(),
+            event_type: "sentMessageREAD".into(),
+            body: READ_V1.to_vec(),
+            received_at: first,
+            expires_at: first + 7 * DAY,
+        });
+        store.fail(SEND);
+        let (receipt, path) = receiver(&store).receive(READ_V1).await;
+
+        assert_eq!(
+            receipt,
+            Receipt::Duplicate {
+                key: READ_KEY.into()
+            }
+        );
+        assert_eq!(path, Path::MarkedForRedrive);
+        assert!(is_marked(&store, READ_KEY));
+        store.heal(SEND);
+        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 1);
+        assert_eq!(store.sent()[0].body, text(READ_V1));
+    }
+
+    /// Bodies that can never be events are Quarantined with their raw bytes, never recorded or
+    /// sent; a retried unusable body lands on the same quarantine key.
+    #[tokio::test]
+    async fn unusable_bodies_are_quarantined_once() {
+        let mut keys = HashSet::new();
+        for body in [&b"not json"[..], b"[1]", br#"{"no":"type"}"#] {
+            let store = MemoryStore::new();
+            let receiver = receiver(&store);
+            let (receipt, path) = receiver.receive(body).await;
+
+            let key = quarantine_key(body);
+            assert_eq!(receipt, Receipt::Quarantined { key: key.clone() });
+            assert_eq!(path, Path::Quarantined);
+            let kept = store.quarantined();
+            assert_eq!(kept.len(), 1);
+            assert_eq!(kept[0].key, key);
+            assert_eq!(kept[0].body, body);
+            assert!(!kept[0].reason.is_empty());
+            assert!(store.ledger_keys().is_empty());
+            assert!(store.sent().is_empty());
+            assert_eq!(store.calls(RECORD) + store.calls(SEND), 0);
+
+            let again = receiver.receive(body).await;
+            assert_eq!(again, (receipt, Path::Quarantined), "same body, same key");
+            assert_eq!(store.calls(QUARANTINE), 2);
+            assert_eq!(store.quarantined().len(), 1);
+            keys.insert(key);
+        }
+        assert_eq!(keys.len(), 3, "different bodies, different quarantine keys");
+    }
+
+    /// If an unusable body cannot even be quarantined, Wati is told to retry.
+    #[tokio::test]
+    async fn failed_quarantine_is_unavailable() {
+        let store = MemoryStore::new();
+        store.fail(QUARANTINE);
+        let (receipt, path) = receiver(&store).receive(b"not json").await;
+
+        assert_eq!(receipt, Receipt::Unavailable);
+        assert_eq!(path, Path::Failed);
+        assert!(store.quarantined().is_empty());
+        assert_eq!(store.calls(QUARANTINE), 1);
+    }
+
+    /// An event type we do not know is Accepted, recorded and sent: never dropped.
+    #[tokio::test]
+    async fn unknown_event_type_is_accepted_and_sent() {
+        let store = MemoryStore::new();
+        let body: &[u8] = br#"{"eventType":"paymentCaptured","amount":5}"#;
+        let (receipt, path) = receiver(&store).receive(body).await;
+
+        let key = format!("paymentCaptured:body-sha256:{}", sha256_hex(body));
+        assert_eq!(receipt, Receipt::Accepted { key: key.clone() });
+        assert_eq!(path, Path::Enqueued);
+        assert_eq!(store.row(&key).unwrap().entry.event_type, "paymentCaptured");
+        let sent = store.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].key, key);
+        assert_eq!(sent[0].body, text(body));
+    }
+
+    /// The sweeper sends at most `limit` events per run and leaves the rest marked.
+    #[tokio::test]
+    async fn sweep_respects_its_limit() {
+        let store = MemoryStore::new();
+        let receiver = receiver(&store);
+        store.fail(SEND);
+        for body in [READ_V1, DELIVERED, REPLIED] {
+            receiver.receive(body).await;
+        }
+        store.heal(SEND);
+
+        assert_eq!(sweep(&*store, &*store, 2).await.unwrap(), 2);
+        assert_eq!(store.sent().len(), 2);
+        assert_eq!(sweep(&*store, &*store, 2).await.unwrap(), 1);
+        assert_eq!(sweep(&*store, &*store, 2).await.unwrap(), 0);
+        let sent: HashSet<String> = store.sent().into_iter().map(|e| e.body).collect();
+        let expected: HashSet<String> = [READ_V1, DELIVERED, REPLIED].map(text).into();
+        assert_eq!(sent, expected);
+    }
+
+    /// A failing sweep reports the error and keeps every mark it did not clear, so nothing is
+    /// lost: an event sent but not cleared is sent again next time (at least once).
+    #[tokio::test]
+    async fn failing_sweep_keeps_marks() {
+        let store = MemoryStore::new();
+        let receiver = receiver(&store);
+        store.fail(SEND);
+        receiver.receive(READ_V1).await;
+        receiver.receive(DELIVERED).await;
+        let delivered_key = "sentMessageDELIVERED:wamid.X";
+
+        // Queue still down: nothing sent, both still marked.
+        assert!(sweep(&*store, &*store, 10).await.is_err());
+        assert!(store.sent().is_empty());
+        assert!(is_marked(&store, READ_KEY) && is_marked(&store, delivered_key));
+
+        // The marks cannot be listed.
+        store.heal(SEND);
+        store.fail(LIST_MARKED);
+        assert!(sweep(&*store, &*store, 10).await.is_err());
+        assert!(store.sent().is_empty());
+        store.heal(LIST_MARKED);
+
+        // Sent but the mark cannot be cleared: it stays marked.
+        store.fail(CLEAR);
+        assert!(sweep(&*store, &*store, 10).await.is_err());
+        assert_eq!(store.sent().len(), 1);
+        assert!(is_marked(&store, READ_KEY) && is_marked(&store, delivered_key));
+
+        store.heal(CLEAR);
+        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 2);
+        assert!(!is_marked(&store, READ_KEY) && !is_marked(&store, delivered_key));
+        let sent: HashSet<String> = store.sent().into_iter().map(|e| e.key).collect();
+        assert_eq!(
+            sent,
+            HashSet::from([READ_KEY.to_owned(), delivered_key.to_owned()])
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! A contact's 24-hour sessions and customer-service window, folded from its message timeline.
+//!
+//! There is no session event in Wati: sessions are derived at read time from the contact's
+//! messages. A session opens when a business message reaches the customer, or when the customer
+//! writes, while no session is open; it lasts 24 hours; it is *active* once both sides have a
+//! message in it and *inactive* while only one has. Because the timeline is a set sorted before the
+//! fold, the result is independent of the order in which events arrived.
+
+use serde::Serialize;
+
+use crate::message::{Direction, MessageRecord};
+use crate::time::Rfc3339;
+
+/// Length of a session and of the customer-service window.
+pub const DAY_SECONDS: i64 = 24 * 60 * 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Side {
+    Customer,
+    Business,
+}
+
+/// A message's place in its contact's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimelineEntry {
+    pub at: i64,
+    pub side: Side,
+}
+
+impl TimelineEntry {
+    /// Customer messages count when sent; business messages once they reached the customer
+    /// (a message that was only sent, or failed, opens no session).
+    pub fn of(message: &MessageRecord) -> Option<TimelineEntry> {
+        match message.direction() {
+            Direction::Inbound => message.sent_at.map(|at| TimelineEntry {
+                at,
+                side: Side::Customer,
+            }),
+            Direction::Outbound => message.reached_customer_at().map(|at| TimelineEntry {
+                at,
+                side: Side::Business,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub started_at: i64,
+    pub business_messages: u32,
+    pub customer_messages: u32,
+}
+
+impl Session {
+    pub fn expires_at(&self) -> i64 {
+        self.started_at.saturating_add(DAY_SECONDS)
+    }
+}
+
+/// Splits a timeline into sessions, oldest first.
+pub fn sessions(entries: &[TimelineEntry]) -> Vec<Session> {
+    let mut sorted = entries.to_vec();
+    sorted.sort_unstable();
+    let mut sessions: Vec<Session> = Vec::new();
+    for entry in sorted {
+        let open = sessions
+            .last_mut()
+            .filter(|session| entry.at < session.expires_at());
+        let session = match open {
+            Some(session) => session,
+            None => {
+                sessions.push(Session {
+                    started_at: entry.at,
+                    business_messages: 0,
+                    customer_messages: 0,
+                });
+                sessions.last_mut().expect("just pushed")
+            }
+        };
+        match entry.side {
+            Side::Business => session.business_messages += 1,
+            Side::Customer => session.customer_messages += 1,
+        }
+    }
+    sessions
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    Active,
+    Inactive,
+    Expired,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionView {
+    pub state: SessionState,
+    pub started_at: Rfc3339,
+    pub expires_at: Rfc3339,
+    pub business_messages: u32,
+    pub customer_messages: u32,
+}
+
+/// What `GET /v1/contacts/{waId}` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactView {
+    pub wa_id: String,
+    pub bsuid: Option<String>,
+    pub last_inbound_at: Rfc3339,
+    pub last_outbound_at: Rfc3339,
+    pub window_open: bool,
+    pub window_expires_at: Rfc3339,
+    pub session: SessionView,
+}
+
+impl ContactView {
+    /// The contact's view at `now` from all its messages; `None` when it has none.
+    pub fn from_messages(contact: &str, messages: &[MessageRecord], now: i64) -> Option<Self> {
+        if messages.is_empty() {
+            return None;
+        }
+        let latest_sent = |direction| {
+            messages
+                .iter()
+                .filter(|m| m.direction() == direction)
+                .filter_map(|m| m.sent_at)
+                .max()
+        };
+        let last_inbound_at = latest_sent(Direction::Inbound);
+        let window_expires_at = last_inbound_at.map(|at| at.saturating_add(DAY_SECONDS));
+        let timeline: Vec<TimelineEntry> = messages.iter().filter_map(TimelineEntry::of).collect();
+        let wa_id = messages
+            .iter()
+            .filter_map(|m| m.wa_id.as_deref())
+            .min()
+            .unwrap_or(contact);
+        Some(ContactView {
+            wa_id: wa_id.to_owned(),
+            bsuid: messages.iter().filter_map(|m| m.bsuid.clone()).min(),
+            last_inbound_at: Rfc3339(last_inbound_at),
+            last_outbound_at: Rfc3339(latest_sent(Direction::Outbound)),
+            window_open: window_expires_at.is_some_and(|expires| now < expires),
+            window_expires_at: Rfc3339(window_expires_at),
+            session: session_view(sessions(&timeline).last(), now),
+        })
+    }
+}
+
+/// The latest session as seen at `now`.
+pub fn session_view(latest: Option<&Session>, now: i64) -> SessionView {
+    let Some(session) = latest else {
+        return SessionView {
+            state: SessionState::None,
+            started_at: Rfc3339(None),
+            expires_at: Rfc3339(None),
+            business_messages: 0,
+            customer_messages: 0,
+        };
+    };
+    let state = if now >= session.expires_at() {
+        SessionState::Expired
+    } else if session.business_messages > 0 && session.customer_messages > 0 {
+        SessionState::Active
+    } else {
+        SessionState::Inactive
+    };
+    SessionView {
+        state,
+        started_at: Rfc3339(Some(session.started_at)),
+        expires_at: Rfc3339(Some(session.expires_at())),
+        business_messages: session.business_messages,
+        customer_messages: session.customer_messages,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn customer(at: i64) -> TimelineEntry {
+        TimelineEntry {
+            at,
+            side: Side::Customer,
+        }
+    }
+    fn business(at: i64) -> TimelineEntry {
+        TimelineEntry {
+            at,
+            side: Side::Business,
+        }
+    }
+
+    #[test]
+    fn customer_writing_first_opens_an_inactive_session() {
+        let all = sessions(&[customer(100)]);
+        assert_eq!(all.len(), 1);
+        let view = session_view(all.last(), 200);
+        assert_eq!(view.state, SessionState::Inactive);
+        assert_eq!(view.expires_at, Rfc3339(Some(100 + DAY_SECONDS)));
+    }
+
+    #[test]
+    fn a_reply_within_the_session_makes_it_active() {
+        let all = sessions(&[business(160), customer(100)]);
+        let view = session_view(all.last(), 200);
+        assert_eq!(view.state, SessionState::Active);
+        assert_eq!((view.business_messages, view.customer_messages), (1, 1));
+        assert_eq!(view.started_at, Rfc3339(Some(100)));
+    }
+
+    #[test]
+    fn sessions_expire_after_24_hours() {
+        let all = sessions(&[customer(100), business(160)]);
+        assert_eq!(
+            session_view(all.last(), 100 + DAY_SECONDS - 1).state,
+            SessionState::Active
+        );
+        assert_eq!(
+            session_view(all.last(), 100 + DAY_SECONDS).state,
+            SessionState::Expired
+        );
+    }
+
+    #[test]
+    fn a_message_at_the_expiry_instant_opens_the_next_session() {
+        let all = sessions(&[
+            customer(0),
+            business(DAY_SECONDS),
+            customer(DAY_SECONDS + 5),
+        ]);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].started_at, DAY_SECONDS);
+        assert_eq!((all[1].business_messages, all[1].customer_messages), (1, 1));
+    }
+
+    #[test]
+    fn a_business_message_opens_a_session_when_delivered() {
+        let all = sessions(&[business(500)]);
+        assert_eq!(session_view(all.last(), 600).state, SessionState::Inactive);
+        assert_eq!(all[0].started_at, 500);
+    }
+
+    #[test]
+    fn no_messages_means_no_session() {
+        assert_eq!(session_view(None, 0).state, SessionState::None);
+    }
+
+    #[test]
+    fn undelivered_business_messages_are_off_the_timeline() {
+        let sent_only = MessageRecord {
+            id: Some("m".into()),
+            direction: Some(Direction::Outbound),
+            sent_at: Some(10),
+            ..Default::default()
+        };
+        assert_eq!(TimelineEntry::of(&sent_only), None);
+    }
+
+    #[test]
+    fn window_runs_24_hours_from_the_last_customer_message() {
+        let inbound = |at| MessageRecord {
+            id: Some(format!("in{at}")),
+            wa_id: Some("1".into()),
+            direction: Some(Direction::Inbound),
+            sent_at: Some(at),
+            ..Default::default()
+        };
+        let view = ContactView::from_messages("1", &[inbound(10), inbound(50)], 60).unwrap();
+        assert_eq!(view.window_expires_at, Rfc3339(Some(50 + DAY_SECONDS)));
+        assert!(view.window_open);
+        assert_eq!(view.last_inbound_at, Rfc3339(Some(50)));
+        assert_eq!(view.last_outbound_at, Rfc3339(None));
+        let later = ContactView::from_messages("1", &[inbound(10)], 10 + DAY_SECONDS).unwrap();
+        assert!(!later.window_open);
+    }
+
+    fn any_entry() -> impl Strategy<Value = TimelineEntry> {
+        (0i64..4 * DAY_SECONDS, any::<bool>()).prop_map(|(at, by_customer)| TimelineEntry {
+            at,
+            side: if by_customer {
+                Side::Customer
+            } else {
+                Side::Business
+            },
+        })
+    }
+
+    proptest! {
+        /// The sessions depend on the set of entries, not on their order.
+        #[test]
+        fn order_does_not_matter(entries in proptest::collection::vec(any_entry(), 0..20), seed in any::<u64>()) {
+            let mut shuffled = entries.clone();
+            crate::message::tests::shuffle(&mut shuffled, seed);
+            prop_assert_eq!(sessions(&entries), sessions(&shuffled));
+        }
+
+        /// Sessions never overlap, each lasts a day, and every entry is counted exactly once.
+        #[test]
+        fn sessions_partition_the_timeline(entries in proptest::collection::vec(any_entry(), 0..20)) {
+            let all = sessions(&entries);
+            for pair in all.windows(2) {
+                prop_assert!(pair[1].started_at >= pair[0].expires_at());
+            }
+            let counted: u32 = all.iter().map(|s| s.business_messages + s.customer_messages).sum();
+            prop_assert_eq!(counted as usize, entries.len());
+            for entry in &entries {
+                prop_assert!(all.iter().any(|s| s.started_at <= entry.at && entry.at < s.expires_at()));
+            }
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! The embedded store: ledger, queue and state in one SQLite database (WAL, `synchronous=FULL`).
+//!
+//! All writes go through one writer thread that commits whatever is pending as one transaction
+//! (group commit): each caller's work runs in its own savepoint, and its reply is sent only after
+//! the commit is on disk. So every `200` the receiver gives is backed by a durable write, and the
+//! fsync cost is shared by concurrent requests. Reads use their own connection (WAL lets them run
+//! beside the writer).
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{oneshot, Notify};
+
+use crate::message::MessageRecord;
+use crate::ports::{
+    Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StateStore, StoreError,
+};
+use crate::session::ContactView;
+
+/// Most jobs committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS ledger (
+    key         TEXT PRIMARY KEY,
+    event_type  TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    redrive_at  INTEGER
+);
+CREATE INDEX IF NOT EXISTS ledger_by_redrive ON ledger(redrive_at) WHERE redrive_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ledger_by_received ON ledger(received_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    key         TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    body        BLOB,
+    received_at INTEGER NOT NULL,
+    stage       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    key         TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    visible_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq         INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    attempts    INTEGER NOT NULL,
+    error       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id     TEXT PRIMARY KEY,
+    wa_id  TEXT,
+    bsuid  TEXT,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_wa_id ON messages(wa_id) WHERE wa_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_by_bsuid ON messages(bsuid) WHERE bsuid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS message_ids (
+    alias TEXT PRIMARY KEY,
+    id    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_ids_by_id ON message_ids(id);
+CREATE TABLE IF NOT EXISTS contact_ids (
+    bsuid TEXT NOT NULL,
+    wa_id TEXT NOT NULL,
+    PRIMARY KEY (bsuid, wa_id)
+);
+CREATE INDEX IF NOT EXISTS contact_ids_by_wa_id ON contact_ids(wa_id);
+"#;
+
+/// One queued event handed to the local processor.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub seq: i64,
+    pub attempts: u32,
+    pub event: QueuedEvent,
+}
+
+/// Counts of what the database holds, for tests and `healthz`-style introspection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub ledger: u64,
+    pub queued: u64,
+    pub quarantined: u64,
+    pub dead_letters: u64,
+    pub messages: u64,
+}
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Mutex<mpsc::Sender<Box<dyn WriteJob>>>,
+    reader: Mutex<Connection>,
+    /// Woken after each enqueue so the local processor does not poll.
+    queue_ready: Notify,
+    path: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database at `path` and starts its writer thread. Events that were
+    /// in flight when a previous process died become visible again at once.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let writer = connect(path)?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(|e| StoreError::unavailable("create schema", e))?;
+        writer
+            .execute("UPDATE queue SET visible_at = 0 WHERE visible_at > 0", [])
+            .map_err(|e| StoreError::unavailable("reset in-flight events", e))?;
+        let reader = connect(path)?;
+        let (jobs, pending) = mpsc::channel::<Box<dyn WriteJob>>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer, pending))
+            .map_err(|e| StoreError::unavailable("start writer thread", e))?;
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                jobs: Mutex::new(jobs),
+                reader: Mutex::new(reader),
+                queue_ready: Notify::new(),
+                path: path.to_owned(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` in the next group commit; resolves once it is durable.
+    async fn write<R, F>(&self, operation: &'static str, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let (reply, outcome) = oneshot::channel();
+        let job = Box::new(PendingWrite {
+            operation,
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.inner
+            .jobs
+            .lock()
+            .map_err(|_| StoreError::unavailable(operation, "writer lock poisoned"))?
+            .send(job)
+            .map_err(|_| StoreError::unavailable(operation, "writer thread stopped"))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::unavailable(operation, "writer thread stopped"))?
+    }
+
+    async fn read<R, F>(&self, operation: &'static str, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let conn = inner
+                .reader
+                .lock()
+                .map_err(|_| StoreError::unavailable(operation, "reader lock poisoned"))?;
+            work(&conn).map_err(|e| StoreError::unavailable(operation, e))
+        })
+        .await
+        .map_err(|e| StoreError::unavailable(operation, e))?
+    }
+
+    /// Waits until something may have been enqueued (or returns at once if it already was).
+    pub async fn queue_ready(&self) {
+        self.inner.queue_ready.notified().await
+    }
+
+    /// Takes up to `limit` visible events and hides them for `visibility_ms`, like an SQS receive.
+    pub async fn receive(
+        &self,
+        limit: u32,
+        visibility_ms: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.write("receive from queue", move |conn| {
+            let now = now_ms();
+            let mut statement = conn.prepare_cached(
+                "UPDATE queue SET visible_at = ?1, attempts = attempts + 1
+                 WHERE seq IN (SELECT seq FROM queue WHERE visible_at <= ?2 ORDER BY seq LIMIT ?3)
+                 RETURNING seq, attempts, key, received_at, body",
+            )?;
+            let rows = statement.query_map(params![now + visibility_ms, now, limit], |row| {
+                Ok(Delivery {
+                    seq: row.get(0)?,
+                    attempts: row.get(1)?,
+                    event: QueuedEvent {
+                        key: row.get(2)?,
+                        received_at: row.get(3)?,
+                        body: row.get(4)?,
+                    },
+                })
+            })?;
+            let mut deliveries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            deliveries.sort_by_key(|d| d.seq);
+            Ok(deliveries)
+        })
+        .await
+    }
+
+    /// Removes processed events from the queue.
+    pub async fn acknowledge(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
+        self.write("acknowledge", move |conn| {
+            let mut statement = conn.prepare_cached("DELETE FROM queue WHERE seq = ?1")?;
+            for seq in seqs {
+                statement.execute([seq])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Makes a failed event visible again after `delay_ms`.
+    pub async fn retry_later(&self, seq: i64, delay_ms: i64) -> Result<(), StoreError> {
+        self.write("retry later", move |conn| {
+            conn.execute(
+                "UPDATE queue SET visible_at = ?1 WHERE seq = ?2",
+                params![now_ms() + delay_ms, seq],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves an event that kept failing to the dead-letter table.
+    pub async fn dead_letter(&self, seq: i64, error: String) -> Result<(), StoreError> {
+        self.write("dead-letter", move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (seq, key, received_at, body, attempts, error)
+                 SELECT seq, key, received_at, body, attempts, ?2 FROM queue WHERE seq = ?1",
+                params![seq, error],
+            )?;
+            conn.execute("DELETE FROM queue WHERE seq = ?1", [seq])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        self.read("count", |conn| {
+            let count = |table: &str| -> rusqlite::Result<u64> {
+                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })
+            };
+            Ok(Counts {
+                ledger: count("ledger")?,
+                queued: count("queue")?,
+                quarantined: count("quarantine")?,
+                dead_letters: count("dead_letters")?,
+                messages: count("messages")?,
+            })
+        })
+        .await
+    }
+
+    /// The raw body kept for a quarantined key, if any.
+    pub async fn quarantined_body(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_owned();
+        self.read("read quarantine", move |conn| {
+            conn.query_row("SELECT body FROM quarantine WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Ledger for EmbeddedStore {
+    async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, StoreError> {
+        let entry = entry.clone();
+        self.write("record in ledger", move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO ledger (key, event_type, body, received_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING",
+                )?
+                .execute(params![
+                    entry.key,
+                    entry.event_type,
+                    entry.body,
+                    entry.received_at,
+                    entry.expires_at
+                ])?;
+            if inserted == 1 {
+                return Ok(Recorded::New);
+            }
+            let (received_at, expires_at, body): (i64, i64, Vec<u8>) = conn
+                .prepare_cached("SELECT received_at, expires_at, body FROM ledger WHERE key = ?1")?
+                .query_row([&entry.key], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?;
+            if expires_at > entry.received_at {
+                return Ok(Recorded::Existing { received_at, body });
+            }
+            // The dedup window has passed: this is a new event that happens to share the key.
+            conn.prepare_cached(
+                "UPDATE ledger SET event_type = ?2, body = ?3, received_at = ?4, expires_at = ?5,
+                 redrive_at = NULL WHERE key = ?1",
+            )?
+            .execute(params![
+                entry.key,
+                entry.event_type,
+                entry.body,
+                entry.received_at,
+                entry.expires_at
+            ])?;
+            Ok(Recorded::New)
+        })
+        .await
+    }
+
+    async fn mark_for_redrive(&self, key: &str, at: i64) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write("mark for redrive", move |conn| {
+            conn.execute(
+                "UPDATE ledger SET redrive_at = ?2 WHERE key = ?1",
+                params![key, at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError> {
+        self.read("list redrive marks", move |conn| {
+            conn.prepare_cached(
+                "SELECT key, received_at, body FROM ledger WHERE redrive_at IS NOT NULL
+                 ORDER BY redrive_at LIMIT ?1",
+            )?
+            .query_map([limit], |row| {
+                let body: Vec<u8> = row.get(2)?;
+                Ok(QueuedEvent {
+                    key: row.get(0)?,
+                    received_at: row.get(1)?,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn clear_redrive(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write("clear redrive mark", move |conn| {
+            conn.execute("UPDATE ledger SET redrive_at = NULL WHERE key = ?1", [key])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn quarantine(&self, entry: &QuarantineEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.write("quarantine", move |conn| {
+            conn.execute(
+                "INSERT INTO quarantine (key, reason, body, received_at, stage)
+                 VALUES (?1, ?2, ?3, ?4, 'receiver') ON CONFLICT (key) DO NOTHING",
+                params![entry.key, entry.reason, entry.body, entry.received_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedStore {
+    async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError> {
+        let event = event.clone();
+        self.write("enqueue", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO queue (key, received_at, body, visible_at) VALUES (?1, ?2, ?3, 0)",
+            )?
+            .execute(params![event.key, event.received_at, event.body])?;
+            Ok(())
+        })
+        .await?;
+        self.inner.queue_ready.notify_one();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateStore for EmbeddedStore {
+    async fn apply(&self, facts: &MessageRecord) -> Result<(), StoreError> {
+        let facts = facts.clone();
+        self.write("apply facts", move |conn| apply_facts(conn, facts))
+            .await
+    }
+
+    async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError> {
+        let (event, reason) = (event.clone(), reason.to_owned());
+        self.write("quarantine", move |conn| {
+            conn.execute(
+                "INSERT INTO quarantine (key, reason, body, received_at, stage)
+                 VALUES (?1, ?2, ?3, ?4, 'processor') ON CONFLICT (key) DO NOTHING",
+                params![event.key, reason, event.body.as_bytes(), event.received_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read("read message", move |conn| load_by_alias(conn, &id))
+            .await?
+            .map(|json| decode(&json))
+            .transpose()
+    }
+
+    async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
+        let contact = contact.to_owned();
+        let (contact, records) = self
+            .read("read contact", move |conn| {
+                let records = load_contact_messages(conn, &contact)?;
+                Ok((contact, records))
+            })
+            .await?;
+        let messages = records
+            .iter()
+            .map(|json| decode(json))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ContactView::from_messages(&contact, &messages, now))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read("ping", |conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await?;
+        // The writer must answer too: a store that cannot write cannot accept webhooks.
+        self.write("ping writer", |_| Ok(())).await
+    }
+}
+
+/// Merges `facts` with every stored record that shares one of its ids, files the result under its
+/// primary id and points all its ids at it. Records first stored under a `whatsappMessageId` or
+/// `localMessageId` (a status that arrived before anything named Wati's id) are folded in here.
+fn apply_facts(conn: &Connection, facts: MessageRecord) -> rusqlite::Result<()> {
+    let mut merged = facts;
+    let mut stored_under: Vec<String> = Vec::new();
+    {
+        let mut resolve = conn.prepare_cached("SELECT id FROM message_ids WHERE alias = ?1")?;
+        for alias in merged.all_ids().map(str::to_owned).collect::<Vec<_>>() {
+            if let Some(id) = resolve
+                .query_row([&alias], |row| row.get::<_, String>(0))
+                .optional()?
+            {
+                if !stored_under.contains(&id) {
+                    stored_under.push(id);
+                }
+            }
+        }
+    }
+    let mut load = conn.prepare_cached("SELECT record FROM messages WHERE id = ?1")?;
+    for id in &stored_under {
+        if let Some(json) = load
+            .query_row([id], |row| row.get::<_, String>(0))
+            .optional()?
+        {
+            merged.merge(&decode(&json).map_err(to_sql_error)?);
+        }
+    }
+    let Some(primary) = merged.primary_id().map(str::to_owned) else {
+        return Ok(());
+    };
+    for id in stored_under.iter().filter(|id| **id != primary) {
+        conn.execute("DELETE FROM messages WHERE id = ?1", [id])?;
+        conn.execute(
+            "UPDATE message_ids SET id = ?1 WHERE id = ?2",
+            params![primary, id],
+        )?;
+    }
+    let json = serde_json::to_string(&merged).map_err(to_sql_error)?;
+    conn.prepare_cached(
+        "INSERT INTO messages (id, wa_id, bsuid, record) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET wa_id = excluded.wa_id, bsuid = excluded.bsuid,
+         record = excluded.record",
+    )?
+    .execute(params![primary, merged.wa_id, merged.bsuid, json])?;
+    let mut alias =
+        conn.prepare_cached("INSERT OR REPLACE INTO message_ids (alias, id) VALUES (?1, ?2)")?;
+    for id in merged.all_ids() {
+        alias.execute(params![id, primary])?;
+    }
+    if let (Some(bsuid), Some(wa_id)) = (&merged.bsuid, &merged.wa_id) {
+        conn.prepare_cached("INSERT OR IGNORE INTO contact_ids (bsuid, wa_id) VALUES (?1, ?2)")?
+            .execute(params![bsuid, wa_id])?;
+    }
+    Ok(())
+}
+
+fn load_by_alias(conn: &Connection, alias: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT m.record FROM message_ids a JOIN messages m ON m.id = a.id WHERE a.alias = ?1",
+    )?
+    .query_row([alias], |row| row.get(0))
+    .optional()
+}
+
+/// All messages of a contact named by phone number or BSUID, including those that named it only
+/// by the other identifier.
+fn load_contact_messages(conn: &Connection, contact: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "WITH names(name) AS (
+             SELECT ?1
+             UNION SELECT bsuid FROM contact_ids WHERE wa_id = ?1
+             UNION SELECT wa_id FROM contact_ids WHERE bsuid = ?1)
+         SELECT record FROM messages WHERE wa_id IN (SELECT name FROM names)
+         UNION
+         SELECT record FROM messages WHERE bsuid IN (SELECT name FROM names)",
+    )?
+    .query_map([contact], |row| row.get(0))?
+    .collect()
+}
+
+fn decode(json: &str) -> Result<MessageRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        operation: "decode message",
+        reason: e.to_string(),
+    })
+}
+
+fn to_sql_error(error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(error))
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|e| StoreError::unavailable("open database", e))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA foreign_keys = OFF;",
+    )
+    .map_err(|e| StoreError::unavailable("configure database", e))?;
+    Ok(conn)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// A unit of work for the writer thread: run inside the transaction, then told how the commit went.
+trait WriteJob: Send {
+    fn run(&mut self, conn: &Connection);
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+struct PendingWrite<R, F> {
+    operation: &'static str,
+    work: Option<F>,
+    result: Option<rusqlite::Result<R>>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<R, F> WriteJob for PendingWrite<R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) {
+        if let Some(work) = self.work.take() {
+            self.result = Some(in_savepoint(conn, work));
+        }
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let operation = self.operation;
+        let outcome = match (committed, self.result) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Ok(()), Some(Err(error))) => Err(StoreError::unavailable(operation, error)),
+            (Ok(()), None) => Err(StoreError::unavailable(operation, "not run")),
+        };
+        // The caller may have gone away (request cancelled); the write stands either way.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Runs `work` so that its failure undoes only its own changes, not the whole group.
+fn in_savepoint<R>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+) -> rusqlite::Result<R> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match work(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(error) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(error)
+        }
+    }
+}
+
+fn write_loop(conn: Connection, pending: mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = pending.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match pending.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = commit_group(&conn, &mut group);
+        for job in group {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+fn commit_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| StoreError::unavailable("begin transaction", e))?;
+    for job in group.iter_mut() {
+        job.run(conn);
+    }
+    conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        StoreError::unavailable("commit", e)
+    })
+}

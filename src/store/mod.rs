@@ -1,0 +1,3 @@
+//! Adapters that implement the [`crate::ports`] traits.
+
+pub mod embedded;

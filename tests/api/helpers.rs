@@ -1,0 +1,189 @@
+//! `spawn_app()` starts the whole local pipeline on port 0 with its own fresh data directory.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use wati_ingest::local::{bind, LocalConfig, LocalPipeline, SecretSource};
+use wati_ingest::store::embedded::{Counts, EmbeddedStore};
+
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret-0123456789abcdef";
+pub const API_TOKEN: &str = "test-api-token-0123456789abcdef";
+/// The fixtures' base time (see tests/fixtures/README.md).
+pub const T0: i64 = 1_764_238_453;
+
+pub struct TestApp {
+    pub address: String,
+    pub store: EmbeddedStore,
+    pub client: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+}
+
+pub fn config(data_dir: &Path) -> LocalConfig {
+    LocalConfig {
+        port: 0,
+        data_dir: data_dir.to_owned(),
+        webhook_secret: WEBHOOK_SECRET.into(),
+        webhook_secret_source: SecretSource::Environment,
+        api_token: API_TOKEN.into(),
+        api_token_source: SecretSource::Environment,
+        dedup_ttl_days: 7,
+        max_body_bytes: 256 * 1024,
+    }
+}
+
+/// The whole pipeline: receiver, durable queue, processor, read API.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(true).await
+}
+
+/// The receiver and read API without the processor: events are accepted and stay queued.
+pub async fn spawn_receiver_only() -> TestApp {
+    spawn_with(false).await
+}
+
+async fn spawn_with(processor: bool) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = LocalPipeline::open(&config(data_dir.path())).expect("open pipeline");
+    let store = pipeline.store.clone();
+    if processor {
+        pipeline.spawn_processor();
+    }
+    let (listener, address) = bind(0).await.expect("bind");
+    tokio::spawn(pipeline.serve(listener, std::future::pending()));
+    TestApp {
+        address: format!("http://{address}"),
+        store,
+        client: reqwest::Client::new(),
+        data_dir,
+    }
+}
+
+impl TestApp {
+    pub async fn post_webhook(&self, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        self.post_to(&format!("/webhook/{WEBHOOK_SECRET}"), body)
+            .await
+    }
+
+    pub async fn post_to(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status();
+        let json = response.json().await.unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.get_with_token(path, Some(API_TOKEN)).await
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.client.get(format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("get");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn counts(&self) -> Counts {
+        self.store.counts().await.expect("counts")
+    }
+
+    /// Waits until the processor has emptied the queue.
+    pub async fn wait_until_applied(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.counts().await.queued == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queue not drained: {:?}",
+                self.counts().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Posts every fixture in `order` and checks each was taken (accepted or duplicate).
+    pub async fn post_all(&self, events: &[Fixture]) {
+        for fixture in events {
+            let (status, body) = self.post_webhook(fixture.body.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{}: {body}", fixture.name);
+            let outcome = body["status"].as_str().unwrap_or_default();
+            assert!(
+                matches!(outcome, "accepted" | "duplicate"),
+                "{}: {body}",
+                fixture.name
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub name: String,
+    pub body: Vec<u8>,
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events")
+}
+
+/// Every fixture, in file order.
+pub fn fixtures() -> Vec<Fixture> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .expect("fixtures dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|path| Fixture {
+            name: path.file_name().unwrap().to_string_lossy().into_owned(),
+            body: std::fs::read(&path).expect("read fixture"),
+        })
+        .collect()
+}
+
+pub fn fixture(prefix: &str) -> Fixture {
+    fixtures()
+        .into_iter()
+        .find(|f| f.name.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no fixture {prefix}"))
+}
+
+/// The fixture with its `timestamp` moved so that T0 becomes `new_t0`.
+pub fn shifted(fixture: &Fixture, new_t0: i64) -> Fixture {
+    let mut json: Value = serde_json::from_slice(&fixture.body).expect("fixture json");
+    if let Some(ts) = json["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse::<i64>().ok())
+    {
+        json["timestamp"] = Value::String((ts - T0 + new_t0).to_string());
+    }
+    Fixture {
+        name: fixture.name.clone(),
+        body: serde_json::to_vec(&json).expect("serialise"),
+    }
+}
+
+pub fn rfc3339(offset_from_t0: i64) -> String {
+    wati_ingest::time::Rfc3339(Some(T0 + offset_from_t0))
+        .render()
+        .expect("in range")
+}
+
+pub fn message_id(n: u32) -> String {
+    format!("6734a1b2c3d4e5f6010000{n:02}")
+}

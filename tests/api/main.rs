@@ -1,0 +1,7 @@
+//! HTTP tests: the real local server on port 0, driven the way Wati and a reader would.
+
+mod helpers;
+mod read_api;
+mod restart;
+mod state;
+mod webhook;
