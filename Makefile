@@ -4,7 +4,7 @@ CARGO ?= cargo
 PORT ?= 3000
 DATA_DIR ?= ./.wati-ingest
 
-.PHONY: run demo test lint unit build clean
+.PHONY: run demo load test lint unit build clean
 
 ## run: build and start the whole pipeline locally (receiver, queue, processor, read API)
 run:
@@ -13,6 +13,10 @@ run:
 ## demo: post a sample of every Wati event type to the running server, then read the state back
 demo:
 	PORT=$(PORT) DATA_DIR=$(DATA_DIR) bash scripts/demo.sh
+
+## load: accepted webhooks per second and accept latency on the local server
+load:
+	$(CARGO) bench --locked --bench load_local
 
 ## test: formatting, lints, then every test (unit, property, HTTP, restart)
 test: lint unit

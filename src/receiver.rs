@@ -248,7 +248,9 @@ mod tests {
     const SEND: &str = "send";
 
     /// A read-status callback (v1) and its v2 twin: same key, but v2 also carries `localMessageId`.
-    const READ_V1: &[u8] = br#"{"eventType":"sentMessageREAD","id":"a1","whatsappMessageId":"wamid.X","timestamp":"1764238453"}"#;
+    /// v1 has spaces and a trailing newline, which must reach the ledger and the queue verbatim.
+    const READ_V1: &[u8] = br#"{"eventType": "sentMessageREAD", "id": "a1", "whatsappMessageId": "wamid.X", "timestamp": "1764238453"}
+"#;
     const READ_V2: &[u8] = br#"{"eventType":"sentMessageREAD_v2","id":"a1","whatsappMessageId":"wamid.X","localMessageId":"l1","timestamp":"1764238453"}"#;
     const READ_KEY: &str = "sentMessageREAD:wamid.X";
     const DELIVERED: &[u8] =

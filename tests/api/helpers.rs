@@ -1,6 +1,8 @@
 //! `spawn_app()` starts the whole local pipeline on port 0 with its own fresh data directory.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -186,4 +188,52 @@ pub fn rfc3339(offset_from_t0: i64) -> String {
 
 pub fn message_id(n: u32) -> String {
     format!("6734a1b2c3d4e5f6010000{n:02}")
+}
+
+/// The real `wati-ingest` binary on `data_dir`, and the address it printed.
+pub struct Server {
+    child: Child,
+    pub address: String,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Server::start_logging(data_dir, "warn", Stdio::null())
+    }
+
+    /// Starts the binary with `RUST_LOG=filter`, its log (stderr) going to `log`.
+    pub fn start_logging(data_dir: &Path, filter: &str, log: impl Into<Stdio>) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wati-ingest"))
+            .env("PORT", "0")
+            .env("DATA_DIR", data_dir)
+            .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("API_TOKEN", API_TOKEN)
+            .env("RUST_LOG", filter)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start wati-ingest");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a line").expect("utf-8");
+        let address = first
+            .strip_prefix("wati-ingest listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server { child, address }
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

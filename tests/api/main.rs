@@ -1,6 +1,7 @@
 //! HTTP tests: the real local server on port 0, driven the way Wati and a reader would.
 
 mod helpers;
+mod logs;
 mod read_api;
 mod restart;
 mod state;

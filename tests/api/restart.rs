@@ -1,58 +1,14 @@
 //! Durability across crashes: what was accepted is applied after a restart, even after `kill -9`.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{fixtures, message_id, spawn_receiver_only, API_TOKEN, WEBHOOK_SECRET};
-
-/// The real `wati-ingest` binary on `data_dir`, and the address it printed.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wati-ingest"))
-            .env("PORT", "0")
-            .env("DATA_DIR", data_dir)
-            .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .env("API_TOKEN", API_TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wati-ingest");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().expect("a line").expect("utf-8");
-        let address = first
-            .strip_prefix("wati-ingest listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_owned();
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child, address }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::{
+    fixtures, message_id, spawn_receiver_only, Server, API_TOKEN, WEBHOOK_SECRET,
+};
 
 async fn get_message(client: &reqwest::Client, address: &str, id: &str) -> (StatusCode, Value) {
     let response = client

@@ -1,0 +1,143 @@
+//! Load test of the local server: distinct webhooks at a fixed concurrency, measuring accepted
+//! webhooks per second and accept latency (request to `200`), with durable (fsync) writes.
+//!
+//! `make load` runs it. Settings: `LOAD_REQUESTS` (default 20000), `LOAD_CONCURRENCY` (64).
+//! The server runs in this process on the same 2 cores as the client, so figures are a floor.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wati_ingest::local::{bind, LocalConfig, LocalPipeline, SecretSource};
+
+const SECRET: &str = "load-test-webhook-secret-0123456789";
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn body(n: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "eventType": if n % 3 == 0 { "templateMessageSent" } else { "sentMessageDELIVERED_v2" },
+        "id": format!("{n:024x}"),
+        "whatsappMessageId": format!("wamid.LOAD{n:012}"),
+        "localMessageId": format!("local-{n}"),
+        "waId": "14155550101",
+        "timestamp": "1764238453",
+        "statusString": "Delivered",
+        "text": "Your order #1039 has shipped and will arrive on Friday.",
+        "type": "text",
+        "data": null,
+        "owner": true,
+        "channelPhoneNumber": "14155550000",
+    }))
+    .expect("serialise")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let requests = setting("LOAD_REQUESTS", 20_000);
+    let concurrency = setting("LOAD_CONCURRENCY", 64);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LocalConfig {
+            port: 0,
+            data_dir: dir.path().to_owned(),
+            webhook_secret: SECRET.into(),
+            webhook_secret_source: SecretSource::Environment,
+            api_token: SECRET.into(),
+            api_token_source: SecretSource::Environment,
+            dedup_ttl_days: 7,
+            max_body_bytes: 256 * 1024,
+        };
+        let pipeline = LocalPipeline::open(&config).expect("pipeline");
+        let store = pipeline.store.clone();
+        pipeline.spawn_processor();
+        let (listener, address) = bind(0).await.expect("bind");
+        tokio::spawn(pipeline.serve(listener, std::future::pending()));
+        let url = Arc::new(format!("http://{address}/webhook/{SECRET}"));
+        let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..requests).map(body).collect());
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()
+            .expect("client");
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (client, url, bodies, next) =
+                (client.clone(), url.clone(), bodies.clone(), next.clone());
+            workers.spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures = 0usize;
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= bodies.len() {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    let response = client
+                        .post(url.as_str())
+                        .header("content-type", "application/json")
+                        .body(bodies[n].clone())
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status() == 200 => latencies.push(sent.elapsed()),
+                        _ => failures += 1,
+                    }
+                }
+                (latencies, failures)
+            });
+        }
+        let mut latencies = Vec::with_capacity(requests);
+        let mut failures = 0;
+        while let Some(result) = workers.join_next().await {
+            let (mut l, f) = result.expect("worker");
+            latencies.append(&mut l);
+            failures += f;
+        }
+        let elapsed = started.elapsed();
+        latencies.sort_unstable();
+        let drained = Instant::now();
+        while store.counts().await.map(|c| c.queued).unwrap_or(1) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let counts = store.counts().await.expect("counts");
+        println!("| metric | value |");
+        println!("|---|---|");
+        println!("| requests / concurrency | {requests} / {concurrency} |");
+        println!("| accepted (200) | {} |", latencies.len());
+        println!("| failed | {failures} |");
+        println!(
+            "| accepted per second | {:.0} |",
+            latencies.len() as f64 / elapsed.as_secs_f64()
+        );
+        println!(
+            "| accept latency p50 | {:.2} ms |",
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3
+        );
+        println!(
+            "| accept latency p99 | {:.2} ms |",
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3
+        );
+        println!(
+            "| accept latency max | {:.2} ms |",
+            latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        );
+        println!(
+            "| processor drain after last accept | {:.2} s |",
+            drained.elapsed().as_secs_f64()
+        );
+        println!("| messages applied | {} |", counts.messages);
+    });
+}
