@@ -4,7 +4,7 @@ CARGO ?= cargo
 PORT ?= 3000
 DATA_DIR ?= ./.wati-ingest
 
-.PHONY: run demo load test lint unit build clean
+.PHONY: run demo load test lint unit emulators build clean
 
 ## run: build and start the whole pipeline locally (receiver, queue, processor, read API)
 run:
@@ -18,7 +18,8 @@ demo:
 load:
 	$(CARGO) bench --locked --bench load_local
 
-## test: formatting, lints, then every test (unit, property, HTTP, restart)
+## test: formatting, lints, then every test (unit, property, HTTP, restart, and the contract
+## suite on both backends: the emulators are downloaded once into .cache/ and stopped afterwards)
 test: lint unit
 
 lint:
@@ -26,7 +27,11 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --locked
+	scripts/emulators.sh run -- $(CARGO) test --locked
+
+## emulators: download DynamoDB Local and moto's SQS server into .cache/ (make test does this too)
+emulators:
+	scripts/emulators.sh install
 
 build:
 	$(CARGO) build --release --locked

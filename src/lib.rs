@@ -22,6 +22,7 @@
 //!
 //! Adapters and runtimes:
 //! - [`store::embedded`]: SQLite ledger, durable queue and state, with group commit.
+//! - [`store::aws`]: the ledger on DynamoDB and the queue on SQS.
 //! - [`local`]: the whole pipeline as one process (`make run`).
 
 pub mod auth;

@@ -1,0 +1,205 @@
+//! One contract suite, two backends: every test runs against the embedded SQLite store and
+//! against DynamoDB Local + the SQS emulator (through the real AWS SDK).
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use wati_ingest::event::{idempotency_key, WatiEvent};
+use wati_ingest::ports::{LedgerEntry, QuarantineEntry, QueuedEvent, Recorded};
+use wati_ingest::receiver::{sweep, Receipt, Receiver, ReceiverSettings};
+
+use support::Backend;
+
+/// Runs a contract test against both backends.
+macro_rules! contract {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn embedded() {
+                super::$name(crate::support::Backend::embedded().await).await
+            }
+            #[tokio::test]
+            async fn aws() {
+                super::$name(crate::support::Backend::aws().await).await
+            }
+        }
+    };
+}
+
+fn entry(key: &str, body: &str, received_at: i64) -> LedgerEntry {
+    LedgerEntry {
+        key: key.into(),
+        event_type: "sentMessageREAD".into(),
+        body: body.as_bytes().to_vec(),
+        received_at,
+        expires_at: received_at + 7 * 86_400,
+    }
+}
+
+contract!(a_key_is_recorded_once);
+/// The first record of a key is new; later ones see when it was received and its body.
+async fn a_key_is_recorded_once(backend: Backend) {
+    let ledger = backend.ledger();
+    let first = entry(
+        "sentMessageREAD:wamid.A",
+        r#"{"eventType":"sentMessageREAD"}"#,
+        1_000,
+    );
+    assert_eq!(ledger.record(&first).await.unwrap(), Recorded::New);
+    let again = entry("sentMessageREAD:wamid.A", r#"{"other":"body"}"#, 1_060);
+    assert_eq!(
+        ledger.record(&again).await.unwrap(),
+        Recorded::Existing {
+            received_at: 1_000,
+            body: first.body.clone()
+        }
+    );
+    let other = entry("sentMessageREAD:wamid.B", "{}", 1_000);
+    assert_eq!(ledger.record(&other).await.unwrap(), Recorded::New);
+}
+
+contract!(an_expired_key_is_new_again);
+/// After the dedup window the same key is a new event (TTL deletion may lag on AWS).
+async fn an_expired_key_is_new_again(backend: Backend) {
+    let ledger = backend.ledger();
+    let mut old = entry("k:expired", "{}", 1_000);
+    old.expires_at = 2_000;
+    assert_eq!(ledger.record(&old).await.unwrap(), Recorded::New);
+    assert!(matches!(
+        ledger
+            .record(&entry("k:expired", "{}", 1_999))
+            .await
+            .unwrap(),
+        Recorded::Existing { .. }
+    ));
+    assert_eq!(
+        ledger
+            .record(&entry("k:expired", "{}", 2_000))
+            .await
+            .unwrap(),
+        Recorded::New
+    );
+}
+
+contract!(redrive_marks_round_trip);
+/// Marked events are listed with their exact body until their mark is cleared.
+async fn redrive_marks_round_trip(backend: Backend) {
+    let ledger = backend.ledger();
+    let body = r#"{"eventType":"sentMessageREAD","text":"ünïcode ✓"}"#;
+    ledger
+        .record(&entry("k:marked", body, 1_000))
+        .await
+        .unwrap();
+    ledger
+        .record(&entry("k:unmarked", "{}", 1_000))
+        .await
+        .unwrap();
+    assert!(ledger.marked_for_redrive(10).await.unwrap().is_empty());
+    ledger.mark_for_redrive("k:marked", 1_005).await.unwrap();
+    let marked = ledger.marked_for_redrive(10).await.unwrap();
+    assert_eq!(
+        marked,
+        vec![QueuedEvent {
+            key: "k:marked".into(),
+            received_at: 1_000,
+            body: body.into()
+        }]
+    );
+    ledger.clear_redrive("k:marked").await.unwrap();
+    assert!(ledger.marked_for_redrive(10).await.unwrap().is_empty());
+}
+
+contract!(quarantine_keeps_a_body_once);
+/// Quarantining the same unusable body twice is fine (Wati may retry it).
+async fn quarantine_keeps_a_body_once(backend: Backend) {
+    let quarantined = QuarantineEntry {
+        key: "quarantine:body-sha256:abc".into(),
+        reason: "body is not JSON".into(),
+        body: b"\xff not json".to_vec(),
+        received_at: 1_000,
+    };
+    backend.ledger().quarantine(&quarantined).await.unwrap();
+    backend.ledger().quarantine(&quarantined).await.unwrap();
+}
+
+contract!(queued_events_arrive_intact);
+/// What is sent is what the processor receives, body byte for byte.
+async fn queued_events_arrive_intact(backend: Backend) {
+    let events: Vec<QueuedEvent> = (0..3)
+        .map(|i| QueuedEvent {
+            key: format!("k:{i}"),
+            received_at: 1_000 + i,
+            body: format!(r#"{{"eventType":"message","text":"line\nbreak \"{i}\" ✓"}}"#),
+        })
+        .collect();
+    for event in &events {
+        backend.queue().send(event).await.unwrap();
+    }
+    let mut received = backend.drain_queue().await;
+    received.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(received, events);
+}
+
+contract!(the_receiver_enqueues_each_event_once);
+/// Through the receiver: every fixture is taken, retries and v1/v2 twins are not re-applied
+/// except for a twin's extra fields, and the queue holds exactly the events to apply.
+async fn the_receiver_enqueues_each_event_once(backend: Backend) {
+    let (ledger, queue) = match &backend {
+        Backend::Embedded { store, .. } => (
+            Arc::new(store.clone()) as Arc<dyn wati_ingest::ports::Ledger>,
+            Arc::new(store.clone()) as Arc<dyn wati_ingest::ports::Queue>,
+        ),
+        Backend::Aws { ledger, queue, .. } => (
+            Arc::new(ledger.clone()) as Arc<dyn wati_ingest::ports::Ledger>,
+            Arc::new(queue.clone()) as Arc<dyn wati_ingest::ports::Queue>,
+        ),
+    };
+    let receiver = Receiver::new(ledger.clone(), queue.clone(), ReceiverSettings::default());
+    let fixtures = fixtures();
+    let mut keys = HashSet::new();
+    for body in &fixtures {
+        let (receipt, _) = receiver.receive(body).await;
+        let key = idempotency_key(&WatiEvent::parse(body).unwrap(), body);
+        match receipt {
+            Receipt::Accepted { key: k } => assert!(keys.insert(k.clone()) && k == key),
+            Receipt::Duplicate { key: k } => assert!(keys.contains(&k)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Wati retrying everything: all duplicates, nothing new on the queue.
+    let first_pass = backend.drain_queue().await;
+    for body in &fixtures {
+        assert!(matches!(
+            receiver.receive(body).await.0,
+            Receipt::Duplicate { .. }
+        ));
+    }
+    let second_pass = backend.drain_queue().await;
+    let twins = first_pass
+        .iter()
+        .filter(|e| e.key.contains(":variant:"))
+        .count();
+    assert_eq!(first_pass.len(), keys.len() + twins);
+    assert_eq!(twins, 6, "the six v2 twins add their local ids");
+    assert_eq!(
+        second_pass.len(),
+        twins,
+        "only bodies that differ from the recorded one"
+    );
+    assert_eq!(sweep(ledger.as_ref(), queue.as_ref(), 10).await.unwrap(), 0);
+}
+
+fn fixtures() -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
+}

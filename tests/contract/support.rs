@@ -1,0 +1,289 @@
+//! The two backends the contract suite runs against, and the AWS resources built from
+//! `template.yaml` (so the template and the code cannot drift apart).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_yaml::Value;
+use wati_ingest::ports::{Ledger, Queue, QueuedEvent};
+use wati_ingest::store::aws::{decode_queued, DynamoLedger, SqsQueue};
+use wati_ingest::store::embedded::EmbeddedStore;
+
+/// One backend: its ledger and queue, and a way to read back what was enqueued.
+pub enum Backend {
+    Embedded {
+        store: EmbeddedStore,
+        _dir: tempfile::TempDir,
+    },
+    Aws {
+        ledger: DynamoLedger,
+        queue: SqsQueue,
+        sqs: aws_sdk_sqs::Client,
+    },
+}
+
+impl Backend {
+    pub async fn embedded() -> Backend {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(&dir.path().join("contract.db")).expect("open");
+        Backend::Embedded { store, _dir: dir }
+    }
+
+    /// Fresh tables and queues on the emulators, named uniquely for this test.
+    pub async fn aws() -> Backend {
+        let stack = Stack::create().await;
+        Backend::Aws {
+            ledger: DynamoLedger::new(stack.dynamodb.clone(), stack.table("LedgerTable")),
+            queue: SqsQueue::new(stack.sqs.clone(), stack.queue_url("EventQueue")),
+            sqs: stack.sqs,
+        }
+    }
+
+    pub fn ledger(&self) -> &dyn Ledger {
+        match self {
+            Backend::Embedded { store, .. } => store,
+            Backend::Aws { ledger, .. } => ledger,
+        }
+    }
+
+    pub fn queue(&self) -> &dyn Queue {
+        match self {
+            Backend::Embedded { store, .. } => store,
+            Backend::Aws { queue, .. } => queue,
+        }
+    }
+
+    /// Everything currently on the queue, taken off it.
+    pub async fn drain_queue(&self) -> Vec<QueuedEvent> {
+        match self {
+            Backend::Embedded { store, .. } => {
+                let deliveries = store.receive(10_000, 60_000).await.expect("receive");
+                let seqs = deliveries.iter().map(|d| d.seq).collect();
+                store.acknowledge(seqs).await.expect("ack");
+                deliveries.into_iter().map(|d| d.event).collect()
+            }
+            Backend::Aws { queue, sqs, .. } => {
+                let mut events = Vec::new();
+                loop {
+                    let output = sqs
+                        .receive_message()
+                        .queue_url(queue.url())
+                        .max_number_of_messages(10)
+                        .wait_time_seconds(0)
+                        .send()
+                        .await
+                        .expect("receive");
+                    let messages = output.messages();
+                    if messages.is_empty() {
+                        return events;
+                    }
+                    for message in messages {
+                        events.push(
+                            decode_queued(message.body().unwrap_or_default()).expect("decode"),
+                        );
+                        sqs.delete_message()
+                            .queue_url(queue.url())
+                            .receipt_handle(message.receipt_handle().unwrap_or_default())
+                            .send()
+                            .await
+                            .expect("delete");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The template's tables and queues, created on the emulators under unique names.
+pub struct Stack {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    names: HashMap<String, String>,
+}
+
+static NEXT_STACK: AtomicU32 = AtomicU32::new(0);
+
+impl Stack {
+    pub async fn create() -> Stack {
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok()
+                && std::env::var("AWS_ENDPOINT_URL_SQS").is_ok(),
+            "the AWS contract tests need the emulators: run `make test` (or \
+             `scripts/emulators.sh run -- cargo test`)"
+        );
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let suffix = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT_STACK.fetch_add(1, Ordering::Relaxed)
+        );
+        let template: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
+                .expect("template.yaml"),
+        )
+        .expect("template.yaml parses");
+        let resources = template["Resources"].as_mapping().expect("Resources");
+        let mut names = HashMap::new();
+        let mut arns = HashMap::new();
+        // Queues without a redrive policy first, so dead-letter targets exist.
+        let mut queues: Vec<(&str, &Value)> = resources
+            .iter()
+            .filter(|(_, r)| r["Type"] == "AWS::SQS::Queue")
+            .map(|(id, r)| (id.as_str().expect("logical id"), &r["Properties"]))
+            .collect();
+        queues.sort_by_key(|(_, p)| p.get("RedrivePolicy").is_some());
+        for (id, properties) in queues {
+            let name = format!("{id}-{suffix}");
+            let mut create = sqs.create_queue().queue_name(&name);
+            for attribute in ["VisibilityTimeout", "MessageRetentionPeriod"] {
+                if let Some(value) = properties.get(attribute) {
+                    create = create.attributes(QueueAttributeName::from(attribute), scalar(value));
+                }
+            }
+            if let Some(policy) = properties.get("RedrivePolicy") {
+                let Value::Tagged(target) = &policy["deadLetterTargetArn"] else {
+                    panic!("deadLetterTargetArn must be !GetAtt Queue.Arn");
+                };
+                let target = scalar(&target.value).trim_end_matches(".Arn").to_owned();
+                let redrive = serde_json::json!({
+                    "deadLetterTargetArn": arns[&target],
+                    "maxReceiveCount": scalar(&policy["maxReceiveCount"]),
+                });
+                create = create.attributes(QueueAttributeName::RedrivePolicy, redrive.to_string());
+            }
+            let url = create
+                .send()
+                .await
+                .expect("create queue")
+                .queue_url()
+                .unwrap()
+                .to_owned();
+            let arn = sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .expect("queue arn")
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+                .expect("arn");
+            arns.insert(id.to_owned(), arn);
+            names.insert(id.to_owned(), url);
+        }
+        for (id, resource) in resources {
+            if resource["Type"] != "AWS::DynamoDB::Table" {
+                continue;
+            }
+            let id = id.as_str().expect("logical id");
+            let name = format!("{id}-{suffix}");
+            create_table(&dynamodb, &name, &resource["Properties"]).await;
+            names.insert(id.to_owned(), name);
+        }
+        Stack {
+            dynamodb,
+            sqs,
+            names,
+        }
+    }
+
+    pub fn table(&self, logical_id: &str) -> String {
+        self.names[logical_id].clone()
+    }
+
+    pub fn queue_url(&self, logical_id: &str) -> String {
+        self.names[logical_id].clone()
+    }
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+fn key_schema(value: &Value) -> Vec<KeySchemaElement> {
+    value
+        .as_sequence()
+        .expect("KeySchema")
+        .iter()
+        .map(|k| {
+            KeySchemaElement::builder()
+                .attribute_name(scalar(&k["AttributeName"]))
+                .key_type(KeyType::from(scalar(&k["KeyType"]).as_str()))
+                .build()
+                .expect("key schema")
+        })
+        .collect()
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties: &Value) {
+    let mut create = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::from(
+            scalar(&properties["BillingMode"]).as_str(),
+        ))
+        .set_key_schema(Some(key_schema(&properties["KeySchema"])));
+    for definition in properties["AttributeDefinitions"]
+        .as_sequence()
+        .expect("attributes")
+    {
+        create = create.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(scalar(&definition["AttributeName"]))
+                .attribute_type(ScalarAttributeType::from(
+                    scalar(&definition["AttributeType"]).as_str(),
+                ))
+                .build()
+                .expect("attribute definition"),
+        );
+    }
+    for index in properties["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        create = create.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(scalar(&index["IndexName"]))
+                .set_key_schema(Some(key_schema(&index["KeySchema"])))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(
+                            scalar(&index["Projection"]["ProjectionType"]).as_str(),
+                        ))
+                        .build(),
+                )
+                .build()
+                .expect("index"),
+        );
+    }
+    create.send().await.expect("create table");
+    if let Some(ttl) = properties.get("TimeToLiveSpecification") {
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(scalar(&ttl["AttributeName"]))
+                    .enabled(ttl["Enabled"].as_bool().unwrap_or(false))
+                    .build()
+                    .expect("ttl"),
+            )
+            .send()
+            .await
+            .expect("update ttl");
+    }
+}
