@@ -24,10 +24,12 @@
 //! - [`store::embedded`]: SQLite ledger, durable queue and state, with group commit.
 //! - [`store::aws`]: the ledger on DynamoDB and the queue on SQS.
 //! - [`local`]: the whole pipeline as one process (`make run`).
+//! - [`lambda`]: the AWS composition (configuration, the receiver's router) for `src/bin/receiver.rs`.
 
 pub mod auth;
 pub mod event;
 pub mod http;
+pub mod lambda;
 pub mod local;
 pub mod message;
 pub mod ports;

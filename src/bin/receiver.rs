@@ -1,0 +1,23 @@
+//! `receiver` Lambda: authenticate, record in the DynamoDB ledger, enqueue to SQS, answer Wati.
+
+use aws_config::BehaviorVersion;
+use wati_ingest::lambda::{receiver_router, ReceiverConfig};
+use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let config = ReceiverConfig::from_env()?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.ledger_table);
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
+    // Open both TLS connections during init, not on Wati's first request. A failure here is not
+    // fatal: the request path has its own fallbacks.
+    let (ledger_ready, queue_ready) = tokio::join!(ledger.warm_up(), queue.warm_up());
+    for (what, ready) in [("ledger", ledger_ready), ("queue", queue_ready)] {
+        if let Err(error) = ready {
+            tracing::warn!(what, %error, "warm-up failed");
+        }
+    }
+    lambda_http::run(receiver_router(&config, ledger, queue)).await
+}
