@@ -29,6 +29,8 @@ macro_rules! contract {
     };
 }
 
+mod state;
+
 fn entry(key: &str, body: &str, received_at: i64) -> LedgerEntry {
     LedgerEntry {
         key: key.into(),
@@ -192,7 +194,7 @@ async fn the_receiver_enqueues_each_event_once(backend: Backend) {
     assert_eq!(sweep(ledger.as_ref(), queue.as_ref(), 10).await.unwrap(), 0);
 }
 
-fn fixtures() -> Vec<Vec<u8>> {
+pub(crate) fn fixtures() -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .unwrap()

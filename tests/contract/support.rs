@@ -11,8 +11,9 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
-use wati_ingest::ports::{Ledger, Queue, QueuedEvent};
+use wati_ingest::ports::{Ledger, Queue, QueuedEvent, StateStore};
 use wati_ingest::store::aws::{decode_queued, DynamoLedger, SqsQueue};
+use wati_ingest::store::dynamo_state::DynamoState;
 use wati_ingest::store::embedded::EmbeddedStore;
 
 /// One backend: its ledger and queue, and a way to read back what was enqueued.
@@ -24,6 +25,7 @@ pub enum Backend {
     Aws {
         ledger: DynamoLedger,
         queue: SqsQueue,
+        state: DynamoState,
         sqs: aws_sdk_sqs::Client,
     },
 }
@@ -41,6 +43,7 @@ impl Backend {
         Backend::Aws {
             ledger: DynamoLedger::new(stack.dynamodb.clone(), stack.table("LedgerTable")),
             queue: SqsQueue::new(stack.sqs.clone(), stack.queue_url("EventQueue")),
+            state: DynamoState::new(stack.dynamodb.clone(), stack.table("StateTable")),
             sqs: stack.sqs,
         }
     }
@@ -49,6 +52,13 @@ impl Backend {
         match self {
             Backend::Embedded { store, .. } => store,
             Backend::Aws { ledger, .. } => ledger,
+        }
+    }
+
+    pub fn state(&self) -> &dyn StateStore {
+        match self {
+            Backend::Embedded { store, .. } => store,
+            Backend::Aws { state, .. } => state,
         }
     }
 
