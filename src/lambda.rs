@@ -3,13 +3,21 @@
 //! and Lambda Function URLs send the same payload format 2.0).
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use axum::Router;
+use tokio::sync::Semaphore;
 
 use crate::auth::{SecretError, SecretSet};
-use crate::http::{webhook_routes, WebhookService, DEFAULT_MAX_BODY_BYTES};
+use crate::http::{
+    health_routes, read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
+};
+use crate::ports::{QueuedEvent, StateStore};
+use crate::processor::{apply, Applied};
 use crate::receiver::{Receiver, ReceiverSettings};
-use crate::store::aws::{DynamoLedger, SqsQueue};
+use crate::store::aws::{decode_queued, DynamoLedger, SqsQueue};
+use crate::store::dynamo_state::DynamoState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -89,6 +97,124 @@ pub fn receiver_router(config: &ReceiverConfig, ledger: DynamoLedger, queue: Sqs
         secrets: config.secrets.clone(),
         max_body_bytes: config.max_body_bytes,
     }))
+}
+
+/// Records of one SQS batch applied at once, at most.
+pub const BATCH_CONCURRENCY: usize = 16;
+
+/// Applies an SQS batch and reports only the records that failed transiently, so SQS redelivers
+/// just those (`ReportBatchItemFailures`) and, after `maxReceiveCount`, moves them to the DLQ.
+/// A record that can never be applied is quarantined and acknowledged instead.
+pub async fn process_sqs_batch(state: Arc<dyn StateStore>, event: SqsEvent) -> SqsBatchResponse {
+    let permits = Arc::new(Semaphore::new(BATCH_CONCURRENCY));
+    let mut running = tokio::task::JoinSet::new();
+    for record in event.records {
+        let (state, permits) = (Arc::clone(&state), Arc::clone(&permits));
+        running.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let id = record.message_id.clone().unwrap_or_default();
+            (id, process_record(state.as_ref(), record).await)
+        });
+    }
+    let mut response = SqsBatchResponse::default();
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok((_, true)) => {}
+            Ok((id, false)) => {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+            // A panicked task's id is lost with it; failing the whole batch keeps its record.
+            Err(error) => {
+                tracing::error!(%error, "record task panicked; failing the batch");
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = String::new();
+                response.batch_item_failures.push(failure);
+            }
+        }
+    }
+    response
+}
+
+/// Applies one SQS record; `false` when it should be retried.
+async fn process_record(state: &dyn StateStore, record: SqsMessage) -> bool {
+    let started = Instant::now();
+    let body = record.body.unwrap_or_default();
+    let queued = match decode_queued(&body) {
+        Ok(queued) => queued,
+        Err(error) => {
+            // Not ours: keep it under its SQS id rather than retrying it into the DLQ.
+            let poison = QueuedEvent {
+                key: format!("sqs:{}", record.message_id.unwrap_or_default()),
+                received_at: crate::time::now_unix(),
+                body,
+            };
+            let reason = format!("not a queued event: {error}");
+            return match state.quarantine(&poison, &reason).await {
+                Ok(()) => {
+                    tracing::warn!(key = %poison.key, "quarantined an undecodable record");
+                    true
+                }
+                Err(error) => {
+                    tracing::error!(key = %poison.key, %error, "cannot quarantine");
+                    false
+                }
+            };
+        }
+    };
+    let outcome = apply(state, &queued).await;
+    let latency_us = started.elapsed().as_micros() as u64;
+    let lag_s = crate::time::now_unix() - queued.received_at;
+    match outcome {
+        Ok(applied) => {
+            let (outcome, kind) = match &applied {
+                Applied::Message { kind } => ("applied", kind.as_str()),
+                Applied::Archived { kind } => ("archived", kind.as_str()),
+                Applied::Quarantined { .. } => ("quarantined", ""),
+            };
+            tracing::info!(key = %queued.key, kind, outcome, latency_us, lag_s, "processed");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(key = %queued.key, %error, latency_us, "apply failed; will be retried");
+            false
+        }
+    }
+}
+
+/// The read API's settings: `STATE_TABLE`, `API_TOKEN` (and `API_TOKEN_PREVIOUS` in a rotation).
+#[derive(Debug, Clone)]
+pub struct ReadApiConfig {
+    pub state_table: String,
+    pub tokens: SecretSet,
+}
+
+impl ReadApiConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let tokens: Vec<String> = [var("API_TOKEN"), var("API_TOKEN_PREVIOUS")]
+            .into_iter()
+            .flatten()
+            .collect();
+        if tokens.is_empty() {
+            return Err(ConfigError::Missing("API_TOKEN"));
+        }
+        Ok(ReadApiConfig {
+            state_table: var("STATE_TABLE").ok_or(ConfigError::Missing("STATE_TABLE"))?,
+            tokens: SecretSet::new(tokens)?,
+        })
+    }
+}
+
+/// `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}` and `GET /healthz` over DynamoDB.
+pub fn read_api_router(tokens: SecretSet, state: DynamoState) -> Router {
+    let state: Arc<dyn StateStore> = Arc::new(state);
+    read_routes(Arc::new(ReadService {
+        state: Arc::clone(&state),
+        tokens,
+    }))
+    .merge(health_routes(state))
 }
 
 #[cfg(test)]

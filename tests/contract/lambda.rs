@@ -12,7 +12,7 @@ const SECRET: &str = "lambda-test-secret-0123456789abcdef";
 
 /// A payload-format-2.0 event as API Gateway's HTTP API (`function_url: false`) or a Lambda
 /// Function URL (`true`) sends it.
-fn event(secret: &str, body: &[u8], function_url: bool, base64: bool) -> String {
+pub(crate) fn event(secret: &str, body: &[u8], function_url: bool, base64: bool) -> String {
     use base64_body::encode;
     let path = format!("/webhook/{secret}");
     let (route_key, domain) = if function_url {
@@ -78,7 +78,7 @@ mod base64_body {
     }
 }
 
-async fn invoke(router: &axum::Router, event: String) -> (u16, Value) {
+pub(crate) async fn invoke(router: &axum::Router, event: String) -> (u16, Value) {
     let request = lambda_http::request::from_str(&event).expect("a valid Lambda event");
     let response = router.clone().oneshot(request).await.expect("infallible");
     let status = response.status().as_u16();

@@ -1,6 +1,7 @@
 //! One contract suite, two backends: every test runs against the embedded SQLite store and
 //! against DynamoDB Local + the SQS emulator (through the real AWS SDK).
 
+mod e2e;
 mod lambda;
 mod support;
 

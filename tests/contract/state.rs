@@ -12,8 +12,8 @@ use crate::support::Backend;
 
 const T0: i64 = 1_764_238_453;
 /// A reading time inside the fixtures' sessions, so "active" is observable.
-const NOW: i64 = T0 + 3_600;
-const CONTACTS: [&str; 5] = [
+pub(crate) const NOW: i64 = T0 + 3_600;
+pub(crate) const CONTACTS: [&str; 5] = [
     "14155550101",
     "14155550102",
     "US.13491208655302741918",
@@ -21,7 +21,7 @@ const CONTACTS: [&str; 5] = [
     "US.99900000000000000004",
 ];
 
-fn fixture_facts() -> Vec<MessageRecord> {
+pub(crate) fn fixture_facts() -> Vec<MessageRecord> {
     crate::fixtures()
         .iter()
         .filter_map(|body| MessageRecord::from_event(&WatiEvent::parse(body).unwrap(), T0))
@@ -30,6 +30,14 @@ fn fixture_facts() -> Vec<MessageRecord> {
 
 /// The expected views, computed by the pure model alone.
 fn oracle(facts: &[MessageRecord]) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+    oracle_at(facts, NOW)
+}
+
+/// The model's views of `facts` as seen at `now`.
+pub(crate) fn oracle_at(
+    facts: &[MessageRecord],
+    now: i64,
+) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
     let mut messages: BTreeMap<String, MessageRecord> = BTreeMap::new();
     for fact in facts {
         let id = fact.id.clone().expect("fixtures carry Wati ids");
@@ -63,7 +71,7 @@ fn oracle(facts: &[MessageRecord]) -> (BTreeMap<String, Value>, BTreeMap<String,
                 })
                 .cloned()
                 .collect();
-            let view = ContactView::from_messages(contact, &mine, NOW).expect("known contact");
+            let view = ContactView::from_messages(contact, &mine, now).expect("known contact");
             (contact.to_string(), serde_json::to_value(view).unwrap())
         })
         .collect();

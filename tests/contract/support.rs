@@ -112,6 +112,7 @@ impl Backend {
 
 /// The template's tables and queues, created on the emulators under unique names.
 pub struct Stack {
+    pub config: aws_config::SdkConfig,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     names: HashMap<String, String>,
@@ -199,6 +200,7 @@ impl Stack {
             names.insert(id.to_owned(), name);
         }
         Stack {
+            config,
             dynamodb,
             sqs,
             names,

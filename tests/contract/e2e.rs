@@ -1,0 +1,498 @@
+//! End to end through the real AWS SDK: API Gateway / Function URL events -> receiver -> DynamoDB
+//! Local + SQS emulator -> a poller that builds real `SqsEvent`s -> processor -> read API.
+//! Faults are injected at the SDK level (an interceptor that fails chosen operations), and every
+//! AWS call is counted by operation.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+use wati_ingest::auth::SecretSet;
+use wati_ingest::event::WatiEvent;
+use wati_ingest::lambda::{process_sqs_batch, read_api_router, receiver_router, ReceiverConfig};
+use wati_ingest::message::MessageRecord;
+use wati_ingest::ports::{QueuedEvent, StateStore, StoreError};
+use wati_ingest::receiver::sweep;
+use wati_ingest::session::ContactView;
+use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
+use wati_ingest::store::dynamo_state::DynamoState;
+
+use crate::lambda::{event, invoke};
+use crate::state::{oracle_at, CONTACTS};
+use crate::support::Stack;
+
+const SECRET: &str = "e2e-webhook-secret-0123456789abcdef";
+const TOKEN: &str = "e2e-api-token-0123456789abcdef";
+
+/// Counts AWS calls by operation and fails the operations it is told to.
+#[derive(Debug, Default)]
+struct Tap {
+    calls: Mutex<BTreeMap<String, usize>>,
+    failing: Mutex<HashSet<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TapHandle(Arc<Tap>);
+
+impl TapHandle {
+    fn fail(&self, operation: &str) {
+        self.0.failing.lock().unwrap().insert(operation.to_owned());
+    }
+    fn heal(&self) {
+        self.0.failing.lock().unwrap().clear();
+    }
+    fn calls(&self) -> BTreeMap<String, usize> {
+        self.0.calls.lock().unwrap().clone()
+    }
+}
+
+impl Intercept for TapHandle {
+    fn name(&self) -> &'static str {
+        "tap"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("?");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        *self
+            .0
+            .calls
+            .lock()
+            .unwrap()
+            .entry(operation.clone())
+            .or_default() += 1;
+        if self.0.failing.lock().unwrap().contains(&operation) {
+            return Err(format!("injected fault: {operation}").into());
+        }
+        Ok(())
+    }
+}
+
+/// Fails `apply` for one message id, every time: a poison record.
+struct PoisonFor {
+    inner: DynamoState,
+    id: &'static str,
+}
+
+#[async_trait]
+impl StateStore for PoisonFor {
+    async fn apply(&self, facts: &MessageRecord) -> Result<(), StoreError> {
+        if facts.id.as_deref() == Some(self.id) {
+            return Err(StoreError::unavailable("apply", "poisoned for the test"));
+        }
+        self.inner.apply(facts).await
+    }
+    async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError> {
+        self.inner.quarantine(event, reason).await
+    }
+    async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        self.inner.message(id).await
+    }
+    async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
+        self.inner.contact(contact, now).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+/// The deployed shape on the emulators, each function with its own tapped clients.
+struct Deployment {
+    stack: Stack,
+    receiver: axum::Router,
+    receiver_tap: TapHandle,
+    ledger: DynamoLedger,
+    queue: SqsQueue,
+    state: DynamoState,
+    processor_tap: TapHandle,
+    api: axum::Router,
+    queue_url: String,
+    dlq_url: String,
+}
+
+impl Deployment {
+    async fn new() -> Deployment {
+        let stack = Stack::create().await;
+        let (receiver_tap, processor_tap) = (TapHandle::default(), TapHandle::default());
+        let dynamodb = |tap: &TapHandle| {
+            aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&stack.config)
+                    .interceptor(tap.clone())
+                    .build(),
+            )
+        };
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&stack.config)
+                .interceptor(receiver_tap.clone())
+                .build(),
+        );
+        let queue_url = stack.queue_url("EventQueue");
+        let ledger = DynamoLedger::new(dynamodb(&receiver_tap), stack.table("LedgerTable"));
+        let queue = SqsQueue::new(sqs, &queue_url);
+        let config = ReceiverConfig {
+            ledger_table: stack.table("LedgerTable"),
+            queue_url: queue_url.clone(),
+            secrets: SecretSet::new([SECRET]).unwrap(),
+            dedup_ttl_days: 7,
+            max_body_bytes: 256 * 1024,
+        };
+        let receiver = receiver_router(&config, ledger.clone(), queue.clone());
+        let state = DynamoState::new(dynamodb(&processor_tap), stack.table("StateTable"));
+        let api = read_api_router(
+            SecretSet::new([TOKEN]).unwrap(),
+            DynamoState::new(stack.dynamodb.clone(), stack.table("StateTable")),
+        );
+        let dlq_url = stack.queue_url("DeadLetterQueue");
+        Deployment {
+            stack,
+            receiver,
+            receiver_tap,
+            ledger,
+            queue,
+            state,
+            processor_tap,
+            api,
+            queue_url,
+            dlq_url,
+        }
+    }
+
+    /// One webhook as API Gateway (even n) or a Function URL (odd n) would deliver it.
+    async fn webhook(&self, n: usize, body: &[u8]) -> (u16, Value) {
+        invoke(&self.receiver, event(SECRET, body, n % 2 == 1, n % 3 == 0)).await
+    }
+
+    /// Plays the Lambda event source mapping: receive, build a real `SqsEvent`, call the
+    /// processor, delete what succeeded, make what failed visible again. Returns records handled.
+    async fn process_until_empty(&self, state: Arc<dyn StateStore>) -> usize {
+        let mut handled = 0;
+        loop {
+            let output = self
+                .stack
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive");
+            let messages = output.messages();
+            if messages.is_empty() {
+                return handled;
+            }
+            let mut event = SqsEvent::default();
+            for message in messages {
+                let mut record = SqsMessage::default();
+                record.message_id = message.message_id().map(str::to_owned);
+                record.receipt_handle = message.receipt_handle().map(str::to_owned);
+                record.body = message.body().map(str::to_owned);
+                record.event_source = Some("aws:sqs".into());
+                record.aws_region = Some("us-east-1".into());
+                event.records.push(record);
+            }
+            let response = process_sqs_batch(Arc::clone(&state), event).await;
+            let failed: HashSet<String> = response
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.clone())
+                .collect();
+            for message in messages {
+                let handle = message.receipt_handle().unwrap_or_default();
+                if failed.contains(message.message_id().unwrap_or_default()) {
+                    self.stack
+                        .sqs
+                        .change_message_visibility()
+                        .queue_url(&self.queue_url)
+                        .receipt_handle(handle)
+                        .visibility_timeout(0)
+                        .send()
+                        .await
+                        .expect("release");
+                } else {
+                    handled += 1;
+                    self.stack
+                        .sqs
+                        .delete_message()
+                        .queue_url(&self.queue_url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .expect("delete");
+                }
+            }
+        }
+    }
+
+    async fn read(&self, path: &str) -> (u16, Value) {
+        let mut request = serde_json::from_str::<Value>(&event(SECRET, b"", false, false)).unwrap();
+        request["rawPath"] = path.into();
+        request["routeKey"] = "$default".into();
+        request["requestContext"]["http"]["method"] = "GET".into();
+        request["requestContext"]["http"]["path"] = path.into();
+        request["headers"]["authorization"] = format!("Bearer {TOKEN}").into();
+        request.as_object_mut().unwrap().remove("pathParameters");
+        invoke(&self.api, request.to_string()).await
+    }
+
+    /// Every fixture message and contact as the read API shows them.
+    async fn read_all(
+        &self,
+        ids: impl Iterator<Item = &String>,
+    ) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+        let mut messages = BTreeMap::new();
+        for id in ids {
+            let (status, body) = self.read(&format!("/v1/messages/{id}")).await;
+            assert_eq!(status, 200, "{id}: {body}");
+            messages.insert(id.clone(), body);
+        }
+        let mut contacts = BTreeMap::new();
+        for contact in CONTACTS {
+            let (status, body) = self.read(&format!("/v1/contacts/{contact}")).await;
+            assert_eq!(status, 200, "{contact}: {body}");
+            contacts.insert(contact.to_owned(), body);
+        }
+        (messages, contacts)
+    }
+
+    async fn queue_depth(&self, url: &str) -> usize {
+        let attributes = self
+            .stack
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .expect("attributes");
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        items.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+}
+
+/// Every event type, shuffled and duplicated, through both event shapes: the read API ends
+/// exactly where the pure model says, and the receiver made one ledger write and at most one
+/// send per request, with no reads.
+#[tokio::test]
+async fn every_event_type_end_to_end() {
+    let deployment = Deployment::new().await;
+    let fixtures = crate::fixtures();
+    let mut deliveries: Vec<Vec<u8>> = fixtures.clone();
+    deliveries.extend(fixtures.iter().step_by(2).cloned());
+    shuffle(&mut deliveries, 2026);
+
+    let started = Instant::now();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for (n, body) in deliveries.iter().enumerate() {
+        let (status, response) = deployment.webhook(n, body).await;
+        assert_eq!(status, 200, "{response}");
+        *outcomes
+            .entry(response["status"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let processed = deployment
+        .process_until_empty(Arc::new(deployment.state.clone()))
+        .await;
+    let elapsed = started.elapsed();
+
+    let facts: Vec<MessageRecord> = fixtures
+        .iter()
+        .filter_map(|b| MessageRecord::from_event(&WatiEvent::parse(b).unwrap(), 0))
+        .collect();
+    let now = wati_ingest::time::now_unix();
+    let (expected_messages, expected_contacts) = oracle_at(&facts, now);
+    let (messages, contacts) = deployment.read_all(expected_messages.keys()).await;
+    assert_eq!(messages, expected_messages);
+    assert_eq!(contacts, expected_contacts);
+
+    let receiver = deployment.receiver_tap.calls();
+    let requests = deliveries.len();
+    assert_eq!(
+        receiver.get("PutItem").copied(),
+        Some(requests),
+        "{receiver:?}"
+    );
+    assert!(
+        receiver.get("SendMessage").copied().unwrap_or(0) <= requests,
+        "{receiver:?}"
+    );
+    assert!(
+        !receiver.contains_key("GetItem") && !receiver.contains_key("Query"),
+        "{receiver:?}"
+    );
+    let processor = deployment.processor_tap.calls();
+    eprintln!(
+        "e2e: {requests} webhooks ({outcomes:?}), {processed} queue records applied in {:.2} s \
+         ({:.0} webhooks/s end to end); receiver calls {receiver:?}; processor calls {processor:?}",
+        elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// SQS down: webhooks still get 200 (the ledger holds them, marked), the sweeper re-sends them
+/// once SQS is back, and they are applied. Ledger and queue both down: 503.
+#[tokio::test]
+async fn queue_outage_is_absorbed_by_the_ledger_and_the_sweeper() {
+    let deployment = Deployment::new().await;
+    let fixtures = crate::fixtures();
+    deployment.receiver_tap.fail("SendMessage");
+    for (n, body) in fixtures.iter().enumerate().take(3) {
+        let (status, response) = deployment.webhook(n, body).await;
+        assert_eq!(
+            (status, response["status"].as_str()),
+            (200, Some("accepted")),
+            "{response}"
+        );
+    }
+    assert_eq!(deployment.queue_depth(&deployment.queue_url).await, 0);
+    assert_eq!(deployment.ledger_marks().await, 3);
+
+    deployment.receiver_tap.fail("PutItem");
+    let (status, _) = deployment.webhook(3, &fixtures[3]).await;
+    assert_eq!(status, 503, "nothing durable could be written");
+
+    deployment.receiver_tap.heal();
+    let redriven = sweep(&deployment.ledger, &deployment.queue, 100)
+        .await
+        .unwrap();
+    assert_eq!(redriven, 3);
+    assert_eq!(deployment.ledger_marks().await, 0);
+    assert_eq!(
+        deployment
+            .process_until_empty(Arc::new(deployment.state.clone()))
+            .await,
+        3
+    );
+    let (status, message) = deployment
+        .read("/v1/messages/6734a1b2c3d4e5f601000003")
+        .await;
+    assert_eq!(
+        (status, message["status"].as_str()),
+        (200, Some("sent")),
+        "{message}"
+    );
+}
+
+/// DynamoDB down for the receiver: the event is enqueued anyway and applied.
+#[tokio::test]
+async fn ledger_outage_is_bypassed() {
+    let deployment = Deployment::new().await;
+    deployment.receiver_tap.fail("PutItem");
+    let body = &crate::fixtures()[0];
+    let (status, response) = deployment.webhook(0, body).await;
+    assert_eq!(
+        (status, response["status"].as_str()),
+        (200, Some("accepted")),
+        "{response}"
+    );
+    deployment.receiver_tap.heal();
+    assert_eq!(
+        deployment
+            .process_until_empty(Arc::new(deployment.state.clone()))
+            .await,
+        1
+    );
+    let (status, message) = deployment
+        .read("/v1/messages/6734a1b2c3d4e5f601000001")
+        .await;
+    assert_eq!(
+        (status, message["status"].as_str()),
+        (200, Some("received"))
+    );
+}
+
+/// A record that always fails is reported alone (partial batch failure), its batch mates are
+/// applied, and after maxReceiveCount it lands in the dead-letter queue. A record that is not a
+/// queued event at all is quarantined and acknowledged, not retried.
+#[tokio::test]
+async fn a_poison_record_ends_in_the_dlq_and_its_batch_mates_apply() {
+    let deployment = Deployment::new().await;
+    let poison = br#"{"eventType":"sentMessageREAD","id":"poison-id","timestamp":"1764238500"}"#;
+    for (n, body) in [
+        &crate::fixtures()[0][..],
+        &poison[..],
+        &crate::fixtures()[1][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(deployment.webhook(n, body).await.0, 200);
+    }
+    deployment
+        .stack
+        .sqs
+        .send_message()
+        .queue_url(&deployment.queue_url)
+        .message_body("not a queued event")
+        .send()
+        .await
+        .unwrap();
+    let state = Arc::new(PoisonFor {
+        inner: deployment.state.clone(),
+        id: "poison-id",
+    });
+    deployment.process_until_empty(state).await;
+
+    for id in ["6734a1b2c3d4e5f601000001", "6734a1b2c3d4e5f601000002"] {
+        assert_eq!(
+            deployment.read(&format!("/v1/messages/{id}")).await.0,
+            200,
+            "{id}"
+        );
+    }
+    assert_eq!(deployment.read("/v1/messages/poison-id").await.0, 404);
+    let dead = deployment
+        .stack
+        .sqs
+        .receive_message()
+        .queue_url(&deployment.dlq_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = dead.messages().iter().filter_map(|m| m.body()).collect();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert!(bodies[0].contains("poison-id"));
+    assert_eq!(deployment.queue_depth(&deployment.queue_url).await, 0);
+}
+
+impl Deployment {
+    async fn ledger_marks(&self) -> usize {
+        self.ledger_marked().await.len()
+    }
+
+    async fn ledger_marked(&self) -> Vec<QueuedEvent> {
+        use wati_ingest::ports::Ledger;
+        DynamoLedger::new(self.stack.dynamodb.clone(), self.stack.table("LedgerTable"))
+            .marked_for_redrive(100)
+            .await
+            .unwrap()
+    }
+}
