@@ -496,3 +496,83 @@ impl Deployment {
             .unwrap()
     }
 }
+
+/// The AWS calls each receive path makes, counted: the happy path is one conditional PutItem and
+/// one SendMessage, a duplicate is the PutItem alone, and the fallbacks add only what they need.
+#[tokio::test]
+async fn aws_calls_per_receive_path() {
+    let deployment = Deployment::new().await;
+    let tap = &deployment.receiver_tap;
+    let fixtures = crate::fixtures();
+    let calls = |expected: &[(&str, usize)]| {
+        let expected: BTreeMap<String, usize> =
+            expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let seen = tap.calls();
+        tap.0.calls.lock().unwrap().clear();
+        assert_eq!(seen, expected);
+    };
+
+    assert_eq!(
+        deployment.webhook(0, &fixtures[0]).await.1["status"],
+        "accepted"
+    );
+    calls(&[("PutItem", 1), ("SendMessage", 1)]);
+
+    assert_eq!(
+        deployment.webhook(1, &fixtures[0]).await.1["status"],
+        "duplicate"
+    );
+    calls(&[("PutItem", 1)]);
+
+    tap.fail("SendMessage");
+    assert_eq!(
+        deployment.webhook(2, &fixtures[1]).await.1["status"],
+        "accepted"
+    );
+    calls(&[("PutItem", 1), ("SendMessage", 1), ("UpdateItem", 1)]);
+    tap.heal();
+
+    tap.fail("PutItem");
+    assert_eq!(
+        deployment.webhook(3, &fixtures[2]).await.1["status"],
+        "accepted"
+    );
+    calls(&[("PutItem", 1), ("SendMessage", 1)]);
+    tap.heal();
+
+    // A crash after the ledger write lost the send: Wati's retry (past the 60 s lease) re-sends.
+    let crashed = &fixtures[4];
+    let key = wati_ingest::event::idempotency_key(&WatiEvent::parse(crashed).unwrap(), crashed);
+    let old = wati_ingest::time::now_unix() - 600;
+    use wati_ingest::ports::Ledger;
+    deployment
+        .ledger
+        .record(&wati_ingest::ports::LedgerEntry {
+            key,
+            event_type: "templateMessageSent".into(),
+            body: crashed.clone(),
+            received_at: old,
+            expires_at: old + 7 * 86_400,
+        })
+        .await
+        .unwrap();
+    tap.0.calls.lock().unwrap().clear();
+    assert_eq!(
+        deployment.webhook(4, crashed).await.1["status"],
+        "duplicate"
+    );
+    calls(&[("PutItem", 1), ("SendMessage", 1)]);
+
+    let applied = deployment
+        .process_until_empty(Arc::new(deployment.state.clone()))
+        .await;
+    assert_eq!(applied, 3, "the event marked for redrive waits for the sweeper");
+    let (status, template) = deployment
+        .read("/v1/messages/6734a1b2c3d4e5f601000004")
+        .await;
+    assert_eq!(
+        (status, template["status"].as_str()),
+        (200, Some("sent")),
+        "{template}"
+    );
+}
