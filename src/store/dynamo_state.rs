@@ -117,7 +117,8 @@ impl Part {
     fn with_time(mut self, name: &str, at: i64) -> Part {
         self.set.push(format!("{name} = :{name}"));
         self.values.insert(format!(":{name}"), n(at));
-        self.condition = Some(format!("attribute_not_exists({name}) OR {name} > :{name}"));
+        // `>=`: an equal time (the v2 twin of a v1 event) still sets the fields it adds, in one write.
+        self.condition = Some(format!("attribute_not_exists({name}) OR {name} >= :{name}"));
         self
     }
 
@@ -180,12 +181,12 @@ impl DynamoState {
         }
     }
 
-    /// Writes facts to the message filed under `id`; returns the ids the item newly gained.
+    /// Writes facts to the message filed under `id`; returns the fields the item newly gained.
     async fn write_facts(
         &self,
         id: &str,
         facts: &MessageRecord,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<&'static str>, StoreError> {
         let statics = static_fields(facts);
         let mut parts: Vec<Part> = Vec::new();
         let times = [
@@ -208,21 +209,18 @@ impl DynamoState {
         let mut gained = Vec::new();
         for part in parts {
             let (old, applied) = self.update(id, part).await?;
-            let missing: Vec<&str> = statics
+            let missing: Vec<&'static str> = statics
                 .keys()
                 .copied()
                 .filter(|name| !old.contains_key(*name))
                 .collect();
             if !applied && !missing.is_empty() {
-                // An earlier time stood, but this event still brings ids the item lacks.
+                // An earlier time stood, but this event still brings fields the item lacks.
                 self.update(id, Part::new(&statics)).await?;
             }
-            // Wati's id files the item itself; the other two ids need alias items to find it.
-            for name in ["whatsapp_message_id", "local_message_id"] {
-                if missing.contains(&name) {
-                    if let Some(AttributeValue::S(value)) = statics.get(name) {
-                        gained.push(value.clone());
-                    }
+            for name in missing {
+                if !gained.contains(&name) {
+                    gained.push(name);
                 }
             }
         }
@@ -397,10 +395,18 @@ impl StateStore for DynamoState {
             }
         };
         let gained = self.write_facts(&primary, facts).await?;
-        for alias in gained {
-            self.link_alias(&alias, &primary).await?;
+        // Aliases and links are written once, when the message first learns the id or name.
+        let aliases = [
+            ("whatsapp_message_id", &facts.whatsapp_message_id),
+            ("local_message_id", &facts.local_message_id),
+        ];
+        for (field, alias) in aliases {
+            if let (true, Some(alias)) = (gained.contains(&field), alias) {
+                self.link_alias(alias, &primary).await?;
+            }
         }
-        if let (Some(wa_id), Some(bsuid)) = (&facts.wa_id, &facts.bsuid) {
+        let names_new = gained.contains(&"wa_id") || gained.contains(&"bsuid");
+        if let (true, Some(wa_id), Some(bsuid)) = (names_new, &facts.wa_id, &facts.bsuid) {
             self.link_contact(wa_id, bsuid).await?;
         }
         Ok(())

@@ -566,7 +566,10 @@ async fn aws_calls_per_receive_path() {
     let applied = deployment
         .process_until_empty(Arc::new(deployment.state.clone()))
         .await;
-    assert_eq!(applied, 3, "the event marked for redrive waits for the sweeper");
+    assert_eq!(
+        applied, 3,
+        "the event marked for redrive waits for the sweeper"
+    );
     let (status, template) = deployment
         .read("/v1/messages/6734a1b2c3d4e5f601000004")
         .await;
