@@ -73,7 +73,7 @@ run() {
   AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$sqs_port" \
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
   AWS_EC2_METADATA_DISABLED=true \
-  EMULATOR_DYNAMODB_PID="${pids[0]}" EMULATOR_SQS_PID="${pids[1]}" \
+  EMULATOR_MOTO_BIN="$cache/moto/bin/moto_server" \
     "$@"
 }
 

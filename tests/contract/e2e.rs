@@ -579,3 +579,108 @@ async fn aws_calls_per_receive_path() {
         "{template}"
     );
 }
+
+/// A moto server of this test's own, so stopping it does not disturb the other tests.
+struct OwnSqs {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl OwnSqs {
+    async fn start(port: u16) -> OwnSqs {
+        let binary = std::env::var("EMULATOR_MOTO_BIN")
+            .expect("EMULATOR_MOTO_BIN: run the tests through scripts/emulators.sh (make test)");
+        let child = std::process::Command::new(binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{endpoint}/moto-api/")).await.is_ok() {
+                return OwnSqs { child, endpoint };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("moto did not start on {port}");
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnSqs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Stopping the real SQS emulator mid-stream: webhooks keep getting 200 (marked in the ledger),
+/// and once SQS is back the sweeper puts every one of them on the queue.
+#[tokio::test]
+async fn a_stopped_sqs_emulator_loses_nothing() {
+    let stack = Stack::create().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sqs_server = OwnSqs::start(port).await;
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&stack.config)
+            .endpoint_url(&sqs_server.endpoint)
+            .build(),
+    );
+    let create_queue = || async {
+        sqs.create_queue()
+            .queue_name("stopped-emulator")
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url()
+            .unwrap()
+            .to_owned()
+    };
+    let queue = SqsQueue::new(sqs.clone(), create_queue().await);
+    let ledger = DynamoLedger::new(stack.dynamodb.clone(), stack.table("LedgerTable"));
+    let config = ReceiverConfig {
+        ledger_table: stack.table("LedgerTable"),
+        queue_url: queue.url().to_owned(),
+        secrets: SecretSet::new([SECRET]).unwrap(),
+        dedup_ttl_days: 7,
+        max_body_bytes: 256 * 1024,
+    };
+    let receiver = receiver_router(&config, ledger.clone(), queue.clone());
+    let fixtures = crate::fixtures();
+    let post = |n: usize| invoke(&receiver, event(SECRET, &fixtures[n], false, false));
+
+    assert_eq!(post(0).await.1["status"], "accepted");
+    sqs_server.stop();
+    for n in [1, 2, 4] {
+        let (status, body) = post(n).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("accepted")),
+            "{body}"
+        );
+    }
+    use wati_ingest::ports::Ledger;
+    assert_eq!(ledger.marked_for_redrive(10).await.unwrap().len(), 3);
+
+    let _restarted = OwnSqs::start(port).await; // in-memory: the queue must be made again
+    let url = create_queue().await;
+    assert_eq!(url, queue.url());
+    assert_eq!(sweep(&ledger, &queue, 10).await.unwrap(), 3);
+    let received = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(received.messages().len(), 3);
+}
