@@ -590,7 +590,7 @@ impl OwnSqs {
     async fn start(port: u16) -> OwnSqs {
         let binary = std::env::var("EMULATOR_MOTO_BIN")
             .expect("EMULATOR_MOTO_BIN: run the tests through scripts/emulators.sh (make test)");
-        let child = std::process::Command::new(binary)
+        let mut child = std::process::Command::new(binary)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -603,6 +603,8 @@ impl OwnSqs {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("moto did not start on {port}");
     }
 
