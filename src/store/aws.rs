@@ -49,28 +49,28 @@ impl DynamoLedger {
     }
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: i64) -> AttributeValue {
+pub(crate) fn n(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+pub(crate) fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
-fn bytes(item: &HashMap<String, AttributeValue>, name: &str) -> Option<Vec<u8>> {
+pub(crate) fn bytes(item: &HashMap<String, AttributeValue>, name: &str) -> Option<Vec<u8>> {
     Some(item.get(name)?.as_b().ok()?.as_ref().to_vec())
 }
 
-fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+pub(crate) fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
     item.get(name)?.as_s().ok().cloned()
 }
 
 /// The error's code and message, for logs; the SDK's own Display says only "service error".
-fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug>(
+pub(crate) fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug>(
     operation: &'static str,
     error: E,
 ) -> StoreError {

@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -25,6 +24,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use crate::message::{Direction, Failure, MessageRecord};
 use crate::ports::{QueuedEvent, StateStore, StoreError};
 use crate::session::ContactView;
+use crate::store::aws::{n, number, s, text, unavailable};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -39,28 +39,8 @@ pub struct DynamoState {
     table: String,
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
 fn message_key(id: &str) -> [(&'static str, AttributeValue); 2] {
     [("pk", s(format!("MSG#{id}"))), ("sk", s("MSG"))]
-}
-
-fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug>(
-    operation: &'static str,
-    error: E,
-) -> StoreError {
-    let reason = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => format!("{error:?}"),
-    };
-    StoreError::unavailable(operation, reason)
 }
 
 /// The texts an event may add to a message, set only where absent.
@@ -340,14 +320,6 @@ impl DynamoState {
         names.extend(output.items().iter().filter_map(|item| text(item, "sk")));
         Ok(names)
     }
-}
-
-fn text(item: &Item, name: &str) -> Option<String> {
-    item.get(name)?.as_s().ok().cloned()
-}
-
-fn number(item: &Item, name: &str) -> Option<i64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
 }
 
 fn record_from_item(item: &Item) -> MessageRecord {

@@ -24,7 +24,7 @@ use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
 
 use crate::lambda::{event, invoke};
-use crate::state::{oracle_at, CONTACTS};
+use crate::state::{oracle_at, shuffle, CONTACTS};
 use crate::support::Stack;
 
 const SECRET: &str = "e2e-webhook-secret-0123456789abcdef";
@@ -285,15 +285,6 @@ impl Deployment {
             .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
-    }
-}
-
-fn shuffle<T>(items: &mut [T], mut seed: u64) {
-    for i in (1..items.len()).rev() {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        items.swap(i, (seed >> 33) as usize % (i + 1));
     }
 }
 

@@ -103,7 +103,7 @@ async fn observed(
     (messages, contacts)
 }
 
-fn shuffle<T>(items: &mut [T], mut seed: u64) {
+pub(crate) fn shuffle<T>(items: &mut [T], mut seed: u64) {
     for i in (1..items.len()).rev() {
         seed = seed
             .wrapping_mul(6364136223846793005)
