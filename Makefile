@@ -4,7 +4,7 @@ CARGO ?= cargo
 PORT ?= 3000
 DATA_DIR ?= ./.wati-ingest
 
-.PHONY: run demo load test lint unit emulators build clean
+.PHONY: run demo load load-aws test lint unit emulators build clean
 
 ## run: build and start the whole pipeline locally (receiver, queue, processor, read API)
 run:
@@ -17,6 +17,10 @@ demo:
 ## load: accepted webhooks per second and accept latency on the local server
 load:
 	$(CARGO) bench --locked --bench load_local
+
+## load-aws: the AWS path on the emulators: receiver rate, overhead over the bare calls, processor rate
+load-aws:
+	scripts/emulators.sh run -- $(CARGO) bench --locked --bench load_aws
 
 ## test: formatting, lints, then every test (unit, property, HTTP, restart, and the contract
 ## suite on both backends: the emulators are downloaded once into .cache/ and stopped afterwards)

@@ -1,0 +1,235 @@
+//! Load test of the AWS path on the emulators (DynamoDB Local + moto SQS): the receiver's accept
+//! rate and latency, its overhead over the bare `PutItem` + `SendMessage` it must make, and the
+//! processor's apply rate. Run with `make load-aws` (starts the emulators).
+//!
+//! Settings: `LOAD_REQUESTS` (default 2000), `LOAD_CONCURRENCY` (16: Lambda instances at once).
+
+#[path = "../tests/contract/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use tower::ServiceExt;
+use wati_ingest::auth::SecretSet;
+use wati_ingest::lambda::{process_sqs_batch, receiver_router, ReceiverConfig};
+use wati_ingest::ports::StateStore;
+use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
+use wati_ingest::store::dynamo_state::DynamoState;
+
+const SECRET: &str = "load-aws-webhook-secret-0123456789";
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn body(n: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "eventType": if n % 2 == 0 { "templateMessageSent" } else { "sentMessageDELIVERED" },
+        "id": format!("{:024x}", n / 2),
+        "whatsappMessageId": format!("wamid.LOAD{:012}", n / 2),
+        "waId": format!("1415555{:04}", n % 1000),
+        "templateName": "order_update",
+        "timestamp": (1_764_238_453 + n).to_string(),
+        "text": "Your order #1039 has shipped and will arrive on Friday.",
+        "type": "template",
+        "owner": true,
+    }))
+    .expect("serialise")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs `work(n)` for n in 0..total with `concurrency` workers; returns sorted latencies and time.
+async fn drive<F, Fut>(total: usize, concurrency: usize, work: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let work = Arc::new(work);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (work, next) = (Arc::clone(&work), Arc::clone(&next));
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= total {
+                    return latencies;
+                }
+                let sent = Instant::now();
+                work(n).await;
+                latencies.push(sent.elapsed());
+            }
+        });
+    }
+    let mut all = Vec::with_capacity(total);
+    while let Some(latencies) = workers.join_next().await {
+        all.extend(latencies.expect("worker"));
+    }
+    let elapsed = started.elapsed();
+    all.sort_unstable();
+    (all, elapsed)
+}
+
+fn row(name: &str, latencies: &[Duration], elapsed: Duration) {
+    println!(
+        "| {name} | {:.0}/s | {:.2} ms | {:.2} ms |",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let requests = setting("LOAD_REQUESTS", 2000);
+    let concurrency = setting("LOAD_CONCURRENCY", 16);
+    let stack = support::Stack::create().await;
+    let ledger = DynamoLedger::new(stack.dynamodb.clone(), stack.table("LedgerTable"));
+    let queue_url = stack.queue_url("EventQueue");
+    let queue = SqsQueue::new(stack.sqs.clone(), &queue_url);
+    let (_, _) = tokio::join!(ledger.warm_up(), queue.warm_up());
+    let config = ReceiverConfig {
+        ledger_table: stack.table("LedgerTable"),
+        queue_url: queue_url.clone(),
+        secrets: SecretSet::new([SECRET]).expect("secret"),
+        dedup_ttl_days: 7,
+        max_body_bytes: 256 * 1024,
+    };
+    let router = receiver_router(&config, ledger, queue);
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..requests).map(body).collect());
+
+    println!("| step ({requests} events, concurrency {concurrency}) | rate | p50 | p99 |");
+    println!("|---|---|---|---|");
+
+    // The floor: the two calls the receiver must make, with the same clients, nothing else.
+    let (dynamodb, sqs, table, url) = (
+        stack.dynamodb.clone(),
+        stack.sqs.clone(),
+        stack.table("LedgerTable"),
+        queue_url.clone(),
+    );
+    let floor_bodies = Arc::clone(&bodies);
+    let (latencies, elapsed) = drive(requests, concurrency, move |n| {
+        let (dynamodb, sqs, table, url, bodies) = (
+            dynamodb.clone(),
+            sqs.clone(),
+            table.clone(),
+            url.clone(),
+            Arc::clone(&floor_bodies),
+        );
+        async move {
+            dynamodb
+                .put_item()
+                .table_name(table)
+                .item("pk", AttributeValue::S(format!("floor:{n}")))
+                .item("body", AttributeValue::B(Blob::new(bodies[n].clone())))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await
+                .expect("put");
+            sqs.send_message()
+                .queue_url(url)
+                .message_body(String::from_utf8_lossy(&bodies[n]).into_owned())
+                .send()
+                .await
+                .expect("send");
+        }
+    })
+    .await;
+    let floor_p50 = percentile(&latencies, 0.5);
+    row("bare PutItem + SendMessage (floor)", &latencies, elapsed);
+    // Drop the floor's messages so the processor sees only receiver output.
+    stack
+        .sqs
+        .purge_queue()
+        .queue_url(&queue_url)
+        .send()
+        .await
+        .expect("purge");
+
+    let receiver_bodies = Arc::clone(&bodies);
+    let (latencies, elapsed) = drive(requests, concurrency, move |n| {
+        let (router, bodies) = (router.clone(), Arc::clone(&receiver_bodies));
+        async move {
+            let request = axum::http::Request::post(format!("/webhook/{SECRET}"))
+                .body(axum::body::Body::from(bodies[n].clone()))
+                .expect("request");
+            let response = router.oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), 200);
+        }
+    })
+    .await;
+    let receiver_p50 = percentile(&latencies, 0.5);
+    row("receiver: request to 200", &latencies, elapsed);
+
+    let state: Arc<dyn StateStore> = Arc::new(DynamoState::new(
+        stack.dynamodb.clone(),
+        stack.table("StateTable"),
+    ));
+    let started = Instant::now();
+    let mut applied = 0usize;
+    let mut batches = Vec::new();
+    loop {
+        let output = stack
+            .sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive");
+        let messages = output.messages();
+        if messages.is_empty() {
+            break;
+        }
+        let mut event = SqsEvent::default();
+        for message in messages {
+            let mut record = SqsMessage::default();
+            record.message_id = message.message_id().map(str::to_owned);
+            record.body = message.body().map(str::to_owned);
+            event.records.push(record);
+        }
+        let batch_started = Instant::now();
+        let response = process_sqs_batch(Arc::clone(&state), event).await;
+        batches.push(batch_started.elapsed());
+        assert!(response.batch_item_failures.is_empty());
+        applied += messages.len();
+        let mut delete = stack.sqs.delete_message_batch().queue_url(&queue_url);
+        for (i, message) in messages.iter().enumerate() {
+            delete = delete.entries(
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .build()
+                    .expect("entry"),
+            );
+        }
+        delete.send().await.expect("delete batch");
+    }
+    let elapsed = started.elapsed();
+    batches.sort_unstable();
+    println!(
+        "| processor: batches of 10 (rate incl. SQS receive/delete; latency = apply only) | {:.0}/s | {:.2} ms per batch | {:.2} ms per batch |",
+        applied as f64 / elapsed.as_secs_f64(),
+        percentile(&batches, 0.5).as_secs_f64() * 1e3,
+        percentile(&batches, 0.99).as_secs_f64() * 1e3
+    );
+    println!();
+    println!(
+        "receiver overhead over the floor (p50 / p50): {:.3}; events applied: {applied}",
+        receiver_p50.as_secs_f64() / floor_p50.as_secs_f64()
+    );
+}
