@@ -203,7 +203,7 @@ async fn main() {
             event.records.push(record);
         }
         let batch_started = Instant::now();
-        let response = process_sqs_batch(Arc::clone(&state), event).await;
+        let response = process_sqs_batch(Arc::clone(&state), event).await.response;
         batches.push(batch_started.elapsed());
         assert!(response.batch_item_failures.is_empty());
         applied += messages.len();

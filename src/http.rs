@@ -20,8 +20,9 @@ use serde_json::json;
 
 use crate::auth::SecretSet;
 use crate::message::MessageView;
+use crate::metrics::{MetricLine, MetricsSink, Unit};
 use crate::ports::StateStore;
-use crate::receiver::{Receipt, Receiver};
+use crate::receiver::{Path as ReceivePath, Receipt, Receiver};
 use crate::time::now_unix;
 
 /// Default largest webhook body; Wati's payloads are a few KiB.
@@ -31,6 +32,7 @@ pub struct WebhookService {
     pub receiver: Receiver,
     pub secrets: SecretSet,
     pub max_body_bytes: usize,
+    pub metrics: MetricsSink,
 }
 
 pub struct ReadService {
@@ -70,12 +72,18 @@ async fn receive_webhook(
     let authentic = secret.is_ok_and(|Path(secret)| service.secrets.matches(&secret));
     if !authentic {
         tracing::info!(outcome = "rejected", status = 401, "webhook");
+        service
+            .metrics
+            .emit(MetricLine::new("receiver").count("Rejected"));
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     let body = match read_limited(request.into_body(), service.max_body_bytes).await {
         Ok(body) => body,
         Err(status) => {
             tracing::info!(outcome = "rejected", status = status.as_u16(), "webhook");
+            service
+                .metrics
+                .emit(MetricLine::new("receiver").count("Rejected"));
             return error(status, "body too large or unreadable");
         }
     };
@@ -92,6 +100,9 @@ async fn receive_webhook(
             json!({"error": "storage unavailable, retry later"}),
         ),
     };
+    service
+        .metrics
+        .emit(receipt_metrics(&receipt, path, latency_us));
     tracing::info!(
         outcome = body["status"].as_str().unwrap_or("unavailable"),
         key = body["key"].as_str().unwrap_or(""),
@@ -101,6 +112,27 @@ async fn receive_webhook(
         "webhook"
     );
     (status, Json(body)).into_response()
+}
+
+/// The receiver's EMF line for one webhook.
+fn receipt_metrics(receipt: &Receipt, path: ReceivePath, latency_us: u64) -> MetricLine {
+    let outcome = match receipt {
+        Receipt::Accepted { .. } => "Accepted",
+        Receipt::Duplicate { .. } => "Duplicate",
+        Receipt::Quarantined { .. } => "Quarantined",
+        Receipt::Unavailable => "Unavailable",
+    };
+    let mut line = MetricLine::new("receiver").count(outcome).metric(
+        "AcceptLatency",
+        Unit::Milliseconds,
+        latency_us as f64 / 1000.0,
+    );
+    match path {
+        ReceivePath::MarkedForRedrive => line = line.count("EnqueueFailed"),
+        ReceivePath::LedgerBypassed => line = line.count("LedgerBypass"),
+        _ => {}
+    }
+    line
 }
 
 async fn missing_secret() -> Response {
@@ -183,4 +215,64 @@ fn bearer_required() -> Response {
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every receive outcome yields a valid EMF line naming it, plus the fallback it took.
+    #[test]
+    fn receipt_metrics_are_valid_emf() {
+        let key = || "k".to_owned();
+        let cases = [
+            (
+                Receipt::Accepted { key: key() },
+                ReceivePath::Enqueued,
+                "Accepted",
+                None,
+            ),
+            (
+                Receipt::Accepted { key: key() },
+                ReceivePath::MarkedForRedrive,
+                "Accepted",
+                Some("EnqueueFailed"),
+            ),
+            (
+                Receipt::Accepted { key: key() },
+                ReceivePath::LedgerBypassed,
+                "Accepted",
+                Some("LedgerBypass"),
+            ),
+            (
+                Receipt::Duplicate { key: key() },
+                ReceivePath::FreshDuplicate,
+                "Duplicate",
+                None,
+            ),
+            (
+                Receipt::Quarantined { key: key() },
+                ReceivePath::Quarantined,
+                "Quarantined",
+                None,
+            ),
+            (
+                Receipt::Unavailable,
+                ReceivePath::Failed,
+                "Unavailable",
+                None,
+            ),
+        ];
+        for (receipt, path, outcome, extra) in cases {
+            let line = receipt_metrics(&receipt, path, 1_500).render(1_764_238_453_000);
+            crate::metrics::validate(&line).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(value[outcome], 1.0, "{line}");
+            assert_eq!(value["AcceptLatency"], 1.5);
+            assert_eq!(value["Function"], "receiver");
+            if let Some(extra) = extra {
+                assert_eq!(value[extra], 1.0, "{line}");
+            }
+        }
+    }
 }

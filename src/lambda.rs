@@ -13,6 +13,7 @@ use crate::auth::{SecretError, SecretSet};
 use crate::http::{
     health_routes, read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
 };
+use crate::metrics::{MetricLine, MetricsSink, Unit};
 use crate::ports::{QueuedEvent, StateStore};
 use crate::processor::{apply, Applied};
 use crate::receiver::{Receiver, ReceiverSettings};
@@ -96,16 +97,33 @@ pub fn receiver_router(config: &ReceiverConfig, ledger: DynamoLedger, queue: Sqs
         ),
         secrets: config.secrets.clone(),
         max_body_bytes: config.max_body_bytes,
+        metrics: MetricsSink::Emf,
     }))
 }
 
 /// Records of one SQS batch applied at once, at most.
 pub const BATCH_CONCURRENCY: usize = 16;
 
+/// What one SQS batch did: the response for Lambda, and its metrics as EMF lines.
+#[derive(Debug)]
+pub struct BatchReport {
+    pub response: SqsBatchResponse,
+    pub metrics: Vec<MetricLine>,
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq)]
+enum RecordOutcome {
+    Applied { kind: String, lag_s: i64 },
+    Archived { kind: String },
+    Quarantined,
+    Failed,
+}
+
 /// Applies an SQS batch and reports only the records that failed transiently, so SQS redelivers
 /// just those (`ReportBatchItemFailures`) and, after `maxReceiveCount`, moves them to the DLQ.
 /// A record that can never be applied is quarantined and acknowledged instead.
-pub async fn process_sqs_batch(state: Arc<dyn StateStore>, event: SqsEvent) -> SqsBatchResponse {
+pub async fn process_sqs_batch(state: Arc<dyn StateStore>, event: SqsEvent) -> BatchReport {
     let permits = Arc::new(Semaphore::new(BATCH_CONCURRENCY));
     let mut running = tokio::task::JoinSet::new();
     for record in event.records {
@@ -117,28 +135,60 @@ pub async fn process_sqs_batch(state: Arc<dyn StateStore>, event: SqsEvent) -> S
         });
     }
     let mut response = SqsBatchResponse::default();
+    let mut outcomes = Vec::new();
     while let Some(joined) = running.join_next().await {
-        match joined {
-            Ok((_, true)) => {}
-            Ok((id, false)) => {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-            // A panicked task's id is lost with it; failing the whole batch keeps its record.
+        let (id, outcome) = match joined {
+            Ok(done) => done,
+            // A panicked task's id is lost with it; an empty id fails the whole batch, which
+            // keeps its record.
             Err(error) => {
                 tracing::error!(%error, "record task panicked; failing the batch");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = String::new();
-                response.batch_item_failures.push(failure);
+                (String::new(), RecordOutcome::Failed)
             }
+        };
+        if outcome == RecordOutcome::Failed {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
         }
+        outcomes.push(outcome);
     }
-    response
+    BatchReport {
+        response,
+        metrics: batch_metrics(&outcomes),
+    }
 }
 
-/// Applies one SQS record; `false` when it should be retried.
-async fn process_record(state: &dyn StateStore, record: SqsMessage) -> bool {
+/// One line per applied event (by kind, with its lag) and one for the batch.
+fn batch_metrics(outcomes: &[RecordOutcome]) -> Vec<MetricLine> {
+    let mut lines = Vec::new();
+    let (mut quarantined, mut failed) = (0.0, 0.0);
+    for outcome in outcomes {
+        match outcome {
+            RecordOutcome::Applied { kind, lag_s } => lines.push(
+                MetricLine::new("processor")
+                    .kind(kind)
+                    .count("Applied")
+                    .metric("ApplyLag", Unit::Seconds, *lag_s as f64),
+            ),
+            RecordOutcome::Archived { kind } => {
+                lines.push(MetricLine::new("processor").kind(kind).count("Archived"))
+            }
+            RecordOutcome::Quarantined => quarantined += 1.0,
+            RecordOutcome::Failed => failed += 1.0,
+        }
+    }
+    lines.push(
+        MetricLine::new("processor")
+            .metric("Records", Unit::Count, outcomes.len() as f64)
+            .metric("ProcessorQuarantined", Unit::Count, quarantined)
+            .metric("BatchFailures", Unit::Count, failed),
+    );
+    lines
+}
+
+/// Applies one SQS record.
+async fn process_record(state: &dyn StateStore, record: SqsMessage) -> RecordOutcome {
     let started = Instant::now();
     let body = record.body.unwrap_or_default();
     let queued = match decode_queued(&body) {
@@ -154,11 +204,11 @@ async fn process_record(state: &dyn StateStore, record: SqsMessage) -> bool {
             return match state.quarantine(&poison, &reason).await {
                 Ok(()) => {
                     tracing::warn!(key = %poison.key, "quarantined an undecodable record");
-                    true
+                    RecordOutcome::Quarantined
                 }
                 Err(error) => {
                     tracing::error!(key = %poison.key, %error, "cannot quarantine");
-                    false
+                    RecordOutcome::Failed
                 }
             };
         }
@@ -166,19 +216,30 @@ async fn process_record(state: &dyn StateStore, record: SqsMessage) -> bool {
     let outcome = apply(state, &queued).await;
     let latency_us = started.elapsed().as_micros() as u64;
     let lag_s = crate::time::now_unix() - queued.received_at;
+    let key = queued.key.as_str();
     match outcome {
-        Ok(applied) => {
-            let (outcome, kind) = match &applied {
-                Applied::Message { kind } => ("applied", kind.as_str()),
-                Applied::Archived { kind } => ("archived", kind.as_str()),
-                Applied::Quarantined { .. } => ("quarantined", ""),
-            };
-            tracing::info!(key = %queued.key, kind, outcome, latency_us, lag_s, "processed");
-            true
+        Ok(Applied::Message { kind }) => {
+            tracing::info!(
+                key,
+                kind,
+                outcome = "applied",
+                latency_us,
+                lag_s,
+                "processed"
+            );
+            RecordOutcome::Applied { kind, lag_s }
+        }
+        Ok(Applied::Archived { kind }) => {
+            tracing::info!(key, kind, outcome = "archived", latency_us, "processed");
+            RecordOutcome::Archived { kind }
+        }
+        Ok(Applied::Quarantined { reason }) => {
+            tracing::warn!(key, reason, outcome = "quarantined", "processed");
+            RecordOutcome::Quarantined
         }
         Err(error) => {
-            tracing::warn!(key = %queued.key, %error, latency_us, "apply failed; will be retried");
-            false
+            tracing::warn!(key, %error, latency_us, "apply failed; will be retried");
+            RecordOutcome::Failed
         }
     }
 }
@@ -228,6 +289,67 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |name| map.get(name).cloned()
+    }
+
+    /// A processed batch of every fixture (plus one foreign record) yields valid EMF lines that
+    /// count what happened: one `Applied` line per message event with its kind and lag, one
+    /// `Archived` line per non-message event, and a batch line.
+    #[tokio::test]
+    async fn a_processed_batch_renders_valid_emf() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::embedded::EmbeddedStore::open(&dir.path().join("t.db")).unwrap();
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+        let mut event = SqsEvent::default();
+        let mut paths: Vec<_> = std::fs::read_dir(fixtures)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        for (n, path) in paths.iter().enumerate() {
+            let queued = QueuedEvent {
+                key: format!("k{n}"),
+                received_at: crate::time::now_unix() - 5,
+                body: std::fs::read_to_string(path).unwrap(),
+            };
+            let mut record = SqsMessage::default();
+            record.message_id = Some(format!("m{n}"));
+            record.body = Some(serde_json::to_string(&queued).unwrap());
+            event.records.push(record);
+        }
+        let mut foreign = SqsMessage::default();
+        foreign.message_id = Some("foreign".into());
+        foreign.body = Some("not ours".into());
+        event.records.push(foreign);
+
+        let report = process_sqs_batch(Arc::new(store), event).await;
+        assert!(report.response.batch_item_failures.is_empty());
+        let lines: Vec<serde_json::Value> = report
+            .metrics
+            .iter()
+            .map(|line| {
+                let text = line.render(1_764_238_453_000);
+                crate::metrics::validate(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+                serde_json::from_str(&text).unwrap()
+            })
+            .collect();
+        let count = |name: &str| lines.iter().filter(|l| l.get(name).is_some()).count();
+        assert_eq!(count("Applied"), 20, "one per message event");
+        assert_eq!(count("Archived"), 3, "template events and the unknown type");
+        let batch = lines.last().unwrap();
+        assert_eq!(
+            (
+                batch["Records"].as_f64(),
+                batch["ProcessorQuarantined"].as_f64()
+            ),
+            (Some(24.0), Some(1.0))
+        );
+        assert_eq!(batch["BatchFailures"], 0.0);
+        let read = lines
+            .iter()
+            .find(|l| l["Kind"] == "sentMessageREAD")
+            .expect("a read line");
+        assert!(read["ApplyLag"].as_f64().unwrap() >= 5.0);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! - [`receiver`]: the receive algorithm (one ledger write, one enqueue, 200 unless nothing is durable).
 //! - [`processor`]: apply a queued event; the local queue consumer.
 //! - [`http`]: the one router (webhook, read API, health) for the local server and Lambda.
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines (no API calls on the hot path).
 //!
 //! Adapters and runtimes:
 //! - [`store::embedded`]: SQLite ledger, durable queue and state, with group commit.
@@ -32,6 +33,7 @@ pub mod http;
 pub mod lambda;
 pub mod local;
 pub mod message;
+pub mod metrics;
 pub mod ports;
 pub mod processor;
 pub mod receiver;

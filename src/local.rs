@@ -12,6 +12,7 @@ use crate::auth::{generate_secret, SecretError, SecretSet};
 use crate::http::{
     health_routes, read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
 };
+use crate::metrics::MetricsSink;
 use crate::ports::StoreError;
 use crate::processor::{run_local, LocalProcessorSettings};
 use crate::receiver::{Receiver, ReceiverSettings};
@@ -178,6 +179,7 @@ impl LocalPipeline {
             ),
             secrets: secret("WEBHOOK_SECRET", &config.webhook_secret)?,
             max_body_bytes: config.max_body_bytes,
+            metrics: MetricsSink::Off,
         };
         let reader = ReadService {
             state: Arc::new(store.clone()),

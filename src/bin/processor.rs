@@ -21,7 +21,13 @@ async fn main() -> Result<(), Error> {
     let state: Arc<dyn StateStore> = Arc::new(state);
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let state = Arc::clone(&state);
-        async move { Ok::<SqsBatchResponse, Error>(process_sqs_batch(state, event.payload).await) }
+        async move {
+            let report = process_sqs_batch(state, event.payload).await;
+            for line in &report.metrics {
+                line.emit();
+            }
+            Ok::<SqsBatchResponse, Error>(report.response)
+        }
     }))
     .await
 }

@@ -4,6 +4,7 @@ use aws_config::BehaviorVersion;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 use wati_ingest::lambda::ConfigError;
+use wati_ingest::metrics::{MetricLine, Unit};
 use wati_ingest::receiver::sweep;
 use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
 
@@ -22,6 +23,9 @@ async fn main() -> Result<(), Error> {
         async move {
             let redriven = sweep(&ledger, &queue, SWEEP_LIMIT).await?;
             tracing::info!(redriven, "sweep done");
+            MetricLine::new("sweeper")
+                .metric("Redriven", Unit::Count, redriven as f64)
+                .emit();
             Ok::<Value, Error>(json!({ "redriven": redriven }))
         }
     }))

@@ -206,7 +206,7 @@ impl Deployment {
                 record.aws_region = Some("us-east-1".into());
                 event.records.push(record);
             }
-            let response = process_sqs_batch(Arc::clone(&state), event).await;
+            let response = process_sqs_batch(Arc::clone(&state), event).await.response;
             let failed: HashSet<String> = response
                 .batch_item_failures
                 .iter()
