@@ -4,7 +4,7 @@ CARGO ?= cargo
 PORT ?= 3000
 DATA_DIR ?= ./.wati-ingest
 
-.PHONY: run demo load load-aws test lint unit emulators build clean
+.PHONY: run demo load load-aws test lint validate unit emulators build deploy clean
 
 ## run: build and start the whole pipeline locally (receiver, queue, processor, read API)
 run:
@@ -22,9 +22,16 @@ load:
 load-aws:
 	scripts/emulators.sh run -- $(CARGO) bench --locked --bench load_aws
 
-## test: formatting, lints, then every test (unit, property, HTTP, restart, and the contract
-## suite on both backends: the emulators are downloaded once into .cache/ and stopped afterwards)
-test: lint unit
+## test: formatting, lints, template validation, every test (unit, property, HTTP, restart, the
+## contract suite on both backends and the end-to-end AWS tests: the emulators are downloaded once
+## into .cache/ and stopped afterwards), then the Lambda builds
+test: lint validate unit build
+
+## validate: sam validate (SAM and --lint) and cfn-lint on template.yaml, offline
+validate:
+	scripts/tools.sh run -- sam validate --region us-east-1 -t template.yaml
+	scripts/tools.sh run -- sam validate --lint --region us-east-1 -t template.yaml
+	scripts/tools.sh run -- cfn-lint template.yaml
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -37,8 +44,15 @@ unit:
 emulators:
 	scripts/emulators.sh install
 
+## build: the Lambda zips (arm64 and x86_64) with cargo-lambda, and their sizes
 build:
-	$(CARGO) build --release --locked
+	scripts/tools.sh run -- scripts/build-lambdas.sh
+
+## deploy: sam build (cargo-lambda, arm64) and a guided SAM deploy (asks for stack name, region,
+## WebhookSecret, ApiToken; needs AWS credentials)
+deploy:
+	scripts/tools.sh run -- sam build --beta-features
+	scripts/tools.sh run -- sam deploy --guided
 
 clean:
 	$(CARGO) clean
