@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Measures a Lambda binary's local cold start: process start -> first invocation answered.
+
+Plays the Lambda Runtime API on a local port: hands the function one event, records when its
+response arrives, then stops it. The function's clients are built and its connections warmed (its
+init) before it asks for the event, so the figure is init + one invoke. Peak RSS is read from
+/proc while it runs.
+
+    scripts/measure-init.py <bootstrap> <event.json> [runs]
+Environment for the function (tables, queue, endpoints) is passed through.
+"""
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+binary, event_path = sys.argv[1], sys.argv[2]
+runs = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+event = open(event_path, "rb").read()
+
+
+class Runtime(http.server.BaseHTTPRequestHandler):
+    answered = None
+    served = False
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if Runtime.served:  # only one invocation per process; make the second poll wait
+            time.sleep(30)
+            return
+        Runtime.served = True
+        self.send_response(200)
+        self.send_header("Lambda-Runtime-Aws-Request-Id", "req-1")
+        self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30000))
+        self.send_header("Lambda-Runtime-Invoked-Function-Arn",
+                         "arn:aws:lambda:us-east-1:123456789012:function:measure")
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(event)
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        Runtime.answered = (time.perf_counter(), self.path, body)
+        self.send_response(202)
+        self.end_headers()
+
+
+results = []
+for _ in range(runs):
+    Runtime.answered, Runtime.served = None, False
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Runtime)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{server.server_address[1]}",
+               AWS_LAMBDA_FUNCTION_NAME="measure", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="128",
+               AWS_LAMBDA_FUNCTION_VERSION="$LATEST", AWS_LAMBDA_LOG_FORMAT="JSON")
+    started = time.perf_counter()
+    process = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak_kb = 0
+    while Runtime.answered is None and time.perf_counter() - started < 20:
+        try:
+            with open(f"/proc/{process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peak_kb = max(peak_kb, int(line.split()[1]))
+        except FileNotFoundError:
+            break
+        time.sleep(0.001)
+    process.kill()
+    process.wait()
+    server.shutdown()
+    if Runtime.answered is None:
+        sys.exit(f"{binary} answered no invocation")
+    at, path, body = Runtime.answered
+    results.append(((at - started) * 1000, peak_kb / 1024, path, body[:120]))
+
+times = sorted(r[0] for r in results)
+print(f"init + first invoke: median {times[len(times) // 2]:.1f} ms, min {times[0]:.1f} ms "
+      f"over {runs} runs; peak RSS {max(r[1] for r in results):.1f} MB; "
+      f"last answer {results[-1][2]} {results[-1][3]!r}")
