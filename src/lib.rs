@@ -25,9 +25,11 @@
 //! - [`store::embedded`]: SQLite ledger, durable queue and state, with group commit.
 //! - [`store::aws`]: the ledger on DynamoDB and the queue on SQS.
 //! - [`local`]: the whole pipeline as one process (`make run`).
+//! - [`cli`]: operator commands (inspect, replay, redrive-dlq) on the local store or AWS.
 //! - [`lambda`]: the AWS composition (configuration, the receiver's router) for `src/bin/receiver.rs`.
 
 pub mod auth;
+pub mod cli;
 pub mod event;
 pub mod http;
 pub mod lambda;

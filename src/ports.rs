@@ -77,6 +77,15 @@ pub trait Ledger: Send + Sync {
     async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError>;
     /// Clears the redrive mark once the event is back on the queue.
     async fn clear_redrive(&self, key: &str) -> Result<(), StoreError>;
+    /// The archived event under `key`, if the ledger still holds it.
+    async fn archived(&self, key: &str) -> Result<Option<QueuedEvent>, StoreError>;
+    /// Every archived event first received in `since..=until` (unix seconds), oldest first;
+    /// quarantined bodies excluded. For replays.
+    async fn archived_between(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<QueuedEvent>, StoreError>;
 }
 
 /// What travels on the queue from the receiver to the processor.

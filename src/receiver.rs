@@ -399,11 +399,24 @@ mod tests {
             Ok(marked
                 .into_iter()
                 .take(limit as usize)
-                .map(|(_, entry)| QueuedEvent {
-                    key: entry.key.clone(),
-                    received_at: entry.received_at,
-                    body: String::from_utf8_lossy(&entry.body).into_owned(),
-                })
+                .map(|(_, entry)| queued(entry))
+                .collect())
+        }
+
+        async fn archived(&self, key: &str) -> Result<Option<QueuedEvent>, StoreError> {
+            Ok(self.row(key).map(|row| queued(&row.entry)))
+        }
+
+        async fn archived_between(
+            &self,
+            since: i64,
+            until: i64,
+        ) -> Result<Vec<QueuedEvent>, StoreError> {
+            let ledger = self.ledger.lock().unwrap();
+            Ok(ledger
+                .values()
+                .filter(|row| (since..=until).contains(&row.entry.received_at))
+                .map(|row| queued(&row.entry))
                 .collect())
         }
 
@@ -413,6 +426,14 @@ mod tests {
                 row.redrive_at = None;
             }
             Ok(())
+        }
+    }
+
+    fn queued(entry: &LedgerEntry) -> QueuedEvent {
+        QueuedEvent {
+            key: entry.key.clone(),
+            received_at: entry.received_at,
+            body: String::from_utf8_lossy(&entry.body).into_owned(),
         }
     }
 

@@ -1,8 +1,16 @@
-//! `wati-ingest`: the whole pipeline as one local process on the embedded store.
+//! `wati-ingest`: the whole pipeline as one local process on the embedded store, and the
+//! operator's commands (`inspect`, `replay`, `redrive-dlq`) on the local store or on AWS.
 
 use std::process::ExitCode;
 
+use aws_config::BehaviorVersion;
+use wati_ingest::cli::{self, Command, Invocation};
 use wati_ingest::local::{bind, LocalConfig, LocalPipeline, SecretSource};
+use wati_ingest::ports::{Ledger, Queue, StateStore};
+use wati_ingest::store::aws::{redrive_dlq, DynamoLedger, SqsQueue};
+use wati_ingest::store::dynamo_state::DynamoState;
+
+type Error = Box<dyn std::error::Error>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -12,7 +20,32 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run().await {
+    let invocation = match cli::parse(std::env::args().skip(1)) {
+        Ok(invocation) => invocation,
+        Err(error) => {
+            eprintln!("wati-ingest: {error}\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match invocation {
+        Invocation {
+            command: Command::Help,
+            ..
+        } => {
+            println!("{}", cli::USAGE);
+            Ok(())
+        }
+        Invocation {
+            command: Command::Serve,
+            ..
+        } => serve().await,
+        Invocation {
+            command,
+            aws: false,
+        } => run_local(command).await,
+        Invocation { command, aws: true } => run_aws(command).await,
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("wati-ingest: {error}");
@@ -21,7 +54,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn serve() -> Result<(), Error> {
     let config = LocalConfig::from_env()?;
     let pipeline = LocalPipeline::open(&config)?;
     let (listener, address) = bind(config.port).await?;
@@ -32,13 +65,74 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // stdout, not the log: this is the one place the URL (and so the secret) is shown.
     println!("wati-ingest listening on http://{address}");
     println!("webhook URL: http://{address}/webhook/{secret}");
-    println!(
-        "read API token: in {}",
-        config.data_dir.join("api_token").display()
-    );
+    match config.api_token_source {
+        SecretSource::Environment => println!("read API token: $API_TOKEN"),
+        SecretSource::DataDir | SecretSource::Generated => println!(
+            "read API token: in {}",
+            config.data_dir.join("api_token").display()
+        ),
+    }
     println!("data: {}", pipeline.store.path().display());
     let _processor = pipeline.spawn_processor();
     pipeline.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// A command on the store in `DATA_DIR` (safe while `make run` serves it: SQLite WAL).
+async fn run_local(command: Command) -> Result<(), Error> {
+    let config = LocalConfig::from_env()?;
+    let store = LocalPipeline::open(&config)?.store;
+    run(command, &store, &store, &store, || {
+        store.redrive_dead_letters()
+    })
+    .await
+}
+
+/// A command on the deployed tables and queues named by the environment.
+async fn run_aws(command: Command) -> Result<(), Error> {
+    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let ledger = DynamoLedger::new(dynamodb.clone(), var("LEDGER_TABLE")?);
+    let state = DynamoState::new(dynamodb, var("STATE_TABLE")?);
+    let queue_url = var("QUEUE_URL")?;
+    let queue = SqsQueue::new(sqs.clone(), &queue_url);
+    let dlq_url = if command == Command::RedriveDlq {
+        var("DLQ_URL")?
+    } else {
+        String::new()
+    };
+    run(command, &ledger, &queue, &state, || async move {
+        redrive_dlq(&sqs, &dlq_url, &queue_url).await
+    })
+    .await
+}
+
+async fn run<R, F>(
+    command: Command,
+    ledger: &dyn Ledger,
+    queue: &dyn Queue,
+    state: &dyn StateStore,
+    redrive: R,
+) -> Result<(), Error>
+where
+    R: FnOnce() -> F,
+    F: std::future::Future<Output = Result<usize, wati_ingest::ports::StoreError>>,
+{
+    match command {
+        Command::Inspect { id } => {
+            let found = cli::inspect(ledger, state, &id).await?;
+            println!("{}", serde_json::to_string_pretty(&found)?);
+        }
+        Command::Replay { since, until } => {
+            let sent = cli::replay(ledger, queue, since, until).await?;
+            println!("replayed {sent} events received between {since} and {until}");
+        }
+        Command::RedriveDlq => println!("redrove {} dead-lettered events", redrive().await?),
+        // Served and answered by `main` before a store is opened.
+        Command::Serve | Command::Help => {}
+    }
     Ok(())
 }
 

@@ -82,6 +82,15 @@ pub(crate) fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug>(
     StoreError::unavailable(operation, reason)
 }
 
+/// A ledger item as the event it archives.
+fn queued_from_item(item: &HashMap<String, AttributeValue>) -> Option<QueuedEvent> {
+    Some(QueuedEvent {
+        key: text(item, "pk")?,
+        received_at: number(item, "received_at")?,
+        body: String::from_utf8_lossy(&bytes(item, "body")?).into_owned(),
+    })
+}
+
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, StoreError> {
@@ -175,17 +184,48 @@ impl Ledger for DynamoLedger {
             .send()
             .await
             .map_err(|e| unavailable("list redrive marks", e))?;
-        Ok(output
-            .items()
-            .iter()
-            .filter_map(|item| {
-                Some(QueuedEvent {
-                    key: text(item, "pk")?,
-                    received_at: number(item, "received_at")?,
-                    body: String::from_utf8_lossy(&bytes(item, "body")?).into_owned(),
-                })
-            })
-            .collect())
+        Ok(output.items().iter().filter_map(queued_from_item).collect())
+    }
+
+    async fn archived(&self, key: &str) -> Result<Option<QueuedEvent>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .send()
+            .await
+            .map_err(|e| unavailable("read ledger", e))?;
+        Ok(output.item().and_then(queued_from_item))
+    }
+
+    async fn archived_between(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("received_at BETWEEN :since AND :until AND event_type <> :q")
+                .expression_attribute_values(":since", n(since))
+                .expression_attribute_values(":until", n(until))
+                .expression_attribute_values(":q", s("quarantine"))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("scan ledger", e))?;
+            events.extend(output.items().iter().filter_map(queued_from_item));
+            start = output.last_evaluated_key().cloned();
+            if start.is_none() {
+                events.sort_by(|a, b| (a.received_at, &a.key).cmp(&(b.received_at, &b.key)));
+                return Ok(events);
+            }
+        }
     }
 
     async fn clear_redrive(&self, key: &str) -> Result<(), StoreError> {
@@ -245,6 +285,44 @@ impl Queue for SqsQueue {
             .await
             .map(|_| ())
             .map_err(|e| unavailable("send to queue", e))
+    }
+}
+
+/// Moves every message of the dead-letter queue back to the event queue; returns how many.
+pub async fn redrive_dlq(
+    client: &aws_sdk_sqs::Client,
+    dlq_url: &str,
+    queue_url: &str,
+) -> Result<usize, StoreError> {
+    let mut moved = 0;
+    loop {
+        let output = client
+            .receive_message()
+            .queue_url(dlq_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .map_err(|e| unavailable("receive from DLQ", e))?;
+        if output.messages().is_empty() {
+            return Ok(moved);
+        }
+        for message in output.messages() {
+            client
+                .send_message()
+                .queue_url(queue_url)
+                .message_body(message.body().unwrap_or_default())
+                .send()
+                .await
+                .map_err(|e| unavailable("send to queue", e))?;
+            client
+                .delete_message()
+                .queue_url(dlq_url)
+                .receipt_handle(message.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .map_err(|e| unavailable("delete from DLQ", e))?;
+            moved += 1;
+        }
     }
 }
 

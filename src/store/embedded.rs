@@ -273,6 +273,23 @@ impl EmbeddedStore {
         .await
     }
 
+    /// Moves every dead-lettered event back onto the queue; returns how many.
+    pub async fn redrive_dead_letters(&self) -> Result<usize, StoreError> {
+        let moved = self
+            .write("redrive dead letters", |conn| {
+                let moved = conn.execute(
+                    "INSERT INTO queue (key, received_at, body, attempts, visible_at)
+                     SELECT key, received_at, body, 0, 0 FROM dead_letters ORDER BY seq",
+                    [],
+                )?;
+                conn.execute("DELETE FROM dead_letters", [])?;
+                Ok(moved)
+            })
+            .await?;
+        self.inner.queue_ready.notify_one();
+        Ok(moved)
+    }
+
     /// The raw body kept for a quarantined key, if any.
     pub async fn quarantined_body(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = key.to_owned();
@@ -349,14 +366,36 @@ impl Ledger for EmbeddedStore {
                 "SELECT key, received_at, body FROM ledger WHERE redrive_at IS NOT NULL
                  ORDER BY redrive_at LIMIT ?1",
             )?
-            .query_map([limit], |row| {
-                let body: Vec<u8> = row.get(2)?;
-                Ok(QueuedEvent {
-                    key: row.get(0)?,
-                    received_at: row.get(1)?,
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                })
-            })?
+            .query_map([limit], queued_from_row)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn archived(&self, key: &str) -> Result<Option<QueuedEvent>, StoreError> {
+        let key = key.to_owned();
+        self.read("read ledger", move |conn| {
+            conn.query_row(
+                "SELECT key, received_at, body FROM ledger WHERE key = ?1",
+                [key],
+                queued_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn archived_between(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        self.read("scan ledger", move |conn| {
+            conn.prepare_cached(
+                "SELECT key, received_at, body FROM ledger
+                 WHERE received_at BETWEEN ?1 AND ?2 ORDER BY received_at, key",
+            )?
+            .query_map(params![since, until], queued_from_row)?
             .collect()
         })
         .await
@@ -535,6 +574,16 @@ fn load_contact_messages(conn: &Connection, contact: &str) -> rusqlite::Result<V
     .collect()
 }
 
+/// A ledger row (`key, received_at, body`) as the event it archives.
+fn queued_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {
+    let body: Vec<u8> = row.get(2)?;
+    Ok(QueuedEvent {
+        key: row.get(0)?,
+        received_at: row.get(1)?,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
 fn decode(json: &str) -> Result<MessageRecord, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
         operation: "decode message",
@@ -646,4 +695,37 @@ fn commit_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<()
         let _ = conn.execute_batch("ROLLBACK");
         StoreError::unavailable("commit", e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event that exhausted its attempts sits in the dead-letter table until redriven, then
+    /// is back on the queue with fresh attempts.
+    #[tokio::test]
+    async fn dead_letters_can_be_redriven() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("t.db")).unwrap();
+        let event = QueuedEvent {
+            key: "k".into(),
+            received_at: 1,
+            body: "{}".into(),
+        };
+        store.send(&event).await.unwrap();
+        let delivery = store.receive(10, 60_000).await.unwrap().remove(0);
+        store
+            .dead_letter(delivery.seq, "boom".into())
+            .await
+            .unwrap();
+        assert_eq!(store.counts().await.unwrap().dead_letters, 1);
+        assert!(store.receive(10, 0).await.unwrap().is_empty());
+
+        assert_eq!(store.redrive_dead_letters().await.unwrap(), 1);
+        let counts = store.counts().await.unwrap();
+        assert_eq!((counts.dead_letters, counts.queued), (0, 1));
+        let again = store.receive(10, 60_000).await.unwrap();
+        assert_eq!(again[0].event, event);
+        assert_eq!(again[0].attempts, 1);
+    }
 }

@@ -472,6 +472,35 @@ async fn a_poison_record_ends_in_the_dlq_and_its_batch_mates_apply() {
     assert_eq!(bodies.len(), 1, "{bodies:?}");
     assert!(bodies[0].contains("poison-id"));
     assert_eq!(deployment.queue_depth(&deployment.queue_url).await, 0);
+
+    // Once the cause is fixed, `wati-ingest redrive-dlq --aws` moves it back and it applies.
+    for message in dead.messages() {
+        deployment
+            .stack
+            .sqs
+            .change_message_visibility()
+            .queue_url(&deployment.dlq_url)
+            .receipt_handle(message.receipt_handle().unwrap_or_default())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+    }
+    let moved = wati_ingest::store::aws::redrive_dlq(
+        &deployment.stack.sqs,
+        &deployment.dlq_url,
+        &deployment.queue_url,
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(
+        deployment
+            .process_until_empty(Arc::new(deployment.state.clone()))
+            .await,
+        1
+    );
+    assert_eq!(deployment.read("/v1/messages/poison-id").await.0, 200);
 }
 
 impl Deployment {

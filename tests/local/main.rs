@@ -1,5 +1,6 @@
 //! HTTP tests: the real local server on port 0, driven the way Wati and a reader would.
 
+mod cli;
 mod helpers;
 mod logs;
 mod read_api;
