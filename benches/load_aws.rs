@@ -4,6 +4,8 @@
 //!
 //! Settings: `LOAD_REQUESTS` (default 2000), `LOAD_CONCURRENCY` (16: Lambda instances at once).
 
+mod common;
+
 #[path = "../tests/contract/support.rs"]
 #[allow(dead_code)]
 mod support;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
+use common::{percentile, setting};
 use tower::ServiceExt;
 use wati_ingest::auth::SecretSet;
 use wati_ingest::lambda::{process_sqs_batch, receiver_router, ReceiverConfig};
@@ -22,13 +25,6 @@ use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
 
 const SECRET: &str = "load-aws-webhook-secret-0123456789";
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn body(n: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -43,10 +39,6 @@ fn body(n: usize) -> Vec<u8> {
         "owner": true,
     }))
     .expect("serialise")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Runs `work(n)` for n in 0..total with `concurrency` workers; returns sorted latencies and time.

@@ -4,19 +4,15 @@
 //! `make load` runs it. Settings: `LOAD_REQUESTS` (default 20000), `LOAD_CONCURRENCY` (64).
 //! The server runs in this process on the same 2 cores as the client, so figures are a floor.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{percentile, setting};
 use wati_ingest::local::{bind, LocalConfig, LocalPipeline, SecretSource};
 
 const SECRET: &str = "load-test-webhook-secret-0123456789";
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn body(n: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -34,10 +30,6 @@ fn body(n: usize) -> Vec<u8> {
         "channelPhoneNumber": "14155550000",
     }))
     .expect("serialise")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() {
