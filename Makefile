@@ -4,7 +4,7 @@ CARGO ?= cargo
 PORT ?= 3000
 DATA_DIR ?= ./.wati-ingest
 
-.PHONY: run demo load load-aws test lint validate unit emulators build deploy clean
+.PHONY: run demo load load-aws chaos test lint validate unit emulators build deploy clean
 
 ## run: build and start the whole pipeline locally (receiver, queue, processor, read API)
 run:
@@ -21,6 +21,15 @@ load:
 ## load-aws: the AWS path on the emulators: receiver rate, overhead over the bare calls, processor rate
 load-aws:
 	scripts/emulators.sh run -- $(CARGO) bench --locked --bench load_aws
+
+## chaos: the chaos + fault-injection test at a large size on both backends (make test runs a
+## CI-sized one); figures in target/chaos/*.json. CHAOS_CONTACTS, CHAOS_AWS_CONTACTS, CHAOS_SEED.
+CHAOS_CONTACTS ?= 2000
+CHAOS_AWS_CONTACTS ?= 150
+chaos:
+	CHAOS_CONTACTS=$(CHAOS_CONTACTS) CHAOS_AWS_CONTACTS=$(CHAOS_AWS_CONTACTS) \
+	  scripts/emulators.sh run -- $(CARGO) test --locked --test contract chaos:: \
+	  -- --nocapture --test-threads=1
 
 ## test: formatting, lints, template validation, every test (unit, property, HTTP, restart, the
 ## contract suite on both backends and the end-to-end AWS tests: the emulators are downloaded once

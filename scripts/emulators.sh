@@ -74,6 +74,7 @@ run() {
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
   AWS_EC2_METADATA_DISABLED=true \
   EMULATOR_MOTO_BIN="$cache/moto/bin/moto_server" \
+  EMULATOR_DYNAMODB_DIR="$dynamo_dir" \
     "$@"
 }
 

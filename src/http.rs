@@ -246,7 +246,7 @@ mod tests {
             ),
             (
                 Receipt::Duplicate { key: key() },
-                ReceivePath::FreshDuplicate,
+                ReceivePath::DuplicateResent,
                 "Duplicate",
                 None,
             ),

@@ -3,7 +3,7 @@
 //! and Lambda Function URLs send the same payload format 2.0).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use axum::Router;
@@ -19,6 +19,29 @@ use crate::processor::{apply, Applied};
 use crate::receiver::{Receiver, ReceiverSettings};
 use crate::store::aws::{decode_queued, DynamoLedger, SqsQueue};
 use crate::store::dynamo_state::DynamoState;
+
+/// The SDK configuration every function (and the CLI's `--aws`) uses: the default chain for
+/// credentials, region and endpoints, with bounded retries and time. A hung or throttled
+/// dependency then ends in the receiver's fallback (a redrive mark and a `200`) well inside the
+/// function's 10 s timeout, instead of in a Lambda timeout that Wati sees as a 5xx.
+pub async fn aws_sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(25))
+                .with_max_backoff(Duration::from_millis(500)),
+        )
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(Duration::from_millis(1500))
+                .operation_timeout(Duration::from_secs(3))
+                .build(),
+        )
+        .load()
+        .await
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -195,6 +195,7 @@ impl LocalPipeline {
     pub fn spawn_processor(&self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(run_local(
             self.store.clone(),
+            Arc::new(self.store.clone()),
             LocalProcessorSettings::default(),
         ))
     }

@@ -74,10 +74,14 @@ impl Default for LocalProcessorSettings {
     }
 }
 
-/// Consumes the embedded queue forever: receive a batch, apply its events concurrently,
-/// acknowledge the ones applied, back off or dead-letter the ones that failed.
-pub async fn run_local(store: EmbeddedStore, settings: LocalProcessorSettings) {
-    let state: Arc<dyn StateStore> = Arc::new(store.clone());
+/// Consumes the embedded queue forever: receive a batch, apply its events to `state` (the store
+/// itself, or a wrapper around it) concurrently, acknowledge the ones applied, back off or
+/// dead-letter the ones that failed.
+pub async fn run_local(
+    store: EmbeddedStore,
+    state: Arc<dyn StateStore>,
+    settings: LocalProcessorSettings,
+) {
     let mut last_sweep = std::time::Instant::now();
     loop {
         if last_sweep.elapsed() >= settings.sweep_every {

@@ -1,5 +1,8 @@
 //! Times as the events carry them (unix seconds) and as the read API shows them (RFC 3339 UTC).
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
 use serde::{Serialize, Serializer};
 use time::format_description::well_known::Rfc3339 as Rfc3339Format;
 use time::OffsetDateTime;
@@ -32,6 +35,35 @@ pub fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Where the receiver reads "now": the wall clock, or a clock a test moves by hand (to play
+/// Wati's retries hours apart in a few seconds).
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    pub fn manual(start: i64) -> Clock {
+        Clock::Manual(Arc::new(AtomicI64::new(start)))
+    }
+
+    pub fn now(&self) -> i64 {
+        match self {
+            Clock::System => now_unix(),
+            Clock::Manual(at) => at.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock; the wall clock cannot be set.
+    pub fn set(&self, to: i64) {
+        if let Clock::Manual(at) = self {
+            at.store(to, Ordering::SeqCst);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +79,16 @@ mod tests {
             Some("2025-11-27T10:14:13Z")
         );
         assert_eq!(Rfc3339(None).render(), None);
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_set() {
+        let clock = Clock::manual(100);
+        let shared = clock.clone();
+        assert_eq!(clock.now(), 100);
+        shared.set(700);
+        assert_eq!(clock.now(), 700);
+        Clock::System.set(0);
+        assert!(Clock::System.now() > 1_700_000_000);
     }
 }

@@ -1,7 +1,6 @@
 //! `api` Lambda: the read API (`/v1/messages`, `/v1/contacts`, `/healthz`) over DynamoDB.
 //! Its own function so that the receiver needs no read access to state.
 
-use aws_config::BehaviorVersion;
 use wati_ingest::lambda::{read_api_router, ReadApiConfig};
 use wati_ingest::store::dynamo_state::DynamoState;
 
@@ -9,7 +8,7 @@ use wati_ingest::store::dynamo_state::DynamoState;
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = ReadApiConfig::from_env()?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = wati_ingest::lambda::aws_sdk_config().await;
     let state = DynamoState::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table);
     if let Err(error) = state.warm_up().await {
         tracing::warn!(%error, "warm-up failed");

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use aws_config::BehaviorVersion;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use wati_ingest::lambda::{process_sqs_batch, ConfigError};
@@ -13,7 +12,7 @@ use wati_ingest::store::dynamo_state::DynamoState;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let table = std::env::var("STATE_TABLE").map_err(|_| ConfigError::Missing("STATE_TABLE"))?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = wati_ingest::lambda::aws_sdk_config().await;
     let state = DynamoState::new(aws_sdk_dynamodb::Client::new(&aws), table);
     if let Err(error) = state.warm_up().await {
         tracing::warn!(%error, "warm-up failed");

@@ -1,6 +1,5 @@
 //! `receiver` Lambda: authenticate, record in the DynamoDB ledger, enqueue to SQS, answer Wati.
 
-use aws_config::BehaviorVersion;
 use wati_ingest::lambda::{receiver_router, ReceiverConfig};
 use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
 
@@ -8,7 +7,7 @@ use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = ReceiverConfig::from_env()?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = wati_ingest::lambda::aws_sdk_config().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.ledger_table);
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
     // Open both TLS connections during init, not on Wati's first request. A failure here is not

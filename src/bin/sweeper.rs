@@ -1,6 +1,5 @@
 //! `sweeper` Lambda (scheduled): re-sends events whose enqueue failed after the ledger took them.
 
-use aws_config::BehaviorVersion;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 use wati_ingest::lambda::ConfigError;
@@ -15,7 +14,7 @@ const SWEEP_LIMIT: u32 = 500;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let var = |name: &'static str| std::env::var(name).map_err(|_| ConfigError::Missing(name));
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = wati_ingest::lambda::aws_sdk_config().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), var("LEDGER_TABLE")?);
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), var("QUEUE_URL")?);
     lambda_runtime::run(service_fn(|_: LambdaEvent<Value>| {

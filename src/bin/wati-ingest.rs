@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use aws_config::BehaviorVersion;
 use wati_ingest::cli::{self, Command, Invocation};
 use wati_ingest::local::{bind, LocalConfig, LocalPipeline, SecretSource};
 use wati_ingest::ports::{Ledger, Queue, StateStore};
@@ -91,7 +90,7 @@ async fn run_local(command: Command) -> Result<(), Error> {
 /// A command on the deployed tables and queues named by the environment.
 async fn run_aws(command: Command) -> Result<(), Error> {
     let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = wati_ingest::lambda::aws_sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let ledger = DynamoLedger::new(dynamodb.clone(), var("LEDGER_TABLE")?);

@@ -518,7 +518,7 @@ impl Deployment {
 }
 
 /// The AWS calls each receive path makes, counted: the happy path is one conditional PutItem and
-/// one SendMessage, a duplicate is the PutItem alone, and the fallbacks add only what they need.
+/// one SendMessage, a duplicate the same (its copy is re-sent), and the fallbacks add only what they need.
 #[tokio::test]
 async fn aws_calls_per_receive_path() {
     let deployment = Deployment::new().await;
@@ -542,7 +542,7 @@ async fn aws_calls_per_receive_path() {
         deployment.webhook(1, &fixtures[0]).await.1["status"],
         "duplicate"
     );
-    calls(&[("PutItem", 1)]);
+    calls(&[("PutItem", 1), ("SendMessage", 1)]);
 
     tap.fail("SendMessage");
     assert_eq!(
@@ -560,7 +560,7 @@ async fn aws_calls_per_receive_path() {
     calls(&[("PutItem", 1), ("SendMessage", 1)]);
     tap.heal();
 
-    // A crash after the ledger write lost the send: Wati's retry (past the 60 s lease) re-sends.
+    // A crash after the ledger write lost the send: Wati's retry re-sends.
     let crashed = &fixtures[4];
     let key = wati_ingest::event::idempotency_key(&WatiEvent::parse(crashed).unwrap(), crashed);
     let old = wati_ingest::time::now_unix() - 600;
@@ -587,8 +587,8 @@ async fn aws_calls_per_receive_path() {
         .process_until_empty(Arc::new(deployment.state.clone()))
         .await;
     assert_eq!(
-        applied, 3,
-        "the event marked for redrive waits for the sweeper"
+        applied, 4,
+        "the duplicate's copy is applied again; the event marked for redrive waits for the sweeper"
     );
     let (status, template) = deployment
         .read("/v1/messages/6734a1b2c3d4e5f601000004")

@@ -128,9 +128,21 @@ impl Stack {
             "the AWS contract tests need the emulators: run `make test` (or \
              `scripts/emulators.sh run -- cargo test`)"
         );
+        // The SDK's own defaults (no operation timeout): set-up and assertions must not time out
+        // on a loaded CI machine. The chaos test builds the functions' clients with
+        // `aws_sdk_config`, the functions' real settings.
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let sqs = aws_sdk_sqs::Client::new(&config);
+        Stack::create_on(config, dynamodb, sqs).await
+    }
+
+    /// The template's resources on the emulators these clients talk to.
+    pub async fn create_on(
+        config: aws_config::SdkConfig,
+        dynamodb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+    ) -> Stack {
         let suffix = format!(
             "{}-{}",
             std::process::id(),
@@ -282,7 +294,15 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties:
                 .expect("index"),
         );
     }
-    create.send().await.expect("create table");
+    match create.send().await {
+        Ok(_) => {}
+        // A retried create whose first attempt did create the table.
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+        Err(error) => panic!("create table {name}: {error:?}"),
+    }
     if let Some(ttl) = properties.get("TimeToLiveSpecification") {
         client
             .update_time_to_live()

@@ -1,9 +1,11 @@
 //! HTTP tests: the real local server on port 0, driven the way Wati and a reader would.
 
+mod bad_input;
 mod cli;
 mod helpers;
 mod logs;
 mod read_api;
 mod restart;
 mod state;
+mod template_policy;
 mod webhook;

@@ -1,0 +1,515 @@
+//! The chaos test: a generated history of thousands of Wati callbacks, delivered the way Wati
+//! delivers them (late, out of order, two to five times, retries bunched on its 10-minute retry
+//! job), through faults injected around the real adapters, on both backends. It ends when the
+//! pipeline has settled, then reads every message and contact through the read API and compares
+//! them with the oracle.
+//!
+//! Size: `CHAOS_CONTACTS` (embedded) and `CHAOS_AWS_CONTACTS` (the emulators are far slower),
+//! defaulting to a CI-sized run; `CHAOS_SEED`. `make chaos` runs the large size. Each run prints one `chaos[...]` line and writes it to
+//! `target/chaos/<backend>.json`.
+
+mod aws;
+mod faults;
+mod history;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use wati_ingest::auth::SecretSet;
+use wati_ingest::http::{
+    read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
+};
+use wati_ingest::metrics::MetricsSink;
+use wati_ingest::ports::{Ledger, Queue, StateStore};
+use wati_ingest::processor::{run_local, LocalProcessorSettings};
+use wati_ingest::receiver::{sweep, Receiver, ReceiverSettings};
+use wati_ingest::store::embedded::EmbeddedStore;
+use wati_ingest::time::{now_unix, Clock};
+
+use faults::{CallLog, FaultPlan, Faults, FaultyLedger, FaultyQueue, FaultyState, DELIVERY};
+use history::{History, Rng, Scale};
+
+const SECRET: &str = "chaos-webhook-secret-0123456789abcdef";
+const TOKEN: &str = "chaos-api-token-0123456789abcdef";
+/// Wati's retry job runs every 10 minutes.
+const RETRY_TICK: i64 = 600;
+/// Wati gives up after 144 retries (about 24 hours).
+const MAX_ATTEMPTS: u32 = 145;
+/// Webhooks in flight at once.
+const CONCURRENCY: usize = 16;
+
+/// The faults of a run: a few percent of every call on the receive and apply paths.
+const PLAN: FaultPlan = FaultPlan {
+    record: 0.03,
+    send: 0.04,
+    mark: 0.25,
+    crash: 0.01,
+    apply: 0.03,
+};
+
+/// Contacts from the variable `name`, else the CI-sized default.
+fn scale(name: &str, default_contacts: usize) -> Scale {
+    let contacts = std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_contacts);
+    Scale { contacts, days: 3 }
+}
+
+fn seed() -> u64 {
+    std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_261_126)
+}
+
+/// One webhook delivery: which callback, and which of Wati's attempts it is.
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    callback: usize,
+    attempt: u32,
+}
+
+/// How Wati delivers the history: each callback a little late (now and then very late, so
+/// statuses overtake their message), a share of them again on later runs of the retry job.
+/// Keyed by the retry-job tick (10-minute slot) the delivery falls in.
+fn schedule(history: &History, rng: &mut Rng) -> BTreeMap<i64, Vec<Delivery>> {
+    let mut due: BTreeMap<i64, Vec<Delivery>> = BTreeMap::new();
+    for (callback, emitted) in history.callbacks.iter().enumerate() {
+        let lag = match rng.between(0, 99) {
+            0..=69 => rng.between(0, 5),
+            70..=89 => rng.between(5, 120),
+            _ => rng.between(120, 30 * 60),
+        };
+        let first = emitted.at + lag;
+        let copies = match rng.between(0, 99) {
+            0..=49 => 0,
+            50..=74 => 1,
+            75..=87 => 2,
+            88..=95 => 3,
+            _ => 4,
+        };
+        let mut at = first;
+        for attempt in 0..=copies {
+            due.entry(at.div_euclid(RETRY_TICK))
+                .or_default()
+                .push(Delivery { callback, attempt });
+            // Copies come on the retry job's next runs, bunched with everyone else's.
+            at = (at.div_euclid(RETRY_TICK) + 1 + rng.between(0, 2)) * RETRY_TICK
+                + rng.between(0, 3);
+        }
+    }
+    due
+}
+
+/// What the deliveries saw.
+#[derive(Debug, Default, Serialize)]
+struct Played {
+    callbacks: usize,
+    deliveries: usize,
+    /// Deliveries beyond the first of each callback (Wati's duplicates and retries).
+    duplicates: usize,
+    answers: BTreeMap<String, usize>,
+    /// Crashes between the ledger write and the send (no answer; Wati retried).
+    crashes: usize,
+    /// `503`s the failed calls of their delivery explain.
+    unavailable_explained: usize,
+    /// `503`s nothing explains, or explained failures answered otherwise: must be 0.
+    unavailable_unexplained: usize,
+    /// `200`s without a durable write behind them: must be 0.
+    ok_without_durable_write: usize,
+    /// Malformed bodies not quarantined, or events quarantined: must be 0.
+    misclassified: usize,
+    /// Callbacks Wati gave up on (144 retries failed): must be 0.
+    abandoned: usize,
+}
+
+/// Delivers the whole history through `webhook`, moving `clock` along Wati's timeline.
+/// `between_ticks` runs after every retry-job tick, with the share of the run done.
+async fn play<F, Fut>(
+    history: &History,
+    webhook: &Router,
+    clock: &Clock,
+    rng: &mut Rng,
+    mut between_ticks: F,
+) -> Played
+where
+    F: FnMut(f64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut due = schedule(history, rng);
+    let total_ticks = due.len().max(1);
+    let mut played = Played {
+        callbacks: history.callbacks.len(),
+        ..Played::default()
+    };
+    let mut ticks = 0;
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    while let Some((tick, mut batch)) = due.pop_first() {
+        rng.shuffle(&mut batch);
+        clock.set(tick * RETRY_TICK);
+        let mut running = tokio::task::JoinSet::new();
+        for delivery in batch {
+            let permit = Arc::clone(&permits).acquire_owned().await.expect("open");
+            let body = history.callbacks[delivery.callback].body.clone();
+            let webhook = webhook.clone();
+            running.spawn(async move {
+                let _permit = permit;
+                let (answer, log) = deliver(&webhook, body).await;
+                (delivery, answer, log)
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            let (delivery, answer, log) = done.expect("delivery task");
+            played.deliveries += 1;
+            if delivery.attempt > 0 {
+                played.duplicates += 1;
+            }
+            let malformed = history.callbacks[delivery.callback].malformed;
+            let retry = match &answer {
+                Answer::Crashed => {
+                    played.crashes += 1;
+                    true
+                }
+                Answer::Status(503, _) => {
+                    if log.explains_unavailable() {
+                        played.unavailable_explained += 1;
+                    } else {
+                        played.unavailable_unexplained += 1;
+                    }
+                    true
+                }
+                Answer::Status(200, status) => {
+                    if !log.durably_written() {
+                        played.ok_without_durable_write += 1;
+                    }
+                    if log.explains_unavailable() {
+                        played.unavailable_unexplained += 1;
+                    }
+                    if malformed != (status == "quarantined") {
+                        played.misclassified += 1;
+                    }
+                    false
+                }
+                Answer::Status(other, body) => panic!("unexpected answer {other}: {body}"),
+            };
+            *played.answers.entry(answer.label()).or_default() += 1;
+            if retry {
+                if delivery.attempt + 1 >= MAX_ATTEMPTS {
+                    played.abandoned += 1;
+                    continue;
+                }
+                let next = Delivery {
+                    attempt: delivery.attempt + 1,
+                    ..delivery
+                };
+                due.entry(tick + 1).or_default().push(next);
+            }
+        }
+        ticks += 1;
+        between_ticks(ticks as f64 / total_ticks as f64).await;
+    }
+    played
+}
+
+#[derive(Debug)]
+enum Answer {
+    Status(u16, String),
+    Crashed,
+}
+
+impl Answer {
+    fn label(&self) -> String {
+        match self {
+            Answer::Status(200, status) => status.clone(),
+            Answer::Status(code, _) => code.to_string(),
+            Answer::Crashed => "crashed".into(),
+        }
+    }
+}
+
+/// One webhook through the real router, in-process; a crash drops the request mid-flight.
+async fn deliver(webhook: &Router, body: Vec<u8>) -> (Answer, Arc<CallLog>) {
+    let log = Arc::new(CallLog::default());
+    let request = Request::post(format!("/webhook/{SECRET}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let call = DELIVERY.scope(Arc::clone(&log), webhook.clone().oneshot(request));
+    let answer = tokio::select! {
+        response = call => {
+            let response = response.expect("infallible");
+            let code = response.status().as_u16();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+            let status = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["status"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            Answer::Status(code, status)
+        }
+        _ = log.crashed.notified() => Answer::Crashed,
+    };
+    (answer, log)
+}
+
+/// How the read API's answers compare with the oracle.
+#[derive(Debug, Default, Serialize)]
+struct Verified {
+    messages: usize,
+    contacts: usize,
+    /// Messages the read API does not know: events lost. Must be 0.
+    messages_lost: usize,
+    /// Messages or contacts that differ from the oracle. Must be 0.
+    messages_mismatched: usize,
+    contacts_lost: usize,
+    contacts_mismatched: usize,
+    #[serde(skip)]
+    examples: Vec<String>,
+}
+
+async fn verify(history: &History, read: &Router) -> Verified {
+    let now = now_unix();
+    let (messages, contacts) = history.oracle(now);
+    let mut verified = Verified {
+        messages: messages.len(),
+        contacts: contacts.len(),
+        ..Verified::default()
+    };
+    let paths = messages
+        .into_iter()
+        .map(|(id, view)| (true, format!("/v1/messages/{id}"), view))
+        .chain(
+            contacts
+                .into_iter()
+                .map(|(name, view)| (false, format!("/v1/contacts/{name}"), view)),
+        );
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut running = tokio::task::JoinSet::new();
+    for (is_message, path, expected) in paths {
+        let permit = Arc::clone(&permits).acquire_owned().await.expect("open");
+        let read = read.clone();
+        running.spawn(async move {
+            let _permit = permit;
+            let request = Request::get(&path)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .expect("request");
+            let response = read.oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let actual: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (is_message, path, status, actual, expected)
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        let (is_message, path, status, actual, expected) = done.expect("read task");
+        let lost = status == StatusCode::NOT_FOUND;
+        let mismatched = !lost && actual != expected;
+        match (is_message, lost, mismatched) {
+            (true, true, _) => verified.messages_lost += 1,
+            (true, _, true) => verified.messages_mismatched += 1,
+            (false, true, _) => verified.contacts_lost += 1,
+            (false, _, true) => verified.contacts_mismatched += 1,
+            _ => {}
+        }
+        if (lost || mismatched) && verified.examples.len() < 5 {
+            verified.examples.push(format!(
+                "{path}: {status}\n  got      {actual}\n  expected {expected}"
+            ));
+        }
+    }
+    verified
+}
+
+/// The figures of one run.
+#[derive(Debug, Serialize)]
+struct Report {
+    backend: &'static str,
+    seed: u64,
+    contacts: usize,
+    messages: usize,
+    played: Played,
+    faults_injected: BTreeMap<String, usize>,
+    real_failures: BTreeMap<String, usize>,
+    /// What the pipeline did to settle after the faults stopped.
+    settled: BTreeMap<String, usize>,
+    verified: Verified,
+    seconds: f64,
+}
+
+impl Report {
+    /// Prints the run, keeps it in `target/chaos/`, and fails on any lost or wrong state.
+    fn finish(self) {
+        let json = serde_json::to_string(&self).expect("report serialises");
+        eprintln!("chaos[{}]: {json}", self.backend);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/chaos");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let _ = std::fs::write(dir.join(format!("{}.json", self.backend)), &json);
+        }
+        let played = &self.played;
+        let verified = &self.verified;
+        assert!(
+            played.deliveries > played.callbacks,
+            "duplicates were delivered"
+        );
+        assert!(
+            played.crashes > 0 && self.faults_injected.len() >= 4,
+            "faults were injected: {json}"
+        );
+        assert_eq!(
+            played.unavailable_unexplained, 0,
+            "every 503 explained: {json}"
+        );
+        assert_eq!(
+            played.ok_without_durable_write, 0,
+            "every 200 durable: {json}"
+        );
+        assert_eq!(played.misclassified, 0, "{json}");
+        assert_eq!(played.abandoned, 0, "{json}");
+        assert_eq!(
+            (
+                verified.messages_lost,
+                verified.messages_mismatched,
+                verified.contacts_lost,
+                verified.contacts_mismatched
+            ),
+            (0, 0, 0, 0),
+            "{}",
+            verified.examples.join("\n")
+        );
+    }
+}
+
+fn named<K: std::fmt::Debug>(counts: BTreeMap<K, usize>) -> BTreeMap<String, usize> {
+    counts
+        .into_iter()
+        .map(|(k, v)| (format!("{k:?}"), v))
+        .collect()
+}
+
+fn webhook_router(ledger: Arc<dyn Ledger>, queue: Arc<dyn Queue>, clock: &Clock) -> Router {
+    webhook_routes(Arc::new(WebhookService {
+        receiver: Receiver::new(
+            ledger,
+            queue,
+            ReceiverSettings {
+                clock: clock.clone(),
+                ..ReceiverSettings::default()
+            },
+        ),
+        secrets: SecretSet::new([SECRET]).expect("secret"),
+        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        metrics: MetricsSink::Off,
+    }))
+}
+
+fn read_router(state: Arc<dyn StateStore>) -> Router {
+    read_routes(Arc::new(ReadService {
+        state,
+        tokens: SecretSet::new([TOKEN]).expect("token"),
+    }))
+}
+
+/// The embedded backend: the local processor crashes (its task aborted mid-batch) and restarts
+/// now and then; events it held reappear after the visibility timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_on_the_embedded_store() {
+    let started = Instant::now();
+    let scale = scale("CHAOS_CONTACTS", 120);
+    let seed = seed();
+    let history = History::generate(scale, seed, now_unix());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(&dir.path().join("chaos.db")).expect("open");
+    let faults = Faults::new(PLAN, seed ^ 1);
+    let clock = Clock::manual(0);
+    let webhook = webhook_router(
+        Arc::new(FaultyLedger {
+            inner: Arc::new(store.clone()),
+            faults: Arc::clone(&faults),
+        }),
+        Arc::new(FaultyQueue {
+            inner: Arc::new(store.clone()),
+            faults: Arc::clone(&faults),
+        }),
+        &clock,
+    );
+    let state: Arc<dyn StateStore> = Arc::new(FaultyState {
+        inner: Arc::new(store.clone()),
+        faults: Arc::clone(&faults),
+    });
+    let settings = LocalProcessorSettings {
+        visibility_ms: 500,
+        idle_poll: Duration::from_millis(20),
+        sweep_every: Duration::from_millis(500),
+        ..LocalProcessorSettings::default()
+    };
+    let spawn = || {
+        tokio::spawn(run_local(
+            store.clone(),
+            Arc::clone(&state),
+            settings.clone(),
+        ))
+    };
+    let processor = std::sync::Mutex::new(spawn());
+    let mut processor_crashes = 0;
+    let mut rng = Rng::new(seed ^ 2);
+    let mut crash_rng = Rng::new(seed ^ 3);
+    let played = play(&history, &webhook, &clock, &mut rng, |_| {
+        // The processor crashes now and then, whatever it is doing.
+        let crash = crash_rng.chance(0.05);
+        if crash {
+            processor_crashes += 1;
+            let mut running = processor.lock().unwrap();
+            running.abort();
+            *running = spawn();
+        }
+        async {}
+    })
+    .await;
+
+    faults.heal();
+    let mut settled = BTreeMap::new();
+    settled.insert("processor_crashes".to_owned(), processor_crashes);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let swept = sweep(&store, &store, 1000).await.expect("sweep");
+        *settled.entry("swept".into()).or_default() += swept;
+        let counts = store.counts().await.expect("counts");
+        if counts.dead_letters > 0 {
+            let moved = store.redrive_dead_letters().await.expect("redrive");
+            *settled.entry("dead_letters_redriven".into()).or_default() += moved;
+        }
+        let marked = store.marked_for_redrive(1).await.expect("marks");
+        if counts.queued == 0 && counts.dead_letters == 0 && marked.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not settle: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    processor.lock().unwrap().abort();
+
+    let verified = verify(&history, &read_router(Arc::new(store.clone()))).await;
+    Report {
+        backend: "embedded",
+        seed,
+        contacts: scale.contacts,
+        messages: history.messages.len(),
+        played,
+        faults_injected: named(faults.injected()),
+        real_failures: named(faults.real_failures()),
+        settled,
+        verified,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .finish();
+}

@@ -1,0 +1,483 @@
+//! Least privilege in `template.yaml`, read from the template itself: every grant of every
+//! function is listed here, and anything broader (a wildcard action or resource, a SAM policy
+//! template that expands to more, a managed policy, a custom role, another table) fails.
+//!
+//! `cfn-lint` and `checkov` do not see these grants: checkov's IAM checks look only at
+//! `AWS::IAM::*` resources, and SAM's `Policies:` become a role only at deploy time.
+//!
+//! What SAM adds on its own, outside the template (and so outside this test):
+//! - `AWSLambdaBasicExecutionRole` on every function: `logs:CreateLogGroup`,
+//!   `logs:CreateLogStream`, `logs:PutLogEvents` on `Resource: "*"`. This AWS-managed policy is
+//!   the one `Resource: "*"` the functions have; it grants writing logs only.
+//! - The SQS event source of `ProcessorFunction`: `SQSPollerPolicy` scoped to `EventQueue`
+//!   (receive, delete, change visibility, get attributes).
+//! - Resource policies letting API Gateway (`HttpApi` events) and EventBridge (`Schedule`) invoke
+//!   the functions, scoped to that API and that rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_yaml::{Mapping, Value};
+
+/// `Resource: "*"` is accepted only for these actions, which AWS does not scope to a resource.
+/// None is granted today (metrics go out as EMF log lines, not `PutMetricData`).
+const STAR_RESOURCE_ACTIONS: [&str; 3] = [
+    "cloudwatch:PutMetricData",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+];
+
+/// Actions that only read data or metadata.
+const READ_ACTIONS: [&str; 5] = [
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:DescribeTable",
+];
+
+/// Actions that read items (metadata such as `DescribeTable` excluded).
+const ITEM_READ_ACTIONS: [&str; 4] = [
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+];
+
+/// What the SAM policy templates we know expand to (per the SAM policy template list): a
+/// template is accepted only if its expansion is within the function's expected grants.
+fn sam_template_actions(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "DynamoDBCrudPolicy" => &[
+            "dynamodb:GetItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:PutItem",
+            "dynamodb:Scan",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+            "dynamodb:BatchWriteItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:DescribeTable",
+            "dynamodb:ConditionCheckItem",
+        ],
+        "DynamoDBReadPolicy" => &[
+            "dynamodb:GetItem",
+            "dynamodb:Scan",
+            "dynamodb:Query",
+            "dynamodb:BatchGetItem",
+            "dynamodb:DescribeTable",
+        ],
+        "DynamoDBWritePolicy" => &[
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:BatchWriteItem",
+        ],
+        "SQSSendMessagePolicy" => &["sqs:SendMessage*"],
+        "SQSPollerPolicy" => &[
+            "sqs:ChangeMessageVisibility",
+            "sqs:ChangeMessageVisibilityBatch",
+            "sqs:DeleteMessage",
+            "sqs:DeleteMessageBatch",
+            "sqs:GetQueueAttributes",
+            "sqs:ReceiveMessage",
+        ],
+        _ => return None,
+    })
+}
+
+/// The design's grants (infra/README.md, "Functions"): function -> {(action, resource)}, where a
+/// resource is a template resource's logical id, optionally with `/index/<name>`.
+fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
+    let grants = |pairs: &[(&[&str], &[&str])]| -> BTreeSet<(String, String)> {
+        pairs
+            .iter()
+            .flat_map(|(actions, resources)| {
+                actions.iter().flat_map(move |action| {
+                    resources
+                        .iter()
+                        .map(move |resource| (action.to_string(), resource.to_string()))
+                })
+            })
+            .collect()
+    };
+    BTreeMap::from([
+        (
+            // One conditional PutItem, a redrive mark (UpdateItem), one SendMessage; the
+            // warm-up's DescribeTable and GetQueueAttributes. No item reads, no state table.
+            "ReceiverFunction",
+            grants(&[
+                (
+                    &[
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:DescribeTable",
+                    ],
+                    &["LedgerTable"],
+                ),
+                (
+                    &["sqs:SendMessage", "sqs:GetQueueAttributes"],
+                    &["EventQueue"],
+                ),
+            ]),
+        ),
+        (
+            // Merges facts (UpdateItem), writes aliases and links (PutItem), resolves aliases
+            // (GetItem), folds a wamid-filed alias into the Wati-id item (DeleteItem).
+            "ProcessorFunction",
+            grants(&[(
+                &[
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                ],
+                &["StateTable"],
+            )]),
+        ),
+        (
+            // Lists marks on the sparse index, clears them, re-sends.
+            "SweeperFunction",
+            grants(&[
+                (&["dynamodb:Query"], &["LedgerTable/index/redrive"]),
+                (&["dynamodb:UpdateItem"], &["LedgerTable"]),
+                (&["sqs:SendMessage"], &["EventQueue"]),
+            ]),
+        ),
+        (
+            // Reads only: messages and aliases by key, contacts through links and by_contact.
+            "ApiFunction",
+            grants(&[(
+                &["dynamodb:GetItem", "dynamodb:Query"],
+                &["StateTable", "StateTable/index/by_contact"],
+            )]),
+        ),
+    ])
+}
+
+fn template() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("template.yaml"))
+        .expect("template.yaml parses")
+}
+
+fn resources(template: &Value) -> &Mapping {
+    template["Resources"].as_mapping().expect("Resources")
+}
+
+fn functions(template: &Value) -> Vec<(String, &Value)> {
+    resources(template)
+        .iter()
+        .filter(|(_, r)| {
+            matches!(
+                r["Type"].as_str(),
+                Some("AWS::Serverless::Function" | "AWS::Lambda::Function")
+            )
+        })
+        .map(|(id, r)| (id.as_str().expect("logical id").to_owned(), r))
+        .collect()
+}
+
+/// `Value` or a list of them, as a list.
+fn one_or_many(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Sequence(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// A policy resource as a logical id (`!GetAtt X.Arn`, `!Sub "${X.Arn}/index/i"`, their long
+/// forms, `!Ref X` for a table name), or the literal string.
+fn resource_name(value: &Value) -> Result<String, String> {
+    let from_sub = |text: &str| -> String {
+        match text.strip_prefix("${").and_then(|t| t.split_once(".Arn}")) {
+            Some((id, rest)) => format!("{id}{rest}"),
+            None => format!("literal:{text}"),
+        }
+    };
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Tagged(tagged) => match (tagged.tag.to_string().as_str(), &tagged.value) {
+            ("!GetAtt", Value::String(text)) => text
+                .strip_suffix(".Arn")
+                .map(str::to_owned)
+                .ok_or(format!("!GetAtt {text} is not an ARN")),
+            ("!Sub", Value::String(text)) => Ok(from_sub(text)),
+            ("!Ref", Value::String(id)) => Ok(id.clone()),
+            (tag, inner) => Err(format!("unexpected resource {tag} {inner:?}")),
+        },
+        Value::Mapping(map) if map.len() == 1 => {
+            let (key, inner) = map.iter().next().unwrap();
+            match (key.as_str(), inner) {
+                (Some("Fn::GetAtt"), Value::Sequence(parts))
+                    if parts.len() == 2 && parts[1] == "Arn" =>
+                {
+                    Ok(parts[0].as_str().unwrap_or_default().to_owned())
+                }
+                (Some("Fn::Sub"), Value::String(text)) => Ok(from_sub(text)),
+                (Some("Ref"), Value::String(id)) => Ok(id.clone()),
+                _ => Err(format!("unexpected resource {value:?}")),
+            }
+        }
+        other => Err(format!("unexpected resource {other:?}")),
+    }
+}
+
+/// Every (action, resource) one function's `Policies` grant, with SAM templates expanded; an
+/// error for anything this test cannot vouch for (a custom role, managed policies, unknown
+/// templates, `NotAction`/`NotResource`).
+fn granted(function: &str, properties: &Value) -> Result<BTreeSet<(String, String)>, String> {
+    if properties.get("Role").is_some() {
+        return Err(format!(
+            "{function}: a custom Role bypasses these checks; list its grants here first"
+        ));
+    }
+    let mut grants = BTreeSet::new();
+    for policy in one_or_many(&properties["Policies"]) {
+        match policy {
+            Value::String(managed) => {
+                return Err(format!(
+                    "{function}: managed policy {managed} grants what the template does not show"
+                ))
+            }
+            Value::Mapping(map) if map.contains_key("Statement") => {
+                for statement in one_or_many(&policy["Statement"]) {
+                    for forbidden in ["NotAction", "NotResource", "NotPrincipal"] {
+                        if statement.get(forbidden).is_some() {
+                            return Err(format!("{function}: {forbidden} grants everything else"));
+                        }
+                    }
+                    match statement["Effect"].as_str() {
+                        Some("Deny") => continue,
+                        Some("Allow") => {}
+                        _ => return Err(format!("{function}: no Effect in {statement:?}")),
+                    }
+                    let actions = one_or_many(&statement["Action"]);
+                    let resources = one_or_many(&statement["Resource"]);
+                    if actions.is_empty() || resources.is_empty() {
+                        return Err(format!("{function}: incomplete statement {statement:?}"));
+                    }
+                    for action in &actions {
+                        let action = action.as_str().ok_or(format!("{function}: {action:?}"))?;
+                        for resource in &resources {
+                            grants.insert((action.to_owned(), resource_name(resource)?));
+                        }
+                    }
+                }
+            }
+            Value::Mapping(map) if map.len() == 1 => {
+                let (name, parameters) = map.iter().next().unwrap();
+                let name = name.as_str().unwrap_or_default();
+                let actions = sam_template_actions(name).ok_or(format!(
+                    "{function}: SAM policy template {name}: list its expansion here"
+                ))?;
+                let target = ["TableName", "QueueName"]
+                    .iter()
+                    .find_map(|key| parameters.get(*key))
+                    .ok_or(format!("{function}: {name} without a target"))?;
+                let target = resource_name(target)?;
+                for action in actions {
+                    grants.insert((action.to_string(), target.clone()));
+                    if action.starts_with("dynamodb:") {
+                        // The DynamoDB templates also grant every index of the table.
+                        grants.insert((action.to_string(), format!("{target}/index/*")));
+                    }
+                }
+            }
+            other => return Err(format!("{function}: unexpected policy {other:?}")),
+        }
+    }
+    Ok(grants)
+}
+
+/// The grants of `function` in the template, or a failure saying why they cannot be checked.
+fn grants_of(template: &Value, function: &str) -> BTreeSet<(String, String)> {
+    granted(function, &template["Resources"][function]["Properties"])
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Problems with a set of grants that hold whatever the design: wildcards and raw ARNs.
+fn wildcard_problems(function: &str, grants: &BTreeSet<(String, String)>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (action, target) in grants {
+        if !action.contains(':') || action.contains('*') || action.contains('?') {
+            problems.push(format!("{function}: wildcard action {action}"));
+        }
+        if target.contains('*')
+            && !(target == "*" && STAR_RESOURCE_ACTIONS.contains(&action.as_str()))
+        {
+            problems.push(format!(
+                "{function}: {action} on wildcard resource {target}"
+            ));
+        }
+        if target.starts_with("literal:") || target.starts_with("arn:") {
+            problems.push(format!(
+                "{function}: {action} on a hand-written ARN {target}"
+            ));
+        }
+    }
+    problems
+}
+
+/// No wildcard actions, no wildcard resources except where AWS requires them, nothing broader
+/// than the design for any function, and every function of the template is accounted for.
+#[test]
+fn every_function_has_exactly_its_designed_grants() {
+    let template = template();
+    assert!(
+        template["Globals"]["Function"].get("Policies").is_none()
+            && template["Globals"]["Function"].get("Role").is_none(),
+        "Globals must not grant anything to every function"
+    );
+    let expected = expected_grants();
+    let functions = functions(&template);
+    let names: BTreeSet<&str> = functions.iter().map(|(name, _)| name.as_str()).collect();
+    let designed: BTreeSet<&str> = expected.keys().copied().collect();
+    assert_eq!(
+        names, designed,
+        "every function needs its designed grants listed here"
+    );
+
+    for (function, _) in &functions {
+        let grants = grants_of(&template, function);
+        let problems = wildcard_problems(function, &grants);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert_eq!(
+            &grants,
+            &expected[function.as_str()],
+            "{function}: grants differ from the design (infra/README.md)"
+        );
+    }
+}
+
+/// The receiver can write the ledger and send to the queue, and read no item anywhere: above
+/// all, nothing on the state table.
+#[test]
+fn the_receiver_cannot_read_state_or_items() {
+    let template = template();
+    for (action, target) in grants_of(&template, "ReceiverFunction") {
+        assert!(
+            !target.starts_with("StateTable"),
+            "receiver: {action} on {target}"
+        );
+        assert!(
+            !ITEM_READ_ACTIONS.contains(&action.as_str()),
+            "receiver: item read {action} on {target}"
+        );
+        assert!(
+            target.starts_with("LedgerTable") || target == "EventQueue",
+            "receiver: {action} on {target}"
+        );
+    }
+}
+
+/// The read API only reads, and only the state table.
+#[test]
+fn the_api_only_reads_state() {
+    let template = template();
+    for (action, target) in grants_of(&template, "ApiFunction") {
+        assert!(
+            READ_ACTIONS.contains(&action.as_str()),
+            "api: {action} is not read-only"
+        );
+        assert!(
+            target.starts_with("StateTable"),
+            "api: {action} on {target}"
+        );
+    }
+}
+
+/// Each function's table and queue settings name the resources it is granted, so a grant cannot
+/// point at one table while the code uses another.
+#[test]
+fn environment_names_the_granted_resources() {
+    let template = template();
+    for (function, resource) in functions(&template) {
+        let grants = grants_of(&template, &function);
+        let variables = &resource["Properties"]["Environment"]["Variables"];
+        for variable in ["LEDGER_TABLE", "STATE_TABLE", "QUEUE_URL"] {
+            let Some(value) = variables.get(variable) else {
+                continue;
+            };
+            let target = resource_name(value).unwrap();
+            assert!(
+                grants
+                    .iter()
+                    .any(|(_, granted)| granted.split('/').next().is_some_and(|id| id == target)),
+                "{function}: {variable} names {target}, which it is granted nothing on"
+            );
+        }
+    }
+}
+
+/// No IAM resource of its own (they would escape the checks above), and the only public
+/// invoke permission is the optional Function URL of the receiver, which authenticates by the
+/// secret in its path.
+#[test]
+fn no_other_principal_or_role_is_granted_anything() {
+    let template = template();
+    for (id, resource) in resources(&template) {
+        let kind = resource["Type"].as_str().unwrap_or_default();
+        assert!(
+            !kind.starts_with("AWS::IAM::"),
+            "{id:?}: {kind} is not covered by these checks"
+        );
+        if kind == "AWS::Lambda::Permission" {
+            let properties = &resource["Properties"];
+            if properties["Principal"] == "*" {
+                assert_eq!(id.as_str(), Some("ReceiverUrlPermission"));
+                assert_eq!(properties["Action"], "lambda:InvokeFunctionUrl");
+                assert_eq!(properties["FunctionUrlAuthType"], "NONE");
+                assert_eq!(
+                    resource_name(&properties["FunctionName"]).unwrap(),
+                    "ReceiverFunction"
+                );
+            }
+        }
+        if kind == "AWS::Lambda::Url" {
+            assert_eq!(
+                resource_name(&resource["Properties"]["TargetFunctionArn"]).unwrap(),
+                "ReceiverFunction",
+                "{id:?}: only the receiver may have a public URL"
+            );
+        }
+    }
+}
+
+/// The checks above catch what they are meant to: broader grants written the ways a template
+/// could drift.
+#[test]
+fn broader_grants_are_caught() {
+    let broader = [
+        "Policies: [{Statement: [{Effect: Allow, Action: '*', Resource: '*'}]}]",
+        "Policies: [{Statement: [{Effect: Allow, Action: 'dynamodb:*', Resource: !GetAtt LedgerTable.Arn}]}]",
+        "Policies: [{Statement: [{Effect: Allow, Action: dynamodb:GetItem, Resource: '*'}]}]",
+        "Policies: [{Statement: [{Effect: Allow, Action: dynamodb:GetItem, Resource: !GetAtt StateTable.Arn}]}]",
+        "Policies: [{Statement: [{Effect: Allow, Action: dynamodb:PutItem, Resource: !Sub '${LedgerTable.Arn}/*'}]}]",
+        "Policies: [{DynamoDBCrudPolicy: {TableName: !Ref LedgerTable}}]",
+        "Policies: [AmazonDynamoDBFullAccess]",
+        "Policies: [{Statement: [{Effect: Allow, NotAction: 'iam:*', Resource: '*'}]}]",
+        "Role: !GetAtt SomeRole.Arn",
+    ];
+    let expected = &expected_grants()["ReceiverFunction"];
+    for properties in broader {
+        let parsed: Value = serde_yaml::from_str(properties).unwrap();
+        let caught = match granted("ReceiverFunction", &parsed) {
+            Err(_) => true,
+            Ok(grants) => {
+                !wildcard_problems("ReceiverFunction", &grants).is_empty() || &grants != expected
+            }
+        };
+        assert!(caught, "not caught: {properties}");
+    }
+    // And the receiver's real grants, written as a SAM template would be, pass.
+    let exact: Value = serde_yaml::from_str(
+        "Policies: [{Statement: [
+            {Effect: Allow, Action: [dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:DescribeTable],
+             Resource: {'Fn::GetAtt': [LedgerTable, Arn]}},
+            {Effect: Allow, Action: [sqs:SendMessage, sqs:GetQueueAttributes],
+             Resource: !GetAtt EventQueue.Arn}]}]",
+    )
+    .unwrap();
+    assert_eq!(&granted("ReceiverFunction", &exact).unwrap(), expected);
+}
