@@ -179,6 +179,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// An idempotency key as logs show it: the event kind and a digest of the whole key. The key
+/// itself holds the wamid, and a wamid is the customer's phone number in base64.
+pub fn log_key(key: &str) -> String {
+    let kind = key.split(':').next().unwrap_or_default();
+    format!("{kind}:#{}", &sha256_hex(key.as_bytes())[..16])
+}
+
 /// A string, or a number rendered as one; empty strings count as absent (Wati sends `""`).
 fn text_field(fields: &Map<String, Value>, name: &str) -> Option<String> {
     match fields.get(name)? {
@@ -217,6 +224,16 @@ mod tests {
 
     fn parse(json: &str) -> WatiEvent {
         WatiEvent::parse(json.as_bytes()).expect("usable event")
+    }
+
+    #[test]
+    fn logged_keys_keep_the_kind_and_hide_the_wamid() {
+        let key = "sentMessageREAD:wamid.HBgLMTQxNTU1NTAxMDEVAgASGBQzQUIx";
+        let logged = log_key(key);
+        assert!(logged.starts_with("sentMessageREAD:#"), "{logged}");
+        assert!(!logged.contains("HBgL"), "{logged}");
+        assert_eq!(logged, log_key(key), "stable, so log lines correlate");
+        assert_ne!(logged, log_key("sentMessageREAD:wamid.other"));
     }
 
     #[test]

@@ -19,7 +19,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use crate::auth::SecretSet;
+use crate::event::log_key;
 use crate::message::MessageView;
+use crate::message::MAX_ID_BYTES;
 use crate::metrics::{MetricLine, MetricsSink, Unit};
 use crate::ports::StateStore;
 use crate::receiver::{Path as ReceivePath, Receipt, Receiver};
@@ -105,7 +107,7 @@ async fn receive_webhook(
         .emit(receipt_metrics(&receipt, path, latency_us));
     tracing::info!(
         outcome = body["status"].as_str().unwrap_or("unavailable"),
-        key = body["key"].as_str().unwrap_or(""),
+        key = %log_key(body["key"].as_str().unwrap_or("")),
         path = ?path,
         status = status.as_u16(),
         latency_us,
@@ -159,6 +161,10 @@ async fn read_message(
     if !bearer_matches(&service.tokens, &headers) {
         return bearer_required();
     }
+    if id.len() > MAX_ID_BYTES {
+        // Longer than any id the processor stores (and than DynamoDB's key limit).
+        return error(StatusCode::NOT_FOUND, "message not found");
+    }
     match service.state.message(&id).await {
         Ok(Some(record)) => Json(MessageView::from(&record)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "message not found"),
@@ -176,6 +182,9 @@ async fn read_contact(
 ) -> Response {
     if !bearer_matches(&service.tokens, &headers) {
         return bearer_required();
+    }
+    if contact.len() > MAX_ID_BYTES {
+        return error(StatusCode::NOT_FOUND, "contact not found");
     }
     match service.state.contact(&contact, now_unix()).await {
         Ok(Some(view)) => Json(view).into_response(),

@@ -10,6 +10,7 @@ use axum::Router;
 use tokio::sync::Semaphore;
 
 use crate::auth::{SecretError, SecretSet};
+use crate::event::log_key;
 use crate::http::{
     health_routes, read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
 };
@@ -226,11 +227,11 @@ async fn process_record(state: &dyn StateStore, record: SqsMessage) -> RecordOut
             let reason = format!("not a queued event: {error}");
             return match state.quarantine(&poison, &reason).await {
                 Ok(()) => {
-                    tracing::warn!(key = %poison.key, "quarantined an undecodable record");
+                    tracing::warn!(key = %log_key(&poison.key), "quarantined an undecodable record");
                     RecordOutcome::Quarantined
                 }
                 Err(error) => {
-                    tracing::error!(key = %poison.key, %error, "cannot quarantine");
+                    tracing::error!(key = %log_key(&poison.key), %error, "cannot quarantine");
                     RecordOutcome::Failed
                 }
             };
@@ -239,7 +240,8 @@ async fn process_record(state: &dyn StateStore, record: SqsMessage) -> RecordOut
     let outcome = apply(state, &queued).await;
     let latency_us = started.elapsed().as_micros() as u64;
     let lag_s = crate::time::now_unix() - queued.received_at;
-    let key = queued.key.as_str();
+    let key = log_key(&queued.key);
+    let key = key.as_str();
     match outcome {
         Ok(Applied::Message { kind }) => {
             tracing::info!(

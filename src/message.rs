@@ -37,6 +37,10 @@ pub struct Failure {
     pub detail: Option<String>,
 }
 
+/// The longest id (message id, wamid, local id, waId, BSUID) the state store keeps. Real ones are
+/// under 100 bytes; DynamoDB refuses keys over 2 KiB, so longer ones are quarantined, not retried.
+pub const MAX_ID_BYTES: usize = 512;
+
 /// Everything known about one message. Also the shape of a single event's facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MessageRecord {
@@ -160,6 +164,21 @@ impl MessageRecord {
             .as_deref()
             .or(self.whatsapp_message_id.as_deref())
             .or(self.local_message_id.as_deref())
+    }
+
+    /// The first id or contact name longer than [`MAX_ID_BYTES`], if any.
+    pub fn oversized_id(&self) -> Option<&str> {
+        [
+            &self.id,
+            &self.whatsapp_message_id,
+            &self.local_message_id,
+            &self.wa_id,
+            &self.bsuid,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .find(|id| id.len() > MAX_ID_BYTES)
     }
 
     /// Every id a reader may look this message up by.
@@ -335,6 +354,23 @@ pub(crate) mod tests {
         assert_eq!(json["sent_at"], serde_json::Value::Null);
         assert_eq!(json["status"], "delivered");
         assert_eq!(json["direction"], "outbound");
+    }
+
+    #[test]
+    fn an_id_over_the_limit_is_found_wherever_it_is() {
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        let fine = facts(r#"{"eventType":"sentMessageREAD","id":"m","whatsappMessageId":"w"}"#);
+        assert_eq!(fine.oversized_id(), None);
+        let at_limit = MessageRecord {
+            wa_id: Some("9".repeat(MAX_ID_BYTES)),
+            ..fine.clone()
+        };
+        assert_eq!(at_limit.oversized_id(), None);
+        let oversized = MessageRecord {
+            bsuid: Some(long.clone()),
+            ..fine
+        };
+        assert_eq!(oversized.oversized_id(), Some(long.as_str()));
     }
 
     /// Facts about one message, as varied as real events: any subset of ids, times and failures.

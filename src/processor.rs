@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::event::WatiEvent;
-use crate::message::MessageRecord;
+use crate::event::{log_key, WatiEvent};
+use crate::message::{MessageRecord, MAX_ID_BYTES};
 use crate::ports::{QueuedEvent, StateStore, StoreError};
 use crate::receiver::sweep;
 use crate::store::embedded::{Delivery, EmbeddedStore};
@@ -28,6 +28,10 @@ pub async fn apply(state: &dyn StateStore, queued: &QueuedEvent) -> Result<Appli
     };
     let kind = event.kind.name().to_owned();
     match MessageRecord::from_event(&event, queued.received_at) {
+        Some(facts) if facts.oversized_id().is_some() => {
+            let reason = format!("{kind} has an id longer than {MAX_ID_BYTES} bytes");
+            quarantine(state, queued, reason).await
+        }
         Some(facts) => {
             state.apply(&facts).await?;
             Ok(Applied::Message { kind })
@@ -129,7 +133,8 @@ async fn process_batch(
         let Ok((delivery, outcome, elapsed)) = joined else {
             continue; // A panicked task leaves its event hidden; it is retried after the timeout.
         };
-        let key = delivery.event.key.as_str();
+        let key = log_key(&delivery.event.key);
+        let key = key.as_str();
         let micros = elapsed.as_micros() as u64;
         match outcome {
             Ok(applied) => {

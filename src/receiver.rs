@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use crate::event::sha256_hex;
-use crate::event::{idempotency_key, quarantine_key, WatiEvent};
+use crate::event::{idempotency_key, log_key, quarantine_key, WatiEvent};
 use crate::ports::{
     Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StoreError,
 };
@@ -137,11 +137,11 @@ impl Receiver {
                 duplicate(self.enqueue(queued, Path::DuplicateResent, None).await)
             }
             Err(error) => {
-                tracing::warn!(%key, %error, "ledger unavailable; enqueueing without it");
+                tracing::warn!(key = %log_key(&key), %error, "ledger unavailable; enqueueing without it");
                 match self.queue.send(&queued).await {
                     Ok(()) => (Receipt::Accepted { key }, Path::LedgerBypassed),
                     Err(error) => {
-                        tracing::error!(%key, %error, "ledger and queue both unavailable");
+                        tracing::error!(key = %log_key(&key), %error, "ledger and queue both unavailable");
                         (Receipt::Unavailable, Path::Failed)
                     }
                 }
@@ -161,7 +161,7 @@ impl Receiver {
         let Err(error) = self.queue.send(&queued).await else {
             return (Receipt::Accepted { key }, path);
         };
-        tracing::warn!(%key, %error, "enqueue failed; marking for redrive");
+        tracing::warn!(key = %log_key(&key), %error, "enqueue failed; marking for redrive");
         let recorded = match unrecorded {
             Some(entry) => self.ledger.record(entry).await.map(|_| ()),
             None => Ok(()),
@@ -177,7 +177,7 @@ impl Receiver {
         match marked {
             Ok(()) => (Receipt::Accepted { key }, Path::MarkedForRedrive),
             Err(error) => {
-                tracing::error!(%key, %error, "could not mark for redrive");
+                tracing::error!(key = %log_key(&key), %error, "could not mark for redrive");
                 (Receipt::Unavailable, Path::Failed)
             }
         }
@@ -212,7 +212,7 @@ pub async fn sweep(
     for queued in marked {
         queue.send(&queued).await?;
         ledger.clear_redrive(&queued.key).await?;
-        tracing::info!(key = %queued.key, "redriven");
+        tracing::info!(key = %log_key(&queued.key), "redriven");
         redriven += 1;
     }
     Ok(redriven)

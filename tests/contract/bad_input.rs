@@ -386,7 +386,6 @@ async fn read_api_bad_inputs_get_the_documented_answer() {
 
 /// The table's cases that show a known bug on AWS, held to the documented answer.
 #[tokio::test]
-#[ignore = "bug: a message id over 2 KiB is answered 503 (DynamoDB key limit), not 404"]
 async fn known_aws_bugs() {
     let aws = Aws::new().await;
     aws.seed().await;
@@ -513,7 +512,6 @@ async fn wrong_types_in_every_field_are_tolerated() {
 /// event sits in the DLQ. It should be quarantined (and acknowledged) like any event that can
 /// never be applied.
 #[tokio::test]
-#[ignore = "bug: ids over 2 KiB fail the processor's DynamoDB writes as transient errors (DLQ)"]
 async fn very_long_ids_are_quarantined_not_retried() {
     let aws = Aws::new().await;
     let mutations: Vec<table::Mutation> = table::wrong_type_mutations(&SWEEP_FIXTURES, false)
