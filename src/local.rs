@@ -169,8 +169,7 @@ impl LocalPipeline {
             SecretSet::new([value]).map_err(|source| LocalError::Secret { name, source })
         };
         let webhook = WebhookService {
-            receiver: Receiver::new(
-                Arc::new(store.clone()),
+            receiver: Receiver::over_intake(
                 Arc::new(store.clone()),
                 ReceiverSettings {
                     dedup_ttl_seconds: config.dedup_ttl_days * 24 * 60 * 60,

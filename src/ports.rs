@@ -1,6 +1,7 @@
 //! The small traits the pipeline runs over, and the records that cross them.
 //!
-//! The receiver needs a [`Ledger`] (idempotency record + raw archive) and a [`Queue`]; the
+//! The receiver needs a [`Ledger`] (idempotency record + raw archive) and a [`Queue`] (or one
+//! [`Intake`] that is both and writes a new event to both at once); the
 //! processor and the read API need a [`StateStore`]. The embedded SQLite store implements all
 //! three; the AWS adapters implement them on DynamoDB and SQS.
 
@@ -100,6 +101,19 @@ pub struct QueuedEvent {
 #[async_trait]
 pub trait Queue: Send + Sync {
     async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError>;
+}
+
+/// A store that is both the ledger and the queue, and can record a new event and enqueue it in
+/// one durable write (the embedded store: one transaction, one fsync instead of two).
+#[async_trait]
+pub trait Intake: Ledger + Queue {
+    /// [`Ledger::record`], and when the entry is new, [`Queue::send`] of `event` in the same
+    /// write; nothing is enqueued for an existing key.
+    async fn record_and_send(
+        &self,
+        entry: &LedgerEntry,
+        event: &QueuedEvent,
+    ) -> Result<Recorded, StoreError>;
 }
 
 #[async_trait]

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! unusable body        -> quarantine (raw body kept)            -> Quarantined | Unavailable
-//! ledger: new          -> enqueue ok                            -> Accepted
+//! ledger: new          -> enqueue ok (one write with an Intake)  -> Accepted
 //!                         enqueue failed -> mark for redrive ok -> Accepted (the sweeper re-sends)
 //!                                                          fail -> Unavailable (Wati retries)
 //! ledger: seen, same body  -> enqueue again (a crash may have lost the first send) -> Duplicate
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::event::sha256_hex;
 use crate::event::{idempotency_key, log_key, quarantine_key, WatiEvent};
 use crate::ports::{
-    Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StoreError,
+    Intake, Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StoreError,
 };
 use crate::time::Clock;
 
@@ -68,6 +68,8 @@ impl Default for ReceiverSettings {
 pub struct Receiver {
     ledger: Arc<dyn Ledger>,
     queue: Arc<dyn Queue>,
+    /// Set when ledger and queue are one store that writes a new event to both at once.
+    intake: Option<Arc<dyn Intake>>,
     settings: ReceiverSettings,
 }
 
@@ -76,6 +78,17 @@ impl Receiver {
         Receiver {
             ledger,
             queue,
+            intake: None,
+            settings,
+        }
+    }
+
+    /// Over one store that is ledger and queue: a new event costs one durable write, not two.
+    pub fn over_intake<S: Intake + 'static>(store: Arc<S>, settings: ReceiverSettings) -> Self {
+        Receiver {
+            ledger: store.clone(),
+            queue: store.clone(),
+            intake: Some(store),
             settings,
         }
     }
@@ -110,7 +123,14 @@ impl Receiver {
             received_at,
             expires_at: received_at.saturating_add(self.settings.dedup_ttl_seconds),
         };
-        match self.ledger.record(&entry).await {
+        let recorded = match &self.intake {
+            Some(intake) => match intake.record_and_send(&entry, &queued).await {
+                Ok(Recorded::New) => return (Receipt::Accepted { key }, Path::Enqueued),
+                other => other,
+            },
+            None => self.ledger.record(&entry).await,
+        };
+        match recorded {
             Ok(Recorded::New) => self.enqueue(queued, Path::Enqueued, None).await,
             Ok(Recorded::Existing { body: original, .. }) => {
                 let duplicate = |(receipt, path)| match receipt {

@@ -16,7 +16,8 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::message::MessageRecord;
 use crate::ports::{
-    Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StateStore, StoreError,
+    Intake, Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StateStore,
+    StoreError,
 };
 use crate::session::ContactView;
 
@@ -307,45 +308,8 @@ impl EmbeddedStore {
 impl Ledger for EmbeddedStore {
     async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, StoreError> {
         let entry = entry.clone();
-        self.write("record in ledger", move |conn| {
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO ledger (key, event_type, body, received_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING",
-                )?
-                .execute(params![
-                    entry.key,
-                    entry.event_type,
-                    entry.body,
-                    entry.received_at,
-                    entry.expires_at
-                ])?;
-            if inserted == 1 {
-                return Ok(Recorded::New);
-            }
-            let (received_at, expires_at, body): (i64, i64, Vec<u8>) = conn
-                .prepare_cached("SELECT received_at, expires_at, body FROM ledger WHERE key = ?1")?
-                .query_row([&entry.key], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?;
-            if expires_at > entry.received_at {
-                return Ok(Recorded::Existing { received_at, body });
-            }
-            // The dedup window has passed: this is a new event that happens to share the key.
-            conn.prepare_cached(
-                "UPDATE ledger SET event_type = ?2, body = ?3, received_at = ?4, expires_at = ?5,
-                 redrive_at = NULL WHERE key = ?1",
-            )?
-            .execute(params![
-                entry.key,
-                entry.event_type,
-                entry.body,
-                entry.received_at,
-                entry.expires_at
-            ])?;
-            Ok(Recorded::New)
-        })
-        .await
+        self.write("record in ledger", move |conn| record_in(conn, &entry))
+            .await
     }
 
     async fn mark_for_redrive(&self, key: &str, at: i64) -> Result<(), StoreError> {
@@ -428,16 +392,34 @@ impl Ledger for EmbeddedStore {
 impl Queue for EmbeddedStore {
     async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError> {
         let event = event.clone();
-        self.write("enqueue", move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO queue (key, received_at, body, visible_at) VALUES (?1, ?2, ?3, 0)",
-            )?
-            .execute(params![event.key, event.received_at, event.body])?;
-            Ok(())
-        })
-        .await?;
+        self.write("enqueue", move |conn| enqueue_in(conn, &event))
+            .await?;
         self.inner.queue_ready.notify_one();
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Intake for EmbeddedStore {
+    async fn record_and_send(
+        &self,
+        entry: &LedgerEntry,
+        event: &QueuedEvent,
+    ) -> Result<Recorded, StoreError> {
+        let (entry, event) = (entry.clone(), event.clone());
+        let recorded = self
+            .write("record and enqueue", move |conn| {
+                let recorded = record_in(conn, &entry)?;
+                if recorded == Recorded::New {
+                    enqueue_in(conn, &event)?;
+                }
+                Ok(recorded)
+            })
+            .await?;
+        if recorded == Recorded::New {
+            self.inner.queue_ready.notify_one();
+        }
+        Ok(recorded)
     }
 }
 
@@ -697,9 +679,90 @@ fn commit_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<()
     })
 }
 
+/// Records `entry` unless its key is held and unexpired (see [`Ledger::record`]).
+fn record_in(conn: &Connection, entry: &LedgerEntry) -> rusqlite::Result<Recorded> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO ledger (key, event_type, body, received_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING",
+        )?
+        .execute(params![
+            entry.key,
+            entry.event_type,
+            entry.body,
+            entry.received_at,
+            entry.expires_at
+        ])?;
+    if inserted == 1 {
+        return Ok(Recorded::New);
+    }
+    let (received_at, expires_at, body): (i64, i64, Vec<u8>) = conn
+        .prepare_cached("SELECT received_at, expires_at, body FROM ledger WHERE key = ?1")?
+        .query_row([&entry.key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    if expires_at > entry.received_at {
+        return Ok(Recorded::Existing { received_at, body });
+    }
+    // The dedup window has passed: this is a new event that happens to share the key.
+    conn.prepare_cached(
+        "UPDATE ledger SET event_type = ?2, body = ?3, received_at = ?4, expires_at = ?5,
+         redrive_at = NULL WHERE key = ?1",
+    )?
+    .execute(params![
+        entry.key,
+        entry.event_type,
+        entry.body,
+        entry.received_at,
+        entry.expires_at
+    ])?;
+    Ok(Recorded::New)
+}
+
+fn enqueue_in(conn: &Connection, event: &QueuedEvent) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO queue (key, received_at, body, visible_at) VALUES (?1, ?2, ?3, 0)",
+    )?
+    .execute(params![event.key, event.received_at, event.body])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new event is in the ledger and on the queue after one write; a seen key enqueues nothing.
+    #[tokio::test]
+    async fn record_and_send_writes_a_new_event_to_both_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("t.db")).unwrap();
+        let entry = LedgerEntry {
+            key: "k".into(),
+            event_type: "message".into(),
+            body: b"{}".to_vec(),
+            received_at: 10,
+            expires_at: 100,
+        };
+        let event = QueuedEvent {
+            key: "k".into(),
+            received_at: 10,
+            body: "{}".into(),
+        };
+        assert_eq!(
+            store.record_and_send(&entry, &event).await.unwrap(),
+            Recorded::New
+        );
+        assert!(matches!(
+            store.record_and_send(&entry, &event).await.unwrap(),
+            Recorded::Existing {
+                received_at: 10,
+                ..
+            }
+        ));
+        let counts = store.counts().await.unwrap();
+        assert_eq!((counts.ledger, counts.queued), (1, 1));
+        assert_eq!(store.receive(10, 60_000).await.unwrap()[0].event, event);
+    }
 
     /// An event that exhausted its attempts sits in the dead-letter table until redriven, then
     /// is back on the queue with fresh attempts.

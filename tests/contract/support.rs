@@ -166,7 +166,11 @@ impl Stack {
         for (id, properties) in queues {
             let name = format!("{id}-{suffix}");
             let mut create = sqs.create_queue().queue_name(&name);
-            for attribute in ["VisibilityTimeout", "MessageRetentionPeriod"] {
+            for attribute in [
+                "VisibilityTimeout",
+                "MessageRetentionPeriod",
+                "MaximumMessageSize",
+            ] {
                 if let Some(value) = properties.get(attribute) {
                     create = create.attributes(QueueAttributeName::from(attribute), scalar(value));
                 }
