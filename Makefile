@@ -31,6 +31,12 @@ chaos:
 	  scripts/emulators.sh run -- $(CARGO) test --locked --test contract chaos:: \
 	  -- --nocapture --test-threads=1
 
+## fuzz: cargo-fuzz on the event parser, the webhook router and the Lambda entry points,
+## FUZZ_SECONDS (60) each; prints execs, exec/s, corpus and crashes per target (see scripts/fuzz.sh)
+.PHONY: fuzz
+fuzz:
+	CARGO=$(CARGO) bash scripts/fuzz.sh
+
 ## test: formatting, lints, template validation, every test (unit, property, HTTP, restart, the
 ## contract suite on both backends and the end-to-end AWS tests: the emulators are downloaded once
 ## into .cache/ and stopped afterwards), then the Lambda builds

@@ -239,7 +239,7 @@ async fn process_record(state: &dyn StateStore, record: SqsMessage) -> RecordOut
     };
     let outcome = apply(state, &queued).await;
     let latency_us = started.elapsed().as_micros() as u64;
-    let lag_s = crate::time::now_unix() - queued.received_at;
+    let lag_s = crate::time::now_unix().saturating_sub(queued.received_at);
     let key = log_key(&queued.key);
     let key = key.as_str();
     match outcome {
