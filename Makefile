@@ -22,6 +22,12 @@ load:
 load-aws:
 	scripts/emulators.sh run -- $(CARGO) bench --locked --bench load_aws
 
+## bench: criterion in-process benches, load at concurrency 16 and 64, load-aws and Lambda cold
+## start on the emulators; writes every figure against its budget to docs/performance.md
+.PHONY: bench
+bench:
+	CARGO=$(CARGO) bash scripts/bench.sh
+
 ## chaos: the chaos + fault-injection test at a large size on both backends (make test runs a
 ## CI-sized one); figures in target/chaos/*.json. CHAOS_CONTACTS, CHAOS_AWS_CONTACTS, CHAOS_SEED.
 CHAOS_CONTACTS ?= 2000

@@ -143,6 +143,7 @@ async fn main() {
     .await;
     let floor_p50 = percentile(&latencies, 0.5);
     row("bare PutItem + SendMessage (floor)", &latencies, elapsed);
+    let floor = result_fields("floor", &latencies, elapsed);
     // Drop the floor's messages so the processor sees only receiver output.
     stack
         .sqs
@@ -166,6 +167,7 @@ async fn main() {
     .await;
     let receiver_p50 = percentile(&latencies, 0.5);
     row("receiver: request to 200", &latencies, elapsed);
+    let receiver = result_fields("receiver", &latencies, elapsed);
 
     let state: Arc<dyn StateStore> = Arc::new(DynamoState::new(
         stack.dynamodb.clone(),
@@ -224,4 +226,24 @@ async fn main() {
         "receiver overhead over the floor (p50 / p50): {:.3}; events applied: {applied}",
         receiver_p50.as_secs_f64() / floor_p50.as_secs_f64()
     );
+    // One machine-readable line for scripts/performance-report.py (`make bench`).
+    println!(
+        "RESULT bench=load_aws requests={requests} concurrency={concurrency} {floor} {receiver} \
+         processor_per_s={:.1} processor_batch_p50_ms={:.3} processor_batch_p99_ms={:.3} \
+         overhead_p50={:.4} applied={applied}",
+        applied as f64 / elapsed.as_secs_f64(),
+        percentile(&batches, 0.5).as_secs_f64() * 1e3,
+        percentile(&batches, 0.99).as_secs_f64() * 1e3,
+        receiver_p50.as_secs_f64() / floor_p50.as_secs_f64()
+    );
+}
+
+/// `<name>_per_s=… <name>_p50_ms=… <name>_p99_ms=…` for the RESULT line.
+fn result_fields(name: &str, latencies: &[Duration], elapsed: Duration) -> String {
+    format!(
+        "{name}_per_s={:.1} {name}_p50_ms={:.3} {name}_p99_ms={:.3}",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3
+    )
 }

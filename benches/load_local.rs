@@ -131,5 +131,18 @@ fn main() {
             drained.elapsed().as_secs_f64()
         );
         println!("| messages applied | {} |", counts.messages);
+        // One machine-readable line for scripts/performance-report.py (`make bench`).
+        println!(
+            "RESULT bench=load_local requests={requests} concurrency={concurrency} accepted={} \
+             failed={failures} accepted_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
+             drain_s={:.3} applied={}",
+            latencies.len(),
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            drained.elapsed().as_secs_f64(),
+            counts.messages
+        );
     });
 }

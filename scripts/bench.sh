@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make bench`: every performance figure against its budget, written to docs/performance.md.
+#   1. benches/in_process.rs (criterion): the in-process work per webhook and per processed event;
+#   2. benches/load_local.rs at concurrency 16 and 64 (LOAD_REQUESTS, default 20000);
+#   3. on the emulators: benches/load_aws.rs (LOAD_AWS_REQUESTS, default 2000), then the cold
+#      start of the x86_64 receiver and processor zips (scripts/measure-init.py), if built;
+#   4. scripts/performance-report.py writes docs/performance.md.
+# Raw outputs go to target/bench/. A stage that fails is reported in the page, and the script
+# then exits non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO="${CARGO:-cargo}"
+raw="target/bench"
+started=$(date +%s)
+failed=()
+rm -rf "$raw" && mkdir -p "$raw"
+
+echo "bench: in-process (criterion)" >&2
+if ! $CARGO bench --locked --bench in_process -- --warm-up-time 1 --measurement-time 3 \
+  | tee "$raw/in_process.txt"; then
+  failed+=(in_process)
+fi
+
+for concurrency in 16 64; do
+  echo "bench: local server, concurrency $concurrency" >&2
+  if ! LOAD_REQUESTS="${LOAD_REQUESTS:-20000}" LOAD_CONCURRENCY="$concurrency" \
+    $CARGO bench --locked --bench load_local | tee "$raw/load_local_c$concurrency.txt"; then
+    failed+=("load_local_c$concurrency")
+  fi
+done
+
+echo "bench: AWS path on the emulators, then cold start" >&2
+# One emulator session for both; the cold start does not fail the run (its rows say why).
+# shellcheck disable=SC2016  # expanded by the inner shell
+if ! LOAD_REQUESTS="${LOAD_AWS_REQUESTS:-2000}" CARGO="$CARGO" RAW="$raw" \
+  scripts/emulators.sh run -- bash -c '
+    set -o pipefail
+    # The receiver prints one metric (EMF JSON) line per request: kept in the file, not shown.
+    $CARGO bench --locked --bench load_aws | tee "$RAW/load_aws.txt" | { grep -v "^{" || true; }
+    status=$?
+    python3 scripts/performance-report.py cold-start "$RAW/cold_start.json" || true
+    exit $status'; then
+  failed+=(load_aws)
+fi
+
+seconds=$(($(date +%s) - started))
+python3 scripts/performance-report.py report "$raw" --seconds "$seconds" --failed "${failed[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "bench: failed stages: ${failed[*]}" >&2
+  exit 1
+fi
