@@ -17,6 +17,7 @@ use wati_ingest::auth::SecretSet;
 use wati_ingest::event::{idempotency_key, WatiEvent};
 use wati_ingest::message::MessageRecord;
 use wati_ingest::ports::{LedgerEntry, QueuedEvent};
+use wati_ingest::receiver::intake_records;
 use wati_ingest::time::Clock;
 
 /// The URL secret as the receiver sees it: 64 hex characters, as `make run` generates.
@@ -41,11 +42,6 @@ fn fixtures() -> Vec<Vec<u8>> {
 }
 
 /// The records the receiver hands to the ledger and the queue for one parsed body.
-///
-/// `Receiver::receive` (src/receiver.rs) builds these inline in a private code path, so this is a
-/// faithful copy of it from the public types: UTF-8 view of the body, the queued event (key,
-/// receipt time, body text) and the ledger entry (key, normalised kind, raw body, receipt time,
-/// expiry = receipt time + the dedup TTL). Keep it in step with `receive`.
 fn build_records(
     event: &WatiEvent,
     key: String,
@@ -53,19 +49,7 @@ fn build_records(
     received_at: i64,
 ) -> (QueuedEvent, LedgerEntry) {
     let text = std::str::from_utf8(body).expect("fixtures are UTF-8");
-    let queued = QueuedEvent {
-        key: key.clone(),
-        received_at,
-        body: text.to_owned(),
-    };
-    let entry = LedgerEntry {
-        key: key.clone(),
-        event_type: event.kind.name().to_owned(),
-        body: body.to_vec(),
-        received_at,
-        expires_at: received_at.saturating_add(DEDUP_TTL_SECONDS),
-    };
-    (queued, entry)
+    intake_records(event, key, text, received_at, DEDUP_TTL_SECONDS)
 }
 
 fn in_process(c: &mut Criterion) {

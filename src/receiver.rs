@@ -111,18 +111,13 @@ impl Receiver {
                 .quarantine(body, "body is not UTF-8".into(), received_at)
                 .await;
         };
-        let queued = QueuedEvent {
-            key: key.clone(),
+        let (queued, entry) = intake_records(
+            &event,
+            key.clone(),
+            text,
             received_at,
-            body: text.to_owned(),
-        };
-        let entry = LedgerEntry {
-            key: key.clone(),
-            event_type: event.kind.name().to_owned(),
-            body: body.to_vec(),
-            received_at,
-            expires_at: received_at.saturating_add(self.settings.dedup_ttl_seconds),
-        };
+            self.settings.dedup_ttl_seconds,
+        );
         let recorded = match &self.intake {
             Some(intake) => match intake.record_and_send(&entry, &queued).await {
                 Ok(Recorded::New) => return (Receipt::Accepted { key }, Path::Enqueued),
@@ -218,6 +213,30 @@ impl Receiver {
             }
         }
     }
+}
+
+/// What one parsed webhook becomes: the queued event, and its ledger entry (the raw body as the
+/// archive, kept `dedup_ttl_seconds` past its receipt). No I/O.
+pub fn intake_records(
+    event: &WatiEvent,
+    key: String,
+    text: &str,
+    received_at: i64,
+    dedup_ttl_seconds: i64,
+) -> (QueuedEvent, LedgerEntry) {
+    let entry = LedgerEntry {
+        key: key.clone(),
+        event_type: event.kind.name().to_owned(),
+        body: text.as_bytes().to_vec(),
+        received_at,
+        expires_at: received_at.saturating_add(dedup_ttl_seconds),
+    };
+    let queued = QueuedEvent {
+        key,
+        received_at,
+        body: text.to_owned(),
+    };
+    (queued, entry)
 }
 
 /// The sweeper: re-sends up to `limit` events whose enqueue failed and clears their marks.
