@@ -5,7 +5,10 @@
 //! body that is not a JSON object with a string `eventType` is unusable; every other oddity is
 //! tolerated by reading each field we need as "a string or a number, else absent".
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
 use sha2::{Digest, Sha256};
 
 /// Longest idempotency key stored as is; longer ones are hashed (DynamoDB keys stop at 2 KiB and
@@ -113,27 +116,37 @@ pub struct WatiEvent {
 impl WatiEvent {
     /// Parses a raw webhook body. Only a body that is not a JSON object with a string `eventType`
     /// is rejected; every other field is optional and read leniently.
+    ///
+    /// The body is read in one pass without building a tree: fields we use are borrowed from the
+    /// body and copied once, everything else is skipped (but still checked to be JSON). A repeated
+    /// field counts with its last value, as a JSON object read into a map would.
     pub fn parse(body: &[u8]) -> Result<WatiEvent, Unusable> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| Unusable::NotJson(e.to_string()))?;
-        let Value::Object(fields) = value else {
-            return Err(Unusable::NotAnObject);
-        };
-        let Some(Value::String(event_type)) = fields.get("eventType") else {
+        // Checked up front: skipped strings are not UTF-8-validated by serde_json, and the
+        // archive stores the body as text.
+        let text = std::str::from_utf8(body).map_err(|e| Unusable::NotJson(e.to_string()))?;
+        if !text.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<Skipped>(text) {
+                Ok(_) => Unusable::NotAnObject,
+                Err(e) => Unusable::NotJson(e.to_string()),
+            });
+        }
+        let fields: Fields<'_> =
+            serde_json::from_str(text).map_err(|e| Unusable::NotJson(e.to_string()))?;
+        let Some(Scalar::Text(event_type)) = fields.event_type else {
             return Err(Unusable::NoEventType);
         };
         Ok(WatiEvent {
-            kind: EventKind::parse(event_type),
-            id: text_field(&fields, "id"),
-            whatsapp_message_id: text_field(&fields, "whatsappMessageId"),
-            local_message_id: text_field(&fields, "localMessageId"),
-            wa_id: text_field(&fields, "waId"),
-            bsuid: text_field(&fields, "bsuid"),
-            owner: bool_field(&fields, "owner"),
-            timestamp: unix_seconds_field(&fields, "timestamp"),
-            template_name: text_field(&fields, "templateName"),
-            failed_code: text_field(&fields, "failedCode"),
-            failed_detail: text_field(&fields, "failedDetail"),
+            kind: EventKind::parse(&event_type),
+            id: fields.id.and_then(Scalar::into_text),
+            whatsapp_message_id: fields.whatsapp_message_id.and_then(Scalar::into_text),
+            local_message_id: fields.local_message_id.and_then(Scalar::into_text),
+            wa_id: fields.wa_id.and_then(Scalar::into_text),
+            bsuid: fields.bsuid.and_then(Scalar::into_text),
+            owner: fields.owner.and_then(Scalar::into_bool),
+            timestamp: fields.timestamp.and_then(Scalar::into_unix_seconds),
+            template_name: fields.template_name.and_then(Scalar::into_text),
+            failed_code: fields.failed_code.and_then(Scalar::into_text),
+            failed_detail: fields.failed_detail.and_then(Scalar::into_text),
         })
     }
 
@@ -186,41 +199,241 @@ pub fn log_key(key: &str) -> String {
     format!("{kind}:#{}", &sha256_hex(key.as_bytes())[..16])
 }
 
-/// A string, or a number rendered as one; empty strings count as absent (Wati sends `""`).
-fn text_field(fields: &Map<String, Value>, name: &str) -> Option<String> {
-    match fields.get(name)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// A JSON value as the parser keeps it: scalars as they came (strings borrowed from the body when
+/// they hold no escapes), arrays and objects only as "something else".
+#[derive(Debug)]
+enum Scalar<'a> {
+    Text(Cow<'a, str>),
+    Integer(i64),
+    /// Integers past `i64::MAX` and floats, kept as serde_json renders them.
+    OtherNumber(Number),
+    Bool(bool),
+    Null,
+    Composite,
+}
+
+impl Scalar<'_> {
+    /// A string, or a number rendered as one; empty strings count as absent (Wati sends `""`).
+    fn into_text(self) -> Option<String> {
+        match self {
+            Scalar::Text(s) if !s.is_empty() => Some(s.into_owned()),
+            Scalar::Integer(n) => Some(n.to_string()),
+            Scalar::OtherNumber(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    fn into_bool(self) -> Option<bool> {
+        match self {
+            Scalar::Bool(b) => Some(b),
+            Scalar::Text(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            Scalar::Text(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            Scalar::Integer(n) => Some(n != 0),
+            _ => None,
+        }
+    }
+
+    /// Unix seconds from a string or a number. Values that cannot be a time (negative, or past
+    /// the year 9999) are treated as absent rather than trusted.
+    fn into_unix_seconds(self) -> Option<i64> {
+        const MAX_UNIX_SECONDS: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+        let seconds = match self {
+            Scalar::Text(s) => s.trim().parse::<i64>().ok()?,
+            Scalar::Integer(n) => n,
+            _ => return None,
+        };
+        (0..=MAX_UNIX_SECONDS).contains(&seconds).then_some(seconds)
     }
 }
 
-fn bool_field(fields: &Map<String, Value>, name: &str) -> Option<bool> {
-    match fields.get(name)? {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
-        Value::Number(n) => n.as_i64().map(|n| n != 0),
-        _ => None,
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
     }
 }
 
-/// Unix seconds from a string or a number. Values that cannot be a time (negative, or past the
-/// year 9999) are treated as absent rather than trusted.
-fn unix_seconds_field(fields: &Map<String, Value>, name: &str) -> Option<i64> {
-    const MAX_UNIX_SECONDS: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
-    let seconds = match fields.get(name)? {
-        Value::String(s) => s.trim().parse::<i64>().ok()?,
-        Value::Number(n) => n.as_i64()?,
-        _ => return None,
-    };
-    (0..=MAX_UNIX_SECONDS).contains(&seconds).then_some(seconds)
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Text(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Text(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Text(Cow::Owned(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Integer(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v).map_or(Scalar::OtherNumber(v.into()), Scalar::Integer))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // serde_json yields only finite floats.
+        Ok(Number::from_f64(v).map_or(Scalar::Null, Scalar::OtherNumber))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Skipped>()?.is_some() {}
+        Ok(Scalar::Composite)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<Skipped, Skipped>()?.is_some() {}
+        Ok(Scalar::Composite)
+    }
+}
+
+/// A value the pipeline does not read, checked as strictly as a `serde_json::Value` would be
+/// (escapes, numbers, the nesting limit) so that every accepted body is one any JSON parser
+/// reads, but never stored. serde's `IgnoredAny` skips more leniently and without a depth limit.
+struct Skipped;
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor).map(|_| Skipped)
+    }
+}
+
+/// An object key, borrowed from the body unless it holds escapes (serde's `Cow` always copies).
+struct FieldName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match deserializer.deserialize_str(ScalarVisitor)? {
+            Scalar::Text(name) => Ok(FieldName(name)),
+            _ => Err(de::Error::custom("object keys are strings")),
+        }
+    }
+}
+
+/// The top-level fields the pipeline reads; a field seen twice keeps its last value.
+#[derive(Default)]
+struct Fields<'a> {
+    event_type: Option<Scalar<'a>>,
+    id: Option<Scalar<'a>>,
+    whatsapp_message_id: Option<Scalar<'a>>,
+    local_message_id: Option<Scalar<'a>>,
+    wa_id: Option<Scalar<'a>>,
+    bsuid: Option<Scalar<'a>>,
+    owner: Option<Scalar<'a>>,
+    timestamp: Option<Scalar<'a>>,
+    template_name: Option<Scalar<'a>>,
+    failed_code: Option<Scalar<'a>>,
+    failed_detail: Option<Scalar<'a>>,
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(FieldName(name)) = map.next_key::<FieldName<'de>>()? {
+            let slot = match name.as_ref() {
+                "eventType" => &mut fields.event_type,
+                "id" => &mut fields.id,
+                "whatsappMessageId" => &mut fields.whatsapp_message_id,
+                "localMessageId" => &mut fields.local_message_id,
+                "waId" => &mut fields.wa_id,
+                "bsuid" => &mut fields.bsuid,
+                "owner" => &mut fields.owner,
+                "timestamp" => &mut fields.timestamp,
+                "templateName" => &mut fields.template_name,
+                "failedCode" => &mut fields.failed_code,
+                "failedDetail" => &mut fields.failed_detail,
+                _ => {
+                    map.next_value::<Skipped>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<Scalar<'de>>()?);
+        }
+        Ok(fields)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// The parser as first written, over a `serde_json::Value` tree: the reference the one-pass
+    /// parser must agree with on every input.
+    fn parse_via_value(body: &[u8]) -> Result<WatiEvent, Unusable> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| Unusable::NotJson(e.to_string()))?;
+        let Value::Object(fields) = value else {
+            return Err(Unusable::NotAnObject);
+        };
+        let Some(Value::String(event_type)) = fields.get("eventType") else {
+            return Err(Unusable::NoEventType);
+        };
+        let text = |name: &str| match fields.get(name)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let owner = match fields.get("owner") {
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(true),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(false),
+            Some(Value::Number(n)) => n.as_i64().map(|n| n != 0),
+            _ => None,
+        };
+        let timestamp = match fields.get("timestamp") {
+            Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+            Some(Value::Number(n)) => n.as_i64(),
+            _ => None,
+        }
+        .filter(|s| (0..=253_402_300_799).contains(s));
+        Ok(WatiEvent {
+            kind: EventKind::parse(event_type),
+            id: text("id"),
+            whatsapp_message_id: text("whatsappMessageId"),
+            local_message_id: text("localMessageId"),
+            wa_id: text("waId"),
+            bsuid: text("bsuid"),
+            owner,
+            timestamp,
+            template_name: text("templateName"),
+            failed_code: text("failedCode"),
+            failed_detail: text("failedDetail"),
+        })
+    }
+
+    /// Same event, or the same kind of rejection (serde_json's messages differ by path).
+    fn same_outcome(a: &Result<WatiEvent, Unusable>, b: &Result<WatiEvent, Unusable>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(Unusable::NotJson(_)), Err(Unusable::NotJson(_))) => true,
+            (Err(a), Err(b)) => a == b,
+            _ => false,
+        }
+    }
 
     fn parse(json: &str) -> WatiEvent {
         WatiEvent::parse(json.as_bytes()).expect("usable event")
@@ -376,6 +589,59 @@ mod tests {
         assert!(key.len() <= MAX_PLAIN_KEY_LEN, "{}", key.len());
     }
 
+    #[test]
+    fn every_fixture_parses_as_the_reference_parser_does() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let body = std::fs::read(entry.unwrap().path()).unwrap();
+            let (fast, reference) = (WatiEvent::parse(&body), parse_via_value(&body));
+            assert!(reference.is_ok());
+            assert_eq!(fast, reference);
+            seen += 1;
+        }
+        assert!(seen >= 10, "{seen} fixtures");
+    }
+
+    #[test]
+    fn odd_but_valid_json_parses_as_the_reference_parser_does() {
+        for body in [
+            r#"{"eventType":"message","id":"a","id":"b"}"#,
+            r#"{"eventType":"message","id":"a","id":null}"#,
+            r#"{"eventType":"x","eventType":"sentMessageREAD","id":"a"}"#,
+            r#"{"event\u0054ype":"sentMessageREAD","\u0069d":"a\n\u00e9"}"#,
+            r#"{"eventType":"message","id":18446744073709551615,"waId":-1.5e3,"timestamp":1e3}"#,
+            r#"{"eventType":"message","owner":2,"timestamp":" 17 "}"#,
+            r#"{"eventType":"message","owner":18446744073709551615}"#,
+            r#"{"eventType":"message","waId":{"a":[1,{"b":"\ud83d\ude00"}]},"id":[]}"#,
+            r#"  {"eventType":""}  "#,
+            r#"{"eventType":"message"} x"#,
+            r#"{"eventType":"message","id":"\ud800"}"#,
+            r#"{"eventType":"message","x":"cut \ud83d"}"#,
+            r#"{"eventType":"message","x":{"\udc00":1}}"#,
+            "{\"eventType\":\"message\",\"x\":\"\u{1}\"}",
+            r#"{"eventType":"message","#,
+            r#"["eventType"]"#,
+            r#""eventType""#,
+            "null",
+            "",
+            "  ",
+        ] {
+            let (fast, reference) = (
+                WatiEvent::parse(body.as_bytes()),
+                parse_via_value(body.as_bytes()),
+            );
+            assert!(
+                same_outcome(&fast, &reference),
+                "{body}: {fast:?} vs {reference:?}"
+            );
+        }
+        // Invalid UTF-8 inside a field we skip: still not JSON, as serde_json's tree parser says.
+        let body = b"{\"eventType\":\"message\",\"text\":\"\xff\"}";
+        assert!(matches!(WatiEvent::parse(body), Err(Unusable::NotJson(_))));
+        assert!(matches!(parse_via_value(body), Err(Unusable::NotJson(_))));
+    }
+
     proptest! {
         /// No input makes the parser panic, and a usable result always has a non-empty key.
         #[test]
@@ -395,6 +661,46 @@ mod tests {
             object.insert("eventType".into(), Value::String(event_type));
             let body = serde_json::to_vec(&Value::Object(object)).unwrap();
             prop_assert!(WatiEvent::parse(&body).is_ok());
+        }
+    }
+
+    proptest! {
+        /// The one-pass parser and the tree parser agree on any bytes...
+        #[test]
+        fn one_pass_parser_agrees_with_the_tree_parser_on_bytes(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let (fast, reference) = (WatiEvent::parse(&body), parse_via_value(&body));
+            prop_assert!(same_outcome(&fast, &reference), "{:?} vs {:?}", fast, reference);
+        }
+
+        /// ...and on objects made of the fields it reads, with values of every JSON type,
+        /// repeated fields included (written as text, since a map cannot hold a key twice).
+        #[test]
+        fn one_pass_parser_agrees_with_the_tree_parser_on_objects(
+            entries in proptest::collection::vec(
+                (prop_oneof![
+                    Just("eventType"), Just("id"), Just("whatsappMessageId"),
+                    Just("localMessageId"), Just("waId"), Just("bsuid"), Just("owner"),
+                    Just("timestamp"), Just("templateName"), Just("failedCode"),
+                    Just("failedDetail"), Just("text"), Just("sourceType"),
+                ], prop_oneof![
+                    any_json(),
+                    "(true|false|TRUE|[0-9 -]{1,12})".prop_map(Value::String),
+                    any::<u64>().prop_map(|n| Value::Number(n.into())),
+                    any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+                    Just(Value::String("sentMessageREAD_v2".into())),
+                ]),
+                0..14,
+            ),
+        ) {
+            let members: Vec<String> = entries
+                .iter()
+                .map(|(name, value)| format!("{}:{}", Value::from(*name), value))
+                .collect();
+            let body = format!("{{{}}}", members.join(","));
+            let (fast, reference) = (WatiEvent::parse(body.as_bytes()), parse_via_value(body.as_bytes()));
+            prop_assert!(same_outcome(&fast, &reference), "{}: {:?} vs {:?}", body, fast, reference);
         }
     }
 
