@@ -1,11 +1,21 @@
 //! Load test of the local server: distinct webhooks at a fixed concurrency, measuring accepted
 //! webhooks per second and accept latency (request to `200`), with durable (fsync) writes.
 //!
-//! `make load` runs it. Settings: `LOAD_REQUESTS` (default 20000), `LOAD_CONCURRENCY` (64).
-//! The server runs in this process on the same 2 cores as the client, so figures are a floor.
+//! Two ways to load it:
+//! - closed loop (default): `LOAD_CONCURRENCY` clients (64) each send their next request when the
+//!   last one is answered: the peak accept rate, with latency that grows with the queue;
+//! - open loop (`LOAD_RATE` set, requests per second): requests start on a fixed schedule whether
+//!   or not earlier ones were answered, and each latency counts from its scheduled start, so a
+//!   server that falls behind shows it (no coordinated omission). This is the "sustained rate
+//!   with p99 accept latency" figure. At most `LOAD_CONCURRENCY` (here default 1024) in flight.
+//!
+//! `make load` runs it. Settings: `LOAD_REQUESTS` (default 20000), `LOAD_CONCURRENCY`,
+//! `LOAD_RATE`. The server runs in this process on the same 2 cores as the client, so figures are
+//! a floor.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +44,8 @@ fn body(n: usize) -> Vec<u8> {
 
 fn main() {
     let requests = setting("LOAD_REQUESTS", 20_000);
-    let concurrency = setting("LOAD_CONCURRENCY", 64);
+    let rate = setting("LOAD_RATE", 0);
+    let concurrency = setting("LOAD_CONCURRENCY", if rate > 0 { 1024 } else { 64 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,42 +73,12 @@ fn main() {
             .pool_max_idle_per_host(concurrency)
             .build()
             .expect("client");
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..concurrency {
-            let (client, url, bodies, next) =
-                (client.clone(), url.clone(), bodies.clone(), next.clone());
-            workers.spawn(async move {
-                let mut latencies = Vec::new();
-                let mut failures = 0usize;
-                loop {
-                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if n >= bodies.len() {
-                        break;
-                    }
-                    let sent = Instant::now();
-                    let response = client
-                        .post(url.as_str())
-                        .header("content-type", "application/json")
-                        .body(bodies[n].clone())
-                        .send()
-                        .await;
-                    match response {
-                        Ok(r) if r.status() == 200 => latencies.push(sent.elapsed()),
-                        _ => failures += 1,
-                    }
-                }
-                (latencies, failures)
-            });
-        }
-        let mut latencies = Vec::with_capacity(requests);
-        let mut failures = 0;
-        while let Some(result) = workers.join_next().await {
-            let (mut l, f) = result.expect("worker");
-            latencies.append(&mut l);
-            failures += f;
-        }
+        let (mut latencies, failures) = if rate > 0 {
+            open_loop(&client, &url, &bodies, rate, concurrency).await
+        } else {
+            closed_loop(&client, &url, &bodies, concurrency).await
+        };
         let elapsed = started.elapsed();
         latencies.sort_unstable();
         let drained = Instant::now();
@@ -107,7 +88,12 @@ fn main() {
         let counts = store.counts().await.expect("counts");
         println!("| metric | value |");
         println!("|---|---|");
-        println!("| requests / concurrency | {requests} / {concurrency} |");
+        let mode = if rate > 0 {
+            format!("open loop at {rate}/s, at most {concurrency} in flight")
+        } else {
+            format!("closed loop, concurrency {concurrency}")
+        };
+        println!("| requests | {requests} ({mode}) |");
         println!("| accepted (200) | {} |", latencies.len());
         println!("| failed | {failures} |");
         println!(
@@ -133,7 +119,7 @@ fn main() {
         println!("| messages applied | {} |", counts.messages);
         // One machine-readable line for scripts/performance-report.py (`make bench`).
         println!(
-            "RESULT bench=load_local requests={requests} concurrency={concurrency} accepted={} \
+            "RESULT bench=load_local requests={requests} concurrency={concurrency} rate={rate} accepted={} \
              failed={failures} accepted_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
              drain_s={:.3} applied={}",
             latencies.len(),
@@ -145,4 +131,94 @@ fn main() {
             counts.messages
         );
     });
+}
+
+/// Posts one webhook; whether it was answered `200`.
+async fn post(client: &reqwest::Client, url: &str, body: &[u8]) -> bool {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await;
+    matches!(response, Ok(r) if r.status() == 200)
+}
+
+/// `concurrency` clients, each sending its next body when the last was answered.
+async fn closed_loop(
+    client: &reqwest::Client,
+    url: &Arc<String>,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    concurrency: usize,
+) -> (Vec<Duration>, usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, bodies, next) =
+            (client.clone(), url.clone(), bodies.clone(), next.clone());
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0usize;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(n) else { break };
+                let sent = Instant::now();
+                if post(&client, &url, body).await {
+                    latencies.push(sent.elapsed());
+                } else {
+                    failures += 1;
+                }
+            }
+            (latencies, failures)
+        });
+    }
+    collect(workers).await
+}
+
+/// Body `n` starts at `n / rate` seconds, answered or not; latency counts from that moment.
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &Arc<String>,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    rate: usize,
+    max_in_flight: usize,
+) -> (Vec<Duration>, usize) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..bodies.len() {
+        let scheduled = start + interval * n as u32;
+        // The timer wheel ticks in milliseconds: requests due within the same tick leave together.
+        tokio::time::sleep_until(scheduled.into()).await;
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let (client, url, bodies) = (client.clone(), url.clone(), bodies.clone());
+        requests.spawn(async move {
+            let answered = post(&client, &url, &bodies[n]).await;
+            drop(permit);
+            if answered {
+                (vec![scheduled.elapsed()], 0)
+            } else {
+                (Vec::new(), 1)
+            }
+        });
+    }
+    collect(requests).await
+}
+
+async fn collect(
+    mut tasks: tokio::task::JoinSet<(Vec<Duration>, usize)>,
+) -> (Vec<Duration>, usize) {
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    while let Some(result) = tasks.join_next().await {
+        let (mut answered, failed) = result.expect("load task");
+        latencies.append(&mut answered);
+        failures += failed;
+    }
+    (latencies, failures)
 }
