@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # `make bench`: every performance figure against its budget, written to docs/performance.md.
 #   1. benches/in_process.rs (criterion): the in-process work per webhook and per processed event;
-#   2. benches/load_local.rs at concurrency 16 and 64 (LOAD_REQUESTS, default 20000);
-#   3. on the emulators: benches/load_aws.rs (LOAD_AWS_REQUESTS, default 2000), then the cold
-#      start of the x86_64 receiver and processor zips (scripts/measure-init.py), if built;
+#   2. benches/load_local.rs: open loop at LOAD_RATE (default 5000/s) for LOAD_RATE_SECONDS (10),
+#      then closed loops at concurrency 16 and 64 (LOAD_REQUESTS, default 20000);
+#   3. on the emulators: benches/load_aws.rs (LOAD_AWS_REQUESTS, default 2000), the DynamoDB
+#      calls per processor path (the contract test that asserts them writes
+#      target/bench/processor_calls.json), then the cold start of the x86_64 receiver and
+#      processor zips (scripts/measure-init.py), if built;
 #   4. scripts/performance-report.py writes docs/performance.md.
 # Raw outputs go to target/bench/. A stage that fails is reported in the page, and the script
 # then exits non-zero.
@@ -21,9 +24,16 @@ if ! $CARGO bench --locked --bench in_process -- --warm-up-time 1 --measurement-
   failed+=(in_process)
 fi
 
+rate="${LOAD_RATE:-5000}"
+echo "bench: local server, open loop at $rate/s" >&2
+if ! LOAD_REQUESTS=$((rate * ${LOAD_RATE_SECONDS:-10})) LOAD_RATE="$rate" \
+  $CARGO bench --locked --bench load_local | tee "$raw/load_local_rate.txt"; then
+  failed+=(load_local_rate)
+fi
+
 for concurrency in 16 64; do
   echo "bench: local server, concurrency $concurrency" >&2
-  if ! LOAD_REQUESTS="${LOAD_REQUESTS:-20000}" LOAD_CONCURRENCY="$concurrency" \
+  if ! LOAD_RATE=0 LOAD_REQUESTS="${LOAD_REQUESTS:-20000}" LOAD_CONCURRENCY="$concurrency" \
     $CARGO bench --locked --bench load_local | tee "$raw/load_local_c$concurrency.txt"; then
     failed+=("load_local_c$concurrency")
   fi
@@ -38,6 +48,9 @@ if ! LOAD_REQUESTS="${LOAD_AWS_REQUESTS:-2000}" CARGO="$CARGO" RAW="$raw" \
     # The receiver prints one metric (EMF JSON) line per request: kept in the file, not shown.
     $CARGO bench --locked --bench load_aws | tee "$RAW/load_aws.txt" | { grep -v "^{" || true; }
     status=$?
+    # The DynamoDB calls per processor path, counted by the contract test that asserts them.
+    $CARGO test --locked --test contract -- --exact \
+      e2e::aws_calls_per_processor_path >"$RAW/processor_calls.txt" 2>&1 || status=1
     python3 scripts/performance-report.py cold-start "$RAW/cold_start.json" || true
     exit $status'; then
   failed+=(load_aws)

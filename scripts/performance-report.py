@@ -307,20 +307,33 @@ def report(raw_dir, seconds, failed):
                      f"alone p50 {batch_p50:.2f} ms per batch of 10, "
                      f"≈ {10_000 / batch_p50:,.0f} events/s)", "—", "—"))
 
-    # Local server.
+    # Local server: the budget is a sustained rate (open loop), the closed loops show the peak.
+    local = results_line(os.path.join(raw_dir, "load_local_rate.txt"))
+    budget = f"≥ {BUDGET_LOCAL_RATE:,.0f}/s sustained, p99 ≤ {BUDGET_LOCAL_P99_MS:.0f} ms"
+    label = "local server, open loop: webhooks offered at a fixed rate, accept p99"
+    if local is None:
+        rows.append((label, "no result (`load_local` did not run)", budget, "**missed**"))
+    else:
+        offered, requests = float(local["rate"]), int(local["requests"])
+        accepted, failures = int(local["accepted"]), int(local["failed"])
+        rate, p99 = float(local["accepted_per_s"]), float(local["p99_ms"])
+        # Kept pace: every request accepted, the last one within 1% of the schedule's length.
+        ok = (offered >= BUDGET_LOCAL_RATE and accepted == requests and failures == 0
+              and rate >= 0.99 * offered and p99 <= BUDGET_LOCAL_P99_MS)
+        rows.append((f"{label} ({offered:,.0f}/s for {requests / offered:.0f} s, "
+                     f"{requests:,} requests)",
+                     f"{accepted:,} accepted, {failures} failed, {rate:,.0f}/s over the run; "
+                     f"p99 {p99:.2f} ms (p50 {float(local['p50_ms']):.2f} ms, max "
+                     f"{float(local['max_ms']):.2f} ms)", budget, verdict(ok)))
     for concurrency in (16, 64):
         local = results_line(os.path.join(raw_dir, f"load_local_c{concurrency}.txt"))
-        label = f"local server at concurrency {concurrency}: accepted/s and accept p99"
-        budget = f"≥ {BUDGET_LOCAL_RATE:,.0f}/s and p99 ≤ {BUDGET_LOCAL_P99_MS:.0f} ms"
+        label = f"local server, closed loop at concurrency {concurrency}: peak accepted/s"
         if local is None:
-            rows.append((label, "no result (`load_local` did not run)", budget, "**missed**"))
+            rows.append((label, "no result (`load_local` did not run)", "—", "—"))
             continue
-        rate, p99 = float(local["accepted_per_s"]), float(local["p99_ms"])
-        failures = int(local["failed"])
-        ok = rate >= BUDGET_LOCAL_RATE and p99 <= BUDGET_LOCAL_P99_MS and failures == 0
-        rows.append((f"{label} ({local['requests']} requests, {failures} failed)",
-                     f"{rate:,.0f}/s, p99 {p99:.2f} ms (p50 {float(local['p50_ms']):.2f} ms)",
-                     budget, verdict(ok)))
+        rows.append((f"{label} ({local['requests']} requests, {local['failed']} failed)",
+                     f"{float(local['accepted_per_s']):,.0f}/s, p99 {float(local['p99_ms']):.2f} ms "
+                     f"(p50 {float(local['p50_ms']):.2f} ms)", "—", "—"))
 
     # Cold start: zip sizes.
     for arch in ARCHES:
@@ -377,6 +390,7 @@ def report(raw_dir, seconds, failed):
         "|---|---|---|---|",
     ]
     lines += [f"| {figure} | {value} | {budget} | {ok} |" for figure, value, budget, ok in rows]
+    lines += processor_calls_section(raw_dir)
     lines += [
         "",
         "How each figure is measured:",
@@ -390,8 +404,14 @@ def report(raw_dir, seconds, failed):
         "time from request to `200` through the receiver's router, over the median of the bare "
         "conditional `PutItem` + `SendMessage` with the same clients.",
         "- **Local throughput** (`benches/load_local.rs`): distinct webhooks over HTTP to the "
-        "local server (SQLite, fsync'd group commit) with the client in the same process, at "
-        "concurrency 16 and 64.",
+        "local server (SQLite, fsync'd group commit, the local processor applying them at the "
+        "same time) with the client in the same process on the same cores. The budget row is "
+        "an open loop: requests start on a fixed schedule whether or not earlier ones were "
+        "answered, and each latency counts from its scheduled start, so falling behind shows "
+        "(no coordinated omission); met when every request is accepted, the run ends within "
+        "1% of the schedule and p99 is within budget. The closed loops (each of 16 or 64 "
+        "clients sends its next request when answered) give the peak rate; their latency is "
+        "mostly queueing (Little's law: concurrency / rate).",
         "- **Cold start**: zip sizes of `target/lambda/<arch>/<function>/bootstrap.zip` "
         f"(`make build`; MB = {MB:,} bytes). Init and peak RSS by `scripts/measure-init.py` "
         "(a local Lambda Runtime API) on the x86_64 binaries, the arm64 ones cannot run here, "
@@ -407,6 +427,29 @@ def report(raw_dir, seconds, failed):
     print(f"wrote {os.path.relpath(OUTPUT, ROOT)}")
     for figure, value, budget, ok in rows:
         print(f"  {figure}: {value} [{budget}] {ok}")
+
+
+def processor_calls_section(raw_dir):
+    """The DynamoDB calls per processor path, from the contract test that asserts them."""
+    path = os.path.join(raw_dir, "processor_calls.json")
+    out = ["", "## State writes per event, by processor path", ""]
+    if not os.path.exists(path):
+        return out + ["No result: `e2e::aws_calls_per_processor_path` did not run."]
+    out += [
+        "Counted on the wire by `tests/contract/e2e.rs` (`aws_calls_per_processor_path`, which "
+        "asserts these exact numbers) against DynamoDB Local. Every write is a single-item "
+        "`UpdateItem` or `PutItem`; a write refused on its condition is billed like one that "
+        "succeeds. The receiver makes one conditional `PutItem` and one `SendMessage` per "
+        "request on every path (`aws_calls_per_receive_path`), with no reads.",
+        "",
+        "| path | UpdateItem | PutItem | GetItem | writes |",
+        "|---|---|---|---|---|",
+    ]
+    for row in json.load(open(path)):
+        calls = row["calls"]
+        update, put, get = (calls.get(name, 0) for name in ("UpdateItem", "PutItem", "GetItem"))
+        out.append(f"| {row['path']} | {update} | {put} | {get} | {update + put} |")
+    return out
 
 
 # Durations on AWS, where a DynamoDB or SQS call takes a few milliseconds (the emulators here are

@@ -517,6 +517,117 @@ impl Deployment {
     }
 }
 
+/// The DynamoDB calls the processor makes for one event on each path, counted on the wire and
+/// written to `target/bench/processor_calls.json` for docs/performance.md (`make bench`).
+/// A write that DynamoDB refuses on its condition (an older status arriving late) still counts:
+/// it is billed like one that succeeds.
+#[tokio::test]
+async fn aws_calls_per_processor_path() {
+    let deployment = Deployment::new().await;
+    let tap = &deployment.processor_tap;
+    let mut table: Vec<(&str, BTreeMap<String, usize>)> = Vec::new();
+    let mut path = async |name: &'static str, body: Value, expected: &[(&str, usize)]| {
+        let queued = QueuedEvent {
+            key: name.into(),
+            received_at: 1_764_238_600,
+            body: body.to_string(),
+        };
+        let applied = wati_ingest::processor::apply(&deployment.state, &queued).await;
+        assert!(applied.is_ok(), "{name}: {applied:?}");
+        let seen = std::mem::take(&mut *tap.0.calls.lock().unwrap());
+        let expected: BTreeMap<String, usize> =
+            expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        assert_eq!(seen, expected, "{name}");
+        table.push((name, seen));
+    };
+    let sent = serde_json::json!({"eventType": "templateMessageSent", "id": "m1",
+        "whatsappMessageId": "wamid.M1", "waId": "14155550101", "timestamp": "1764238500"});
+    path(
+        "first event of a message (Wati id, wamid, phone)",
+        sent,
+        &[("UpdateItem", 1), ("PutItem", 1)],
+    )
+    .await;
+    let delivered = serde_json::json!({"eventType": "sentMessageDELIVERED_v2", "id": "m1",
+        "whatsappMessageId": "wamid.M1", "localMessageId": "l1", "timestamp": "1764238510"});
+    path(
+        "next status, first to carry the sender's local id",
+        delivered.clone(),
+        &[("UpdateItem", 1), ("PutItem", 1)],
+    )
+    .await;
+    path(
+        "the same status again (a duplicate)",
+        delivered,
+        &[("UpdateItem", 1)],
+    )
+    .await;
+    let read = serde_json::json!({"eventType": "sentMessageREAD", "id": "m1",
+        "whatsappMessageId": "wamid.M1", "timestamp": "1764238520"});
+    path(
+        "a later status of a known message",
+        read,
+        &[("UpdateItem", 1)],
+    )
+    .await;
+    let older = serde_json::json!({"eventType": "sentMessageDELIVERED", "id": "m1",
+        "whatsappMessageId": "wamid.M1", "timestamp": "1764238505"});
+    path(
+        "an older time arriving late (refused on its condition)",
+        older,
+        &[("UpdateItem", 1)],
+    )
+    .await;
+    let overtaking = serde_json::json!({"eventType": "sentMessageREAD", "id": "m2",
+        "whatsappMessageId": "wamid.M2", "timestamp": "1764238530"});
+    path(
+        "a status before its message (READ first)",
+        overtaking,
+        &[("UpdateItem", 1), ("PutItem", 1)],
+    )
+    .await;
+    let meta_only = serde_json::json!({"eventType": "sentMessageREPLIED",
+        "whatsappMessageId": "wamid.M2", "timestamp": "1764238540"});
+    path(
+        "a status naming only Meta's id",
+        meta_only,
+        &[("GetItem", 2), ("UpdateItem", 1)],
+    )
+    .await;
+    let inbound = serde_json::json!({"eventType": "message", "id": "m3", "owner": false,
+        "whatsappMessageId": "wamid.M3", "waId": "14155550102", "bsuid": "US.13491208655302741918",
+        "timestamp": "1764238550"});
+    // The wamid alias, and the link between phone and BSUID in both directions.
+    path(
+        "an inbound message naming phone and BSUID",
+        inbound,
+        &[("UpdateItem", 1), ("PutItem", 3)],
+    )
+    .await;
+    let review = serde_json::json!({"eventType": "templateReviewed", "id": "t1",
+        "newTemplateStatus": "APPROVED"});
+    path("an event about no message (template review)", review, &[]).await;
+    let unusable = serde_json::json!({"eventType": "sentMessageREAD", "timestamp": "1764238560"});
+    path(
+        "a message event naming no message (quarantined)",
+        unusable,
+        &[("PutItem", 1)],
+    )
+    .await;
+
+    let rows: Vec<Value> = table
+        .iter()
+        .map(|(name, calls)| serde_json::json!({"path": name, "calls": calls}))
+        .collect();
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("processor_calls.json"),
+        serde_json::to_vec_pretty(&rows).unwrap(),
+    )
+    .unwrap();
+}
+
 /// The AWS calls each receive path makes, counted: the happy path is one conditional PutItem and
 /// one SendMessage, a duplicate the same (its copy is re-sent), and the fallbacks add only what they need.
 #[tokio::test]
