@@ -73,6 +73,7 @@ fn main() {
             .pool_max_idle_per_host(concurrency)
             .build()
             .expect("client");
+        let written_before = disk_bytes_written();
         let started = Instant::now();
         let (mut latencies, failures) = if rate > 0 {
             open_loop(&client, &url, &bodies, rate, concurrency).await
@@ -86,6 +87,10 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let counts = store.counts().await.expect("counts");
+        // Bytes this process sent to the disk (WAL, checkpoints) per accepted webhook, processing
+        // included; 0 where /proc/self/io is unavailable.
+        let written_per_event = disk_bytes_written().saturating_sub(written_before) as f64
+            / latencies.len().max(1) as f64;
         println!("| metric | value |");
         println!("|---|---|");
         let mode = if rate > 0 {
@@ -117,20 +122,37 @@ fn main() {
             drained.elapsed().as_secs_f64()
         );
         println!("| messages applied | {} |", counts.messages);
+        println!(
+            "| disk bytes written per webhook | {:.0} |",
+            written_per_event
+        );
         // One machine-readable line for scripts/performance-report.py (`make bench`).
         println!(
             "RESULT bench=load_local requests={requests} concurrency={concurrency} rate={rate} accepted={} \
              failed={failures} accepted_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
-             drain_s={:.3} applied={}",
+             drain_s={:.3} applied={} disk_bytes_per_event={:.0}",
             latencies.len(),
             latencies.len() as f64 / elapsed.as_secs_f64(),
             percentile(&latencies, 0.50).as_secs_f64() * 1e3,
             percentile(&latencies, 0.99).as_secs_f64() * 1e3,
             latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
             drained.elapsed().as_secs_f64(),
-            counts.messages
+            counts.messages,
+            written_per_event
         );
     });
+}
+
+/// `write_bytes` of /proc/self/io: what this process caused to be written to storage.
+fn disk_bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|line| line.strip_prefix("write_bytes:"))
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Posts one webhook; whether it was answered `200`.

@@ -308,23 +308,32 @@ def report(raw_dir, seconds, failed):
                      f"≈ {10_000 / batch_p50:,.0f} events/s)", "—", "—"))
 
     # Local server: the budget is a sustained rate (open loop), the closed loops show the peak.
-    local = results_line(os.path.join(raw_dir, "load_local_rate.txt"))
+    runs = sorted(glob.glob(os.path.join(raw_dir, "load_local_rate_*.txt")),
+                  key=lambda path: int(path.rsplit("_", 1)[1].split(".")[0]))
+    results = [found for found in map(results_line, runs) if found is not None]
     budget = f"≥ {BUDGET_LOCAL_RATE:,.0f}/s sustained, p99 ≤ {BUDGET_LOCAL_P99_MS:.0f} ms"
     label = "local server, open loop: webhooks offered at a fixed rate, accept p99"
-    if local is None:
-        rows.append((label, "no result (`load_local` did not run)", budget, "**missed**"))
+    if not results or len(results) < len(runs):
+        rows.append((label, "no result (`load_local` did not run or failed)", budget,
+                     "**missed**"))
     else:
+        # Judged on the median run by p99; every run is listed beside it.
+        local = sorted(results, key=lambda found: float(found["p99_ms"]))[len(results) // 2]
         offered, requests = float(local["rate"]), int(local["requests"])
         accepted, failures = int(local["accepted"]), int(local["failed"])
         rate, p99 = float(local["accepted_per_s"]), float(local["p99_ms"])
         # Kept pace: every request accepted, the last one within 1% of the schedule's length.
         ok = (offered >= BUDGET_LOCAL_RATE and accepted == requests and failures == 0
               and rate >= 0.99 * offered and p99 <= BUDGET_LOCAL_P99_MS)
+        every_run = ", ".join(f"{float(found['p99_ms']):.2f}" for found in results)
+        disk = local.get("disk_bytes_per_event")
+        disk_note = f"; {float(disk) / 1024:.1f} KiB written to disk per webhook" if disk else ""
         rows.append((f"{label} ({offered:,.0f}/s for {requests / offered:.0f} s, "
-                     f"{requests:,} requests)",
+                     f"{requests:,} requests; median of {len(results)} runs by p99)",
                      f"{accepted:,} accepted, {failures} failed, {rate:,.0f}/s over the run; "
                      f"p99 {p99:.2f} ms (p50 {float(local['p50_ms']):.2f} ms, max "
-                     f"{float(local['max_ms']):.2f} ms)", budget, verdict(ok)))
+                     f"{float(local['max_ms']):.2f} ms; p99 of each run: {every_run} ms"
+                     f"{disk_note})", budget, verdict(ok)))
     for concurrency in (16, 64):
         local = results_line(os.path.join(raw_dir, f"load_local_c{concurrency}.txt"))
         label = f"local server, closed loop at concurrency {concurrency}: peak accepted/s"
@@ -409,7 +418,9 @@ def report(raw_dir, seconds, failed):
         "an open loop: requests start on a fixed schedule whether or not earlier ones were "
         "answered, and each latency counts from its scheduled start, so falling behind shows "
         "(no coordinated omission); met when every request is accepted, the run ends within "
-        "1% of the schedule and p99 is within budget. The closed loops (each of 16 or 64 "
+        "1% of the schedule and p99 is within budget; it runs `LOAD_RATE_RUNS` (3) times and the "
+        "run with the median p99 is judged. Disk bytes per webhook come from `/proc/self/io` "
+        "(WAL, checkpoints and the processor's writes together). The closed loops (each of 16 or 64 "
         "clients sends its next request when answered) give the peak rate; their latency is "
         "mostly queueing (Little's law: concurrency / rate).",
         "- **Cold start**: zip sizes of `target/lambda/<arch>/<function>/bootstrap.zip` "
