@@ -2,7 +2,8 @@
 # `make bench`: every performance figure against its budget, written to docs/performance.md.
 #   1. benches/in_process.rs (criterion): the in-process work per webhook and per processed event;
 #   2. benches/load_local.rs: LOAD_RATE_RUNS (3) open loops at LOAD_RATE (default 5000/s) for
-#      LOAD_RATE_SECONDS (10) each, then closed loops at concurrency 16 and 64 (LOAD_REQUESTS, default 20000);
+#      LOAD_RATE_SECONDS (10) each, then closed loops at concurrency 16 and 64 (LOAD_REQUESTS,
+#      default 20000);
 #   3. on the emulators: benches/load_aws.rs (LOAD_AWS_REQUESTS, default 2000), the DynamoDB
 #      calls per processor path (the contract test that asserts them writes
 #      target/bench/processor_calls.json), then the cold start of the x86_64 receiver and

@@ -89,11 +89,11 @@ def measure_once():
 
 # A run that fails is tried once more (the emulators can stall right after a load test); the
 # output says so, and a second failure ends the measurement.
-results, retried = [], []
+results, first_failure, retries = [], None, 0
 for _ in range(runs):
     outcome = measure_once()
     if isinstance(outcome, str):
-        retried.append(outcome)
+        first_failure, retries = first_failure or outcome, retries + 1
         outcome = measure_once()
         if isinstance(outcome, str):
             sys.exit(f"{binary} {outcome}")
@@ -105,5 +105,5 @@ print(f"init (start -> first poll, clients built, connections warmed): median "
       f"{inits[len(inits) // 2]:.1f} ms, min {inits[0]:.1f} ms; init + first invoke: median "
       f"{times[len(times) // 2]:.1f} ms, min {times[0]:.1f} ms over {runs} runs; "
       f"peak RSS {max(r[1] for r in results):.1f} MB; answer {results[-1][3]!r}")
-if retried:
-    print(f"({len(retried)} run(s) retried; first failure: {retried[0][:200]})", file=sys.stderr)
+if retries:
+    print(f"({retries} run(s) retried; first failure: {first_failure[:200]})", file=sys.stderr)
