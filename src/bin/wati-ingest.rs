@@ -71,7 +71,7 @@ async fn serve() -> Result<(), Error> {
             config.data_dir.join("api_token").display()
         ),
     }
-    println!("data: {}", pipeline.store.path().display());
+    println!("data: {}", config.data_dir.display());
     let _processor = pipeline.spawn_processor();
     pipeline.serve(listener, shutdown_signal()).await?;
     Ok(())

@@ -1,6 +1,13 @@
-//! The embedded store: ledger, queue and state in one SQLite database (WAL, `synchronous=FULL`).
+//! The embedded store: ledger, queue and state in two SQLite databases (WAL, `synchronous=FULL`).
 //!
-//! All writes go through one writer thread that commits whatever is pending as one transaction
+//! The intake database (`<name>.db`: ledger, queue, quarantine, dead letters) takes what the
+//! receiver must make durable before its `200`; the state database (`<name>.state.db`: messages and
+//! their ids) takes the processor's updates. Apart, a webhook's `200` waits only for intake pages
+//! (about one random index page per event, against five more for the state's indexes), and the
+//! intake WAL fills slowly enough that its restarts (below) are rare and short. Nothing needs both
+//! at once: the processor applies, then acknowledges, and applying twice is harmless.
+//!
+//! Each database's writes go through one writer thread that commits whatever is pending as one transaction
 //! (group commit): each caller's work runs in its own savepoint, and its reply is sent only after
 //! the commit is on disk. So every `200` the receiver gives is backed by a durable write, and the
 //! fsync cost is shared by concurrent requests. Reads use their own connection (WAL lets them run
@@ -38,7 +45,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// checkpointer running beside a writer that never pauses cannot achieve on its own.
 const WAL_RESTART_PAGES: i64 = 4_096;
 
-const SCHEMA: &str = r#"
+const INTAKE_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS ledger (
     key         TEXT PRIMARY KEY,
     event_type  TEXT NOT NULL,
@@ -72,6 +79,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts    INTEGER NOT NULL,
     error       TEXT NOT NULL
 );
+"#;
+
+const STATE_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
     id     TEXT PRIMARY KEY,
     wa_id  TEXT,
@@ -117,94 +127,58 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
-    jobs: Mutex<mpsc::Sender<Box<dyn WriteJob>>>,
-    reader: Mutex<Connection>,
+    intake: Database,
+    state: Database,
     /// Woken after each enqueue so the local processor does not poll.
     queue_ready: Notify,
+}
+
+/// One SQLite file: a writer thread committing in groups, a reader connection and a checkpointer.
+struct Database {
+    jobs: Mutex<mpsc::Sender<Box<dyn WriteJob>>>,
+    reader: Arc<Mutex<Connection>>,
     path: PathBuf,
-    /// Dropped with the store: tells the checkpointer thread to finish.
+    /// Dropped with the database: tells the checkpointer thread to finish.
     _stop_checkpointer: mpsc::Sender<()>,
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the database at `path` and starts its writer thread. Events that were
-    /// in flight when a previous process died become visible again at once.
+    /// Opens (or creates) the intake database at `path` and the state database beside it, and
+    /// starts their threads. Events that were in flight when a previous process died become
+    /// visible again at once.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let writer = connect(path)?;
-        writer
-            .execute_batch(SCHEMA)
-            .map_err(|e| StoreError::unavailable("create schema", e))?;
-        writer
-            .execute("UPDATE queue SET visible_at = 0 WHERE visible_at > 0", [])
-            .map_err(|e| StoreError::unavailable("reset in-flight events", e))?;
-        let reader = connect(path)?;
-        let checkpointer = connect(path)?;
-        let restart_wanted = Arc::new(AtomicBool::new(false));
-        let restart_request = Arc::clone(&restart_wanted);
-        let (jobs, pending) = mpsc::channel::<Box<dyn WriteJob>>();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, pending, restart_wanted))
-            .map_err(|e| StoreError::unavailable("start writer thread", e))?;
-        let (stop_checkpointer, stop) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, stop, restart_request))
-            .map_err(|e| StoreError::unavailable("start checkpoint thread", e))?;
+        let state_path = path.with_extension("state.db");
+        let state = Database::open(&state_path, STATE_SCHEMA, |_| Ok(()))?;
+        let intake = Database::open(path, INTAKE_SCHEMA, |writer| {
+            move_state_out_of_intake(writer, &state_path)
+                .map_err(|e| StoreError::unavailable("move state to its own database", e))?;
+            writer
+                .execute("UPDATE queue SET visible_at = 0 WHERE visible_at > 0", [])
+                .map_err(|e| StoreError::unavailable("reset in-flight events", e))?;
+            Ok(())
+        })?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
-                jobs: Mutex::new(jobs),
-                reader: Mutex::new(reader),
+                intake,
+                state,
                 queue_ready: Notify::new(),
-                path: path.to_owned(),
-                _stop_checkpointer: stop_checkpointer,
             }),
         })
     }
 
+    /// The intake database's path (the state database sits beside it, as `*.state.db`).
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.intake.path
     }
 
-    /// Runs `work` in the next group commit; resolves once it is durable.
-    async fn write<R, F>(&self, operation: &'static str, work: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
-    {
-        let (reply, outcome) = oneshot::channel();
-        let job = Box::new(PendingWrite {
-            operation,
-            work: Some(work),
-            result: None,
-            reply,
-        });
-        self.inner
-            .jobs
-            .lock()
-            .map_err(|_| StoreError::unavailable(operation, "writer lock poisoned"))?
-            .send(job)
-            .map_err(|_| StoreError::unavailable(operation, "writer thread stopped"))?;
-        outcome
-            .await
-            .map_err(|_| StoreError::unavailable(operation, "writer thread stopped"))?
+    /// Ledger, queue, quarantine and dead letters.
+    fn intake(&self) -> &Database {
+        &self.inner.intake
     }
 
-    async fn read<R, F>(&self, operation: &'static str, work: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let conn = inner
-                .reader
-                .lock()
-                .map_err(|_| StoreError::unavailable(operation, "reader lock poisoned"))?;
-            work(&conn).map_err(|e| StoreError::unavailable(operation, e))
-        })
-        .await
-        .map_err(|e| StoreError::unavailable(operation, e))?
+    /// Messages and the ids that name them.
+    fn state(&self) -> &Database {
+        &self.inner.state
     }
 
     /// Waits until something may have been enqueued (or returns at once if it already was).
@@ -218,90 +192,103 @@ impl EmbeddedStore {
         limit: u32,
         visibility_ms: i64,
     ) -> Result<Vec<Delivery>, StoreError> {
-        self.write("receive from queue", move |conn| {
-            let now = now_ms();
-            let mut statement = conn.prepare_cached(
-                "UPDATE queue SET visible_at = ?1, attempts = attempts + 1
+        self.intake()
+            .write("receive from queue", move |conn| {
+                let now = now_ms();
+                let mut statement = conn.prepare_cached(
+                    "UPDATE queue SET visible_at = ?1, attempts = attempts + 1
                  WHERE seq IN (SELECT seq FROM queue WHERE visible_at <= ?2 ORDER BY seq LIMIT ?3)
                  RETURNING seq, attempts, key, received_at, body",
-            )?;
-            let rows = statement.query_map(params![now + visibility_ms, now, limit], |row| {
-                Ok(Delivery {
-                    seq: row.get(0)?,
-                    attempts: row.get(1)?,
-                    event: QueuedEvent {
-                        key: row.get(2)?,
-                        received_at: row.get(3)?,
-                        body: row.get(4)?,
-                    },
-                })
-            })?;
-            let mut deliveries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            deliveries.sort_by_key(|d| d.seq);
-            Ok(deliveries)
-        })
-        .await
+                )?;
+                let rows =
+                    statement.query_map(params![now + visibility_ms, now, limit], |row| {
+                        Ok(Delivery {
+                            seq: row.get(0)?,
+                            attempts: row.get(1)?,
+                            event: QueuedEvent {
+                                key: row.get(2)?,
+                                received_at: row.get(3)?,
+                                body: row.get(4)?,
+                            },
+                        })
+                    })?;
+                let mut deliveries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                deliveries.sort_by_key(|d| d.seq);
+                Ok(deliveries)
+            })
+            .await
     }
 
     /// Removes processed events from the queue.
     pub async fn acknowledge(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
-        self.write("acknowledge", move |conn| {
-            let mut statement = conn.prepare_cached("DELETE FROM queue WHERE seq = ?1")?;
-            for seq in seqs {
-                statement.execute([seq])?;
-            }
-            Ok(())
-        })
-        .await
+        self.intake()
+            .write("acknowledge", move |conn| {
+                let mut statement = conn.prepare_cached("DELETE FROM queue WHERE seq = ?1")?;
+                for seq in seqs {
+                    statement.execute([seq])?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Makes a failed event visible again after `delay_ms`.
     pub async fn retry_later(&self, seq: i64, delay_ms: i64) -> Result<(), StoreError> {
-        self.write("retry later", move |conn| {
-            conn.execute(
-                "UPDATE queue SET visible_at = ?1 WHERE seq = ?2",
-                params![now_ms() + delay_ms, seq],
-            )?;
-            Ok(())
-        })
-        .await
+        self.intake()
+            .write("retry later", move |conn| {
+                conn.execute(
+                    "UPDATE queue SET visible_at = ?1 WHERE seq = ?2",
+                    params![now_ms() + delay_ms, seq],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     /// Moves an event that kept failing to the dead-letter table.
     pub async fn dead_letter(&self, seq: i64, error: String) -> Result<(), StoreError> {
-        self.write("dead-letter", move |conn| {
-            conn.execute(
+        self.intake()
+            .write("dead-letter", move |conn| {
+                conn.execute(
                 "INSERT OR REPLACE INTO dead_letters (seq, key, received_at, body, attempts, error)
                  SELECT seq, key, received_at, body, attempts, ?2 FROM queue WHERE seq = ?1",
                 params![seq, error],
             )?;
-            conn.execute("DELETE FROM queue WHERE seq = ?1", [seq])?;
-            Ok(())
-        })
-        .await
+                conn.execute("DELETE FROM queue WHERE seq = ?1", [seq])?;
+                Ok(())
+            })
+            .await
     }
 
     pub async fn counts(&self) -> Result<Counts, StoreError> {
-        self.read("count", |conn| {
-            let count = |table: &str| -> rusqlite::Result<u64> {
-                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
-                    row.get(0)
-                })
-            };
-            Ok(Counts {
-                ledger: count("ledger")?,
-                queued: count("queue")?,
-                quarantined: count("quarantine")?,
-                dead_letters: count("dead_letters")?,
-                messages: count("messages")?,
+        let (ledger, queued, quarantined, dead_letters) = self
+            .intake()
+            .read("count", |conn| {
+                Ok((
+                    count_rows(conn, "ledger")?,
+                    count_rows(conn, "queue")?,
+                    count_rows(conn, "quarantine")?,
+                    count_rows(conn, "dead_letters")?,
+                ))
             })
+            .await?;
+        let messages = self
+            .state()
+            .read("count", |conn| count_rows(conn, "messages"))
+            .await?;
+        Ok(Counts {
+            ledger,
+            queued,
+            quarantined,
+            dead_letters,
+            messages,
         })
-        .await
     }
 
     /// Moves every dead-lettered event back onto the queue; returns how many.
     pub async fn redrive_dead_letters(&self) -> Result<usize, StoreError> {
         let moved = self
+            .intake()
             .write("redrive dead letters", |conn| {
                 let moved = conn.execute(
                     "INSERT INTO queue (key, received_at, body, attempts, visible_at)
@@ -319,59 +306,176 @@ impl EmbeddedStore {
     /// The raw body kept for a quarantined key, if any.
     pub async fn quarantined_body(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = key.to_owned();
-        self.read("read quarantine", move |conn| {
-            conn.query_row("SELECT body FROM quarantine WHERE key = ?1", [key], |row| {
-                row.get(0)
+        self.intake()
+            .read("read quarantine", move |conn| {
+                conn.query_row("SELECT body FROM quarantine WHERE key = ?1", [key], |row| {
+                    row.get(0)
+                })
+                .optional()
             })
-            .optional()
+            .await
+    }
+}
+
+impl Database {
+    /// Opens `path`, creates `schema`, runs `prepare` on the writer connection before any other
+    /// connection exists, then starts the writer and checkpointer threads.
+    fn open(
+        path: &Path,
+        schema: &str,
+        prepare: impl FnOnce(&Connection) -> Result<(), StoreError>,
+    ) -> Result<Self, StoreError> {
+        let writer = connect(path)?;
+        writer
+            .execute_batch(schema)
+            .map_err(|e| StoreError::unavailable("create schema", e))?;
+        prepare(&writer)?;
+        let reader = connect(path)?;
+        let checkpointer = connect(path)?;
+        let restart_wanted = Arc::new(AtomicBool::new(false));
+        let restart_request = Arc::clone(&restart_wanted);
+        let (jobs, pending) = mpsc::channel::<Box<dyn WriteJob>>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer, pending, restart_wanted))
+            .map_err(|e| StoreError::unavailable("start writer thread", e))?;
+        let (stop_checkpointer, stop) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stop, restart_request))
+            .map_err(|e| StoreError::unavailable("start checkpoint thread", e))?;
+        Ok(Database {
+            jobs: Mutex::new(jobs),
+            reader: Arc::new(Mutex::new(reader)),
+            path: path.to_owned(),
+            _stop_checkpointer: stop_checkpointer,
+        })
+    }
+
+    /// Runs `work` in the next group commit; resolves once it is durable.
+    async fn write<R, F>(&self, operation: &'static str, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let (reply, outcome) = oneshot::channel();
+        let job = Box::new(PendingWrite {
+            operation,
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| StoreError::unavailable(operation, "writer lock poisoned"))?
+            .send(job)
+            .map_err(|_| StoreError::unavailable(operation, "writer thread stopped"))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::unavailable(operation, "writer thread stopped"))?
+    }
+
+    async fn read<R, F>(&self, operation: &'static str, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let conn = reader
+                .lock()
+                .map_err(|_| StoreError::unavailable(operation, "reader lock poisoned"))?;
+            work(&conn).map_err(|e| StoreError::unavailable(operation, e))
         })
         .await
+        .map_err(|e| StoreError::unavailable(operation, e))?
     }
+}
+
+/// Stores made before the split kept messages in the intake database: copy them to the state
+/// database, then drop them. Re-running after a crash between the two steps copies nothing twice
+/// (`OR IGNORE`) and keeps any newer state already applied.
+fn move_state_out_of_intake(intake: &Connection, state_path: &Path) -> rusqlite::Result<()> {
+    let has_messages: bool = intake.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'messages')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_messages {
+        return Ok(());
+    }
+    intake.execute(
+        "ATTACH DATABASE ?1 AS state",
+        [state_path.to_string_lossy()],
+    )?;
+    let moved = intake.execute_batch(
+        "BEGIN;
+         INSERT OR IGNORE INTO state.messages (id, wa_id, bsuid, record)
+             SELECT id, wa_id, bsuid, record FROM main.messages;
+         INSERT OR IGNORE INTO state.message_ids (alias, id) SELECT alias, id FROM main.message_ids;
+         INSERT OR IGNORE INTO state.contact_ids (bsuid, wa_id)
+             SELECT bsuid, wa_id FROM main.contact_ids;
+         COMMIT;",
+    );
+    let detached = intake.execute_batch("DETACH DATABASE state");
+    moved?;
+    detached?;
+    intake.execute_batch(
+        "BEGIN;
+         DROP TABLE main.messages;
+         DROP TABLE main.message_ids;
+         DROP TABLE main.contact_ids;
+         COMMIT;",
+    )
 }
 
 #[async_trait]
 impl Ledger for EmbeddedStore {
     async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, StoreError> {
         let entry = entry.clone();
-        self.write("record in ledger", move |conn| record_in(conn, &entry))
+        self.intake()
+            .write("record in ledger", move |conn| record_in(conn, &entry))
             .await
     }
 
     async fn mark_for_redrive(&self, key: &str, at: i64) -> Result<(), StoreError> {
         let key = key.to_owned();
-        self.write("mark for redrive", move |conn| {
-            conn.execute(
-                "UPDATE ledger SET redrive_at = ?2 WHERE key = ?1",
-                params![key, at],
-            )?;
-            Ok(())
-        })
-        .await
+        self.intake()
+            .write("mark for redrive", move |conn| {
+                conn.execute(
+                    "UPDATE ledger SET redrive_at = ?2 WHERE key = ?1",
+                    params![key, at],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError> {
-        self.read("list redrive marks", move |conn| {
-            conn.prepare_cached(
-                "SELECT key, received_at, body FROM ledger WHERE redrive_at IS NOT NULL
+        self.intake()
+            .read("list redrive marks", move |conn| {
+                conn.prepare_cached(
+                    "SELECT key, received_at, body FROM ledger WHERE redrive_at IS NOT NULL
                  ORDER BY redrive_at LIMIT ?1",
-            )?
-            .query_map([limit], queued_from_row)?
-            .collect()
-        })
-        .await
+                )?
+                .query_map([limit], queued_from_row)?
+                .collect()
+            })
+            .await
     }
 
     async fn archived(&self, key: &str) -> Result<Option<QueuedEvent>, StoreError> {
         let key = key.to_owned();
-        self.read("read ledger", move |conn| {
-            conn.query_row(
-                "SELECT key, received_at, body FROM ledger WHERE key = ?1",
-                [key],
-                queued_from_row,
-            )
-            .optional()
-        })
-        .await
+        self.intake()
+            .read("read ledger", move |conn| {
+                conn.query_row(
+                    "SELECT key, received_at, body FROM ledger WHERE key = ?1",
+                    [key],
+                    queued_from_row,
+                )
+                .optional()
+            })
+            .await
     }
 
     async fn archived_between(
@@ -379,37 +483,40 @@ impl Ledger for EmbeddedStore {
         since: i64,
         until: i64,
     ) -> Result<Vec<QueuedEvent>, StoreError> {
-        self.read("scan ledger", move |conn| {
-            conn.prepare_cached(
-                "SELECT key, received_at, body FROM ledger
+        self.intake()
+            .read("scan ledger", move |conn| {
+                conn.prepare_cached(
+                    "SELECT key, received_at, body FROM ledger
                  WHERE received_at BETWEEN ?1 AND ?2 ORDER BY received_at, key",
-            )?
-            .query_map(params![since, until], queued_from_row)?
-            .collect()
-        })
-        .await
+                )?
+                .query_map(params![since, until], queued_from_row)?
+                .collect()
+            })
+            .await
     }
 
     async fn clear_redrive(&self, key: &str) -> Result<(), StoreError> {
         let key = key.to_owned();
-        self.write("clear redrive mark", move |conn| {
-            conn.execute("UPDATE ledger SET redrive_at = NULL WHERE key = ?1", [key])?;
-            Ok(())
-        })
-        .await
+        self.intake()
+            .write("clear redrive mark", move |conn| {
+                conn.execute("UPDATE ledger SET redrive_at = NULL WHERE key = ?1", [key])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn quarantine(&self, entry: &QuarantineEntry) -> Result<(), StoreError> {
         let entry = entry.clone();
-        self.write("quarantine", move |conn| {
-            conn.execute(
-                "INSERT INTO quarantine (key, reason, body, received_at, stage)
+        self.intake()
+            .write("quarantine", move |conn| {
+                conn.execute(
+                    "INSERT INTO quarantine (key, reason, body, received_at, stage)
                  VALUES (?1, ?2, ?3, ?4, 'receiver') ON CONFLICT (key) DO NOTHING",
-                params![entry.key, entry.reason, entry.body, entry.received_at],
-            )?;
-            Ok(())
-        })
-        .await
+                    params![entry.key, entry.reason, entry.body, entry.received_at],
+                )?;
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -417,7 +524,8 @@ impl Ledger for EmbeddedStore {
 impl Queue for EmbeddedStore {
     async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError> {
         let event = event.clone();
-        self.write("enqueue", move |conn| enqueue_in(conn, &event))
+        self.intake()
+            .write("enqueue", move |conn| enqueue_in(conn, &event))
             .await?;
         self.inner.queue_ready.notify_one();
         Ok(())
@@ -433,6 +541,7 @@ impl Intake for EmbeddedStore {
     ) -> Result<Recorded, StoreError> {
         let (entry, event) = (entry.clone(), event.clone());
         let recorded = self
+            .intake()
             .write("record and enqueue", move |conn| {
                 let recorded = record_in(conn, &entry)?;
                 if recorded == Recorded::New {
@@ -452,26 +561,29 @@ impl Intake for EmbeddedStore {
 impl StateStore for EmbeddedStore {
     async fn apply(&self, facts: &MessageRecord) -> Result<(), StoreError> {
         let facts = facts.clone();
-        self.write("apply facts", move |conn| apply_facts(conn, facts))
+        self.state()
+            .write("apply facts", move |conn| apply_facts(conn, facts))
             .await
     }
 
     async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError> {
         let (event, reason) = (event.clone(), reason.to_owned());
-        self.write("quarantine", move |conn| {
-            conn.execute(
-                "INSERT INTO quarantine (key, reason, body, received_at, stage)
+        self.intake()
+            .write("quarantine", move |conn| {
+                conn.execute(
+                    "INSERT INTO quarantine (key, reason, body, received_at, stage)
                  VALUES (?1, ?2, ?3, ?4, 'processor') ON CONFLICT (key) DO NOTHING",
-                params![event.key, reason, event.body.as_bytes(), event.received_at],
-            )?;
-            Ok(())
-        })
-        .await
+                    params![event.key, reason, event.body.as_bytes(), event.received_at],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
         let id = id.to_owned();
-        self.read("read message", move |conn| load_by_alias(conn, &id))
+        self.state()
+            .read("read message", move |conn| load_by_alias(conn, &id))
             .await?
             .map(|json| decode(&json))
             .transpose()
@@ -480,6 +592,7 @@ impl StateStore for EmbeddedStore {
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
         let contact = contact.to_owned();
         let (contact, records) = self
+            .state()
             .read("read contact", move |conn| {
                 let records = load_contact_messages(conn, &contact)?;
                 Ok((contact, records))
@@ -493,10 +606,14 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read("ping", |conn| conn.query_row("SELECT 1", [], |_| Ok(())))
-            .await?;
-        // The writer must answer too: a store that cannot write cannot accept webhooks.
-        self.write("ping writer", |_| Ok(())).await
+        for database in [self.intake(), self.state()] {
+            database
+                .read("ping", |conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+                .await?;
+            // The writer must answer too: a store that cannot write cannot take events.
+            database.write("ping writer", |_| Ok(())).await?;
+        }
+        Ok(())
     }
 }
 
@@ -505,18 +622,21 @@ impl StateStore for EmbeddedStore {
 /// `localMessageId` (a status that arrived before anything named Wati's id) are folded in here.
 fn apply_facts(conn: &Connection, facts: MessageRecord) -> rusqlite::Result<()> {
     let mut merged = facts;
+    // Each id of the incoming facts, with the message it already points at (if any).
+    let mut resolved: Vec<(String, Option<String>)> = Vec::new();
     let mut stored_under: Vec<String> = Vec::new();
     {
         let mut resolve = conn.prepare_cached("SELECT id FROM message_ids WHERE alias = ?1")?;
         for alias in merged.all_ids().map(str::to_owned).collect::<Vec<_>>() {
-            if let Some(id) = resolve
+            let id = resolve
                 .query_row([&alias], |row| row.get::<_, String>(0))
-                .optional()?
-            {
-                if !stored_under.contains(&id) {
-                    stored_under.push(id);
+                .optional()?;
+            if let Some(id) = &id {
+                if !stored_under.contains(id) {
+                    stored_under.push(id.clone());
                 }
             }
+            resolved.push((alias, id));
         }
     }
     let mut load = conn.prepare_cached("SELECT record FROM messages WHERE id = ?1")?;
@@ -548,13 +668,25 @@ fn apply_facts(conn: &Connection, facts: MessageRecord) -> rusqlite::Result<()> 
     let mut alias =
         conn.prepare_cached("INSERT OR REPLACE INTO message_ids (alias, id) VALUES (?1, ?2)")?;
     for id in merged.all_ids() {
-        alias.execute(params![id, primary])?;
+        // Rewriting an alias that already points here would only dirty another index page.
+        let points_here = resolved
+            .iter()
+            .any(|(alias, to)| alias == id && to.as_deref() == Some(primary.as_str()));
+        if !points_here {
+            alias.execute(params![id, primary])?;
+        }
     }
     if let (Some(bsuid), Some(wa_id)) = (&merged.bsuid, &merged.wa_id) {
         conn.prepare_cached("INSERT OR IGNORE INTO contact_ids (bsuid, wa_id) VALUES (?1, ?2)")?
             .execute(params![bsuid, wa_id])?;
     }
     Ok(())
+}
+
+fn count_rows(conn: &Connection, table: &str) -> rusqlite::Result<u64> {
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+        row.get(0)
+    })
 }
 
 fn load_by_alias(conn: &Connection, alias: &str) -> rusqlite::Result<Option<String>> {
@@ -666,10 +798,11 @@ fn in_savepoint<R>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> rusqlite::Result<R>,
 ) -> rusqlite::Result<R> {
-    conn.execute_batch("SAVEPOINT job")?;
+    // Cached statements: parsing these two for every job cost more than running them.
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match work(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job")?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(value)
         }
         Err(error) => {
@@ -853,6 +986,40 @@ mod tests {
         let again = store.receive(10, 60_000).await.unwrap();
         assert_eq!(again[0].event, event);
         assert_eq!(again[0].attempts, 1);
+    }
+
+    /// A data directory written before state had its own file keeps its messages: opening it
+    /// moves them to the state database and drops them from the intake one.
+    #[tokio::test]
+    async fn messages_stored_before_the_split_are_moved_to_the_state_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let body = r#"{"eventType":"message","id":"w1","whatsappMessageId":"m1","waId":"4917"}"#;
+        let event = crate::event::WatiEvent::parse(body.as_bytes()).unwrap();
+        let facts = MessageRecord::from_event(&event, 5).unwrap();
+        {
+            // The old layout: every table in one file.
+            let old = connect(&path).unwrap();
+            old.execute_batch(INTAKE_SCHEMA).unwrap();
+            old.execute_batch(STATE_SCHEMA).unwrap();
+            apply_facts(&old, facts.clone()).unwrap();
+        }
+
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.message("m1").await.unwrap(), Some(facts));
+        assert_eq!(store.counts().await.unwrap().messages, 1);
+        let left_behind: bool = connect(&path)
+            .unwrap()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'messages')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(
+            !left_behind,
+            "the intake database still has a messages table"
+        );
     }
 
     /// Commits only append to the WAL (no automatic checkpoint inside a commit); the checkpointer
