@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: every performance figure against its budget, written to docs/performance.md.
 #   1. benches/in_process.rs (criterion): the in-process work per webhook and per processed event;
-#   2. benches/load_local.rs: LOAD_RATE_RUNS (3) open loops at LOAD_RATE (default 5000/s) for
+#   2. benches/load_local.rs: LOAD_RATE_RUNS (5) open loops at LOAD_RATE (default 5000/s) for
 #      LOAD_RATE_SECONDS (10) each, then closed loops at concurrency 16 and 64 (LOAD_REQUESTS,
 #      default 20000);
 #   3. on the emulators: benches/load_aws.rs (LOAD_AWS_REQUESTS, default 2000), the DynamoDB
@@ -28,7 +28,7 @@ fi
 rate="${LOAD_RATE:-5000}"
 # Several runs: on a shared 2-core VM one run's tail says as much about its neighbours as about
 # the server. The page judges the median run and lists every run.
-for run in $(seq 1 "${LOAD_RATE_RUNS:-3}"); do
+for run in $(seq 1 "${LOAD_RATE_RUNS:-5}"); do
   echo "bench: local server, open loop at $rate/s, run $run" >&2
   if ! LOAD_REQUESTS=$((rate * ${LOAD_RATE_SECONDS:-10})) LOAD_RATE="$rate" \
     $CARGO bench --locked --bench load_local | tee "$raw/load_local_rate_$run.txt"; then

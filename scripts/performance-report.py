@@ -418,7 +418,7 @@ def report(raw_dir, seconds, failed):
         "an open loop: requests start on a fixed schedule whether or not earlier ones were "
         "answered, and each latency counts from its scheduled start, so falling behind shows "
         "(no coordinated omission); met when every request is accepted, the run ends within "
-        "1% of the schedule and p99 is within budget; it runs `LOAD_RATE_RUNS` (3) times and the "
+        "1% of the schedule and p99 is within budget; it runs `LOAD_RATE_RUNS` (5) times and the "
         "run with the median p99 is judged. Disk bytes per webhook come from `/proc/self/io` "
         "(WAL, checkpoints and the processor's writes together). The closed loops (each of 16 or 64 "
         "clients sends its next request when answered) give the peak rate; their latency is "
