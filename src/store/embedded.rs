@@ -7,9 +7,9 @@
 //! intake WAL fills slowly enough that its restarts (below) are rare and short. Nothing needs both
 //! at once: the processor applies, then acknowledges, and applying twice is harmless.
 //!
-//! Each database's writes go through one writer thread that commits whatever is pending as one transaction
-//! (group commit): each caller's work runs in its own savepoint, and its reply is sent only after
-//! the commit is on disk. So every `200` the receiver gives is backed by a durable write, and the
+//! Each database's writes go through one writer thread that commits whatever is pending as one
+//! transaction (group commit): each caller's work runs in its own savepoint, and its reply is sent
+//! only after the commit is on disk. So every `200` the receiver gives is backed by a durable write, and the
 //! fsync cost is shared by concurrent requests. Reads use their own connection (WAL lets them run
 //! beside the writer).
 //!
@@ -18,7 +18,7 @@
 //! every waiting request for its copy and fsync (p99 132 ms at 5,000 webhooks/s with it, 6 ms
 //! without).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -137,7 +137,6 @@ struct Inner {
 struct Database {
     jobs: Mutex<mpsc::Sender<Box<dyn WriteJob>>>,
     reader: Arc<Mutex<Connection>>,
-    path: PathBuf,
     /// Dropped with the database: tells the checkpointer thread to finish.
     _stop_checkpointer: mpsc::Sender<()>,
 }
@@ -164,11 +163,6 @@ impl EmbeddedStore {
                 queue_ready: Notify::new(),
             }),
         })
-    }
-
-    /// The intake database's path (the state database sits beside it, as `*.state.db`).
-    pub fn path(&self) -> &Path {
-        &self.inner.intake.path
     }
 
     /// Ledger, queue, quarantine and dead letters.
@@ -347,7 +341,6 @@ impl Database {
         Ok(Database {
             jobs: Mutex::new(jobs),
             reader: Arc::new(Mutex::new(reader)),
-            path: path.to_owned(),
             _stop_checkpointer: stop_checkpointer,
         })
     }
