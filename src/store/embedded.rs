@@ -5,7 +5,9 @@
 //! their ids) takes the processor's updates. Apart, a webhook's `200` waits only for intake pages
 //! (about one random index page per event, against five more for the state's indexes), and the
 //! intake WAL fills slowly enough that its restarts (below) are rare and short. Nothing needs both
-//! at once: the processor applies, then acknowledges, and applying twice is harmless.
+//! at once: the processor applies, then acknowledges, and applying twice is harmless. A queue row
+//! written with its ledger row refers to the ledger's copy of the body rather than holding a
+//! second one (about 1 KiB less per event in the commit a `200` waits for).
 //!
 //! Each database's writes go through one writer thread that commits whatever is pending as one
 //! transaction (group commit): each caller's work runs in its own savepoint, and its reply is sent
@@ -63,11 +65,12 @@ CREATE TABLE IF NOT EXISTS quarantine (
     received_at INTEGER NOT NULL,
     stage       TEXT NOT NULL
 );
+-- body is NULL when the ledger row with the same key holds it (see QUEUED_BODY).
 CREATE TABLE IF NOT EXISTS queue (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     key         TEXT NOT NULL,
     received_at INTEGER NOT NULL,
-    body        TEXT NOT NULL,
+    body        TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
     visible_at  INTEGER NOT NULL
 );
@@ -80,6 +83,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     error       TEXT NOT NULL
 );
 "#;
+
+/// A queue row's body: its own, or else its ledger row's. The ledger is never pruned here and a
+/// reused key copies its old body into the queue first (`record_in`), so the ledger's is the one
+/// enqueued; `''` (quarantined by the processor as unparseable) only if a row was deleted by hand.
+const QUEUED_BODY: &str = "COALESCE(queue.body, \
+     (SELECT CAST(ledger.body AS TEXT) FROM ledger WHERE ledger.key = queue.key), '')";
 
 const STATE_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -151,6 +160,8 @@ impl EmbeddedStore {
         let intake = Database::open(path, INTAKE_SCHEMA, |writer| {
             move_state_out_of_intake(writer, &state_path)
                 .map_err(|e| StoreError::unavailable("move state to its own database", e))?;
+            let_queue_bodies_be_null(writer)
+                .map_err(|e| StoreError::unavailable("migrate the queue table", e))?;
             writer
                 .execute("UPDATE queue SET visible_at = 0 WHERE visible_at > 0", [])
                 .map_err(|e| StoreError::unavailable("reset in-flight events", e))?;
@@ -189,11 +200,11 @@ impl EmbeddedStore {
         self.intake()
             .write("receive from queue", move |conn| {
                 let now = now_ms();
-                let mut statement = conn.prepare_cached(
+                let mut statement = conn.prepare_cached(&format!(
                     "UPDATE queue SET visible_at = ?1, attempts = attempts + 1
                  WHERE seq IN (SELECT seq FROM queue WHERE visible_at <= ?2 ORDER BY seq LIMIT ?3)
-                 RETURNING seq, attempts, key, received_at, body",
-                )?;
+                 RETURNING seq, attempts, key, received_at, {QUEUED_BODY}"
+                ))?;
                 let rows =
                     statement.query_map(params![now + visibility_ms, now, limit], |row| {
                         Ok(Delivery {
@@ -244,10 +255,14 @@ impl EmbeddedStore {
         self.intake()
             .write("dead-letter", move |conn| {
                 conn.execute(
-                "INSERT OR REPLACE INTO dead_letters (seq, key, received_at, body, attempts, error)
-                 SELECT seq, key, received_at, body, attempts, ?2 FROM queue WHERE seq = ?1",
-                params![seq, error],
-            )?;
+                    &format!(
+                        "INSERT OR REPLACE INTO dead_letters
+                             (seq, key, received_at, body, attempts, error)
+                         SELECT seq, key, received_at, {QUEUED_BODY}, attempts, ?2
+                         FROM queue WHERE seq = ?1"
+                    ),
+                    params![seq, error],
+                )?;
                 conn.execute("DELETE FROM queue WHERE seq = ?1", [seq])?;
                 Ok(())
             })
@@ -383,6 +398,39 @@ impl Database {
         .await
         .map_err(|e| StoreError::unavailable(operation, e))?
     }
+}
+
+/// Stores made before queue rows could refer to their ledger row have `queue.body NOT NULL`:
+/// SQLite cannot drop a constraint, so the table is rebuilt (rows, seqs and the seq counter kept).
+fn let_queue_bodies_be_null(intake: &Connection) -> rusqlite::Result<()> {
+    let body_required: bool = intake.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('queue') WHERE name = 'body' AND \"notnull\")",
+        [],
+        |row| row.get(0),
+    )?;
+    if !body_required {
+        return Ok(());
+    }
+    intake.execute_batch(
+        "BEGIN;
+         ALTER TABLE queue RENAME TO queue_before_references;
+         CREATE TABLE queue (
+             seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+             key         TEXT NOT NULL,
+             received_at INTEGER NOT NULL,
+             body        TEXT,
+             attempts    INTEGER NOT NULL DEFAULT 0,
+             visible_at  INTEGER NOT NULL
+         );
+         INSERT INTO queue (seq, key, received_at, body, attempts, visible_at)
+             SELECT seq, key, received_at, body, attempts, visible_at FROM queue_before_references;
+         -- Seqs name dead letters too: never hand out one the old table used.
+         DELETE FROM sqlite_sequence WHERE name = 'queue';
+         INSERT INTO sqlite_sequence (name, seq)
+             SELECT 'queue', seq FROM sqlite_sequence WHERE name = 'queue_before_references';
+         DROP TABLE queue_before_references;
+         COMMIT;",
+    )
 }
 
 /// Stores made before the split kept messages in the intake database: copy them to the state
@@ -538,7 +586,16 @@ impl Intake for EmbeddedStore {
             .write("record and enqueue", move |conn| {
                 let recorded = record_in(conn, &entry)?;
                 if recorded == Recorded::New {
-                    enqueue_in(conn, &event)?;
+                    if event.key == entry.key && event.body.as_bytes() == entry.body {
+                        // The ledger row just written holds the body: ~1 KiB less per event
+                        // in the commit every `200` waits for.
+                        conn.prepare_cached(
+                            "INSERT INTO queue (key, received_at, visible_at) VALUES (?1, ?2, 0)",
+                        )?
+                        .execute(params![event.key, event.received_at])?;
+                    } else {
+                        enqueue_in(conn, &event)?;
+                    }
                 }
                 Ok(recorded)
             })
@@ -893,7 +950,14 @@ fn record_in(conn: &Connection, entry: &LedgerEntry) -> rusqlite::Result<Recorde
     if expires_at > entry.received_at {
         return Ok(Recorded::Existing { received_at, body });
     }
-    // The dedup window has passed: this is a new event that happens to share the key.
+    // The dedup window has passed: this is a new event that happens to share the key. An older
+    // event still queued under it keeps its own body. (A scan, but only of what is queued, and
+    // only once per key and dedup window.)
+    conn.prepare_cached(
+        "UPDATE queue SET body = (SELECT CAST(body AS TEXT) FROM ledger WHERE key = ?1)
+         WHERE key = ?1 AND body IS NULL",
+    )?
+    .execute([&entry.key])?;
     conn.prepare_cached(
         "UPDATE ledger SET event_type = ?2, body = ?3, received_at = ?4, expires_at = ?5,
          redrive_at = NULL WHERE key = ?1",
@@ -951,6 +1015,82 @@ mod tests {
         let counts = store.counts().await.unwrap();
         assert_eq!((counts.ledger, counts.queued), (1, 1));
         assert_eq!(store.receive(10, 60_000).await.unwrap()[0].event, event);
+    }
+
+    fn entry(key: &str, body: &str, received_at: i64) -> (LedgerEntry, QueuedEvent) {
+        let entry = LedgerEntry {
+            key: key.into(),
+            event_type: "message".into(),
+            body: body.as_bytes().to_vec(),
+            received_at,
+            expires_at: received_at + 100,
+        };
+        let event = QueuedEvent {
+            key: key.into(),
+            received_at,
+            body: body.into(),
+        };
+        (entry, event)
+    }
+
+    /// Queue rows refer to their ledger row's body. When a key is accepted again after its dedup
+    /// window, the ledger row is overwritten; the older event still queued must keep its body,
+    /// also when it ends in the dead-letter table.
+    #[tokio::test]
+    async fn a_queued_event_keeps_its_body_when_its_key_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("t.db")).unwrap();
+        let (first_entry, first) = entry("k", r#"{"n":1}"#, 10);
+        let (second_entry, second) = entry("k", r#"{"n":2}"#, 500);
+        store.record_and_send(&first_entry, &first).await.unwrap();
+        assert_eq!(
+            store.record_and_send(&second_entry, &second).await.unwrap(),
+            Recorded::New
+        );
+
+        let deliveries = store.receive(10, 60_000).await.unwrap();
+        let bodies: Vec<_> = deliveries.iter().map(|d| d.event.clone()).collect();
+        assert_eq!(bodies, vec![first.clone(), second.clone()]);
+
+        for delivery in deliveries {
+            store
+                .dead_letter(delivery.seq, "boom".into())
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.redrive_dead_letters().await.unwrap(), 2);
+        let redriven = store.receive(10, 60_000).await.unwrap();
+        let bodies: Vec<_> = redriven.into_iter().map(|d| d.event).collect();
+        assert_eq!(bodies, vec![first, second]);
+    }
+
+    /// A data directory whose queue table required a body keeps its queued events, and new
+    /// events never reuse a seq the old table handed out (seqs also name dead letters).
+    #[tokio::test]
+    async fn a_queue_from_before_body_references_is_migrated_with_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (_, waiting) = entry("old", r#"{"n":1}"#, 10);
+        {
+            let old = connect(&path).unwrap();
+            old.execute_batch(&INTAKE_SCHEMA.replace("body        TEXT,", "body TEXT NOT NULL,"))
+                .unwrap();
+            enqueue_in(&old, &waiting).unwrap();
+            for n in 0..5 {
+                enqueue_in(&old, &entry(&format!("acked{n}"), "{}", 10).1).unwrap();
+            }
+            old.execute("DELETE FROM queue WHERE key LIKE 'acked%'", [])
+                .unwrap();
+        }
+
+        let store = EmbeddedStore::open(&path).unwrap();
+        let (new_entry, new) = entry("new", r#"{"n":2}"#, 20);
+        store.record_and_send(&new_entry, &new).await.unwrap();
+        let deliveries = store.receive(10, 60_000).await.unwrap();
+        let seqs: Vec<_> = deliveries.iter().map(|d| d.seq).collect();
+        let events: Vec<_> = deliveries.into_iter().map(|d| d.event).collect();
+        assert_eq!(events, vec![waiting, new]);
+        assert_eq!(seqs, vec![1, 7]);
     }
 
     /// An event that exhausted its attempts sits in the dead-letter table until redriven, then
