@@ -11,9 +11,9 @@
 //!
 //! Each database's writes go through one writer thread that commits whatever is pending as one
 //! transaction (group commit): each caller's work runs in its own savepoint, and its reply is sent
-//! only after the commit is on disk. So every `200` the receiver gives is backed by a durable write, and the
-//! fsync cost is shared by concurrent requests. Reads use their own connection (WAL lets them run
-//! beside the writer).
+//! only after the commit is on disk. So every `200` the receiver gives is backed by a durable
+//! write, and the fsync cost is shared by concurrent requests. Reads use their own connection (WAL
+//! lets them run beside the writer).
 //!
 //! WAL pages are copied back into the database by a checkpointer thread on a third connection,
 //! not by the committing writer: SQLite's automatic checkpoint runs inside a commit and holds
@@ -65,15 +65,6 @@ CREATE TABLE IF NOT EXISTS quarantine (
     received_at INTEGER NOT NULL,
     stage       TEXT NOT NULL
 );
--- body is NULL when the ledger row with the same key holds it (see QUEUED_BODY).
-CREATE TABLE IF NOT EXISTS queue (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    key         TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    body        TEXT,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    visible_at  INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq         INTEGER PRIMARY KEY,
     key         TEXT NOT NULL,
@@ -81,6 +72,19 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     body        TEXT NOT NULL,
     attempts    INTEGER NOT NULL,
     error       TEXT NOT NULL
+);
+"#;
+
+/// Part of the intake schema; apart so that [`let_queue_bodies_be_null`] can create it anew.
+/// `body` is NULL when the ledger row with the same key holds it (see [`QUEUED_BODY`]).
+const QUEUE_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS queue (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    key         TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    body        TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    visible_at  INTEGER NOT NULL
 );
 "#;
 
@@ -157,7 +161,8 @@ impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let state_path = path.with_extension("state.db");
         let state = Database::open(&state_path, STATE_SCHEMA, |_| Ok(()))?;
-        let intake = Database::open(path, INTAKE_SCHEMA, |writer| {
+        let intake_schema = format!("{INTAKE_SCHEMA}{QUEUE_TABLE}");
+        let intake = Database::open(path, &intake_schema, |writer| {
             move_state_out_of_intake(writer, &state_path)
                 .map_err(|e| StoreError::unavailable("move state to its own database", e))?;
             let_queue_bodies_be_null(writer)
@@ -403,25 +408,16 @@ impl Database {
 /// Stores made before queue rows could refer to their ledger row have `queue.body NOT NULL`:
 /// SQLite cannot drop a constraint, so the table is rebuilt (rows, seqs and the seq counter kept).
 fn let_queue_bodies_be_null(intake: &Connection) -> rusqlite::Result<()> {
-    let body_required: bool = intake.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('queue') WHERE name = 'body' AND \"notnull\")",
-        [],
-        |row| row.get(0),
-    )?;
-    if !body_required {
+    if !returns_a_row(
+        intake,
+        "SELECT 1 FROM pragma_table_info('queue') WHERE name = 'body' AND \"notnull\"",
+    )? {
         return Ok(());
     }
-    intake.execute_batch(
+    intake.execute_batch(&format!(
         "BEGIN;
          ALTER TABLE queue RENAME TO queue_before_references;
-         CREATE TABLE queue (
-             seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-             key         TEXT NOT NULL,
-             received_at INTEGER NOT NULL,
-             body        TEXT,
-             attempts    INTEGER NOT NULL DEFAULT 0,
-             visible_at  INTEGER NOT NULL
-         );
+         {QUEUE_TABLE}
          INSERT INTO queue (seq, key, received_at, body, attempts, visible_at)
              SELECT seq, key, received_at, body, attempts, visible_at FROM queue_before_references;
          -- Seqs name dead letters too: never hand out one the old table used.
@@ -429,20 +425,23 @@ fn let_queue_bodies_be_null(intake: &Connection) -> rusqlite::Result<()> {
          INSERT INTO sqlite_sequence (name, seq)
              SELECT 'queue', seq FROM sqlite_sequence WHERE name = 'queue_before_references';
          DROP TABLE queue_before_references;
-         COMMIT;",
-    )
+         COMMIT;"
+    ))
+}
+
+/// Whether `query` returns a row: the schema checks of the migrations above and below.
+fn returns_a_row(conn: &Connection, query: &str) -> rusqlite::Result<bool> {
+    conn.query_row(&format!("SELECT EXISTS ({query})"), [], |row| row.get(0))
 }
 
 /// Stores made before the split kept messages in the intake database: copy them to the state
 /// database, then drop them. Re-running after a crash between the two steps copies nothing twice
 /// (`OR IGNORE`) and keeps any newer state already applied.
 fn move_state_out_of_intake(intake: &Connection, state_path: &Path) -> rusqlite::Result<()> {
-    let has_messages: bool = intake.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'messages')",
-        [],
-        |row| row.get(0),
-    )?;
-    if !has_messages {
+    if !returns_a_row(
+        intake,
+        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'messages'",
+    )? {
         return Ok(());
     }
     intake.execute(
@@ -1073,7 +1072,8 @@ mod tests {
         let (_, waiting) = entry("old", r#"{"n":1}"#, 10);
         {
             let old = connect(&path).unwrap();
-            old.execute_batch(&INTAKE_SCHEMA.replace("body        TEXT,", "body TEXT NOT NULL,"))
+            old.execute_batch(INTAKE_SCHEMA).unwrap();
+            old.execute_batch(&QUEUE_TABLE.replace("body        TEXT,", "body TEXT NOT NULL,"))
                 .unwrap();
             enqueue_in(&old, &waiting).unwrap();
             for n in 0..5 {
