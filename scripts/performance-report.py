@@ -414,7 +414,10 @@ def report(raw_dir, seconds, failed):
         "conditional `PutItem` + `SendMessage` with the same clients.",
         "- **Local throughput** (`benches/load_local.rs`): distinct webhooks over HTTP to the "
         "local server (SQLite, fsync'd group commit, the local processor applying them at the "
-        "same time) with the client in the same process on the same cores. The budget row is "
+        "same time) with the client in the same process on the same cores: a bounded "
+        "HTTP/1.1 keep-alive client like wrk's (requests prepared before the clock starts, "
+        "each response read to its `Content-Length` and judged by its status line), which leaves "
+        "more of the 2 cores to the server than reqwest did. The budget row is "
         "an open loop: requests start on a fixed schedule whether or not earlier ones were "
         "answered, and each latency counts from its scheduled start, so falling behind shows "
         "(no coordinated omission); met when every request is accepted, the run ends within "
