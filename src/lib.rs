@@ -11,6 +11,8 @@
 //! Domain core, pure and without I/O:
 //! - [`event`]: Wati payloads parsed leniently into [`event::WatiEvent`]; idempotency keys.
 //! - [`message`]: a message's state as a merge of facts (order- and duplicate-proof); its status.
+//! - [`message_items`]: how both state stores file a message under each of its ids without
+//!   read-modify-write, refuse contradictions, and join the items back at read time.
 //! - [`session`]: a contact's 24-hour sessions and service window, folded from its timeline.
 //! - [`auth`]: constant-time secret checks; [`time`]: unix seconds to RFC 3339.
 //!
@@ -35,6 +37,7 @@ pub mod http;
 pub mod lambda;
 pub mod local;
 pub mod message;
+pub mod message_items;
 pub mod metrics;
 pub mod ports;
 pub mod processor;

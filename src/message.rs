@@ -62,7 +62,8 @@ pub struct MessageRecord {
 
 impl MessageRecord {
     /// The facts one event states about its message, or `None` when the event is not about a
-    /// message or names none. `received_at` stands in for a missing `timestamp`.
+    /// message or names none. `received_at` (the first receipt of the event's key) dates a fact
+    /// whose `timestamp` is missing or not credible (see [`fact_time`]).
     pub fn from_event(event: &WatiEvent, received_at: i64) -> Option<MessageRecord> {
         if event.id.is_none()
             && event.whatsapp_message_id.is_none()
@@ -70,7 +71,7 @@ impl MessageRecord {
         {
             return None;
         }
-        let at = event.timestamp.unwrap_or(received_at);
+        let at = fact_time(event.timestamp, received_at);
         let mut facts = MessageRecord {
             id: event.id.clone(),
             whatsapp_message_id: event.whatsapp_message_id.clone(),
@@ -193,6 +194,28 @@ impl MessageRecord {
     }
 }
 
+/// Wati's clock may run ahead of ours by this much before its timestamps stop being believed.
+pub const MAX_CLOCK_LEAD_SECONDS: i64 = 300;
+
+/// 2010-01-01T00:00:00Z: no WhatsApp Business message is older (the API dates from 2018).
+pub const EARLIEST_CREDIBLE_TIME: i64 = 1_262_304_000;
+
+/// When a fact happened: the event's own `timestamp`, unless it is missing, before 2010, or more
+/// than [`MAX_CLOCK_LEAD_SECONDS`] after the event's receipt; then the receipt time. Wati's
+/// timestamps are data, not truth: a status dated next month would otherwise hide the session
+/// that is open now, and `"0"` would pin a time to 1970 for good (earliest wins).
+pub fn fact_time(timestamp: Option<i64>, received_at: i64) -> i64 {
+    match timestamp {
+        Some(at)
+            if at >= EARLIEST_CREDIBLE_TIME
+                && at <= received_at.saturating_add(MAX_CLOCK_LEAD_SECONDS) =>
+        {
+            at
+        }
+        _ => received_at,
+    }
+}
+
 /// `None` is the bottom; two present values keep the least.
 fn merge_least<T: Ord + Clone>(mine: &mut Option<T>, theirs: &Option<T>) {
     if let Some(theirs) = theirs {
@@ -255,8 +278,11 @@ pub(crate) mod tests {
         WatiEvent::parse(json.as_bytes()).unwrap()
     }
 
+    /// Receipt time of the test events: their timestamps are a few seconds after 1.7e9.
+    const RECEIVED: i64 = 1_800_000_000;
+
     fn facts(json: &str) -> MessageRecord {
-        MessageRecord::from_event(&event(json), 999).unwrap()
+        MessageRecord::from_event(&event(json), RECEIVED).unwrap()
     }
 
     fn merged(records: &[MessageRecord]) -> MessageRecord {
@@ -270,22 +296,22 @@ pub(crate) mod tests {
     #[test]
     fn read_before_delivered_ends_read_with_both_times() {
         let sent =
-            facts(r#"{"eventType":"sessionMessageSent","id":"m","waId":"1","timestamp":"10"}"#);
-        let delivered = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"20"}"#);
-        let read = facts(r#"{"eventType":"sentMessageREAD_v2","id":"m","timestamp":"30"}"#);
+            facts(r#"{"eventType":"sessionMessageSent","id":"m","waId":"1","timestamp":"1700000010"}"#);
+        let delivered = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#);
+        let read = facts(r#"{"eventType":"sentMessageREAD_v2","id":"m","timestamp":"1700000030"}"#);
         let state = merged(&[read.clone(), delivered.clone(), sent.clone()]);
         assert_eq!(state.status(), Status::Read);
-        assert_eq!(state.delivered_at, Some(20));
-        assert_eq!(state.read_at, Some(30));
+        assert_eq!(state.delivered_at, Some(1_700_000_020));
+        assert_eq!(state.read_at, Some(1_700_000_030));
         assert_eq!(state.wa_id.as_deref(), Some("1"));
         assert_eq!(state, merged(&[sent, delivered, read]));
     }
 
     #[test]
     fn failure_never_hides_a_delivery() {
-        let delivered = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"20"}"#);
+        let delivered = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#);
         let failed = facts(
-            r#"{"eventType":"templateMessageFailed","id":"m","failedCode":"131026","failedDetail":"x","timestamp":"25"}"#,
+            r#"{"eventType":"templateMessageFailed","id":"m","failedCode":"131026","failedDetail":"x","timestamp":"1700000025"}"#,
         );
         let state = merged(&[delivered, failed]);
         assert_eq!(state.status(), Status::Delivered);
@@ -297,24 +323,66 @@ pub(crate) mod tests {
 
     #[test]
     fn failure_outranks_sent() {
-        let sent = facts(r#"{"eventType":"templateMessageSent","id":"m","timestamp":"10"}"#);
-        let failed = facts(r#"{"eventType":"sessionMessageFailed","id":"m","timestamp":"11"}"#);
+        let sent = facts(r#"{"eventType":"templateMessageSent","id":"m","timestamp":"1700000010"}"#);
+        let failed = facts(r#"{"eventType":"sessionMessageFailed","id":"m","timestamp":"1700000011"}"#);
         assert_eq!(merged(&[failed, sent]).status(), Status::Failed);
     }
 
     #[test]
     fn customer_messages_are_received() {
-        let record = facts(r#"{"eventType":"message","id":"m","owner":false,"timestamp":"10"}"#);
+        let record = facts(r#"{"eventType":"message","id":"m","owner":false,"timestamp":"1700000010"}"#);
         assert_eq!(record.status(), Status::Received);
         assert_eq!(record.direction(), Direction::Inbound);
-        let business = facts(r#"{"eventType":"message","id":"m","owner":true,"timestamp":"10"}"#);
+        let business = facts(r#"{"eventType":"message","id":"m","owner":true,"timestamp":"1700000010"}"#);
         assert_eq!(business.direction(), Direction::Outbound);
     }
 
     #[test]
     fn missing_timestamp_uses_the_receipt_time() {
         let record = facts(r#"{"eventType":"sentMessageREAD","id":"m"}"#);
-        assert_eq!(record.read_at, Some(999));
+        assert_eq!(record.read_at, Some(RECEIVED));
+    }
+
+    #[test]
+    fn incredible_timestamps_are_dated_by_the_receipt() {
+        let received = 1_764_238_453;
+        let at = |body: &str| {
+            MessageRecord::from_event(&event(body), received)
+                .unwrap()
+                .delivered_at
+                .unwrap()
+        };
+        let delivered = |ts: &str| {
+            format!(r#"{{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"{ts}"}}"#)
+        };
+        assert_eq!(at(&delivered("0")), received);
+        assert_eq!(at(&delivered("1262303999")), received);
+        assert_eq!(at(&delivered("1262304000")), 1_262_304_000);
+        assert_eq!(at(&delivered("1764238753")), received + 300);
+        assert_eq!(at(&delivered("1764238754")), received);
+        let a_month_ahead = (received + 30 * 86_400).to_string();
+        assert_eq!(at(&delivered(&a_month_ahead)), received);
+        assert_eq!(at(&delivered("253402300800")), received); // year 10000
+        assert_eq!(at(&delivered("1764230000")), 1_764_230_000);
+    }
+
+    /// Written from the rule "each status keeps its earliest time": fails if merge keeps the
+    /// latest, in either order.
+    #[test]
+    fn each_time_keeps_its_earliest_value_in_either_order() {
+        let early = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000010"}"#);
+        let late = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#);
+        assert_eq!(merged(&[early.clone(), late.clone()]).delivered_at, Some(1_700_000_010));
+        assert_eq!(merged(&[late, early]).delivered_at, Some(1_700_000_010));
+        let failed = |ts: &str, code: &str| {
+            facts(&format!(
+                r#"{{"eventType":"sessionMessageFailed","id":"m","timestamp":"{ts}","failedCode":"{code}","failedDetail":"d{code}"}}"#
+            ))
+        };
+        for order in [[failed("1700000030", "2"), failed("1700000031", "1")], [failed("1700000031", "1"), failed("1700000030", "2")]] {
+            let failure = merged(&order).failure.unwrap();
+            assert_eq!((failure.at, failure.code.as_deref(), failure.detail.as_deref()), (1_700_000_030, Some("2"), Some("d2")));
+        }
     }
 
     #[test]
@@ -335,13 +403,13 @@ pub(crate) mod tests {
 
     #[test]
     fn reached_customer_is_the_earliest_sign_of_delivery() {
-        let read = facts(r#"{"eventType":"sentMessageREAD","id":"m","timestamp":"30"}"#);
-        assert_eq!(read.reached_customer_at(), Some(30));
+        let read = facts(r#"{"eventType":"sentMessageREAD","id":"m","timestamp":"1700000030"}"#);
+        assert_eq!(read.reached_customer_at(), Some(1_700_000_030));
         let state = merged(&[
             read,
-            facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"20"}"#),
+            facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#),
         ]);
-        assert_eq!(state.reached_customer_at(), Some(20));
+        assert_eq!(state.reached_customer_at(), Some(1_700_000_020));
     }
 
     #[test]

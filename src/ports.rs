@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::message::MessageRecord;
+use crate::message_items::Contradiction;
 use crate::session::ContactView;
 
 /// Why a store could not do what was asked. The pipeline only needs to know that it failed and
@@ -116,10 +117,20 @@ pub trait Intake: Ledger + Queue {
     ) -> Result<Recorded, StoreError>;
 }
 
+/// What merging one event's facts did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    Merged,
+    /// The event contradicts an id or contact name stored for its message: nothing of it was
+    /// written (the processor quarantines it).
+    Refused(Contradiction),
+}
+
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    /// Merges one event's facts into its message. Idempotent and order-independent.
-    async fn apply(&self, facts: &MessageRecord) -> Result<(), StoreError>;
+    /// Merges one event's facts into its message, all or nothing. Idempotent and
+    /// order-independent; an event that contradicts stored ids or contact names is refused.
+    async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError>;
     /// Keeps an event that was accepted but can never be applied, with its body.
     async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError>;
     /// A message by Wati's id, the `whatsappMessageId` or the `localMessageId`.

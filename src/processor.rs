@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::event::{log_key, WatiEvent};
 use crate::message::{MessageRecord, MAX_ID_BYTES};
-use crate::ports::{QueuedEvent, StateStore, StoreError};
+use crate::ports::{MergeOutcome, QueuedEvent, StateStore, StoreError};
 use crate::receiver::sweep;
 use crate::store::embedded::{Delivery, EmbeddedStore};
 
@@ -32,10 +32,13 @@ pub async fn apply(state: &dyn StateStore, queued: &QueuedEvent) -> Result<Appli
             let reason = format!("{kind} has an id longer than {MAX_ID_BYTES} bytes");
             quarantine(state, queued, reason).await
         }
-        Some(facts) => {
-            state.apply(&facts).await?;
-            Ok(Applied::Message { kind })
-        }
+        Some(facts) => match state.apply(&facts).await? {
+            MergeOutcome::Merged => Ok(Applied::Message { kind }),
+            MergeOutcome::Refused(contradiction) => {
+                let reason = format!("{kind} contradicts the stored message: {contradiction}");
+                quarantine(state, queued, reason).await
+            }
+        },
         None if event.kind.is_message_event() => {
             quarantine(state, queued, format!("{kind} names no message id")).await
         }

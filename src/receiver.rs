@@ -127,7 +127,10 @@ impl Receiver {
         };
         match recorded {
             Ok(Recorded::New) => self.enqueue(queued, Path::Enqueued, None).await,
-            Ok(Recorded::Existing { body: original, .. }) => {
+            Ok(Recorded::Existing {
+                body: original,
+                received_at: first_received_at,
+            }) => {
                 let duplicate = |(receipt, path)| match receipt {
                     Receipt::Accepted { .. } => (Receipt::Duplicate { key: key.clone() }, path),
                     other => (other, path),
@@ -145,6 +148,12 @@ impl Receiver {
                             .await,
                     );
                 }
+                // Dated by the first receipt, as the ledger archives it: a fact without a
+                // credible timestamp then gets the same time from every copy and from a replay.
+                let queued = QueuedEvent {
+                    received_at: first_received_at,
+                    ..queued
+                };
                 // Sent again: a crash between the first call's ledger write and its send would
                 // otherwise lose the event, and no timing rule tells that crash from a send still
                 // in flight (Wati's retry job may come back a second later). The processor is
@@ -583,6 +592,7 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].key, READ_KEY);
         assert_eq!(sent[0].body, text(READ_V1));
+        assert_eq!(sent[0].received_at, first, "dated by the first receipt");
     }
 
     /// The v2 twin of a received v1 callback shares its key but adds fields: it is answered

@@ -106,7 +106,8 @@ pub struct SessionView {
 /// What `GET /v1/contacts/{waId}` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContactView {
-    pub wa_id: String,
+    /// The phone number, or `None` for a contact known only by its BSUID.
+    pub wa_id: Option<String>,
     pub bsuid: Option<String>,
     pub last_inbound_at: Rfc3339,
     pub last_outbound_at: Rfc3339,
@@ -117,7 +118,7 @@ pub struct ContactView {
 
 impl ContactView {
     /// The contact's view at `now` from all its messages; `None` when it has none.
-    pub fn from_messages(contact: &str, messages: &[MessageRecord], now: i64) -> Option<Self> {
+    pub fn from_messages(messages: &[MessageRecord], now: i64) -> Option<Self> {
         if messages.is_empty() {
             return None;
         }
@@ -130,14 +131,18 @@ impl ContactView {
         };
         let last_inbound_at = latest_sent(Direction::Inbound);
         let window_expires_at = last_inbound_at.map(|at| at.saturating_add(DAY_SECONDS));
-        let timeline: Vec<TimelineEntry> = messages.iter().filter_map(TimelineEntry::of).collect();
-        let wa_id = messages
+        // A time a little ahead of ours (Wati's clock may lead by a few minutes) counts as now:
+        // a session never starts in the future.
+        let timeline: Vec<TimelineEntry> = messages
             .iter()
-            .filter_map(|m| m.wa_id.as_deref())
-            .min()
-            .unwrap_or(contact);
+            .filter_map(TimelineEntry::of)
+            .map(|entry| TimelineEntry {
+                at: entry.at.min(now),
+                ..entry
+            })
+            .collect();
         Some(ContactView {
-            wa_id: wa_id.to_owned(),
+            wa_id: messages.iter().filter_map(|m| m.wa_id.clone()).min(),
             bsuid: messages.iter().filter_map(|m| m.bsuid.clone()).min(),
             last_inbound_at: Rfc3339(last_inbound_at),
             last_outbound_at: Rfc3339(latest_sent(Direction::Outbound)),
@@ -268,13 +273,30 @@ mod tests {
             sent_at: Some(at),
             ..Default::default()
         };
-        let view = ContactView::from_messages("1", &[inbound(10), inbound(50)], 60).unwrap();
+        let view = ContactView::from_messages(&[inbound(10), inbound(50)], 60).unwrap();
         assert_eq!(view.window_expires_at, Rfc3339(Some(50 + DAY_SECONDS)));
         assert!(view.window_open);
         assert_eq!(view.last_inbound_at, Rfc3339(Some(50)));
         assert_eq!(view.last_outbound_at, Rfc3339(None));
-        let later = ContactView::from_messages("1", &[inbound(10)], 10 + DAY_SECONDS).unwrap();
+        let later = ContactView::from_messages(&[inbound(10)], 10 + DAY_SECONDS).unwrap();
         assert!(!later.window_open);
+    }
+
+    #[test]
+    fn a_time_ahead_of_now_counts_as_now() {
+        let inbound = MessageRecord {
+            id: Some("in".into()),
+            bsuid: Some("B".into()),
+            direction: Some(Direction::Inbound),
+            sent_at: Some(1_000 + 120),
+            ..Default::default()
+        };
+        let view = ContactView::from_messages(&[inbound], 1_000).unwrap();
+        assert_eq!(view.session.started_at, Rfc3339(Some(1_000)));
+        assert_eq!(view.session.state, SessionState::Inactive);
+        assert!(view.window_open);
+        assert_eq!(view.wa_id, None, "a BSUID is not a phone number");
+        assert_eq!(view.bsuid.as_deref(), Some("B"));
     }
 
     fn any_entry() -> impl Strategy<Value = TimelineEntry> {

@@ -1,28 +1,46 @@
-//! The state store on DynamoDB (table `STATE_TABLE`), written with conditional `UpdateItem`s so
-//! that concurrent batches and redeliveries converge without read-modify-write.
+//! The state store on DynamoDB (table `STATE_TABLE`): message items (one per id, see
+//! [`crate::message_items`]) written without read-modify-write, delete or fold, and joined at
+//! read time with the same pure resolution as the embedded store.
 //!
 //! Items (see `infra/README.md`):
-//! - message `pk = MSG#<id>, sk = MSG`: the fields of [`MessageRecord`]; each status time is set
-//!   only if absent or later (`attribute_not_exists(x) OR x > :t`), so it keeps its earliest
-//!   value whatever the order; ids, contact and template are set if absent. `contact` (the phone
-//!   number, else the BSUID) feeds the `by_contact` index.
-//! - alias `pk = ID#<whatsappMessageId or localMessageId>, sk = ID`: the message's id, written
-//!   only when the message item gains that id.
+//! - message item `pk = MSG#<id>, sk = MSG`: the ids (`id`, `whatsapp_message_id`,
+//!   `local_message_id`) and contact names (`wa_id`, `bsuid`) are each set once, under the
+//!   condition "absent or equal" (an event that would change one is refused); facts are added to
+//!   sets (`sent_times`, `delivered_times`, `read_times`, `replied_times`: number sets;
+//!   `template_names`, `directions`, `failures`: string sets) and the least value is read, so
+//!   every write is unconditional on the facts, commutative and idempotent. `contact` (the phone
+//!   number, else the BSUID) feeds the `by_contact` index; `linked` holds the ids and contact
+//!   links written atomically with the item.
 //! - link `pk = LINK#<waId or bsuid>, sk = <the other>`: one contact's two names.
 //! - quarantine `pk = QUARANTINE#<key>, sk = QUARANTINE`: an event that can never be applied.
 //!
-//! Contacts are derived at read time from their messages (`by_contact`), with the same pure
-//! function as the embedded store.
+//! Applying an event: one `UpdateItem` of its home item, conditioned on its ids and names being
+//! consistent and on `linked` already holding every edge and link the event implies. If that
+//! condition fails only for want of links, one `TransactWriteItems` writes the home item, its
+//! edge items and the contact links together, and adds them to `linked`: a marker that is only
+//! ever set with what it marks, so a lost response, a retry or a crash between calls cannot leave
+//! an id without its item.
+//!
+//! Items of the earlier model read as they are: a merged message item is a home holding all its
+//! ids, and an alias `pk = ID#<id>, sk = ID` reads as a copy of the message it names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
 
 use crate::message::{Direction, Failure, MessageRecord};
-use crate::ports::{QueuedEvent, StateStore, StoreError};
+use crate::message_items::{
+    contradiction, distinct_messages, identity_fields, plan, Contradiction, ItemWrite,
+    MessageItem, Plan, Resolution,
+};
+use crate::ports::{MergeOutcome, QueuedEvent, StateStore, StoreError};
 use crate::session::ContactView;
 use crate::store::aws::{n, number, s, text, unavailable};
 
@@ -30,8 +48,13 @@ type Item = HashMap<String, AttributeValue>;
 
 const CONTACT_INDEX: &str = "by_contact";
 
-/// The status times, each merged on its own: one conditional update per time an event carries.
-const TIMES: [&str; 4] = ["sent_at", "delivered_at", "read_at", "replied_at"];
+/// BatchGetItem takes at most this many keys per call.
+const BATCH_GET_LIMIT: usize = 100;
+
+/// The fact sets and the record field each one holds.
+const TIME_SETS: [&str; 4] = ["sent_times", "delivered_times", "read_times", "replied_times"];
+/// The same facts as the earlier model stored them (one number each), read alongside the sets.
+const LEGACY_TIMES: [&str; 4] = ["sent_at", "delivered_at", "read_at", "replied_at"];
 
 #[derive(Clone, Debug)]
 pub struct DynamoState {
@@ -39,82 +62,185 @@ pub struct DynamoState {
     table: String,
 }
 
-fn message_key(id: &str) -> [(&'static str, AttributeValue); 2] {
-    [("pk", s(format!("MSG#{id}"))), ("sk", s("MSG"))]
+fn message_key(id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), s(format!("MSG#{id}"))),
+        ("sk".to_owned(), s("MSG")),
+    ])
 }
 
-/// The texts an event may add to a message, set only where absent.
-fn static_fields(facts: &MessageRecord) -> BTreeMap<&'static str, AttributeValue> {
-    let mut fields = BTreeMap::new();
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    }
+}
+
+/// A failure as one string, so that its time, code and detail stay together in the set.
+fn encode_failure(failure: &Failure) -> String {
+    serde_json::json!([failure.at, failure.code, failure.detail]).to_string()
+}
+
+fn decode_failure(encoded: &str) -> Option<Failure> {
+    let (at, code, detail): (i64, Option<String>, Option<String>) =
+        serde_json::from_str(encoded).ok()?;
+    Some(Failure { at, code, detail })
+}
+
+/// One `UpdateItem` (alone or in a transaction): the expression, its condition and values.
+#[derive(Debug, Default, PartialEq)]
+pub struct ItemUpdate {
+    pub key: String,
+    pub update_expression: String,
+    pub condition_expression: String,
+    pub values: HashMap<String, AttributeValue>,
+}
+
+/// The update that joins `write` into its item. With `require_links`, it also requires `linked`
+/// to hold every token of the write (the fast path, which then writes nothing else); otherwise it
+/// adds them.
+pub fn item_update(write: &ItemWrite, require_links: bool) -> ItemUpdate {
+    let mut set = Vec::new();
+    let mut add = Vec::new();
+    let mut conditions = Vec::new();
+    let mut values = HashMap::new();
+    for (field, value) in identity_fields(&write.record) {
+        if let Some(value) = value {
+            set.push(format!("{field} = :{field}"));
+            conditions.push(format!("(attribute_not_exists({field}) OR {field} = :{field})"));
+            values.insert(format!(":{field}"), s(value));
+        }
+    }
+    let record = &write.record;
+    match (&record.wa_id, &record.bsuid) {
+        (Some(_), _) => set.push("contact = :wa_id".to_owned()),
+        (None, Some(_)) => set.push("contact = if_not_exists(contact, :bsuid)".to_owned()),
+        (None, None) => {}
+    }
+    let times = [
+        record.sent_at,
+        record.delivered_at,
+        record.read_at,
+        record.replied_at,
+    ];
+    for (name, at) in TIME_SETS.iter().zip(times) {
+        if let Some(at) = at {
+            add.push(format!("{name} :{name}"));
+            values.insert(format!(":{name}"), AttributeValue::Ns(vec![at.to_string()]));
+        }
+    }
     let texts = [
-        ("id", &facts.id),
-        ("whatsapp_message_id", &facts.whatsapp_message_id),
-        ("local_message_id", &facts.local_message_id),
-        ("wa_id", &facts.wa_id),
-        ("bsuid", &facts.bsuid),
-        ("template_name", &facts.template_name),
+        ("template_names", record.template_name.clone()),
+        (
+            "directions",
+            record.direction.map(|d| direction_name(d).to_owned()),
+        ),
+        ("failures", record.failure.as_ref().map(encode_failure)),
     ];
     for (name, value) in texts {
         if let Some(value) = value {
-            fields.insert(name, s(value));
+            add.push(format!("{name} :{name}"));
+            values.insert(format!(":{name}"), AttributeValue::Ss(vec![value]));
         }
     }
-    if let Some(contact) = facts.contact() {
-        fields.insert("contact", s(contact));
+    if require_links {
+        for (n, token) in write.linked.iter().enumerate() {
+            conditions.push(format!("contains(linked, :link{n})"));
+            values.insert(format!(":link{n}"), s(token));
+        }
+    } else if !write.linked.is_empty() {
+        add.push("linked :linked".to_owned());
+        values.insert(
+            ":linked".to_owned(),
+            AttributeValue::Ss(write.linked.iter().cloned().collect()),
+        );
     }
-    if let Some(direction) = facts.direction {
-        let direction = match direction {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        };
-        fields.insert("direction", s(direction));
+    // An edge item of an event without ids to set is still created, so that it exists.
+    if set.is_empty() && add.is_empty() {
+        set.push("sk = sk".to_owned());
     }
-    fields
+    let mut update_expression = String::new();
+    if !set.is_empty() {
+        update_expression = format!("SET {}", set.join(", "));
+    }
+    if !add.is_empty() {
+        update_expression = format!("{update_expression} ADD {}", add.join(", "));
+    }
+    ItemUpdate {
+        key: write.key.clone(),
+        update_expression: update_expression.trim().to_owned(),
+        condition_expression: conditions.join(" AND "),
+        values,
+    }
 }
 
-/// One conditional update: the static fields plus at most one time (or the failure).
-struct Part {
-    set: Vec<String>,
-    values: HashMap<String, AttributeValue>,
-    condition: Option<String>,
+/// A stored item as the record and links it holds (the least value of every fact set, and the
+/// earlier model's single values beside them).
+pub fn item_from_attributes(key: String, item: &Item) -> MessageItem {
+    let least_number = |set: &str, legacy: &str| {
+        let in_set = item
+            .get(set)
+            .and_then(|v| v.as_ns().ok())
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.parse::<i64>().ok());
+        in_set.chain(number(item, legacy)).min()
+    };
+    let strings = |set: &str| -> Vec<String> {
+        item.get(set)
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let least_text = |set: &str, legacy: &str| {
+        strings(set).into_iter().chain(text(item, legacy)).min()
+    };
+    let legacy_failure = number(item, "failed_at").map(|at| Failure {
+        at,
+        code: text(item, "failed_code"),
+        detail: text(item, "failed_detail"),
+    });
+    let failure = strings("failures")
+        .iter()
+        .filter_map(|f| decode_failure(f))
+        .chain(legacy_failure)
+        .min();
+    let direction = strings("directions")
+        .into_iter()
+        .chain(text(item, "direction"))
+        .map(|d| match d.as_str() {
+            "inbound" => Direction::Inbound,
+            _ => Direction::Outbound,
+        })
+        .min();
+    let times: Vec<Option<i64>> = TIME_SETS
+        .iter()
+        .zip(LEGACY_TIMES)
+        .map(|(set, legacy)| least_number(set, legacy))
+        .collect();
+    MessageItem {
+        key,
+        record: MessageRecord {
+            id: text(item, "id"),
+            whatsapp_message_id: text(item, "whatsapp_message_id"),
+            local_message_id: text(item, "local_message_id"),
+            wa_id: text(item, "wa_id"),
+            bsuid: text(item, "bsuid"),
+            direction,
+            template_name: least_text("template_names", "template_name"),
+            sent_at: times[0],
+            delivered_at: times[1],
+            read_at: times[2],
+            replied_at: times[3],
+            failure,
+        },
+        linked: strings("linked").into_iter().collect(),
+    }
 }
 
-impl Part {
-    fn new(statics: &BTreeMap<&'static str, AttributeValue>) -> Part {
-        let mut part = Part {
-            set: Vec::new(),
-            values: HashMap::new(),
-            condition: None,
-        };
-        for (name, value) in statics {
-            part.set
-                .push(format!("{name} = if_not_exists({name}, :{name})"));
-            part.values.insert(format!(":{name}"), value.clone());
-        }
-        part
-    }
-
-    fn with_time(mut self, name: &str, at: i64) -> Part {
-        self.set.push(format!("{name} = :{name}"));
-        self.values.insert(format!(":{name}"), n(at));
-        // `>=`: an equal time (the v2 twin of a v1 event) still sets the fields it adds, in one write.
-        self.condition = Some(format!("attribute_not_exists({name}) OR {name} >= :{name}"));
-        self
-    }
-
-    fn with_failure(mut self, failure: &Failure) -> Part {
-        self = self.with_time("failed_at", failure.at);
-        for (name, value) in [
-            ("failed_code", &failure.code),
-            ("failed_detail", &failure.detail),
-        ] {
-            if let Some(value) = value {
-                self.set.push(format!("{name} = :{name}"));
-                self.values.insert(format!(":{name}"), s(value));
-            }
-        }
-        self
-    }
+/// The key an item's `pk` files it under, if it is a message item.
+fn message_item_key(item: &Item) -> Option<String> {
+    text(item, "pk")?.strip_prefix("MSG#").map(str::to_owned)
 }
 
 impl DynamoState {
@@ -130,160 +256,204 @@ impl DynamoState {
         self.ping().await
     }
 
-    /// Applies one part; returns the attributes the item had before for the fields it set
-    /// (`UPDATED_OLD`), or the whole old item when a later time already stood (`ALL_OLD`).
-    async fn update(&self, id: &str, part: Part) -> Result<(Item, bool), StoreError> {
-        let mut update = self
+    /// The fast path: the home item alone, if it already holds every link the event implies.
+    /// `Ok(None)` means the links are missing (write the whole plan).
+    async fn update_home(&self, plan: &Plan) -> Result<Option<MergeOutcome>, StoreError> {
+        let update = item_update(&plan.home, true);
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(
-                message_key(id)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
-            ))
-            .update_expression(format!("SET {}", part.set.join(", ")))
-            .set_expression_attribute_values(Some(part.values))
-            .return_values(ReturnValue::UpdatedOld)
+            .set_key(Some(message_key(&update.key)))
+            .update_expression(update.update_expression)
+            .set_expression_attribute_values(Some(update.values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(condition) = part.condition {
-            update = update.condition_expression(condition);
+        if !update.condition_expression.is_empty() {
+            request = request.condition_expression(update.condition_expression);
         }
-        match update.send().await {
-            Ok(output) => Ok((output.attributes().cloned().unwrap_or_default(), true)),
+        match request.send().await {
+            Ok(_) => Ok(Some(MergeOutcome::Merged)),
             Err(error) => match error.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(old)) => {
-                    Ok((old.item().cloned().unwrap_or_default(), false))
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let stored = item_from_attributes(
+                        plan.home.key.clone(),
+                        failed.item().unwrap_or(&HashMap::new()),
+                    );
+                    Ok(contradiction(&stored.record, &plan.home).map(MergeOutcome::Refused))
                 }
-                _ => Err(unavailable("update message", error)),
+                _ => Err(unavailable("update message item", error)),
             },
         }
     }
 
-    /// Writes facts to the message filed under `id`; returns the fields the item newly gained.
-    async fn write_facts(
-        &self,
-        id: &str,
-        facts: &MessageRecord,
-    ) -> Result<Vec<&'static str>, StoreError> {
-        let statics = static_fields(facts);
-        let mut parts: Vec<Part> = Vec::new();
-        let times = [
-            facts.sent_at,
-            facts.delivered_at,
-            facts.read_at,
-            facts.replied_at,
-        ];
-        for (name, at) in TIMES.iter().zip(times) {
-            if let Some(at) = at {
-                parts.push(Part::new(&statics).with_time(name, at));
+    /// The whole plan in one transaction: home, edges and contact links, all or nothing.
+    async fn write_plan(&self, plan: &Plan) -> Result<MergeOutcome, StoreError> {
+        let writes: Vec<&ItemWrite> = std::iter::once(&plan.home).chain(&plan.edges).collect();
+        let mut items = Vec::new();
+        for write in &writes {
+            let update = item_update(write, false);
+            let mut builder = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(message_key(&update.key)))
+                .update_expression(update.update_expression)
+                .set_expression_attribute_values(Some(update.values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            if !update.condition_expression.is_empty() {
+                builder = builder.condition_expression(update.condition_expression);
             }
+            let update = builder
+                .build()
+                .map_err(|e| StoreError::unavailable("build item update", e))?;
+            items.push(TransactWriteItem::builder().update(update).build());
         }
-        if let Some(failure) = &facts.failure {
-            parts.push(Part::new(&statics).with_failure(failure));
-        }
-        if parts.is_empty() {
-            parts.push(Part::new(&statics));
-        }
-        let mut gained = Vec::new();
-        for part in parts {
-            let (old, applied) = self.update(id, part).await?;
-            let missing: Vec<&'static str> = statics
-                .keys()
-                .copied()
-                .filter(|name| !old.contains_key(*name))
+        if let Some((wa_id, bsuid)) = &plan.contact_link {
+            let links: BTreeSet<(&str, &str)> = [(wa_id, bsuid), (bsuid, wa_id)]
+                .into_iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
                 .collect();
-            if !applied && !missing.is_empty() {
-                // An earlier time stood, but this event still brings fields the item lacks.
-                self.update(id, Part::new(&statics)).await?;
+            for (from, to) in links {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .item("pk", s(format!("LINK#{from}")))
+                    .item("sk", s(to))
+                    .build()
+                    .map_err(|e| StoreError::unavailable("build contact link", e))?;
+                items.push(TransactWriteItem::builder().put(put).build());
             }
-            for name in missing {
-                if !gained.contains(&name) {
-                    gained.push(name);
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let Err(error) = result else {
+            return Ok(MergeOutcome::Merged);
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(canceled)) =
+            error.as_service_error()
+        {
+            for (reason, write) in canceled.cancellation_reasons().iter().zip(&writes) {
+                if reason.code() != Some("ConditionalCheckFailed") {
+                    continue;
+                }
+                let stored =
+                    item_from_attributes(write.key.clone(), reason.item().unwrap_or(&HashMap::new()));
+                let refused = contradiction(&stored.record, write).unwrap_or(Contradiction {
+                    key: write.key.clone(),
+                    field: "identity",
+                });
+                return Ok(MergeOutcome::Refused(refused));
+            }
+        }
+        Err(unavailable("write message items", error))
+    }
+
+    /// The items under `keys` (eventually consistent). A key with no item but an alias of the
+    /// earlier model reads as a copy of the message the alias names.
+    async fn fetch(&self, keys: &[String]) -> Result<BTreeMap<String, Option<MessageItem>>, StoreError> {
+        let mut found: BTreeMap<String, Option<MessageItem>> = BTreeMap::new();
+        for item in self.batch_get(keys.iter().map(|k| message_key(k)).collect()).await? {
+            if let Some(key) = message_item_key(&item) {
+                found.insert(key.clone(), Some(item_from_attributes(key, &item)));
+            }
+        }
+        let missing: Vec<&String> = keys.iter().filter(|k| !found.contains_key(*k)).collect();
+        let mut aliases: BTreeMap<String, String> = BTreeMap::new();
+        if !missing.is_empty() {
+            let alias_keys = missing
+                .iter()
+                .map(|k| {
+                    HashMap::from([
+                        ("pk".to_owned(), s(format!("ID#{k}"))),
+                        ("sk".to_owned(), s("ID")),
+                    ])
+                })
+                .collect();
+            for item in self.batch_get(alias_keys).await? {
+                let alias = text(&item, "pk").and_then(|pk| pk.strip_prefix("ID#").map(str::to_owned));
+                if let (Some(alias), Some(primary)) = (alias, text(&item, "message")) {
+                    aliases.insert(alias, primary);
                 }
             }
         }
-        Ok(gained)
-    }
-
-    async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
-        self.client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
-            .send()
-            .await
-            .map(|output| output.item().cloned())
-            .map_err(|e| unavailable("get item", e))
-    }
-
-    /// The id a message is filed under, if any item is filed under this id or names it.
-    async fn resolve(&self, id: &str) -> Result<Option<String>, StoreError> {
-        if self.get_item(format!("MSG#{id}"), "MSG").await?.is_some() {
-            return Ok(Some(id.to_owned()));
+        if !aliases.is_empty() {
+            let primaries: BTreeSet<&String> = aliases.values().collect();
+            let mut messages: BTreeMap<String, MessageItem> = BTreeMap::new();
+            for item in self
+                .batch_get(primaries.iter().map(|p| message_key(p)).collect())
+                .await?
+            {
+                if let Some(key) = message_item_key(&item) {
+                    messages.insert(key.clone(), item_from_attributes(key, &item));
+                }
+            }
+            for (alias, primary) in aliases {
+                if let Some(message) = messages.get(&primary) {
+                    let copy = MessageItem {
+                        key: alias.clone(),
+                        ..message.clone()
+                    };
+                    found.insert(alias, Some(copy));
+                }
+            }
         }
-        Ok(self
-            .get_item(format!("ID#{id}"), "ID")
-            .await?
-            .and_then(|item| text(&item, "message")))
-    }
-
-    /// Points `alias` at `primary`; if it pointed at another item (a message first known only by
-    /// this alias), folds that item's facts into `primary` and deletes it.
-    /// An item filed under its own alias (no Wati id yet) gets a self-pointing alias, so that the
-    /// event that finally names its Wati id finds it here and folds it.
-    async fn link_alias(&self, alias: &str, primary: &str) -> Result<(), StoreError> {
-        let old = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("ID#{alias}")))
-            .item("sk", s("ID"))
-            .item("message", s(primary))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| unavailable("write alias", e))?
-            .attributes()
-            .and_then(|item| text(item, "message"));
-        let Some(orphan) = old.filter(|old| old != primary) else {
-            return Ok(());
-        };
-        if let Some(item) = self.get_item(format!("MSG#{orphan}"), "MSG").await? {
-            self.write_facts(primary, &record_from_item(&item)).await?;
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(
-                    message_key(&orphan)
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v))
-                        .collect(),
-                ))
-                .send()
-                .await
-                .map_err(|e| unavailable("delete folded message", e))?;
+        for key in keys {
+            found.entry(key.clone()).or_insert(None);
         }
-        Ok(())
+        Ok(found)
     }
 
-    async fn link_contact(&self, wa_id: &str, bsuid: &str) -> Result<(), StoreError> {
-        for (from, to) in [(wa_id, bsuid), (bsuid, wa_id)] {
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .item("pk", s(format!("LINK#{from}")))
-                .item("sk", s(to))
-                .send()
-                .await
-                .map_err(|e| unavailable("link contact names", e))?;
+    async fn batch_get(&self, keys: Vec<HashMap<String, AttributeValue>>) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        for chunk in keys.chunks(BATCH_GET_LIMIT) {
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .build()
+                    .map_err(|e| StoreError::unavailable("build batch get", e))?,
+            );
+            while let Some(request) = pending.take() {
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("get message items", e))?;
+                if let Some(got) = output.responses().and_then(|r| r.get(&self.table)) {
+                    items.extend(got.iter().cloned());
+                }
+                pending = output
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+            }
         }
-        Ok(())
+        Ok(items)
     }
 
-    async fn messages_of(&self, contact: &str) -> Result<Vec<Item>, StoreError> {
+    /// Runs resolutions to the end, one batched fetch per round for all of them.
+    async fn resolve_all(&self, resolutions: &mut [Resolution]) -> Result<(), StoreError> {
+        loop {
+            let wanted: BTreeSet<String> = resolutions.iter().flat_map(|r| r.wanted()).collect();
+            if wanted.is_empty() {
+                return Ok(());
+            }
+            let wanted: Vec<String> = wanted.into_iter().collect();
+            let found = self.fetch(&wanted).await?;
+            for resolution in resolutions.iter_mut() {
+                for key in resolution.wanted() {
+                    resolution.offer(&key, found.get(&key).cloned().flatten());
+                }
+            }
+        }
+    }
+
+    async fn homes_of(&self, contact: &str) -> Result<Vec<MessageItem>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
         loop {
@@ -298,7 +468,9 @@ impl DynamoState {
                 .send()
                 .await
                 .map_err(|e| unavailable("query contact messages", e))?;
-            items.extend(output.items().iter().cloned());
+            items.extend(output.items().iter().filter_map(|item| {
+                message_item_key(item).map(|key| item_from_attributes(key, item))
+            }));
             start = output.last_evaluated_key().cloned();
             if start.is_none() {
                 return Ok(items);
@@ -322,66 +494,16 @@ impl DynamoState {
     }
 }
 
-fn record_from_item(item: &Item) -> MessageRecord {
-    MessageRecord {
-        id: text(item, "id"),
-        whatsapp_message_id: text(item, "whatsapp_message_id"),
-        local_message_id: text(item, "local_message_id"),
-        wa_id: text(item, "wa_id"),
-        bsuid: text(item, "bsuid"),
-        direction: text(item, "direction").map(|d| match d.as_str() {
-            "inbound" => Direction::Inbound,
-            _ => Direction::Outbound,
-        }),
-        template_name: text(item, "template_name"),
-        sent_at: number(item, "sent_at"),
-        delivered_at: number(item, "delivered_at"),
-        read_at: number(item, "read_at"),
-        replied_at: number(item, "replied_at"),
-        failure: number(item, "failed_at").map(|at| Failure {
-            at,
-            code: text(item, "failed_code"),
-            detail: text(item, "failed_detail"),
-        }),
-    }
-}
-
 #[async_trait]
 impl StateStore for DynamoState {
-    async fn apply(&self, facts: &MessageRecord) -> Result<(), StoreError> {
-        // Wati's id files the message; an event without it goes where its other ids point.
-        let primary = match &facts.id {
-            Some(id) => id.clone(),
-            None => {
-                let mut found = None;
-                for alias in facts.all_ids() {
-                    if let Some(id) = self.resolve(alias).await? {
-                        found = Some(id);
-                        break;
-                    }
-                }
-                match found.or_else(|| facts.primary_id().map(str::to_owned)) {
-                    Some(id) => id,
-                    None => return Ok(()),
-                }
-            }
+    async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError> {
+        let Some(plan) = plan(facts) else {
+            return Ok(MergeOutcome::Merged);
         };
-        let gained = self.write_facts(&primary, facts).await?;
-        // Aliases and links are written once, when the message first learns the id or name.
-        let aliases = [
-            ("whatsapp_message_id", &facts.whatsapp_message_id),
-            ("local_message_id", &facts.local_message_id),
-        ];
-        for (field, alias) in aliases {
-            if let (true, Some(alias)) = (gained.contains(&field), alias) {
-                self.link_alias(alias, &primary).await?;
-            }
+        match self.update_home(&plan).await? {
+            Some(outcome) => Ok(outcome),
+            None => self.write_plan(&plan).await,
         }
-        let names_new = gained.contains(&"wa_id") || gained.contains(&"bsuid");
-        if let (true, Some(wa_id), Some(bsuid)) = (names_new, &facts.wa_id, &facts.bsuid) {
-            self.link_contact(wa_id, bsuid).await?;
-        }
-        Ok(())
     }
 
     async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError> {
@@ -400,29 +522,121 @@ impl StateStore for DynamoState {
     }
 
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
-        let Some(primary) = self.resolve(id).await? else {
-            return Ok(None);
-        };
-        Ok(self
-            .get_item(format!("MSG#{primary}"), "MSG")
-            .await?
-            .map(|item| record_from_item(&item)))
+        let mut resolution = [Resolution::new(id)];
+        self.resolve_all(&mut resolution).await?;
+        let [resolution] = resolution;
+        Ok(resolution.message())
     }
 
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
-        let mut messages: BTreeMap<String, MessageRecord> = BTreeMap::new();
+        let mut resolutions = Vec::new();
         for name in self.names_of(contact).await? {
-            for item in self.messages_of(&name).await? {
-                if let Some(pk) = text(&item, "pk") {
-                    messages.insert(pk, record_from_item(&item));
-                }
+            for home in self.homes_of(&name).await? {
+                let mut resolution = Resolution::new(&home.key);
+                resolution.offer(&home.key.clone(), Some(home));
+                resolutions.push(resolution);
             }
         }
-        let messages: Vec<MessageRecord> = messages.into_values().collect();
-        Ok(ContactView::from_messages(contact, &messages, now))
+        self.resolve_all(&mut resolutions).await?;
+        Ok(ContactView::from_messages(&distinct_messages(resolutions), now))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.get_item("HEALTH".into(), "HEALTH").await.map(|_| ())
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s("HEALTH"))
+            .key("sk", s("HEALTH"))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable("get item", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(record: MessageRecord, linked: &[&str]) -> ItemWrite {
+        ItemWrite {
+            key: "R".into(),
+            record,
+            linked: linked.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// The fast path writes facts only into sets (no condition on them: any order converges)
+    /// and sets ids and names only if absent or equal.
+    #[test]
+    fn the_home_update_adds_facts_and_guards_identity() {
+        let record = MessageRecord {
+            id: Some("R".into()),
+            whatsapp_message_id: Some("W".into()),
+            wa_id: Some("1".into()),
+            delivered_at: Some(20),
+            failure: Some(Failure {
+                at: 21,
+                code: Some("131026".into()),
+                detail: None,
+            }),
+            ..MessageRecord::default()
+        };
+        let update = item_update(&write(record, &["W"]), true);
+        assert_eq!(
+            update.update_expression,
+            "SET id = :id, whatsapp_message_id = :whatsapp_message_id, wa_id = :wa_id, \
+             contact = :wa_id ADD delivered_times :delivered_times, failures :failures"
+        );
+        assert_eq!(
+            update.condition_expression,
+            "(attribute_not_exists(id) OR id = :id) AND (attribute_not_exists(whatsapp_message_id) \
+             OR whatsapp_message_id = :whatsapp_message_id) AND (attribute_not_exists(wa_id) OR \
+             wa_id = :wa_id) AND contains(linked, :link0)"
+        );
+        assert_eq!(
+            update.values[":failures"],
+            AttributeValue::Ss(vec![r#"[21,"131026",null]"#.into()])
+        );
+        let slow = item_update(&write(MessageRecord::default(), &["W"]), false);
+        assert_eq!(slow.update_expression, "ADD linked :linked");
+        assert_eq!(slow.condition_expression, "");
+    }
+
+    /// Every fact set reads back as its least value; the earlier model's single values count.
+    #[test]
+    fn stored_sets_read_as_their_least_value() {
+        let item: Item = HashMap::from([
+            ("id".into(), s("R")),
+            ("delivered_times".into(), AttributeValue::Ns(vec!["30".into(), "20".into()])),
+            ("read_at".into(), n(50)),
+            ("read_times".into(), AttributeValue::Ns(vec!["60".into()])),
+            (
+                "failures".into(),
+                AttributeValue::Ss(vec![
+                    r#"[9,"b","later code"]"#.into(),
+                    r#"[8,null,null]"#.into(),
+                ]),
+            ),
+            ("template_names".into(), AttributeValue::Ss(vec!["b".into(), "a".into()])),
+            ("directions".into(), AttributeValue::Ss(vec!["outbound".into()])),
+            ("direction".into(), s("inbound")),
+            ("linked".into(), AttributeValue::Ss(vec!["W".into()])),
+        ]);
+        let read = item_from_attributes("R".into(), &item);
+        assert_eq!(read.record.delivered_at, Some(20));
+        assert_eq!(read.record.read_at, Some(50));
+        // The earliest failure, whole: its missing code is not filled from a later one.
+        assert_eq!(
+            read.record.failure,
+            Some(Failure {
+                at: 8,
+                code: None,
+                detail: None
+            })
+        );
+        assert_eq!(read.record.template_name.as_deref(), Some("a"));
+        assert_eq!(read.record.direction, Some(Direction::Inbound));
+        assert!(read.linked.contains("W"));
     }
 }

@@ -31,10 +31,12 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::message::MessageRecord;
 use crate::ports::{
-    Intake, Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StateStore,
-    StoreError,
+    Intake, Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StoreError,
 };
-use crate::session::ContactView;
+
+mod message_state;
+
+use message_state::STATE_SCHEMA;
 
 /// Most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -94,27 +96,6 @@ CREATE TABLE IF NOT EXISTS queue (
 const QUEUED_BODY: &str = "COALESCE(queue.body, \
      (SELECT CAST(ledger.body AS TEXT) FROM ledger WHERE ledger.key = queue.key), '')";
 
-const STATE_SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS messages (
-    id     TEXT PRIMARY KEY,
-    wa_id  TEXT,
-    bsuid  TEXT,
-    record TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_wa_id ON messages(wa_id) WHERE wa_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_by_bsuid ON messages(bsuid) WHERE bsuid IS NOT NULL;
-CREATE TABLE IF NOT EXISTS message_ids (
-    alias TEXT PRIMARY KEY,
-    id    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS message_ids_by_id ON message_ids(id);
-CREATE TABLE IF NOT EXISTS contact_ids (
-    bsuid TEXT NOT NULL,
-    wa_id TEXT NOT NULL,
-    PRIMARY KEY (bsuid, wa_id)
-);
-CREATE INDEX IF NOT EXISTS contact_ids_by_wa_id ON contact_ids(wa_id);
-"#;
 
 /// One queued event handed to the local processor.
 #[derive(Debug, Clone)]
@@ -160,7 +141,10 @@ impl EmbeddedStore {
     /// visible again at once.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let state_path = path.with_extension("state.db");
-        let state = Database::open(&state_path, STATE_SCHEMA, |_| Ok(()))?;
+        let state = Database::open(&state_path, STATE_SCHEMA, |writer| {
+            message_state::add_linked_column(writer)
+                .map_err(|e| StoreError::unavailable("add linked column", e))
+        })?;
         let intake_schema = format!("{INTAKE_SCHEMA}{QUEUE_TABLE}");
         let intake = Database::open(path, &intake_schema, |writer| {
             move_state_out_of_intake(writer, &state_path)
@@ -172,6 +156,7 @@ impl EmbeddedStore {
                 .map_err(|e| StoreError::unavailable("reset in-flight events", e))?;
             Ok(())
         })?;
+        message_state::edges_from_aliases(&state_path)?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 intake,
@@ -606,160 +591,10 @@ impl Intake for EmbeddedStore {
     }
 }
 
-#[async_trait]
-impl StateStore for EmbeddedStore {
-    async fn apply(&self, facts: &MessageRecord) -> Result<(), StoreError> {
-        let facts = facts.clone();
-        self.state()
-            .write("apply facts", move |conn| apply_facts(conn, facts))
-            .await
-    }
-
-    async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError> {
-        let (event, reason) = (event.clone(), reason.to_owned());
-        self.intake()
-            .write("quarantine", move |conn| {
-                conn.execute(
-                    "INSERT INTO quarantine (key, reason, body, received_at, stage)
-                 VALUES (?1, ?2, ?3, ?4, 'processor') ON CONFLICT (key) DO NOTHING",
-                    params![event.key, reason, event.body.as_bytes(), event.received_at],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
-        let id = id.to_owned();
-        self.state()
-            .read("read message", move |conn| load_by_alias(conn, &id))
-            .await?
-            .map(|json| decode(&json))
-            .transpose()
-    }
-
-    async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
-        let contact = contact.to_owned();
-        let (contact, records) = self
-            .state()
-            .read("read contact", move |conn| {
-                let records = load_contact_messages(conn, &contact)?;
-                Ok((contact, records))
-            })
-            .await?;
-        let messages = records
-            .iter()
-            .map(|json| decode(json))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ContactView::from_messages(&contact, &messages, now))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        for database in [self.intake(), self.state()] {
-            database
-                .read("ping", |conn| conn.query_row("SELECT 1", [], |_| Ok(())))
-                .await?;
-            // The writer must answer too: a store that cannot write cannot take events.
-            database.write("ping writer", |_| Ok(())).await?;
-        }
-        Ok(())
-    }
-}
-
-/// Merges `facts` with every stored record that shares one of its ids, files the result under its
-/// primary id and points all its ids at it. Records first stored under a `whatsappMessageId` or
-/// `localMessageId` (a status that arrived before anything named Wati's id) are folded in here.
-fn apply_facts(conn: &Connection, facts: MessageRecord) -> rusqlite::Result<()> {
-    let mut merged = facts;
-    // Each id of the incoming facts, with the message it already points at (if any).
-    let mut resolved: Vec<(String, Option<String>)> = Vec::new();
-    let mut stored_under: Vec<String> = Vec::new();
-    {
-        let mut resolve = conn.prepare_cached("SELECT id FROM message_ids WHERE alias = ?1")?;
-        for alias in merged.all_ids().map(str::to_owned).collect::<Vec<_>>() {
-            let id = resolve
-                .query_row([&alias], |row| row.get::<_, String>(0))
-                .optional()?;
-            if let Some(id) = &id {
-                if !stored_under.contains(id) {
-                    stored_under.push(id.clone());
-                }
-            }
-            resolved.push((alias, id));
-        }
-    }
-    let mut load = conn.prepare_cached("SELECT record FROM messages WHERE id = ?1")?;
-    for id in &stored_under {
-        if let Some(json) = load
-            .query_row([id], |row| row.get::<_, String>(0))
-            .optional()?
-        {
-            merged.merge(&decode(&json).map_err(to_sql_error)?);
-        }
-    }
-    let Some(primary) = merged.primary_id().map(str::to_owned) else {
-        return Ok(());
-    };
-    for id in stored_under.iter().filter(|id| **id != primary) {
-        conn.execute("DELETE FROM messages WHERE id = ?1", [id])?;
-        conn.execute(
-            "UPDATE message_ids SET id = ?1 WHERE id = ?2",
-            params![primary, id],
-        )?;
-    }
-    let json = serde_json::to_string(&merged).map_err(to_sql_error)?;
-    conn.prepare_cached(
-        "INSERT INTO messages (id, wa_id, bsuid, record) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (id) DO UPDATE SET wa_id = excluded.wa_id, bsuid = excluded.bsuid,
-         record = excluded.record",
-    )?
-    .execute(params![primary, merged.wa_id, merged.bsuid, json])?;
-    let mut alias =
-        conn.prepare_cached("INSERT OR REPLACE INTO message_ids (alias, id) VALUES (?1, ?2)")?;
-    for id in merged.all_ids() {
-        // Rewriting an alias that already points here would only dirty another index page.
-        let points_here = resolved
-            .iter()
-            .any(|(alias, to)| alias == id && to.as_deref() == Some(primary.as_str()));
-        if !points_here {
-            alias.execute(params![id, primary])?;
-        }
-    }
-    if let (Some(bsuid), Some(wa_id)) = (&merged.bsuid, &merged.wa_id) {
-        conn.prepare_cached("INSERT OR IGNORE INTO contact_ids (bsuid, wa_id) VALUES (?1, ?2)")?
-            .execute(params![bsuid, wa_id])?;
-    }
-    Ok(())
-}
-
 fn count_rows(conn: &Connection, table: &str) -> rusqlite::Result<u64> {
     conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
         row.get(0)
     })
-}
-
-fn load_by_alias(conn: &Connection, alias: &str) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached(
-        "SELECT m.record FROM message_ids a JOIN messages m ON m.id = a.id WHERE a.alias = ?1",
-    )?
-    .query_row([alias], |row| row.get(0))
-    .optional()
-}
-
-/// All messages of a contact named by phone number or BSUID, including those that named it only
-/// by the other identifier.
-fn load_contact_messages(conn: &Connection, contact: &str) -> rusqlite::Result<Vec<String>> {
-    conn.prepare_cached(
-        "WITH names(name) AS (
-             SELECT ?1
-             UNION SELECT bsuid FROM contact_ids WHERE wa_id = ?1
-             UNION SELECT wa_id FROM contact_ids WHERE bsuid = ?1)
-         SELECT record FROM messages WHERE wa_id IN (SELECT name FROM names)
-         UNION
-         SELECT record FROM messages WHERE bsuid IN (SELECT name FROM names)",
-    )?
-    .query_map([contact], |row| row.get(0))?
-    .collect()
 }
 
 /// A ledger row (`key, received_at, body`) as the event it archives.
@@ -982,6 +817,7 @@ fn enqueue_in(conn: &Connection, event: &QueuedEvent) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::StateStore;
 
     /// A new event is in the ledger and on the queue after one write; a seen key enqueues nothing.
     #[tokio::test]
@@ -1121,26 +957,46 @@ mod tests {
         assert_eq!(again[0].attempts, 1);
     }
 
-    /// A data directory written before state had its own file keeps its messages: opening it
-    /// moves them to the state database and drops them from the intake one.
+    /// A data directory written before state had its own file, and before messages were items,
+    /// keeps its messages: opening it moves them to the state database, drops them from the
+    /// intake one, and turns the alias rows into edge items (every id still finds the message).
     #[tokio::test]
-    async fn messages_stored_before_the_split_are_moved_to_the_state_database() {
+    async fn messages_stored_before_the_split_and_before_items_read_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let body = r#"{"eventType":"message","id":"w1","whatsappMessageId":"m1","waId":"4917"}"#;
         let event = crate::event::WatiEvent::parse(body.as_bytes()).unwrap();
         let facts = MessageRecord::from_event(&event, 5).unwrap();
         {
-            // The old layout: every table in one file.
+            // The old layout: every table in one file, one merged record per message under its
+            // primary id and an alias row per id.
             let old = connect(&path).unwrap();
             old.execute_batch(INTAKE_SCHEMA).unwrap();
-            old.execute_batch(STATE_SCHEMA).unwrap();
-            apply_facts(&old, facts.clone()).unwrap();
+            old.execute_batch(
+                "CREATE TABLE messages (id TEXT PRIMARY KEY, wa_id TEXT, bsuid TEXT,
+                     record TEXT NOT NULL);
+                 CREATE TABLE message_ids (alias TEXT PRIMARY KEY, id TEXT NOT NULL);
+                 CREATE TABLE contact_ids (bsuid TEXT NOT NULL, wa_id TEXT NOT NULL,
+                     PRIMARY KEY (bsuid, wa_id));",
+            )
+            .unwrap();
+            old.execute(
+                "INSERT INTO messages (id, wa_id, bsuid, record) VALUES ('w1', '4917', NULL, ?1)",
+                [serde_json::to_string(&facts).unwrap()],
+            )
+            .unwrap();
+            old.execute_batch(
+                "INSERT INTO message_ids (alias, id) VALUES ('w1', 'w1'), ('m1', 'w1');",
+            )
+            .unwrap();
         }
 
         let store = EmbeddedStore::open(&path).unwrap();
-        assert_eq!(store.message("m1").await.unwrap(), Some(facts));
-        assert_eq!(store.counts().await.unwrap().messages, 1);
+        for id in ["w1", "m1"] {
+            assert_eq!(store.message(id).await.unwrap().as_ref(), Some(&facts), "by {id}");
+        }
+        let view = store.contact("4917", 10).await.unwrap().unwrap();
+        assert_eq!(view.wa_id.as_deref(), Some("4917"));
         let left_behind: bool = connect(&path)
             .unwrap()
             .query_row(

@@ -17,7 +17,7 @@ use wati_ingest::auth::SecretSet;
 use wati_ingest::event::WatiEvent;
 use wati_ingest::lambda::{process_sqs_batch, read_api_router, receiver_router, ReceiverConfig};
 use wati_ingest::message::MessageRecord;
-use wati_ingest::ports::{QueuedEvent, StateStore, StoreError};
+use wati_ingest::ports::{QueuedEvent, MergeOutcome, StateStore, StoreError};
 use wati_ingest::receiver::sweep;
 use wati_ingest::session::ContactView;
 use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
@@ -91,7 +91,7 @@ struct PoisonFor {
 
 #[async_trait]
 impl StateStore for PoisonFor {
-    async fn apply(&self, facts: &MessageRecord) -> Result<(), StoreError> {
+    async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError> {
         if facts.id.as_deref() == Some(self.id) {
             return Err(StoreError::unavailable("apply", "poisoned for the test"));
         }

@@ -71,7 +71,7 @@ pub(crate) fn oracle_at(
                 })
                 .cloned()
                 .collect();
-            let view = ContactView::from_messages(contact, &mine, now).expect("known contact");
+            let view = ContactView::from_messages(&mine, now).expect("known contact");
             (contact.to_string(), serde_json::to_value(view).unwrap())
         })
         .collect();
@@ -184,10 +184,10 @@ contract!(a_message_first_known_by_wamid_is_folded_in);
 async fn a_message_first_known_by_wamid_is_folded_in(backend: Backend) {
     let state = backend.state();
     let read =
-        br#"{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.ORPHAN","timestamp":"200"}"#;
-    let sent = br#"{"eventType":"sessionMessageSent","id":"m-orphan","whatsappMessageId":"wamid.ORPHAN","waId":"15550001111","timestamp":"100"}"#;
+        br#"{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.ORPHAN","timestamp":"1700000200"}"#;
+    let sent = br#"{"eventType":"sessionMessageSent","id":"m-orphan","whatsappMessageId":"wamid.ORPHAN","waId":"15550001111","timestamp":"1700000100"}"#;
     for body in [&read[..], &sent[..]] {
-        let facts = MessageRecord::from_event(&WatiEvent::parse(body).unwrap(), 1).unwrap();
+        let facts = MessageRecord::from_event(&WatiEvent::parse(body).unwrap(), 1_700_000_300).unwrap();
         state.apply(&facts).await.unwrap();
     }
     let message = state
@@ -195,8 +195,11 @@ async fn a_message_first_known_by_wamid_is_folded_in(backend: Backend) {
         .await
         .unwrap()
         .expect("filed under Wati's id");
-    assert_eq!((message.sent_at, message.read_at), (Some(100), Some(200)));
+    assert_eq!(
+        (message.sent_at, message.read_at),
+        (Some(1_700_000_100), Some(1_700_000_200))
+    );
     assert_eq!(state.message("wamid.ORPHAN").await.unwrap(), Some(message));
-    let contact = state.contact("15550001111", 300).await.unwrap().unwrap();
+    let contact = state.contact("15550001111", 1_700_000_300).await.unwrap().unwrap();
     assert_eq!(contact.session.business_messages, 1, "one message, not two");
 }

@@ -23,7 +23,8 @@ use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use tokio::sync::Notify;
 use wati_ingest::message::MessageRecord;
 use wati_ingest::ports::{
-    Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StateStore, StoreError,
+    Ledger, LedgerEntry, MergeOutcome, QuarantineEntry, Queue, QueuedEvent, Recorded, StateStore,
+    StoreError,
 };
 use wati_ingest::session::ContactView;
 
@@ -227,7 +228,7 @@ pub struct FaultyState {
 
 #[async_trait]
 impl StateStore for FaultyState {
-    async fn apply(&self, facts: &MessageRecord) -> Result<(), StoreError> {
+    async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError> {
         self.faults
             .around(Call::Apply, self.inner.apply(facts))
             .await

@@ -169,7 +169,7 @@ impl History {
             .iter()
             .filter_map(|name| {
                 let mine = by_contact.get(name.as_str())?;
-                let contact = ContactView::from_messages(name, mine, now)?;
+                let contact = ContactView::from_messages(mine, now)?;
                 Some((name.clone(), view(&contact)))
             })
             .collect();
