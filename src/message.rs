@@ -295,9 +295,11 @@ pub(crate) mod tests {
 
     #[test]
     fn read_before_delivered_ends_read_with_both_times() {
-        let sent =
-            facts(r#"{"eventType":"sessionMessageSent","id":"m","waId":"1","timestamp":"1700000010"}"#);
-        let delivered = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#);
+        let sent = facts(
+            r#"{"eventType":"sessionMessageSent","id":"m","waId":"1","timestamp":"1700000010"}"#,
+        );
+        let delivered =
+            facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#);
         let read = facts(r#"{"eventType":"sentMessageREAD_v2","id":"m","timestamp":"1700000030"}"#);
         let state = merged(&[read.clone(), delivered.clone(), sent.clone()]);
         assert_eq!(state.status(), Status::Read);
@@ -309,7 +311,8 @@ pub(crate) mod tests {
 
     #[test]
     fn failure_never_hides_a_delivery() {
-        let delivered = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#);
+        let delivered =
+            facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#);
         let failed = facts(
             r#"{"eventType":"templateMessageFailed","id":"m","failedCode":"131026","failedDetail":"x","timestamp":"1700000025"}"#,
         );
@@ -323,17 +326,21 @@ pub(crate) mod tests {
 
     #[test]
     fn failure_outranks_sent() {
-        let sent = facts(r#"{"eventType":"templateMessageSent","id":"m","timestamp":"1700000010"}"#);
-        let failed = facts(r#"{"eventType":"sessionMessageFailed","id":"m","timestamp":"1700000011"}"#);
+        let sent =
+            facts(r#"{"eventType":"templateMessageSent","id":"m","timestamp":"1700000010"}"#);
+        let failed =
+            facts(r#"{"eventType":"sessionMessageFailed","id":"m","timestamp":"1700000011"}"#);
         assert_eq!(merged(&[failed, sent]).status(), Status::Failed);
     }
 
     #[test]
     fn customer_messages_are_received() {
-        let record = facts(r#"{"eventType":"message","id":"m","owner":false,"timestamp":"1700000010"}"#);
+        let record =
+            facts(r#"{"eventType":"message","id":"m","owner":false,"timestamp":"1700000010"}"#);
         assert_eq!(record.status(), Status::Received);
         assert_eq!(record.direction(), Direction::Inbound);
-        let business = facts(r#"{"eventType":"message","id":"m","owner":true,"timestamp":"1700000010"}"#);
+        let business =
+            facts(r#"{"eventType":"message","id":"m","owner":true,"timestamp":"1700000010"}"#);
         assert_eq!(business.direction(), Direction::Outbound);
     }
 
@@ -370,18 +377,33 @@ pub(crate) mod tests {
     /// latest, in either order.
     #[test]
     fn each_time_keeps_its_earliest_value_in_either_order() {
-        let early = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000010"}"#);
-        let late = facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#);
-        assert_eq!(merged(&[early.clone(), late.clone()]).delivered_at, Some(1_700_000_010));
+        let early =
+            facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000010"}"#);
+        let late =
+            facts(r#"{"eventType":"sentMessageDELIVERED","id":"m","timestamp":"1700000020"}"#);
+        assert_eq!(
+            merged(&[early.clone(), late.clone()]).delivered_at,
+            Some(1_700_000_010)
+        );
         assert_eq!(merged(&[late, early]).delivered_at, Some(1_700_000_010));
         let failed = |ts: &str, code: &str| {
             facts(&format!(
                 r#"{{"eventType":"sessionMessageFailed","id":"m","timestamp":"{ts}","failedCode":"{code}","failedDetail":"d{code}"}}"#
             ))
         };
-        for order in [[failed("1700000030", "2"), failed("1700000031", "1")], [failed("1700000031", "1"), failed("1700000030", "2")]] {
+        for order in [
+            [failed("1700000030", "2"), failed("1700000031", "1")],
+            [failed("1700000031", "1"), failed("1700000030", "2")],
+        ] {
             let failure = merged(&order).failure.unwrap();
-            assert_eq!((failure.at, failure.code.as_deref(), failure.detail.as_deref()), (1_700_000_030, Some("2"), Some("d2")));
+            assert_eq!(
+                (
+                    failure.at,
+                    failure.code.as_deref(),
+                    failure.detail.as_deref()
+                ),
+                (1_700_000_030, Some("2"), Some("d2"))
+            );
         }
     }
 

@@ -138,7 +138,10 @@ pub fn contradiction(stored: &MessageRecord, write: &ItemWrite) -> Option<Contra
 }
 
 /// The item after `write`: the join of both, or the contradiction that refuses the write.
-pub fn absorb(stored: Option<MessageItem>, write: &ItemWrite) -> Result<MessageItem, Contradiction> {
+pub fn absorb(
+    stored: Option<MessageItem>,
+    write: &ItemWrite,
+) -> Result<MessageItem, Contradiction> {
     let mut item = stored.unwrap_or_else(|| MessageItem {
         key: write.key.clone(),
         ..MessageItem::default()
@@ -409,11 +412,7 @@ mod tests {
                     code,
                     detail: None,
                 }),
-                ..facts(
-                    r.then_some("R"),
-                    w.then_some("W"),
-                    l.then_some("L"),
-                )
+                ..facts(r.then_some("R"), w.then_some("W"), l.then_some("L"))
             })
     }
 

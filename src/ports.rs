@@ -91,7 +91,7 @@ pub trait Ledger: Send + Sync {
 }
 
 /// What travels on the queue from the receiver to the processor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedEvent {
     pub key: String,
     pub received_at: i64,
@@ -133,6 +133,8 @@ pub trait StateStore: Send + Sync {
     async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError>;
     /// Keeps an event that was accepted but can never be applied, with its body.
     async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError>;
+    /// What [`StateStore::quarantine`] kept under `key`, body included.
+    async fn quarantined(&self, key: &str) -> Result<Option<QuarantineEntry>, StoreError>;
     /// A message by Wati's id, the `whatsappMessageId` or the `localMessageId`.
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError>;
     /// A contact by phone number or BSUID, as seen at `now`.

@@ -115,7 +115,13 @@ fn check_facts(event: &WatiEvent, facts: Option<&MessageRecord>, received_at: i6
     assert!(names_message && event.kind.is_message_event());
     assert!(facts.primary_id().is_some());
     assert!(facts.all_ids().all(|id| !id.is_empty()));
-    let at = event.timestamp.unwrap_or(received_at);
+    // The rule, restated: a timestamp before 2010 or more than 300 s after the receipt is not
+    // believed; the receipt dates the fact instead.
+    let credible = 1_262_304_000..=received_at.saturating_add(300);
+    let at = event
+        .timestamp
+        .filter(|t| credible.contains(t))
+        .unwrap_or(received_at);
     let times = [
         facts.sent_at,
         facts.delivered_at,

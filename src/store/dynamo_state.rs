@@ -31,18 +31,18 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 
 use crate::message::{Direction, Failure, MessageRecord};
 use crate::message_items::{
-    contradiction, distinct_messages, identity_fields, plan, Contradiction, ItemWrite,
-    MessageItem, Plan, Resolution,
+    contradiction, distinct_messages, identity_fields, plan, Contradiction, ItemWrite, MessageItem,
+    Plan, Resolution,
 };
-use crate::ports::{MergeOutcome, QueuedEvent, StateStore, StoreError};
+use crate::ports::{MergeOutcome, QuarantineEntry, QueuedEvent, StateStore, StoreError};
 use crate::session::ContactView;
-use crate::store::aws::{n, number, s, text, unavailable};
+use crate::store::aws::{bytes, n, number, s, text, unavailable};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -52,7 +52,12 @@ const CONTACT_INDEX: &str = "by_contact";
 const BATCH_GET_LIMIT: usize = 100;
 
 /// The fact sets and the record field each one holds.
-const TIME_SETS: [&str; 4] = ["sent_times", "delivered_times", "read_times", "replied_times"];
+const TIME_SETS: [&str; 4] = [
+    "sent_times",
+    "delivered_times",
+    "read_times",
+    "replied_times",
+];
 /// The same facts as the earlier model stored them (one number each), read alongside the sets.
 const LEGACY_TIMES: [&str; 4] = ["sent_at", "delivered_at", "read_at", "replied_at"];
 
@@ -107,7 +112,9 @@ pub fn item_update(write: &ItemWrite, require_links: bool) -> ItemUpdate {
     for (field, value) in identity_fields(&write.record) {
         if let Some(value) = value {
             set.push(format!("{field} = :{field}"));
-            conditions.push(format!("(attribute_not_exists({field}) OR {field} = :{field})"));
+            conditions.push(format!(
+                "(attribute_not_exists({field}) OR {field} = :{field})"
+            ));
             values.insert(format!(":{field}"), s(value));
         }
     }
@@ -192,9 +199,8 @@ pub fn item_from_attributes(key: String, item: &Item) -> MessageItem {
             .cloned()
             .unwrap_or_default()
     };
-    let least_text = |set: &str, legacy: &str| {
-        strings(set).into_iter().chain(text(item, legacy)).min()
-    };
+    let least_text =
+        |set: &str, legacy: &str| strings(set).into_iter().chain(text(item, legacy)).min();
     let legacy_failure = number(item, "failed_at").map(|at| Failure {
         at,
         code: text(item, "failed_code"),
@@ -339,8 +345,10 @@ impl DynamoState {
                 if reason.code() != Some("ConditionalCheckFailed") {
                     continue;
                 }
-                let stored =
-                    item_from_attributes(write.key.clone(), reason.item().unwrap_or(&HashMap::new()));
+                let stored = item_from_attributes(
+                    write.key.clone(),
+                    reason.item().unwrap_or(&HashMap::new()),
+                );
                 let refused = contradiction(&stored.record, write).unwrap_or(Contradiction {
                     key: write.key.clone(),
                     field: "identity",
@@ -353,9 +361,15 @@ impl DynamoState {
 
     /// The items under `keys` (eventually consistent). A key with no item but an alias of the
     /// earlier model reads as a copy of the message the alias names.
-    async fn fetch(&self, keys: &[String]) -> Result<BTreeMap<String, Option<MessageItem>>, StoreError> {
+    async fn fetch(
+        &self,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, Option<MessageItem>>, StoreError> {
         let mut found: BTreeMap<String, Option<MessageItem>> = BTreeMap::new();
-        for item in self.batch_get(keys.iter().map(|k| message_key(k)).collect()).await? {
+        for item in self
+            .batch_get(keys.iter().map(|k| message_key(k)).collect())
+            .await?
+        {
             if let Some(key) = message_item_key(&item) {
                 found.insert(key.clone(), Some(item_from_attributes(key, &item)));
             }
@@ -373,7 +387,8 @@ impl DynamoState {
                 })
                 .collect();
             for item in self.batch_get(alias_keys).await? {
-                let alias = text(&item, "pk").and_then(|pk| pk.strip_prefix("ID#").map(str::to_owned));
+                let alias =
+                    text(&item, "pk").and_then(|pk| pk.strip_prefix("ID#").map(str::to_owned));
                 if let (Some(alias), Some(primary)) = (alias, text(&item, "message")) {
                     aliases.insert(alias, primary);
                 }
@@ -406,7 +421,10 @@ impl DynamoState {
         Ok(found)
     }
 
-    async fn batch_get(&self, keys: Vec<HashMap<String, AttributeValue>>) -> Result<Vec<Item>, StoreError> {
+    async fn batch_get(
+        &self,
+        keys: Vec<HashMap<String, AttributeValue>>,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         for chunk in keys.chunks(BATCH_GET_LIMIT) {
             let mut pending = Some(
@@ -521,6 +539,24 @@ impl StateStore for DynamoState {
             .map_err(|e| unavailable("quarantine", e))
     }
 
+    async fn quarantined(&self, key: &str) -> Result<Option<QuarantineEntry>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("QUARANTINE#{key}")))
+            .key("sk", s("QUARANTINE"))
+            .send()
+            .await
+            .map_err(|e| unavailable("read quarantine", e))?;
+        Ok(output.item().map(|item| QuarantineEntry {
+            key: key.to_owned(),
+            reason: text(item, "reason").unwrap_or_default(),
+            body: bytes(item, "body").unwrap_or_default(),
+            received_at: number(item, "received_at").unwrap_or(0),
+        }))
+    }
+
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
         let mut resolution = [Resolution::new(id)];
         self.resolve_all(&mut resolution).await?;
@@ -538,7 +574,10 @@ impl StateStore for DynamoState {
             }
         }
         self.resolve_all(&mut resolutions).await?;
-        Ok(ContactView::from_messages(&distinct_messages(resolutions), now))
+        Ok(ContactView::from_messages(
+            &distinct_messages(resolutions),
+            now,
+        ))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -608,7 +647,10 @@ mod tests {
     fn stored_sets_read_as_their_least_value() {
         let item: Item = HashMap::from([
             ("id".into(), s("R")),
-            ("delivered_times".into(), AttributeValue::Ns(vec!["30".into(), "20".into()])),
+            (
+                "delivered_times".into(),
+                AttributeValue::Ns(vec!["30".into(), "20".into()]),
+            ),
             ("read_at".into(), n(50)),
             ("read_times".into(), AttributeValue::Ns(vec!["60".into()])),
             (
@@ -618,8 +660,14 @@ mod tests {
                     r#"[8,null,null]"#.into(),
                 ]),
             ),
-            ("template_names".into(), AttributeValue::Ss(vec!["b".into(), "a".into()])),
-            ("directions".into(), AttributeValue::Ss(vec!["outbound".into()])),
+            (
+                "template_names".into(),
+                AttributeValue::Ss(vec!["b".into(), "a".into()]),
+            ),
+            (
+                "directions".into(),
+                AttributeValue::Ss(vec!["outbound".into()]),
+            ),
             ("direction".into(), s("inbound")),
             ("linked".into(), AttributeValue::Ss(vec!["W".into()])),
         ]);

@@ -96,7 +96,6 @@ CREATE TABLE IF NOT EXISTS queue (
 const QUEUED_BODY: &str = "COALESCE(queue.body, \
      (SELECT CAST(ledger.body AS TEXT) FROM ledger WHERE ledger.key = queue.key), '')";
 
-
 /// One queued event handed to the local processor.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -993,7 +992,11 @@ mod tests {
 
         let store = EmbeddedStore::open(&path).unwrap();
         for id in ["w1", "m1"] {
-            assert_eq!(store.message(id).await.unwrap().as_ref(), Some(&facts), "by {id}");
+            assert_eq!(
+                store.message(id).await.unwrap().as_ref(),
+                Some(&facts),
+                "by {id}"
+            );
         }
         let view = store.contact("4917", 10).await.unwrap().unwrap();
         assert_eq!(view.wa_id.as_deref(), Some("4917"));

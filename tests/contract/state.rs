@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use wati_ingest::event::WatiEvent;
 use wati_ingest::message::{MessageRecord, MessageView};
-use wati_ingest::session::ContactView;
+use wati_ingest::ports::QueuedEvent;
+use wati_ingest::processor::{self, Applied};
+use wati_ingest::session::{ContactView, SessionState};
 
 use crate::support::Backend;
 
@@ -179,15 +181,16 @@ async fn a_message_is_found_by_every_id(backend: Backend) {
     assert!(state.contact("19999999999", NOW).await.unwrap().is_none());
 }
 
-contract!(a_message_first_known_by_wamid_is_folded_in);
+contract!(a_message_first_known_by_wamid_joins_its_message);
 /// A status naming only the wamid, then the send naming Wati's id: one message with both facts.
-async fn a_message_first_known_by_wamid_is_folded_in(backend: Backend) {
+async fn a_message_first_known_by_wamid_joins_its_message(backend: Backend) {
     let state = backend.state();
     let read =
         br#"{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.ORPHAN","timestamp":"1700000200"}"#;
     let sent = br#"{"eventType":"sessionMessageSent","id":"m-orphan","whatsappMessageId":"wamid.ORPHAN","waId":"15550001111","timestamp":"1700000100"}"#;
     for body in [&read[..], &sent[..]] {
-        let facts = MessageRecord::from_event(&WatiEvent::parse(body).unwrap(), 1_700_000_300).unwrap();
+        let facts =
+            MessageRecord::from_event(&WatiEvent::parse(body).unwrap(), 1_700_000_300).unwrap();
         state.apply(&facts).await.unwrap();
     }
     let message = state
@@ -200,6 +203,177 @@ async fn a_message_first_known_by_wamid_is_folded_in(backend: Backend) {
         (Some(1_700_000_100), Some(1_700_000_200))
     );
     assert_eq!(state.message("wamid.ORPHAN").await.unwrap(), Some(message));
-    let contact = state.contact("15550001111", 1_700_000_300).await.unwrap().unwrap();
+    let contact = state
+        .contact("15550001111", 1_700_000_300)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(contact.session.business_messages, 1, "one message, not two");
+}
+
+/// Applies one webhook body through the processor, as received at `received_at`.
+async fn process(backend: &Backend, key: &str, body: &str, received_at: i64) -> Applied {
+    let queued = QueuedEvent {
+        key: key.to_owned(),
+        received_at,
+        body: body.to_owned(),
+        ..Default::default()
+    };
+    processor::apply(backend.state(), &queued).await.unwrap()
+}
+
+const SENT: &str = r#"{"eventType":"sessionMessageSent","id":"R1","whatsappMessageId":"wamid.R1","waId":"14155550101","timestamp":"1700000100"}"#;
+
+contract!(an_event_that_contradicts_a_message_is_refused_whole);
+/// One rule on both backends: an event that would give a message a second phone number, a
+/// second wamid, or its wamid a second Wati id is quarantined (body kept) and nothing of it is
+/// applied. Expected values are written out, not computed.
+async fn an_event_that_contradicts_a_message_is_refused_whole(backend: Backend) {
+    let t = 1_700_000_500;
+    assert!(matches!(
+        process(&backend, "k-sent", SENT, t).await,
+        Applied::Message { .. }
+    ));
+    let forged = r#"{"eventType":"sentMessageREAD","id":"X","whatsappMessageId":"wamid.R1","waId":"0","timestamp":"0"}"#;
+    let other_phone = r#"{"eventType":"sessionMessageSent_v2","id":"R1","waId":"14155550999","localMessageId":"l-1","timestamp":"1700000101"}"#;
+    let other_wamid = r#"{"eventType":"sentMessageDELIVERED","id":"R1","whatsappMessageId":"wamid.OTHER","timestamp":"1700000102"}"#;
+    for (key, body) in [
+        ("k-forged", forged),
+        ("k-phone", other_phone),
+        ("k-wamid", other_wamid),
+    ] {
+        let applied = process(&backend, key, body, t).await;
+        assert!(
+            matches!(&applied, Applied::Quarantined { reason } if reason.contains("contradicts")),
+            "{key}: {applied:?}"
+        );
+        let kept = backend.state().quarantined(key).await.unwrap().expect(key);
+        assert_eq!(kept.body, body.as_bytes(), "{key}: the body is kept");
+    }
+    let state = backend.state();
+    for id in ["R1", "wamid.R1"] {
+        let message = state.message(id).await.unwrap().expect(id);
+        assert_eq!(message.id.as_deref(), Some("R1"));
+        assert_eq!(message.whatsapp_message_id.as_deref(), Some("wamid.R1"));
+        assert_eq!(message.wa_id.as_deref(), Some("14155550101"));
+        assert_eq!(
+            message.local_message_id, None,
+            "nothing of a refused event is applied"
+        );
+        assert_eq!(
+            (message.sent_at, message.read_at, message.delivered_at),
+            (Some(1_700_000_100), None, None)
+        );
+    }
+    for id in ["X", "wamid.OTHER", "l-1"] {
+        assert_eq!(state.message(id).await.unwrap(), None, "{id}");
+    }
+    let contact = state.contact("14155550101", t).await.unwrap().unwrap();
+    assert_eq!(contact.wa_id.as_deref(), Some("14155550101"));
+    assert!(state.contact("0", t).await.unwrap().is_none());
+}
+
+contract!(conflicting_facts_keep_the_least_value_whole);
+/// Values that are not identities may differ between events: each keeps its least value (the
+/// earliest time; the earliest failure with its own code and detail, never mixed).
+async fn conflicting_facts_keep_the_least_value_whole(backend: Backend) {
+    let t = 1_700_000_500;
+    let bodies = [
+        r#"{"eventType":"templateMessageSent","id":"R2","whatsappMessageId":"wamid.R2","waId":"14155550102","templateName":"welcome_b","timestamp":"1700000100"}"#,
+        r#"{"eventType":"templateMessageSent_v2","id":"R2","whatsappMessageId":"wamid.R2","localMessageId":"l-2","waId":"14155550102","templateName":"welcome_a","timestamp":"1700000100"}"#,
+        r#"{"eventType":"templateMessageFailed","id":"R2","failedCode":"131026","failedDetail":"undeliverable","timestamp":"1700000130"}"#,
+        r#"{"eventType":"templateMessageFailed","localMessageId":"l-2","timestamp":"1700000120"}"#,
+        r#"{"eventType":"sentMessageDELIVERED","whatsappMessageId":"wamid.R2","timestamp":"1700000160"}"#,
+        r#"{"eventType":"sentMessageDELIVERED_v2","id":"R2","whatsappMessageId":"wamid.R2","localMessageId":"l-2","timestamp":"1700000150"}"#,
+    ];
+    for (n, body) in bodies.iter().enumerate().rev() {
+        let applied = process(&backend, &format!("k{n}"), body, t).await;
+        assert!(
+            matches!(applied, Applied::Message { .. }),
+            "{n}: {applied:?}"
+        );
+    }
+    for id in ["R2", "wamid.R2", "l-2"] {
+        let message = backend.state().message(id).await.unwrap().expect(id);
+        assert_eq!(
+            message.template_name.as_deref(),
+            Some("welcome_a"),
+            "by {id}"
+        );
+        assert_eq!(message.delivered_at, Some(1_700_000_150), "by {id}");
+        let failure = message.failure.expect("failed");
+        assert_eq!(
+            (failure.at, failure.code, failure.detail),
+            (1_700_000_120, None, None),
+            "by {id}: the earliest failure, whole"
+        );
+    }
+}
+
+contract!(a_bsuid_contact_that_learns_its_phone_is_one_contact);
+/// Messages first known by BSUID, then one naming the phone number too: read by either name,
+/// one contact with all of them; `wa_id` is the phone number (null before it is known).
+async fn a_bsuid_contact_that_learns_its_phone_is_one_contact(backend: Backend) {
+    let t = 1_700_000_500;
+    let first = r#"{"eventType":"message_bsuid","id":"B1","whatsappMessageId":"wamid.B1","bsuid":"US.1","owner":false,"timestamp":"1700000100"}"#;
+    assert!(matches!(
+        process(&backend, "kb1", first, t).await,
+        Applied::Message { .. }
+    ));
+    let state = backend.state();
+    let before = state.contact("US.1", t).await.unwrap().unwrap();
+    assert_eq!(
+        (before.wa_id, before.bsuid.as_deref()),
+        (None, Some("US.1"))
+    );
+    let later = r#"{"eventType":"sessionMessageSent_bsuid","id":"B2","whatsappMessageId":"wamid.B2","bsuid":"US.1","waId":"14155550107","timestamp":"1700000200"}"#;
+    assert!(matches!(
+        process(&backend, "kb2", later, t).await,
+        Applied::Message { .. }
+    ));
+    let read = r#"{"eventType":"sentMessageREAD","id":"B2","timestamp":"1700000300"}"#;
+    assert!(matches!(
+        process(&backend, "kb3", read, t).await,
+        Applied::Message { .. }
+    ));
+    for name in ["14155550107", "US.1"] {
+        let view = state.contact(name, t).await.unwrap().expect(name);
+        assert_eq!(view.wa_id.as_deref(), Some("14155550107"), "by {name}");
+        assert_eq!(view.bsuid.as_deref(), Some("US.1"), "by {name}");
+        assert_eq!(view.last_inbound_at.0, Some(1_700_000_100), "by {name}");
+        assert_eq!(view.session.customer_messages, 1, "by {name}");
+        assert_eq!(view.session.business_messages, 1, "by {name}");
+    }
+}
+
+contract!(incredible_timestamps_are_dated_by_their_receipt);
+/// A status dated a month ahead, `"0"` and year 10000 are dated by their receipt on both
+/// backends: the session that is open now stays visible and no time renders as null.
+async fn incredible_timestamps_are_dated_by_their_receipt(backend: Backend) {
+    let t = 1_700_000_500;
+    let bodies = [
+        r#"{"eventType":"message","id":"T1","waId":"14155550108","owner":false,"timestamp":"1700000100"}"#,
+        r#"{"eventType":"sessionMessageSent","id":"T2","waId":"14155550108","timestamp":"1700000200"}"#,
+        r#"{"eventType":"sentMessageDELIVERED","id":"T2","timestamp":"1702592500"}"#,
+        r#"{"eventType":"sentMessageREAD","id":"T2","timestamp":"0"}"#,
+        r#"{"eventType":"sentMessageREPLIED","id":"T2","timestamp":"253402300800"}"#,
+    ];
+    for (n, body) in bodies.iter().enumerate() {
+        process(&backend, &format!("kt{n}"), body, t).await;
+    }
+    let message = backend.state().message("T2").await.unwrap().unwrap();
+    assert_eq!(
+        (message.delivered_at, message.read_at, message.replied_at),
+        (Some(t), Some(t), Some(t))
+    );
+    let view = backend
+        .state()
+        .contact("14155550108", t + 60)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.session.state, SessionState::Active);
+    assert_eq!(view.session.started_at.0, Some(1_700_000_100));
+    assert!(view.window_open);
+    assert_eq!(view.window_expires_at.0, Some(1_700_000_100 + 86_400));
 }

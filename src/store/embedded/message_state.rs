@@ -17,7 +17,7 @@ use crate::message::MessageRecord;
 use crate::message_items::{
     absorb, distinct_messages, plan, Contradiction, MessageItem, Resolution,
 };
-use crate::ports::{MergeOutcome, QueuedEvent, StateStore, StoreError};
+use crate::ports::{MergeOutcome, QuarantineEntry, QueuedEvent, StateStore, StoreError};
 use crate::session::ContactView;
 
 pub(super) const STATE_SCHEMA: &str = r#"
@@ -189,9 +189,15 @@ fn contact_messages(conn: &Connection, contact: &str) -> rusqlite::Result<Vec<Me
              SELECT id, record, linked FROM messages WHERE bsuid IN (SELECT name FROM names)",
         )?
         .query_map([contact], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<String>>(2)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+            ))
         })?
-        .map(|row| row.and_then(|(key, record, linked)| item_from_row(key, &record, linked.as_deref())))
+        .map(|row| {
+            row.and_then(|(key, record, linked)| item_from_row(key, &record, linked.as_deref()))
+        })
         .collect::<rusqlite::Result<_>>()?;
     let mut resolutions: Vec<Resolution> = homes
         .into_iter()
@@ -229,6 +235,27 @@ impl StateStore for EmbeddedStore {
                     params![event.key, reason, event.body.as_bytes(), event.received_at],
                 )?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn quarantined(&self, key: &str) -> Result<Option<QuarantineEntry>, StoreError> {
+        let key = key.to_owned();
+        self.intake()
+            .read("read quarantine", move |conn| {
+                conn.query_row(
+                    "SELECT key, reason, body, received_at FROM quarantine WHERE key = ?1",
+                    [key],
+                    |row| {
+                        Ok(QuarantineEntry {
+                            key: row.get(0)?,
+                            reason: row.get(1)?,
+                            body: row.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
+                            received_at: row.get(3)?,
+                        })
+                    },
+                )
+                .optional()
             })
             .await
     }

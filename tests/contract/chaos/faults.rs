@@ -236,6 +236,9 @@ impl StateStore for FaultyState {
     async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError> {
         self.inner.quarantine(event, reason).await
     }
+    async fn quarantined(&self, key: &str) -> Result<Option<QuarantineEntry>, StoreError> {
+        self.inner.quarantined(key).await
+    }
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
         self.inner.message(id).await
     }

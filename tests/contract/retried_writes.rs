@@ -1,0 +1,261 @@
+//! The DynamoDB state store under faults the emulator does not produce on its own: the response
+//! of a write that succeeded is lost (the SDK retries it), the second of an apply's two calls
+//! fails (SQS redelivers the event), and items written by the earlier model. Every id must
+//! still find the one message, with every fact.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
+use wati_ingest::event::WatiEvent;
+use wati_ingest::message::MessageRecord;
+use wati_ingest::ports::{MergeOutcome, StateStore};
+use wati_ingest::store::dynamo_state::DynamoState;
+
+use crate::support::Stack;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The service does the work; its answer is replaced by a 500, so the SDK retries.
+    LoseResponse,
+    /// The call never reaches the service and fails without retry.
+    Fail,
+}
+
+/// Injects planned faults into the next calls of the named operations, in order.
+#[derive(Debug, Clone, Default)]
+struct WireFaults {
+    planned: Arc<Mutex<VecDeque<(&'static str, Fault)>>>,
+    injected: Arc<Mutex<Vec<(String, Fault)>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Injected(Fault);
+
+impl Storable for Injected {
+    type Storer = StoreReplace<Self>;
+}
+
+impl WireFaults {
+    fn plan(&self, operation: &'static str, fault: Fault) {
+        self.planned.lock().unwrap().push_back((operation, fault));
+    }
+
+    fn injected(&self) -> Vec<(String, Fault)> {
+        self.injected.lock().unwrap().clone()
+    }
+}
+
+impl Intercept for WireFaults {
+    fn name(&self) -> &'static str {
+        "wire-faults"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("?");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        let mut planned = self.planned.lock().unwrap();
+        let fault = match planned.front() {
+            Some((wanted, fault)) if *wanted == operation => {
+                let fault = *fault;
+                planned.pop_front();
+                fault
+            }
+            _ => return Ok(()),
+        };
+        self.injected
+            .lock()
+            .unwrap()
+            .push((operation.clone(), fault));
+        match fault {
+            Fault::Fail => Err(format!("injected: {operation} fails").into()),
+            Fault::LoseResponse => {
+                cfg.interceptor_state().store_put(Injected(fault));
+                Ok(())
+            }
+        }
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if cfg.load::<Injected>().is_none() {
+            return Ok(());
+        }
+        cfg.interceptor_state().unset::<Injected>();
+        let response = axum::http::Response::builder()
+            .status(500)
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(SdkBody::from(
+                r#"{"__type":"InternalServerError","message":"response lost"}"#,
+            ))
+            .expect("valid response");
+        *context.response_mut() = HttpResponse::try_from(response).expect("convertible");
+        Ok(())
+    }
+}
+
+async fn store_with(faults: &WireFaults) -> (Stack, DynamoState) {
+    let stack = Stack::create().await;
+    let config = aws_sdk_dynamodb::config::Builder::from(&stack.config)
+        .interceptor(faults.clone())
+        .build();
+    let state = DynamoState::new(
+        aws_sdk_dynamodb::Client::from_conf(config),
+        stack.table("StateTable"),
+    );
+    (stack, state)
+}
+
+fn facts(body: &str) -> MessageRecord {
+    MessageRecord::from_event(&WatiEvent::parse(body.as_bytes()).unwrap(), 1_700_001_000).unwrap()
+}
+
+const SENT_V2: &str = r#"{"eventType":"sessionMessageSent_v2","id":"R","whatsappMessageId":"wamid.R","localMessageId":"L","waId":"14155550101","timestamp":"1700000100"}"#;
+const DELIVERED_BY_WAMID: &str = r#"{"eventType":"sentMessageDELIVERED","whatsappMessageId":"wamid.R","timestamp":"1700000200"}"#;
+const READ_V1: &str = r#"{"eventType":"sentMessageREAD","id":"R","whatsappMessageId":"wamid.R","timestamp":"1700000300"}"#;
+
+/// Every id finds one message with every fact applied so far.
+async fn assert_one_message(state: &DynamoState, delivered: Option<i64>, read: Option<i64>) {
+    let by_id = state.message("R").await.unwrap().expect("by Wati's id");
+    assert_eq!(by_id.whatsapp_message_id.as_deref(), Some("wamid.R"));
+    assert_eq!(by_id.local_message_id.as_deref(), Some("L"));
+    assert_eq!(
+        (by_id.sent_at, by_id.delivered_at, by_id.read_at),
+        (Some(1_700_000_100), delivered, read)
+    );
+    for id in ["wamid.R", "L"] {
+        assert_eq!(
+            state.message(id).await.unwrap().as_ref(),
+            Some(&by_id),
+            "by {id}"
+        );
+    }
+    let contact = state.contact("14155550101", 1_700_000_400).await.unwrap();
+    let delivered_count = u32::from(delivered.is_some() || read.is_some());
+    assert_eq!(
+        contact.unwrap().session.business_messages,
+        delivered_count,
+        "one message, not two"
+    );
+}
+
+/// The old model wrote the wamid and local-id aliases only when its update reported that the
+/// item gained them: a lost response made the retry see them present and write none.
+#[tokio::test]
+async fn a_lost_response_still_links_every_id() {
+    let faults = WireFaults::default();
+    let (_stack, state) = store_with(&faults).await;
+    faults.plan("UpdateItem", Fault::LoseResponse);
+    faults.plan("TransactWriteItems", Fault::LoseResponse);
+    assert_eq!(
+        state.apply(&facts(SENT_V2)).await.unwrap(),
+        MergeOutcome::Merged
+    );
+    assert_eq!(
+        faults.injected().len(),
+        2,
+        "both faults hit: {:?}",
+        faults.injected()
+    );
+    // A status naming only the wamid joins the same message instead of starting a second.
+    faults.plan("UpdateItem", Fault::LoseResponse);
+    state.apply(&facts(DELIVERED_BY_WAMID)).await.unwrap();
+    faults.plan("UpdateItem", Fault::LoseResponse);
+    state.apply(&facts(READ_V1)).await.unwrap();
+    assert_eq!(faults.injected().len(), 4);
+    assert_one_message(&state, Some(1_700_000_200), Some(1_700_000_300)).await;
+}
+
+/// The fast path's update fails its condition (no links yet), then the linking write fails:
+/// the event is retried by SQS and the retry writes everything.
+#[tokio::test]
+async fn the_second_write_failing_is_repaired_by_the_redelivery() {
+    let faults = WireFaults::default();
+    let (_stack, state) = store_with(&faults).await;
+    faults.plan("TransactWriteItems", Fault::Fail);
+    assert!(state.apply(&facts(SENT_V2)).await.is_err());
+    assert_eq!(
+        faults.injected(),
+        [("TransactWriteItems".to_owned(), Fault::Fail)]
+    );
+    // Nothing half-written: no id finds a message yet.
+    for id in ["R", "wamid.R", "L"] {
+        assert_eq!(state.message(id).await.unwrap(), None, "{id}");
+    }
+    state.apply(&facts(SENT_V2)).await.unwrap();
+    state.apply(&facts(DELIVERED_BY_WAMID)).await.unwrap();
+    assert_one_message(&state, Some(1_700_000_200), None).await;
+}
+
+/// Items of the earlier model (one merged item per message under its primary id, single-valued
+/// times, `ID#` aliases) read as they were, and new events for those messages join them.
+#[tokio::test]
+async fn items_of_the_earlier_model_read_and_take_new_events() {
+    let faults = WireFaults::default();
+    let (stack, state) = store_with(&faults).await;
+    let table = stack.table("StateTable");
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    let old_items: Vec<HashMap<String, AttributeValue>> = vec![
+        HashMap::from([
+            ("pk".into(), s("MSG#R")),
+            ("sk".into(), s("MSG")),
+            ("id".into(), s("R")),
+            ("whatsapp_message_id".into(), s("wamid.R")),
+            ("local_message_id".into(), s("L")),
+            ("wa_id".into(), s("14155550101")),
+            ("contact".into(), s("14155550101")),
+            ("direction".into(), s("outbound")),
+            ("template_name".into(), s("welcome")),
+            ("sent_at".into(), n(1_700_000_100)),
+            ("delivered_at".into(), n(1_700_000_250)),
+        ]),
+        HashMap::from([
+            ("pk".into(), s("ID#wamid.R")),
+            ("sk".into(), s("ID")),
+            ("message".into(), s("R")),
+        ]),
+        HashMap::from([
+            ("pk".into(), s("ID#L")),
+            ("sk".into(), s("ID")),
+            ("message".into(), s("R")),
+        ]),
+    ];
+    for item in old_items {
+        stack
+            .dynamodb
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_one_message(&state, Some(1_700_000_250), None).await;
+    // An earlier delivery time and a read arrive under the new model.
+    state.apply(&facts(DELIVERED_BY_WAMID)).await.unwrap();
+    state.apply(&facts(READ_V1)).await.unwrap();
+    assert_one_message(&state, Some(1_700_000_200), Some(1_700_000_300)).await;
+    let message = state.message("L").await.unwrap().unwrap();
+    assert_eq!(message.template_name.as_deref(), Some("welcome"));
+}
