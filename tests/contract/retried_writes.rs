@@ -36,8 +36,9 @@ struct WireFaults {
     injected: Arc<Mutex<Vec<(String, Fault)>>>,
 }
 
+/// Set on an attempt whose response is to be lost.
 #[derive(Debug, Clone, Copy)]
-struct Injected(Fault);
+struct Injected;
 
 impl Storable for Injected {
     type Storer = StoreReplace<Self>;
@@ -86,7 +87,7 @@ impl Intercept for WireFaults {
         match fault {
             Fault::Fail => Err(format!("injected: {operation} fails").into()),
             Fault::LoseResponse => {
-                cfg.interceptor_state().store_put(Injected(fault));
+                cfg.interceptor_state().store_put(Injected);
                 Ok(())
             }
         }
