@@ -13,6 +13,7 @@
 //! - [`message`]: a message's state as a merge of facts (order- and duplicate-proof); its status.
 //! - [`session`]: a contact's 24-hour sessions and service window, folded from its timeline.
 //! - [`auth`]: constant-time secret checks; [`time`]: unix seconds to RFC 3339.
+//! - [`settings`]: environment variables checked (each refusal names its variable).
 //!
 //! Pipeline over small traits:
 //! - [`ports`]: the `Ledger`, `Queue` and `StateStore` traits and the records between them.
@@ -40,5 +41,6 @@ pub mod ports;
 pub mod processor;
 pub mod receiver;
 pub mod session;
+pub mod settings;
 pub mod store;
 pub mod time;

@@ -96,6 +96,24 @@ pub struct QueuedEvent {
     pub received_at: i64,
     /// The raw body, as Wati sent it.
     pub body: String,
+    /// The receiver's ledger write failed and it enqueued the event anyway: the processor
+    /// records the body in the ledger itself, so that every accepted event ends up archived.
+    /// Left out of the message when false, so messages queued before it existed decode as
+    /// archived, and archived events are sent as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unarchived: bool,
+}
+
+impl QueuedEvent {
+    /// An event whose body the ledger holds.
+    pub fn archived(key: impl Into<String>, received_at: i64, body: impl Into<String>) -> Self {
+        QueuedEvent {
+            key: key.into(),
+            received_at,
+            body: body.into(),
+            unarchived: false,
+        }
+    }
 }
 
 #[async_trait]

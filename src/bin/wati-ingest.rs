@@ -77,10 +77,11 @@ async fn serve() -> Result<(), Error> {
     Ok(())
 }
 
-/// A command on the store in `DATA_DIR` (safe while `make run` serves it: SQLite WAL).
+/// A command on the store in `DATA_DIR` (safe while `make run` serves it: SQLite WAL, so it takes
+/// no lock on the directory).
 async fn run_local(command: Command) -> Result<(), Error> {
     let config = LocalConfig::from_env()?;
-    let store = LocalPipeline::open(&config)?.store;
+    let store = config.open_store()?;
     run(command, &store, &store, &store, || {
         store.redrive_dead_letters()
     })

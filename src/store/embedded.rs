@@ -71,12 +71,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     received_at INTEGER NOT NULL,
     body        TEXT NOT NULL,
     attempts    INTEGER NOT NULL,
-    error       TEXT NOT NULL
+    error       TEXT NOT NULL,
+    unarchived  INTEGER NOT NULL DEFAULT 0
 );
 "#;
 
 /// Part of the intake schema; apart so that [`let_queue_bodies_be_null`] can create it anew.
 /// `body` is NULL when the ledger row with the same key holds it (see [`QUEUED_BODY`]).
+/// `unarchived` is [`QueuedEvent::unarchived`] (also kept by dead letters).
 const QUEUE_TABLE: &str = r#"
 CREATE TABLE IF NOT EXISTS queue (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -84,7 +86,8 @@ CREATE TABLE IF NOT EXISTS queue (
     received_at INTEGER NOT NULL,
     body        TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
-    visible_at  INTEGER NOT NULL
+    visible_at  INTEGER NOT NULL,
+    unarchived  INTEGER NOT NULL DEFAULT 0
 );
 "#;
 
@@ -167,6 +170,8 @@ impl EmbeddedStore {
                 .map_err(|e| StoreError::unavailable("move state to its own database", e))?;
             let_queue_bodies_be_null(writer)
                 .map_err(|e| StoreError::unavailable("migrate the queue table", e))?;
+            add_unarchived_columns(writer)
+                .map_err(|e| StoreError::unavailable("migrate the queue table", e))?;
             writer
                 .execute("UPDATE queue SET visible_at = 0 WHERE visible_at > 0", [])
                 .map_err(|e| StoreError::unavailable("reset in-flight events", e))?;
@@ -208,7 +213,7 @@ impl EmbeddedStore {
                 let mut statement = conn.prepare_cached(&format!(
                     "UPDATE queue SET visible_at = ?1, attempts = attempts + 1
                  WHERE seq IN (SELECT seq FROM queue WHERE visible_at <= ?2 ORDER BY seq LIMIT ?3)
-                 RETURNING seq, attempts, key, received_at, {QUEUED_BODY}"
+                 RETURNING seq, attempts, key, received_at, {QUEUED_BODY}, unarchived"
                 ))?;
                 let rows =
                     statement.query_map(params![now + visibility_ms, now, limit], |row| {
@@ -219,6 +224,7 @@ impl EmbeddedStore {
                                 key: row.get(2)?,
                                 received_at: row.get(3)?,
                                 body: row.get(4)?,
+                                unarchived: row.get(5)?,
                             },
                         })
                     })?;
@@ -262,8 +268,8 @@ impl EmbeddedStore {
                 conn.execute(
                     &format!(
                         "INSERT OR REPLACE INTO dead_letters
-                             (seq, key, received_at, body, attempts, error)
-                         SELECT seq, key, received_at, {QUEUED_BODY}, attempts, ?2
+                             (seq, key, received_at, body, attempts, error, unarchived)
+                         SELECT seq, key, received_at, {QUEUED_BODY}, attempts, ?2, unarchived
                          FROM queue WHERE seq = ?1"
                     ),
                     params![seq, error],
@@ -305,8 +311,9 @@ impl EmbeddedStore {
             .intake()
             .write("redrive dead letters", |conn| {
                 let moved = conn.execute(
-                    "INSERT INTO queue (key, received_at, body, attempts, visible_at)
-                     SELECT key, received_at, body, 0, 0 FROM dead_letters ORDER BY seq",
+                    "INSERT INTO queue (key, received_at, body, attempts, visible_at, unarchived)
+                     SELECT key, received_at, body, 0, 0, unarchived FROM dead_letters
+                     ORDER BY seq",
                     [],
                 )?;
                 conn.execute("DELETE FROM dead_letters", [])?;
@@ -427,6 +434,23 @@ fn let_queue_bodies_be_null(intake: &Connection) -> rusqlite::Result<()> {
          DROP TABLE queue_before_references;
          COMMIT;"
     ))
+}
+
+/// Stores made before [`QueuedEvent::unarchived`] lack its column in the queue and the dead
+/// letters; what they hold was archived (or predates the flag), which the default says.
+fn add_unarchived_columns(intake: &Connection) -> rusqlite::Result<()> {
+    for table in ["queue", "dead_letters"] {
+        let has_it = returns_a_row(
+            intake,
+            &format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'unarchived'"),
+        )?;
+        if !has_it {
+            intake.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN unarchived INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `query` returns a row: the schema checks of the migrations above and below.
@@ -765,11 +789,11 @@ fn load_contact_messages(conn: &Connection, contact: &str) -> rusqlite::Result<V
 /// A ledger row (`key, received_at, body`) as the event it archives.
 fn queued_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {
     let body: Vec<u8> = row.get(2)?;
-    Ok(QueuedEvent {
-        key: row.get(0)?,
-        received_at: row.get(1)?,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Ok(QueuedEvent::archived(
+        row.get::<_, String>(0)?,
+        row.get(1)?,
+        String::from_utf8_lossy(&body),
+    ))
 }
 
 fn decode(json: &str) -> Result<MessageRecord, StoreError> {
@@ -973,9 +997,15 @@ fn record_in(conn: &Connection, entry: &LedgerEntry) -> rusqlite::Result<Recorde
 
 fn enqueue_in(conn: &Connection, event: &QueuedEvent) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO queue (key, received_at, body, visible_at) VALUES (?1, ?2, ?3, 0)",
+        "INSERT INTO queue (key, received_at, body, visible_at, unarchived)
+         VALUES (?1, ?2, ?3, 0, ?4)",
     )?
-    .execute(params![event.key, event.received_at, event.body])?;
+    .execute(params![
+        event.key,
+        event.received_at,
+        event.body,
+        event.unarchived
+    ])?;
     Ok(())
 }
 
@@ -995,11 +1025,7 @@ mod tests {
             received_at: 10,
             expires_at: 100,
         };
-        let event = QueuedEvent {
-            key: "k".into(),
-            received_at: 10,
-            body: "{}".into(),
-        };
+        let event = QueuedEvent::archived("k", 10, "{}");
         assert_eq!(
             store.record_and_send(&entry, &event).await.unwrap(),
             Recorded::New
@@ -1024,11 +1050,7 @@ mod tests {
             received_at,
             expires_at: received_at + 100,
         };
-        let event = QueuedEvent {
-            key: key.into(),
-            received_at,
-            body: body.into(),
-        };
+        let event = QueuedEvent::archived(key, received_at, body);
         (entry, event)
     }
 
@@ -1099,11 +1121,7 @@ mod tests {
     async fn dead_letters_can_be_redriven() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("t.db")).unwrap();
-        let event = QueuedEvent {
-            key: "k".into(),
-            received_at: 1,
-            body: "{}".into(),
-        };
+        let event = QueuedEvent::archived("k", 1, "{}");
         store.send(&event).await.unwrap();
         let delivery = store.receive(10, 60_000).await.unwrap().remove(0);
         store
@@ -1165,11 +1183,7 @@ mod tests {
         let store = EmbeddedStore::open(&path).unwrap();
         let empty = std::fs::metadata(&path).unwrap().len();
         for n in 0..200 {
-            let event = QueuedEvent {
-                key: format!("k{n}"),
-                received_at: 1,
-                body: "x".repeat(1_000),
-            };
+            let event = QueuedEvent::archived(format!("k{n}"), 1, "x".repeat(1_000));
             store.send(&event).await.unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

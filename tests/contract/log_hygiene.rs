@@ -17,6 +17,7 @@ use tracing_subscriber::EnvFilter;
 use wati_ingest::auth::SecretSet;
 use wati_ingest::lambda::{process_sqs_batch, read_api_router, receiver_router, ReceiverConfig};
 use wati_ingest::ports::StateStore;
+use wati_ingest::processor::Archive;
 use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
 
@@ -189,11 +190,22 @@ async fn run_everything() -> (String, Vec<String>) {
         Arc::new(DynamoState::new(dynamodb.clone(), "no-such-table"));
     let mut event = SqsEvent::default();
     event.records = batch[..batch.len().min(10)].to_vec();
-    process_sqs_batch(missing, event).await;
+    let nowhere = Archive::new(
+        Arc::new(DynamoLedger::new(dynamodb.clone(), "no-such-table")),
+        7 * 86_400,
+    );
+    process_sqs_batch(missing, nowhere, event).await;
+    let archive = Archive::new(
+        Arc::new(DynamoLedger::new(
+            dynamodb.clone(),
+            stack.table("LedgerTable"),
+        )),
+        7 * 86_400,
+    );
     for records in batch.chunks(10) {
         let mut event = SqsEvent::default();
         event.records = records.to_vec();
-        let report = process_sqs_batch(Arc::clone(&state), event).await;
+        let report = process_sqs_batch(Arc::clone(&state), archive.clone(), event).await;
         metrics.extend(report.metrics.iter().map(|line| line.render(0)));
     }
 

@@ -106,14 +106,7 @@ async fn redrive_marks_round_trip(backend: Backend) {
     assert!(ledger.marked_for_redrive(10).await.unwrap().is_empty());
     ledger.mark_for_redrive("k:marked", 1_005).await.unwrap();
     let marked = ledger.marked_for_redrive(10).await.unwrap();
-    assert_eq!(
-        marked,
-        vec![QueuedEvent {
-            key: "k:marked".into(),
-            received_at: 1_000,
-            body: body.into()
-        }]
-    );
+    assert_eq!(marked, vec![QueuedEvent::archived("k:marked", 1_000, body)]);
     ledger.clear_redrive("k:marked").await.unwrap();
     assert!(ledger.marked_for_redrive(10).await.unwrap().is_empty());
 }
@@ -135,10 +128,12 @@ contract!(queued_events_arrive_intact);
 /// What is sent is what the processor receives, body byte for byte.
 async fn queued_events_arrive_intact(backend: Backend) {
     let events: Vec<QueuedEvent> = (0..3)
-        .map(|i| QueuedEvent {
-            key: format!("k:{i}"),
-            received_at: 1_000 + i,
-            body: format!(r#"{{"eventType":"message","text":"line\nbreak \"{i}\" ✓"}}"#),
+        .map(|i| {
+            QueuedEvent::archived(
+                format!("k:{i}"),
+                1_000 + i,
+                format!(r#"{{"eventType":"message","text":"line\nbreak \"{i}\" ✓"}}"#),
+            )
         })
         .collect();
     for event in &events {

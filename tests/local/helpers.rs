@@ -20,6 +20,11 @@ pub struct TestApp {
     pub store: EmbeddedStore,
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
+    /// Ends the server (and so its lock on the data directory); see [`TestApp::stop`].
+    stop: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 pub fn config(data_dir: &Path) -> LocalConfig {
@@ -53,16 +58,32 @@ async fn spawn_with(processor: bool) -> TestApp {
         pipeline.spawn_processor();
     }
     let (listener, address) = bind(0).await.expect("bind");
-    tokio::spawn(pipeline.serve(listener, std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        pipeline.serve(listener, shutdown).await.expect("serve");
+    });
     TestApp {
         address: format!("http://{address}"),
         store,
         client: reqwest::Client::new(),
         data_dir,
+        stop: Some((stop, serving)),
     }
 }
 
 impl TestApp {
+    /// Stops serving and releases the data directory's lock, so that another server (the real
+    /// binary) may take it over; the store stays open for reading.
+    pub async fn stop(&mut self) {
+        if let Some((stop, serving)) = self.stop.take() {
+            let _ = stop.send(());
+            serving.await.expect("server task");
+        }
+    }
+
     pub async fn post_webhook(&self, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
         self.post_to(&format!("/webhook/{WEBHOOK_SECRET}"), body)
             .await
