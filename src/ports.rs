@@ -144,6 +144,7 @@ pub trait StateStore: Send + Sync {
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError>;
     /// A contact by phone number or BSUID, as seen at `now`.
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError>;
-    /// Whether the store answers at all.
+    /// Whether the store can take writes now (the embedded store: a real write in each of its
+    /// databases, the ledger and queue tables included; DynamoDB: the state table answers).
     async fn ping(&self) -> Result<(), StoreError>;
 }

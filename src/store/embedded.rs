@@ -91,6 +91,19 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 "#;
 
+/// In both databases: the one row the health probe rewrites, so that `/healthz` commits a real
+/// write (an empty transaction touches no disk and passes on a full one).
+const HEALTH_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS health (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    probed_at INTEGER NOT NULL
+);
+"#;
+
+/// The ledger and queue key of the health probe's rows, which never outlive the probe's savepoint.
+/// No event's key can be it: every idempotency key holds a `:`.
+const PROBE_KEY: &str = "health-probe";
+
 /// A queue row's body: its own, or else its ledger row's. The ledger is never pruned here and a
 /// reused key copies its old body into the queue first (`record_in`), so the ledger's is the one
 /// enqueued; `''` (quarantined by the processor as unparseable) only if a row was deleted by hand.
@@ -163,8 +176,9 @@ impl EmbeddedStore {
     /// visible again at once.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let state_path = path.with_extension("state.db");
-        let state = Database::open(&state_path, STATE_SCHEMA, |_| Ok(()))?;
-        let intake_schema = format!("{INTAKE_SCHEMA}{QUEUE_TABLE}");
+        let state_schema = format!("{STATE_SCHEMA}{HEALTH_TABLE}");
+        let state = Database::open(&state_path, &state_schema, |_| Ok(()))?;
+        let intake_schema = format!("{INTAKE_SCHEMA}{QUEUE_TABLE}{HEALTH_TABLE}");
         let intake = Database::open(path, &intake_schema, |writer| {
             move_state_out_of_intake(writer, &state_path)
                 .map_err(|e| StoreError::unavailable("move state to its own database", e))?;
@@ -678,13 +692,27 @@ impl StateStore for EmbeddedStore {
         Ok(ContactView::from_messages(&contact, &messages, now))
     }
 
+    /// A real write in each database, committed and synced like a webhook's: the intake's also
+    /// writes (and removes) a ledger and a queue row, so a full disk, a read-only file or a broken
+    /// ledger or queue table fails it. Then each reader must see the write.
     async fn ping(&self) -> Result<(), StoreError> {
+        let at = now_ms();
+        self.intake()
+            .write("health probe of the intake database", move |conn| {
+                probe_intake(conn, at)
+            })
+            .await?;
+        self.state()
+            .write("health probe of the state database", move |conn| {
+                probe(conn, at)
+            })
+            .await?;
         for database in [self.intake(), self.state()] {
             database
-                .read("ping", |conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+                .read("health probe read", |conn| {
+                    conn.query_row("SELECT probed_at FROM health", [], |_| Ok(()))
+                })
                 .await?;
-            // The writer must answer too: a store that cannot write cannot take events.
-            database.write("ping writer", |_| Ok(())).await?;
         }
         Ok(())
     }
@@ -807,6 +835,9 @@ fn to_sql_error(error: impl std::error::Error + Send + Sync + 'static) -> rusqli
     rusqlite::Error::ToSqlConversionFailure(Box::new(error))
 }
 
+/// Every connection the store opens (writer, reader, checkpointer) comes from here, and refuses to
+/// run unless SQLite confirms WAL and `synchronous=FULL`: a `200` rests on both, and WAL can be
+/// refused (an in-memory database, some network filesystems) without an error.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|e| StoreError::unavailable("open database", e))?;
     conn.execute_batch(
@@ -819,7 +850,30 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA journal_size_limit = 67108864;",
     )
     .map_err(|e| StoreError::unavailable("configure database", e))?;
+    let (journal_mode, synchronous) =
+        durability(&conn).map_err(|e| StoreError::unavailable("configure database", e))?;
+    if journal_mode != "wal" || synchronous != SYNCHRONOUS_FULL {
+        return Err(StoreError::unavailable(
+            "configure database",
+            format!(
+                "{}: journal_mode {journal_mode} and synchronous {synchronous}, not wal and \
+                 {SYNCHRONOUS_FULL} (FULL)",
+                path.display()
+            ),
+        ));
+    }
     Ok(conn)
+}
+
+/// `PRAGMA synchronous` reads 2 for FULL.
+const SYNCHRONOUS_FULL: i64 = 2;
+
+/// What a connection reports of the two settings durability rests on: the journal mode (lower
+/// case) and `synchronous`.
+fn durability(conn: &Connection) -> rusqlite::Result<(String, i64)> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    let synchronous = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+    Ok((mode.to_ascii_lowercase(), synchronous))
 }
 
 fn now_ms() -> i64 {
@@ -1009,6 +1063,38 @@ fn enqueue_in(conn: &Connection, event: &QueuedEvent) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Rewrites the health row: a page written and synced at the commit.
+fn probe(conn: &Connection, at: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO health (id, probed_at) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+    )?
+    .execute([at])?;
+    Ok(())
+}
+
+/// [`probe`], plus a ledger row and a queue row written and removed in the same savepoint: the
+/// tables (and indexes) a webhook writes must take a write too.
+fn probe_intake(conn: &Connection, at: i64) -> rusqlite::Result<()> {
+    probe(conn, at)?;
+    conn.prepare_cached(
+        "INSERT INTO ledger (key, event_type, body, received_at, expires_at)
+         VALUES (?1, 'health', x'', ?2, ?2)",
+    )?
+    .execute(params![PROBE_KEY, at])?;
+    conn.prepare_cached("DELETE FROM ledger WHERE key = ?1")?
+        .execute([PROBE_KEY])?;
+    // Never visible to a receive: the row is gone before this job's savepoint is released.
+    conn.prepare_cached(
+        "INSERT INTO queue (key, received_at, body, visible_at) VALUES (?1, ?2, '', ?3)",
+    )?
+    .execute(params![PROBE_KEY, at, i64::MAX])?;
+    // By seq: the queue has no index on its keys.
+    conn.prepare_cached("DELETE FROM queue WHERE seq = last_insert_rowid()")?
+        .execute([])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1171,6 +1257,65 @@ mod tests {
             !left_behind,
             "the intake database still has a messages table"
         );
+    }
+
+    /// `/healthz`'s probe writes for real (the health row changes in both files) and fails as
+    /// soon as the ledger cannot take a write, although the database itself still opens, reads
+    /// and commits; it passes again once the ledger is back.
+    #[tokio::test]
+    async fn the_health_probe_writes_and_fails_on_a_broken_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = EmbeddedStore::open(&path).unwrap();
+        let probed_at = |path: &Path| -> i64 {
+            connect(path)
+                .unwrap()
+                .query_row("SELECT probed_at FROM health", [], |row| row.get(0))
+                .unwrap()
+        };
+        store.ping().await.unwrap();
+        let first = probed_at(&path);
+        std::thread::sleep(Duration::from_millis(5));
+        store.ping().await.unwrap();
+        assert!(probed_at(&path) > first, "the probe did not write");
+        assert!(probed_at(&path.with_extension("state.db")) > first);
+        let counts = store.counts().await.unwrap();
+        assert_eq!((counts.ledger, counts.queued), (0, 0), "probe rows left");
+
+        let outside = connect(&path).unwrap();
+        outside
+            .execute_batch("ALTER TABLE ledger RENAME TO ledger_broken")
+            .unwrap();
+        let error = store.ping().await.unwrap_err().to_string();
+        assert!(error.contains("ledger"), "{error}");
+        outside
+            .execute_batch("ALTER TABLE ledger_broken RENAME TO ledger")
+            .unwrap();
+        store.ping().await.unwrap();
+
+        // The state database's probe counts as much as the intake's.
+        let state = connect(&path.with_extension("state.db")).unwrap();
+        state.execute_batch("DROP TABLE health").unwrap();
+        assert!(store.ping().await.is_err());
+    }
+
+    /// Every connection the store opens comes from `connect`, which refuses to return one that
+    /// does not run WAL with `synchronous=FULL` (2); the reader and writer of both databases
+    /// report exactly that.
+    #[tokio::test]
+    async fn every_connection_runs_wal_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("t.db")).unwrap();
+        let expected = ("wal".to_owned(), SYNCHRONOUS_FULL);
+        for database in [store.intake(), store.state()] {
+            let read = database.read("pragmas", durability).await.unwrap();
+            let written = database.write("pragmas", durability).await.unwrap();
+            assert_eq!((read, written), (expected.clone(), expected.clone()));
+        }
+        assert_eq!(SYNCHRONOUS_FULL, 2);
+        // Where SQLite will not run WAL, no connection is handed out.
+        let error = connect(Path::new(":memory:")).unwrap_err().to_string();
+        assert!(error.contains("journal_mode memory"), "{error}");
     }
 
     /// Commits only append to the WAL (no automatic checkpoint inside a commit); the checkpointer
