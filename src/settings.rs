@@ -18,8 +18,9 @@ pub const DEDUP_TTL_DAYS: RangeInclusive<i64> = 2..=3650;
 pub const DEFAULT_DEDUP_TTL_DAYS: i64 = 7;
 
 /// `MAX_BODY_BYTES`: Wati's bodies are a few KiB; below 1 KiB some of them would be refused with
-/// `413`, above Lambda's 6 MB synchronous payload limit the receiver could never see them.
-pub const MAX_BODY_BYTES: RangeInclusive<usize> = 1024..=6 * 1024 * 1024;
+/// `413`. Above 256 KiB (the default) a body escaped into its queued JSON (up to twice its size)
+/// could outgrow the SQS message limit of 1 MiB (`template.yaml`), and be accepted but never sent.
+pub const MAX_BODY_BYTES: RangeInclusive<usize> = 1024..=256 * 1024;
 
 /// Why a setting was refused; every variant names the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
