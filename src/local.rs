@@ -51,8 +51,8 @@ pub enum LocalError {
     )]
     Locked { data_dir: PathBuf, holder: String },
     #[error(
-        "{intake} is {what}, but {state} holds processed state: the ledger (raw archive, dedup \
-         keys) and the queued events the intake database held would be lost. Restore {intake} \
+        "{intake} is {what}, but {state} is not: the ledger (raw archive, dedup keys) and the \
+         queued events the intake database held would be lost. Restore {intake} \
          (and {intake}-wal, if there was one) from a backup. To start anyway with an empty ledger \
          and queue and keep the state, create the file {accept} and start again (see \
          docs/runbook.md, \"Intake database lost\")"

@@ -246,6 +246,10 @@ impl Server {
         Server { child, address }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
@@ -257,4 +261,68 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the real binary with only `env` set (and `RUST_LOG=warn`), expecting it to refuse to
+/// start: returns its stderr once it has exited with a failure. Fails if it starts serving
+/// (prints its address) or is still running after 20 s.
+pub fn refused_start(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wati-ingest"));
+    command
+        .args(args)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start wati-ingest");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wati-ingest {args:?} with {env:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !status.success() && !stdout.contains("listening"),
+        "{args:?} with {env:?} should have been refused: {status}\n{stdout}\n{stderr}"
+    );
+    stderr
+}
+
+/// `GET {address}{path}` with the API token, retried until it answers 200 (the processor is
+/// asynchronous) or 20 s have passed; the last answer.
+pub async fn read_until_found(client: &reqwest::Client, address: &str, path: &str) -> StatusCode {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = client
+            .get(format!("{address}{path}"))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("get")
+            .status();
+        if status == StatusCode::OK || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `GET /healthz` on `address`: its status code.
+pub async fn healthz(address: &str) -> StatusCode {
+    reqwest::get(format!("{address}/healthz"))
+        .await
+        .expect("healthz")
+        .status()
 }

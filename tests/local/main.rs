@@ -6,6 +6,7 @@ mod helpers;
 mod logs;
 mod read_api;
 mod restart;
+mod startup;
 mod state;
 mod template_policy;
 mod webhook;
