@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod health;
 mod helpers;
 mod logs;
 mod read_api;
