@@ -409,6 +409,58 @@ mod tests {
         assert!(read["ApplyLag"].as_f64().unwrap() >= 5.0);
     }
 
+    /// A record the receiver could not archive is archived by the processor; while the ledger
+    /// refuses the write, the record is reported failed (SQS retries it, then the DLQ keeps it)
+    /// and counted as `ArchiveFailed`, although its state was applied.
+    #[tokio::test]
+    async fn an_unarchived_record_is_archived_or_failed_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = crate::store::embedded::EmbeddedStore::open(&path).unwrap();
+        let body = r#"{"eventType":"templateReviewed","templateName":"t","status":"APPROVED"}"#;
+        let queued = QueuedEvent {
+            unarchived: true,
+            ..QueuedEvent::archived("templateReviewed:body-sha256:x", 1_764_238_453, body)
+        };
+        let batch = || {
+            let mut record = SqsMessage::default();
+            record.message_id = Some("m1".into());
+            record.body = Some(serde_json::to_string(&queued).unwrap());
+            let mut event = SqsEvent::default();
+            event.records.push(record);
+            event
+        };
+        let archive = Archive::new(Arc::new(store.clone()), 7 * 86_400);
+        let ledger = rusqlite::Connection::open(&path).unwrap();
+        ledger
+            .execute_batch("ALTER TABLE ledger RENAME TO ledger_broken")
+            .unwrap();
+        let report = process_sqs_batch(Arc::new(store.clone()), archive.clone(), batch()).await;
+        assert_eq!(report.response.batch_item_failures.len(), 1);
+        let line: serde_json::Value =
+            serde_json::from_str(&report.metrics.last().unwrap().render(1)).unwrap();
+        assert_eq!(
+            (
+                line["ArchiveFailed"].as_f64(),
+                line["BatchFailures"].as_f64()
+            ),
+            (Some(1.0), Some(1.0))
+        );
+
+        ledger
+            .execute_batch("ALTER TABLE ledger_broken RENAME TO ledger")
+            .unwrap();
+        let report = process_sqs_batch(Arc::new(store.clone()), archive, batch()).await;
+        assert!(report.response.batch_item_failures.is_empty());
+        use crate::ports::Ledger;
+        let archived = store
+            .archived(&queued.key)
+            .await
+            .unwrap()
+            .expect("archived");
+        assert_eq!(archived.body, body);
+    }
+
     #[test]
     fn reads_the_documented_variables() {
         let config = ReceiverConfig::from_lookup(lookup(&[
