@@ -58,21 +58,11 @@ pub enum LocalError {
          docs/runbook.md, \"Intake database lost\")"
     )]
     IntakeLost {
-        intake: DisplayPath,
+        intake: PathBuf,
         what: &'static str,
-        state: DisplayPath,
-        accept: DisplayPath,
+        state: PathBuf,
+        accept: PathBuf,
     },
-}
-
-/// A path in an error message.
-#[derive(Debug)]
-pub struct DisplayPath(pub PathBuf);
-
-impl std::fmt::Display for DisplayPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.display().fmt(f)
-    }
 }
 
 /// Where a secret came from: a generated one is shown in full at start-up, a given one is not.
@@ -98,17 +88,17 @@ impl LocalSettings {
     /// Reads `PORT`, `DATA_DIR`, `WEBHOOK_SECRET`, `API_TOKEN`, `DEDUP_TTL_DAYS` and
     /// `MAX_BODY_BYTES` through `var`; refuses any bad value with the variable's name.
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| var(name);
+        // Pure: nothing here may touch the disk (the binary's tests check DATA_DIR stays absent).
         Ok(LocalSettings {
-            port: settings::number_in("PORT", get("PORT").as_deref(), 3000, 0..=u16::MAX)?,
+            port: settings::number_in("PORT", var("PORT").as_deref(), 3000, 0..=u16::MAX)?,
             data_dir: PathBuf::from(
-                settings::text("DATA_DIR", get("DATA_DIR").as_deref())?.unwrap_or("./.wati-ingest"),
+                settings::text("DATA_DIR", var("DATA_DIR").as_deref())?.unwrap_or("./.wati-ingest"),
             ),
-            webhook_secret: settings::secret("WEBHOOK_SECRET", get("WEBHOOK_SECRET").as_deref())?,
-            api_token: settings::secret("API_TOKEN", get("API_TOKEN").as_deref())?,
-            dedup_ttl_days: settings::dedup_ttl_days(get("DEDUP_TTL_DAYS").as_deref())?,
+            webhook_secret: settings::secret("WEBHOOK_SECRET", var("WEBHOOK_SECRET").as_deref())?,
+            api_token: settings::secret("API_TOKEN", var("API_TOKEN").as_deref())?,
+            dedup_ttl_days: settings::dedup_ttl_days(var("DEDUP_TTL_DAYS").as_deref())?,
             max_body_bytes: settings::max_body_bytes(
-                get("MAX_BODY_BYTES").as_deref(),
+                var("MAX_BODY_BYTES").as_deref(),
                 DEFAULT_MAX_BODY_BYTES,
             )?,
         })
@@ -211,10 +201,10 @@ fn intake_lost(intake: &Path, state: &Path) -> Result<Option<LocalError>, LocalE
     }
     let accept = intake.with_file_name(ACCEPT_EMPTY_INTAKE_FILE);
     Ok(Some(LocalError::IntakeLost {
-        intake: DisplayPath(intake.to_owned()),
+        intake: intake.to_owned(),
         what,
-        state: DisplayPath(state.to_owned()),
-        accept: DisplayPath(accept),
+        state: state.to_owned(),
+        accept,
     }))
 }
 
@@ -414,6 +404,78 @@ pub async fn bind(port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn settings_default_and_refuse_by_name() {
+        let defaults = LocalSettings::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(
+            defaults,
+            LocalSettings {
+                port: 3000,
+                data_dir: PathBuf::from("./.wati-ingest"),
+                webhook_secret: None,
+                api_token: None,
+                dedup_ttl_days: 7,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            }
+        );
+        let empty_is_unset = LocalSettings::from_lookup(lookup(&[("WEBHOOK_SECRET", "")]));
+        assert_eq!(empty_is_unset.unwrap().webhook_secret, None);
+        for (pairs, name) in [
+            (&[("WEBHOOK_SECRET", "  ")][..], "WEBHOOK_SECRET"),
+            (&[("API_TOKEN", "too-short")][..], "API_TOKEN"),
+            (
+                &[("DEDUP_TTL_DAYS", "106751991167301")][..],
+                "DEDUP_TTL_DAYS",
+            ),
+            (&[("MAX_BODY_BYTES", "0")][..], "MAX_BODY_BYTES"),
+            (&[("PORT", "-1")][..], "PORT"),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] = pairs;
+            let error = LocalSettings::from_lookup(lookup(pairs)).unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_lost_intake_is_told_from_a_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (intake, state) = (dir.path().join("i.db"), dir.path().join("s.db"));
+        assert!(
+            intake_lost(&intake, &state).unwrap().is_none(),
+            "first start"
+        );
+        std::fs::write(&state, b"state").unwrap();
+        let missing = intake_lost(&intake, &state).unwrap().expect("missing");
+        assert!(missing.to_string().contains("i.db is missing"), "{missing}");
+        std::fs::write(&intake, b"").unwrap();
+        let empty = intake_lost(&intake, &state).unwrap().expect("empty");
+        assert!(empty.to_string().contains("i.db is empty"), "{empty}");
+        std::fs::write(&intake, b"intake").unwrap();
+        assert!(intake_lost(&intake, &state).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_data_dir_is_locked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_data_dir(dir.path()).unwrap();
+        let refused = lock_data_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("pid {}", std::process::id())),
+            "{refused}"
+        );
+        drop(held);
+        lock_data_dir(dir.path()).unwrap();
+    }
 
     #[test]
     fn a_generated_secret_survives_restarts() {
