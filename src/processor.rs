@@ -69,18 +69,24 @@ pub async fn process(
         .await
         .map_err(ProcessError::State)?;
     if queued.unarchived {
-        archive_unrecorded(
+        let key = log_key(&queued.key);
+        let archived = archive_unrecorded(
             archive.ledger.as_ref(),
             &event,
             queued,
             archive.dedup_ttl_seconds,
         )
-        .await
-        .map_err(|error| {
-            tracing::error!(key = %log_key(&queued.key), %error, "cannot archive an event the receiver could not record; will be retried");
-            ProcessError::Archive(error)
-        })?;
-        tracing::info!(key = %log_key(&queued.key), "archived an event the receiver could not record");
+        .await;
+        if let Err(error) = archived {
+            // Loud: the event is applied but still not archived; it is retried until it is.
+            tracing::error!(
+                %key,
+                %error,
+                "cannot archive an event the receiver could not record; will be retried"
+            );
+            return Err(ProcessError::Archive(error));
+        }
+        tracing::info!(%key, "archived an event the receiver could not record");
     }
     Ok(applied)
 }
