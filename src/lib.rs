@@ -18,7 +18,8 @@
 //! Pipeline over small traits:
 //! - [`ports`]: the `Ledger`, `Queue` and `StateStore` traits and the records between them.
 //! - [`receiver`]: the receive algorithm (one ledger write, one enqueue, 200 unless nothing is durable).
-//! - [`processor`]: apply a queued event; the local queue consumer.
+//! - [`processor`]: apply a queued event (and archive it when the receiver could not); the local
+//!   queue consumer.
 //! - [`http`]: the one router (webhook, read API, health) for the local server and Lambda.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines (no API calls on the hot path).
 //!
