@@ -1201,6 +1201,65 @@ mod tests {
         assert_eq!(seqs, vec![1, 7]);
     }
 
+    /// A store from before the archive flag gets its column in the queue and the dead letters;
+    /// what it held counts as archived, and a flag set from then on survives dead-lettering and
+    /// redrive.
+    #[tokio::test]
+    async fn the_archive_flag_is_added_to_an_older_store_and_kept_through_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let old_event = QueuedEvent::archived("old", 10, r#"{"n":1}"#);
+        {
+            let old = connect(&path).unwrap();
+            old.execute_batch(
+                &INTAKE_SCHEMA.replace(",\n    unarchived  INTEGER NOT NULL DEFAULT 0", ""),
+            )
+            .unwrap();
+            old.execute_batch(
+                &QUEUE_TABLE.replace(",\n    unarchived  INTEGER NOT NULL DEFAULT 0", ""),
+            )
+            .unwrap();
+            for table in ["queue", "dead_letters"] {
+                assert!(!returns_a_row(
+                    &old,
+                    &format!(
+                        "SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'unarchived'"
+                    )
+                )
+                .unwrap());
+            }
+            old.execute(
+                "INSERT INTO queue (key, received_at, body, visible_at) VALUES ('old', 10, ?1, 0)",
+                [&old_event.body],
+            )
+            .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let bypassed = QueuedEvent {
+            unarchived: true,
+            ..QueuedEvent::archived("new", 20, r#"{"n":2}"#)
+        };
+        store.send(&bypassed).await.unwrap();
+        let deliveries = store.receive(10, 60_000).await.unwrap();
+        let events: Vec<_> = deliveries.iter().map(|d| d.event.clone()).collect();
+        assert_eq!(events, vec![old_event.clone(), bypassed.clone()]);
+        for delivery in deliveries {
+            store
+                .dead_letter(delivery.seq, "boom".into())
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.redrive_dead_letters().await.unwrap(), 2);
+        let redriven: Vec<_> = store
+            .receive(10, 60_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event)
+            .collect();
+        assert_eq!(redriven, vec![old_event, bypassed]);
+    }
+
     /// An event that exhausted its attempts sits in the dead-letter table until redriven, then
     /// is back on the queue with fresh attempts.
     #[tokio::test]
