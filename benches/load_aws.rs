@@ -21,6 +21,7 @@ use tower::ServiceExt;
 use wati_ingest::auth::SecretSet;
 use wati_ingest::lambda::{process_sqs_batch, receiver_router, ReceiverConfig};
 use wati_ingest::ports::StateStore;
+use wati_ingest::processor::Archive;
 use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
 
@@ -173,6 +174,13 @@ async fn main() {
         stack.dynamodb.clone(),
         stack.table("StateTable"),
     ));
+    let archive = Archive::new(
+        Arc::new(DynamoLedger::new(
+            stack.dynamodb.clone(),
+            stack.table("LedgerTable"),
+        )),
+        7 * 86_400,
+    );
     let started = Instant::now();
     let mut applied = 0usize;
     let mut batches = Vec::new();
@@ -197,7 +205,9 @@ async fn main() {
             event.records.push(record);
         }
         let batch_started = Instant::now();
-        let response = process_sqs_batch(Arc::clone(&state), event).await.response;
+        let response = process_sqs_batch(Arc::clone(&state), archive.clone(), event)
+            .await
+            .response;
         batches.push(batch_started.elapsed());
         assert!(response.batch_item_failures.is_empty());
         applied += messages.len();

@@ -2,7 +2,8 @@
 //!
 //! - `POST /webhook/{secret}`: authenticate first (401, no I/O), then size (413), then receive.
 //! - `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}`: the read API, behind a bearer token.
-//! - `GET /healthz`: 200 when the store answers.
+//! - `GET /healthz`: 200 when the store can take writes now ([`StateStore::ping`]: locally a real
+//!   write in the intake and the state database, ledger and queue tables included), else 503.
 //!
 //! The webhook secret lives in the path, so nothing here logs a URI.
 

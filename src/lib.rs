@@ -15,11 +15,13 @@
 //!   read-modify-write, refuse contradictions, and join the items back at read time.
 //! - [`session`]: a contact's 24-hour sessions and service window, folded from its timeline.
 //! - [`auth`]: constant-time secret checks; [`time`]: unix seconds to RFC 3339.
+//! - [`settings`]: environment variables checked (each refusal names its variable).
 //!
 //! Pipeline over small traits:
 //! - [`ports`]: the `Ledger`, `Queue` and `StateStore` traits and the records between them.
 //! - [`receiver`]: the receive algorithm (one ledger write, one enqueue, 200 unless nothing is durable).
-//! - [`processor`]: apply a queued event; the local queue consumer.
+//! - [`processor`]: apply a queued event (and archive it when the receiver could not); the local
+//!   queue consumer.
 //! - [`http`]: the one router (webhook, read API, health) for the local server and Lambda.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines (no API calls on the hot path).
 //!
@@ -43,5 +45,6 @@ pub mod ports;
 pub mod processor;
 pub mod receiver;
 pub mod session;
+pub mod settings;
 pub mod store;
 pub mod time;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::auth::{generate_secret, SecretError, SecretSet};
+use crate::auth::{generate_secret, SecretError, SecretSet, MIN_SECRET_LEN};
 use crate::http::{
     health_routes, read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
 };
@@ -16,22 +16,26 @@ use crate::metrics::MetricsSink;
 use crate::ports::StoreError;
 use crate::processor::{run_local, LocalProcessorSettings};
 use crate::receiver::{Receiver, ReceiverSettings};
+use crate::settings::{self, ConfigError};
 use crate::store::embedded::EmbeddedStore;
 
 /// File names inside `DATA_DIR`.
 const DATABASE_FILE: &str = "wati-ingest.db";
+const STATE_DATABASE_FILE: &str = "wati-ingest.state.db";
 const WEBHOOK_SECRET_FILE: &str = "webhook_secret";
 const API_TOKEN_FILE: &str = "api_token";
+/// Locked (flock) by the running server; holds its pid for the refusal message.
+const LOCK_FILE: &str = "lock";
+/// Created by hand to start once on a fresh intake database next to an existing state database
+/// (see [`LocalError::IntakeLost`]); removed by that start.
+const ACCEPT_EMPTY_INTAKE_FILE: &str = "accept-empty-intake";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    #[error("invalid {name}: {reason}")]
-    InvalidSetting { name: &'static str, reason: String },
-    #[error("{name}: {source}")]
-    Secret {
-        name: &'static str,
-        source: SecretError,
-    },
+    #[error(transparent)]
+    Setting(#[from] ConfigError),
+    #[error("the secret kept in {path}: {source}")]
+    KeptSecret { path: PathBuf, source: SecretError },
     #[error("cannot use {path}: {source}")]
     Io {
         path: PathBuf,
@@ -41,6 +45,24 @@ pub enum LocalError {
     Random(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "{data_dir} is in use by another wati-ingest ({holder}): two servers on one data \
+         directory would take the same queue. Stop the other one, or give this one its own DATA_DIR"
+    )]
+    Locked { data_dir: PathBuf, holder: String },
+    #[error(
+        "{intake} is {what}, but {state} is not: the ledger (raw archive, dedup keys) and the \
+         queued events the intake database held would be lost. Restore {intake} \
+         (and {intake}-wal, if there was one) from a backup. To start anyway with an empty ledger \
+         and queue and keep the state, create the file {accept} and start again (see \
+         docs/runbook.md, \"Intake database lost\")"
+    )]
+    IntakeLost {
+        intake: PathBuf,
+        what: &'static str,
+        state: PathBuf,
+        accept: PathBuf,
+    },
 }
 
 /// Where a secret came from: a generated one is shown in full at start-up, a given one is not.
@@ -49,6 +71,38 @@ pub enum SecretSource {
     Environment,
     DataDir,
     Generated,
+}
+
+/// The local process's environment, checked; nothing on disk has been touched yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSettings {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub webhook_secret: Option<String>,
+    pub api_token: Option<String>,
+    pub dedup_ttl_days: i64,
+    pub max_body_bytes: usize,
+}
+
+impl LocalSettings {
+    /// Reads `PORT`, `DATA_DIR`, `WEBHOOK_SECRET`, `API_TOKEN`, `DEDUP_TTL_DAYS` and
+    /// `MAX_BODY_BYTES` through `var`; refuses any bad value with the variable's name.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // Pure: nothing here may touch the disk (the binary's tests check DATA_DIR stays absent).
+        Ok(LocalSettings {
+            port: settings::number_in("PORT", var("PORT").as_deref(), 3000, 0..=u16::MAX)?,
+            data_dir: PathBuf::from(
+                settings::text("DATA_DIR", var("DATA_DIR").as_deref())?.unwrap_or("./.wati-ingest"),
+            ),
+            webhook_secret: settings::secret("WEBHOOK_SECRET", var("WEBHOOK_SECRET").as_deref())?,
+            api_token: settings::secret("API_TOKEN", var("API_TOKEN").as_deref())?,
+            dedup_ttl_days: settings::dedup_ttl_days(var("DEDUP_TTL_DAYS").as_deref())?,
+            max_body_bytes: settings::max_body_bytes(
+                var("MAX_BODY_BYTES").as_deref(),
+                DEFAULT_MAX_BODY_BYTES,
+            )?,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -64,65 +118,163 @@ pub struct LocalConfig {
 }
 
 impl LocalConfig {
-    /// Reads `PORT`, `DATA_DIR`, `WEBHOOK_SECRET`, `API_TOKEN`, `DEDUP_TTL_DAYS` and
-    /// `MAX_BODY_BYTES`. Missing secrets are generated once and kept in `DATA_DIR`.
+    /// The environment's settings, checked first; then `DATA_DIR` is created and missing secrets
+    /// are generated once and kept there.
     pub fn from_env() -> Result<Self, LocalError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let port = parse_setting("PORT", var("PORT"), 3000)?;
-        let data_dir = PathBuf::from(var("DATA_DIR").unwrap_or_else(|| "./.wati-ingest".into()));
+        let settings = LocalSettings::from_lookup(|name| std::env::var(name).ok())?;
+        Self::prepare(settings)
+    }
+
+    /// Creates `DATA_DIR` and takes the secrets the settings do not give from it.
+    pub fn prepare(settings: LocalSettings) -> Result<Self, LocalError> {
+        let data_dir = settings.data_dir;
         std::fs::create_dir_all(&data_dir).map_err(|source| LocalError::Io {
             path: data_dir.clone(),
             source,
         })?;
         let (webhook_secret, webhook_secret_source) =
-            secret_or_kept(var("WEBHOOK_SECRET"), &data_dir.join(WEBHOOK_SECRET_FILE))?;
+            secret_or_kept(settings.webhook_secret, &data_dir.join(WEBHOOK_SECRET_FILE))?;
         let (api_token, api_token_source) =
-            secret_or_kept(var("API_TOKEN"), &data_dir.join(API_TOKEN_FILE))?;
-        let dedup_ttl_days = parse_setting("DEDUP_TTL_DAYS", var("DEDUP_TTL_DAYS"), 7)?;
-        if dedup_ttl_days < 2 {
-            return Err(LocalError::InvalidSetting {
-                name: "DEDUP_TTL_DAYS",
-                reason: "must be at least 2 to outlive Wati's 24 hours of retries".into(),
-            });
-        }
+            secret_or_kept(settings.api_token, &data_dir.join(API_TOKEN_FILE))?;
         Ok(LocalConfig {
-            port,
+            port: settings.port,
             data_dir,
             webhook_secret,
             webhook_secret_source,
             api_token,
             api_token_source,
-            dedup_ttl_days,
-            max_body_bytes: parse_setting(
-                "MAX_BODY_BYTES",
-                var("MAX_BODY_BYTES"),
-                DEFAULT_MAX_BODY_BYTES,
-            )?,
+            dedup_ttl_days: settings.dedup_ttl_days,
+            max_body_bytes: settings.max_body_bytes,
         })
     }
-}
 
-fn parse_setting<T: std::str::FromStr>(
-    name: &'static str,
-    value: Option<String>,
-    default: T,
-) -> Result<T, LocalError>
-where
-    T::Err: std::fmt::Display,
-{
-    match value {
-        None => Ok(default),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map_err(|e: T::Err| LocalError::InvalidSetting {
-                name,
-                reason: e.to_string(),
-            }),
+    /// The intake database; the state database is beside it.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE)
+    }
+
+    /// Opens the store in `DATA_DIR`, refusing an intake database that vanished or was emptied
+    /// next to existing state (SQLite would silently start it empty). No lock: the operator's
+    /// commands run beside a running server (SQLite WAL).
+    pub fn open_store(&self) -> Result<EmbeddedStore, LocalError> {
+        let intake = self.database_path();
+        let accept = self.data_dir.join(ACCEPT_EMPTY_INTAKE_FILE);
+        let lost = intake_lost(&intake, &self.data_dir.join(STATE_DATABASE_FILE))?;
+        let accepted = match lost {
+            Some(lost) if !accept.exists() => return Err(lost),
+            Some(lost) => {
+                tracing::warn!(%lost, "starting anyway, as {} allows", accept.display());
+                true
+            }
+            None => false,
+        };
+        let store = EmbeddedStore::open(&intake)?;
+        if accepted {
+            // One start only: the next loss must be noticed again.
+            std::fs::remove_file(&accept).map_err(|source| LocalError::Io {
+                path: accept,
+                source,
+            })?;
+        }
+        Ok(store)
     }
 }
 
-/// The given secret, else the one kept at `path`, else a new one written there (mode 0600).
+/// `Some(error)` when the intake database at `intake` is missing or empty while the state
+/// database at `state` is not: its queued events and archive are gone.
+fn intake_lost(intake: &Path, state: &Path) -> Result<Option<LocalError>, LocalError> {
+    let size = |path: &Path| match std::fs::metadata(path) {
+        Ok(metadata) => Ok(Some(metadata.len())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LocalError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    };
+    let what = match size(intake)? {
+        Some(bytes) if bytes > 0 => return Ok(None),
+        Some(_) => "empty",
+        None => "missing",
+    };
+    if !size(state)?.is_some_and(|bytes| bytes > 0) {
+        return Ok(None); // A first start (or both gone): nothing to protect.
+    }
+    let accept = intake.with_file_name(ACCEPT_EMPTY_INTAKE_FILE);
+    Ok(Some(LocalError::IntakeLost {
+        intake: intake.to_owned(),
+        what,
+        state: state.to_owned(),
+        accept,
+    }))
+}
+
+/// An exclusive lock on a data directory, held while a server runs on it (released when dropped,
+/// or by the kernel when the process dies, `kill -9` included).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Locks `data_dir` for this process, or says which process holds it.
+pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, LocalError> {
+    let path = data_dir.join(LOCK_FILE);
+    let io = |source| LocalError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match try_lock_exclusive(&file) {
+        Ok(true) => {}
+        Ok(false) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = match holder.trim() {
+                "" => "its pid is not recorded".to_owned(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(LocalError::Locked {
+                data_dir: data_dir.to_owned(),
+                holder,
+            });
+        }
+        Err(error) => return Err(io(error)),
+    }
+    use std::io::{Seek, Write};
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(DataDirLock { _file: file })
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file description holds it.
+#[cfg(unix)]
+fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+    let outcome = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if outcome == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(code) if code == libc::EWOULDBLOCK => Ok(false),
+        _ => Err(error),
+    }
+}
+
+/// No advisory lock off Unix: a second server is not detected there.
+#[cfg(not(unix))]
+fn try_lock_exclusive(_file: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
+}
+
+/// The given secret (already checked), else the one kept at `path`, else a new one written there
+/// (mode 0600). A kept secret that is too short is refused with the file's name.
 fn secret_or_kept(
     given: Option<String>,
     path: &Path,
@@ -136,7 +288,14 @@ fn secret_or_kept(
     };
     match std::fs::read_to_string(path) {
         Ok(kept) if !kept.trim().is_empty() => {
-            return Ok((kept.trim().to_owned(), SecretSource::DataDir))
+            let kept = kept.trim();
+            if kept.len() < MIN_SECRET_LEN {
+                return Err(LocalError::KeptSecret {
+                    path: path.to_owned(),
+                    source: SecretError::TooShort,
+                });
+            }
+            return Ok((kept.to_owned(), SecretSource::DataDir));
         }
         Ok(_) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -160,34 +319,47 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 pub struct LocalPipeline {
     pub store: EmbeddedStore,
     pub router: Router,
+    dedup_ttl_seconds: i64,
+    /// Held until the pipeline is dropped (after `serve` returns).
+    _lock: DataDirLock,
 }
 
 impl LocalPipeline {
+    /// Locks `DATA_DIR` (a second server on it is refused), opens the store and builds the router.
     pub fn open(config: &LocalConfig) -> Result<Self, LocalError> {
-        let store = EmbeddedStore::open(&config.data_dir.join(DATABASE_FILE))?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        let dedup_ttl_seconds = settings::dedup_ttl_seconds(config.dedup_ttl_days)?;
         let secret = |name, value: &str| {
-            SecretSet::new([value]).map_err(|source| LocalError::Secret { name, source })
+            SecretSet::new([value]).map_err(|source| ConfigError::Secret { name, source })
         };
+        let secrets = secret("WEBHOOK_SECRET", &config.webhook_secret)?;
+        let tokens = secret("API_TOKEN", &config.api_token)?;
+        let store = config.open_store()?;
         let webhook = WebhookService {
             receiver: Receiver::over_intake(
                 Arc::new(store.clone()),
                 ReceiverSettings {
-                    dedup_ttl_seconds: config.dedup_ttl_days * 24 * 60 * 60,
+                    dedup_ttl_seconds,
                     ..ReceiverSettings::default()
                 },
             ),
-            secrets: secret("WEBHOOK_SECRET", &config.webhook_secret)?,
+            secrets,
             max_body_bytes: config.max_body_bytes,
             metrics: MetricsSink::Off,
         };
         let reader = ReadService {
             state: Arc::new(store.clone()),
-            tokens: secret("API_TOKEN", &config.api_token)?,
+            tokens,
         };
         let router = webhook_routes(Arc::new(webhook))
             .merge(read_routes(Arc::new(reader)))
             .merge(health_routes(Arc::new(store.clone())));
-        Ok(LocalPipeline { store, router })
+        Ok(LocalPipeline {
+            store,
+            router,
+            dedup_ttl_seconds,
+            _lock: lock,
+        })
     }
 
     /// Starts the processor on the durable queue, resuming whatever a previous process left.
@@ -195,19 +367,30 @@ impl LocalPipeline {
         tokio::spawn(run_local(
             self.store.clone(),
             Arc::new(self.store.clone()),
-            LocalProcessorSettings::default(),
+            LocalProcessorSettings {
+                dedup_ttl_seconds: self.dedup_ttl_seconds,
+                ..LocalProcessorSettings::default()
+            },
         ))
     }
 
-    /// Serves HTTP on `listener` until `shutdown` resolves.
+    /// Serves HTTP on `listener` until `shutdown` resolves; the data directory stays locked
+    /// until then.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router)
+        let LocalPipeline {
+            router,
+            _lock: lock,
+            ..
+        } = self;
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        drop(lock);
+        served
     }
 }
 
@@ -221,6 +404,78 @@ pub async fn bind(port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn settings_default_and_refuse_by_name() {
+        let defaults = LocalSettings::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(
+            defaults,
+            LocalSettings {
+                port: 3000,
+                data_dir: PathBuf::from("./.wati-ingest"),
+                webhook_secret: None,
+                api_token: None,
+                dedup_ttl_days: 7,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            }
+        );
+        let empty_is_unset = LocalSettings::from_lookup(lookup(&[("WEBHOOK_SECRET", "")]));
+        assert_eq!(empty_is_unset.unwrap().webhook_secret, None);
+        for (pairs, name) in [
+            (&[("WEBHOOK_SECRET", "  ")][..], "WEBHOOK_SECRET"),
+            (&[("API_TOKEN", "too-short")][..], "API_TOKEN"),
+            (
+                &[("DEDUP_TTL_DAYS", "106751991167301")][..],
+                "DEDUP_TTL_DAYS",
+            ),
+            (&[("MAX_BODY_BYTES", "0")][..], "MAX_BODY_BYTES"),
+            (&[("PORT", "-1")][..], "PORT"),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] = pairs;
+            let error = LocalSettings::from_lookup(lookup(pairs)).unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_lost_intake_is_told_from_a_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (intake, state) = (dir.path().join("i.db"), dir.path().join("s.db"));
+        assert!(
+            intake_lost(&intake, &state).unwrap().is_none(),
+            "first start"
+        );
+        std::fs::write(&state, b"state").unwrap();
+        let missing = intake_lost(&intake, &state).unwrap().expect("missing");
+        assert!(missing.to_string().contains("i.db is missing"), "{missing}");
+        std::fs::write(&intake, b"").unwrap();
+        let empty = intake_lost(&intake, &state).unwrap().expect("empty");
+        assert!(empty.to_string().contains("i.db is empty"), "{empty}");
+        std::fs::write(&intake, b"intake").unwrap();
+        assert!(intake_lost(&intake, &state).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_data_dir_is_locked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_data_dir(dir.path()).unwrap();
+        let refused = lock_data_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("pid {}", std::process::id())),
+            "{refused}"
+        );
+        drop(held);
+        lock_data_dir(dir.path()).unwrap();
+    }
 
     #[test]
     fn a_generated_secret_survives_restarts() {

@@ -97,6 +97,24 @@ pub struct QueuedEvent {
     pub received_at: i64,
     /// The raw body, as Wati sent it.
     pub body: String,
+    /// The receiver's ledger write failed and it enqueued the event anyway: the processor
+    /// records the body in the ledger itself, so that every accepted event ends up archived.
+    /// Left out of the message when false, so messages queued before it existed decode as
+    /// archived, and archived events are sent as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unarchived: bool,
+}
+
+impl QueuedEvent {
+    /// An event whose body the ledger holds.
+    pub fn archived(key: impl Into<String>, received_at: i64, body: impl Into<String>) -> Self {
+        QueuedEvent {
+            key: key.into(),
+            received_at,
+            body: body.into(),
+            unarchived: false,
+        }
+    }
 }
 
 #[async_trait]
@@ -139,6 +157,7 @@ pub trait StateStore: Send + Sync {
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError>;
     /// A contact by phone number or BSUID, as seen at `now`.
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError>;
-    /// Whether the store answers at all.
+    /// Whether the store can take writes now (the embedded store: a real write in each of its
+    /// databases, the ledger and queue tables included; DynamoDB: the state table answers).
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::event::{log_key, WatiEvent};
 use crate::message::{MessageRecord, MAX_ID_BYTES};
-use crate::ports::{MergeOutcome, QueuedEvent, StateStore, StoreError};
-use crate::receiver::sweep;
+use crate::ports::{Ledger, MergeOutcome, QueuedEvent, StateStore, StoreError};
+use crate::receiver::{archive_unrecorded, sweep};
 use crate::store::embedded::{Delivery, EmbeddedStore};
 
 /// What applying one queued event did.
@@ -20,14 +20,93 @@ pub enum Applied {
     Quarantined { reason: String },
 }
 
-/// Applies one queued event. `Err` means a transient failure worth retrying.
-pub async fn apply(state: &dyn StateStore, queued: &QueuedEvent) -> Result<Applied, StoreError> {
+/// Why processing one event failed; either way it is retried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    State(StoreError),
+    /// The receiver could not record it, and neither could the processor yet.
+    #[error("cannot archive an event the receiver could not record: {0}")]
+    Archive(StoreError),
+}
+
+/// The ledger the processor archives into: where events the receiver enqueued without recording
+/// (its ledger write failed) get the entry the receiver would have written.
+#[derive(Clone)]
+pub struct Archive {
+    ledger: Arc<dyn Ledger>,
+    dedup_ttl_seconds: i64,
+}
+
+impl Archive {
+    pub fn new(ledger: Arc<dyn Ledger>, dedup_ttl_seconds: i64) -> Self {
+        Archive {
+            ledger,
+            dedup_ttl_seconds,
+        }
+    }
+}
+
+/// Processes one queued event: applies it to `state` and, when the receiver could not record it,
+/// records it in the ledger, so that every accepted event's body is archived (for `inspect` and
+/// `replay`) whatever its kind. Archiving comes after applying: a ledger that stays broken delays
+/// the archive, not the state. `Err` means a transient failure worth retrying.
+pub async fn process(
+    state: &dyn StateStore,
+    archive: &Archive,
+    queued: &QueuedEvent,
+) -> Result<Applied, ProcessError> {
     let event = match WatiEvent::parse(queued.body.as_bytes()) {
         Ok(event) => event,
-        Err(unusable) => return quarantine(state, queued, unusable.to_string()).await,
+        // Unreachable for what the receiver accepted; the quarantine keeps the body.
+        Err(unusable) => {
+            return quarantine(state, queued, unusable.to_string())
+                .await
+                .map_err(ProcessError::State)
+        }
     };
+    let applied = apply_event(state, queued, &event)
+        .await
+        .map_err(ProcessError::State)?;
+    if queued.unarchived {
+        let key = log_key(&queued.key);
+        let archived = archive_unrecorded(
+            archive.ledger.as_ref(),
+            &event,
+            queued,
+            archive.dedup_ttl_seconds,
+        )
+        .await;
+        if let Err(error) = archived {
+            // Loud: the event is applied but still not archived; it is retried until it is.
+            tracing::error!(
+                %key,
+                %error,
+                "cannot archive an event the receiver could not record; will be retried"
+            );
+            return Err(ProcessError::Archive(error));
+        }
+        tracing::info!(%key, "archived an event the receiver could not record");
+    }
+    Ok(applied)
+}
+
+/// Applies one queued event to the state (no archiving: see [`process`]). `Err` means a
+/// transient failure worth retrying.
+pub async fn apply(state: &dyn StateStore, queued: &QueuedEvent) -> Result<Applied, StoreError> {
+    match WatiEvent::parse(queued.body.as_bytes()) {
+        Ok(event) => apply_event(state, queued, &event).await,
+        Err(unusable) => quarantine(state, queued, unusable.to_string()).await,
+    }
+}
+
+async fn apply_event(
+    state: &dyn StateStore,
+    queued: &QueuedEvent,
+    event: &WatiEvent,
+) -> Result<Applied, StoreError> {
     let kind = event.kind.name().to_owned();
-    match MessageRecord::from_event(&event, queued.received_at) {
+    match MessageRecord::from_event(event, queued.received_at) {
         Some(facts) if facts.oversized_id().is_some() => {
             let reason = format!("{kind} has an id longer than {MAX_ID_BYTES} bytes");
             quarantine(state, queued, reason).await
@@ -67,6 +146,8 @@ pub struct LocalProcessorSettings {
     pub idle_poll: Duration,
     /// How often to re-send events whose enqueue failed (the sweeper).
     pub sweep_every: Duration,
+    /// The dedup window of the entries the processor archives (the receiver's).
+    pub dedup_ttl_seconds: i64,
 }
 
 impl Default for LocalProcessorSettings {
@@ -77,18 +158,21 @@ impl Default for LocalProcessorSettings {
             max_attempts: 8,
             idle_poll: Duration::from_millis(500),
             sweep_every: Duration::from_secs(5),
+            dedup_ttl_seconds: crate::settings::DEFAULT_DEDUP_TTL_DAYS
+                * crate::settings::SECONDS_PER_DAY,
         }
     }
 }
 
-/// Consumes the embedded queue forever: receive a batch, apply its events to `state` (the store
-/// itself, or a wrapper around it) concurrently, acknowledge the ones applied, back off or
-/// dead-letter the ones that failed.
+/// Consumes the embedded queue forever: receive a batch, process its events on `state` (the store
+/// itself, or a wrapper around it) and the store's ledger concurrently, acknowledge the ones
+/// processed, back off or dead-letter the ones that failed.
 pub async fn run_local(
     store: EmbeddedStore,
     state: Arc<dyn StateStore>,
     settings: LocalProcessorSettings,
 ) {
+    let archive = Archive::new(Arc::new(store.clone()), settings.dedup_ttl_seconds);
     let mut last_sweep = std::time::Instant::now();
     loop {
         if last_sweep.elapsed() >= settings.sweep_every {
@@ -112,22 +196,23 @@ pub async fn run_local(
             let _ = tokio::time::timeout(settings.idle_poll, store.queue_ready()).await;
             continue;
         }
-        process_batch(&store, &state, batch, &settings).await;
+        process_batch(&store, &state, &archive, batch, &settings).await;
     }
 }
 
 async fn process_batch(
     store: &EmbeddedStore,
     state: &Arc<dyn StateStore>,
+    archive: &Archive,
     batch: Vec<Delivery>,
     settings: &LocalProcessorSettings,
 ) {
     let mut running = tokio::task::JoinSet::new();
     for delivery in batch {
-        let state = Arc::clone(state);
+        let (state, archive) = (Arc::clone(state), archive.clone());
         running.spawn(async move {
             let started = std::time::Instant::now();
-            let outcome = apply(state.as_ref(), &delivery.event).await;
+            let outcome = process(state.as_ref(), &archive, &delivery.event).await;
             (delivery, outcome, started.elapsed())
         });
     }

@@ -161,7 +161,17 @@ impl Receiver {
                 duplicate(self.enqueue(queued, Path::DuplicateResent, None).await)
             }
             Err(error) => {
-                tracing::warn!(key = %log_key(&key), %error, "ledger unavailable; enqueueing without it");
+                // Loud: until the ledger is back, nothing is deduplicated and the processor has to
+                // archive these bodies itself (the `LedgerBypass` metric counts them).
+                tracing::error!(
+                    key = %log_key(&key),
+                    %error,
+                    "ledger unavailable; enqueueing without it, to be archived by the processor"
+                );
+                let queued = QueuedEvent {
+                    unarchived: true,
+                    ..queued
+                };
                 match self.queue.send(&queued).await {
                     Ok(()) => (Receipt::Accepted { key }, Path::LedgerBypassed),
                     Err(error) => {
@@ -240,12 +250,33 @@ pub fn intake_records(
         received_at,
         expires_at: received_at.saturating_add(dedup_ttl_seconds),
     };
-    let queued = QueuedEvent {
-        key,
-        received_at,
-        body: text.to_owned(),
-    };
+    let queued = QueuedEvent::archived(key, received_at, text);
     (queued, entry)
+}
+
+/// The processor's half of "every accepted body is archived": records an event the receiver
+/// enqueued without a ledger entry (its write failed) with the entry the receiver would have
+/// written. Idempotent: an entry already there is success, and another body already under the
+/// key (a v1/v2 twin) is kept under its variant key, as on receipt.
+pub async fn archive_unrecorded(
+    ledger: &dyn Ledger,
+    event: &WatiEvent,
+    queued: &QueuedEvent,
+    dedup_ttl_seconds: i64,
+) -> Result<(), StoreError> {
+    let (_, entry) = intake_records(
+        event,
+        queued.key.clone(),
+        &queued.body,
+        queued.received_at,
+        dedup_ttl_seconds,
+    );
+    match ledger.record(&entry).await? {
+        Recorded::Existing { body, .. } if body != entry.body => {
+            ledger.record(&variant_entry(entry)).await.map(|_| ())
+        }
+        Recorded::Existing { .. } | Recorded::New => Ok(()),
+    }
 }
 
 /// The sweeper: re-sends up to `limit` events whose enqueue failed and clears their marks.
@@ -478,11 +509,11 @@ mod tests {
     }
 
     fn queued(entry: &LedgerEntry) -> QueuedEvent {
-        QueuedEvent {
-            key: entry.key.clone(),
-            received_at: entry.received_at,
-            body: String::from_utf8_lossy(&entry.body).into_owned(),
-        }
+        QueuedEvent::archived(
+            entry.key.clone(),
+            entry.received_at,
+            String::from_utf8_lossy(&entry.body),
+        )
     }
 
     #[async_trait]
@@ -539,11 +570,11 @@ mod tests {
         assert_eq!(row.redrive_at, None);
         assert_eq!(
             store.sent(),
-            vec![QueuedEvent {
+            vec![QueuedEvent::archived(
                 key,
-                received_at: row.entry.received_at,
-                body: text(READ_V1),
-            }]
+                row.entry.received_at,
+                text(READ_V1)
+            )]
         );
     }
 
@@ -650,11 +681,7 @@ mod tests {
         let received_at = store.row(READ_KEY).unwrap().entry.received_at;
         assert_eq!(
             store.sent(),
-            vec![QueuedEvent {
-                key: READ_KEY.into(),
-                received_at,
-                body: text(READ_V1),
-            }]
+            vec![QueuedEvent::archived(READ_KEY, received_at, text(READ_V1))]
         );
         assert!(!is_marked(&store, READ_KEY));
         assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 0);
@@ -695,7 +722,69 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].key, READ_KEY);
         assert_eq!(sent[0].body, text(READ_V1));
+        assert!(sent[0].unarchived, "the processor must archive it");
         assert!(store.ledger_keys().is_empty());
+    }
+
+    /// What the receiver could not record, the processor records with the very entry the receiver
+    /// would have written; again is a no-op, and a twin's other body goes under its variant key.
+    #[tokio::test]
+    async fn a_bypassed_event_is_archived_as_the_receiver_would_have() {
+        let store = MemoryStore::new();
+        store.fail(RECORD);
+        let receiver = receiver(&store);
+        receiver.receive(READ_V1).await;
+        receiver.receive(READ_V2).await;
+        store.heal(RECORD);
+        let sent = store.sent();
+        assert!(sent.iter().all(|queued| queued.unarchived));
+
+        for queued in &sent {
+            let event = WatiEvent::parse(queued.body.as_bytes()).unwrap();
+            for _ in 0..2 {
+                archive_unrecorded(&*store, &event, queued, 7 * DAY)
+                    .await
+                    .unwrap();
+            }
+        }
+        let row = store.row(READ_KEY).expect("archived under its key");
+        let (expected_queued, expected) = intake_records(
+            &WatiEvent::parse(READ_V1).unwrap(),
+            READ_KEY.into(),
+            &text(READ_V1),
+            sent[0].received_at,
+            7 * DAY,
+        );
+        assert_eq!(row.entry, expected);
+        assert_eq!(expected_queued.body, sent[0].body);
+        let variant = store
+            .row(&variant_key(READ_KEY, READ_V2))
+            .expect("the v2 body under its variant key");
+        assert_eq!(variant.entry.body, READ_V2);
+        assert_eq!(store.ledger_keys().len(), 2);
+    }
+
+    /// Messages queued before the flag existed decode as archived; an archived event's message
+    /// is what it was before the flag.
+    #[test]
+    fn the_archive_flag_is_backward_compatible() {
+        let old: QueuedEvent =
+            serde_json::from_str(r#"{"key":"k","received_at":1,"body":"{}"}"#).unwrap();
+        assert_eq!(old, QueuedEvent::archived("k", 1, "{}"));
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"key":"k","received_at":1,"body":"{}"}"#
+        );
+        let bypassed = QueuedEvent {
+            unarchived: true,
+            ..old
+        };
+        let text = serde_json::to_string(&bypassed).unwrap();
+        assert!(text.contains(r#""unarchived":true"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<QueuedEvent>(&text).unwrap(),
+            bypassed
+        );
     }
 
     /// With both the ledger and the queue down nothing is stored anywhere, so Wati must retry.

@@ -27,6 +27,7 @@ use wati_ingest::http::{webhook_routes, WebhookService};
 use wati_ingest::lambda::process_sqs_batch;
 use wati_ingest::metrics::{validate, MetricsSink};
 use wati_ingest::ports::QueuedEvent;
+use wati_ingest::processor::Archive;
 use wati_ingest::receiver::{Receiver, ReceiverSettings};
 use wati_ingest_fuzz::{runtime, MemoryStore, PREVIOUS_SECRET, SECRET};
 
@@ -47,11 +48,11 @@ fuzz_target!(|data: &[u8]| {
             }
             1 => wrapped_http_event(input).await,
             2 => {
-                let queued = QueuedEvent {
-                    key: "fuzz-key".into(),
-                    received_at: 1_764_238_453,
-                    body: String::from_utf8_lossy(input).into_owned(),
-                };
+                let queued = QueuedEvent::archived(
+                    "fuzz-key",
+                    1_764_238_453,
+                    String::from_utf8_lossy(input).into_owned(),
+                );
                 let body = serde_json::to_string(&queued).expect("a queued event serialises");
                 sqs_batch(vec![record("m-0", body)]).await;
             }
@@ -288,7 +289,8 @@ async fn sqs_batch(records: Vec<SqsMessage>) {
     let count = records.len();
     let mut event = SqsEvent::default();
     event.records = records;
-    let report = process_sqs_batch(store.clone(), event).await;
+    let archive = Archive::new(store.clone(), 7 * 86_400);
+    let report = process_sqs_batch(store.clone(), archive, event).await;
     assert!(
         report.response.batch_item_failures.is_empty(),
         "a batch on a healthy store reported failures"

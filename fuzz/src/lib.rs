@@ -214,11 +214,11 @@ impl Ledger for MemoryStore {
 }
 
 fn queued(entry: &LedgerEntry) -> QueuedEvent {
-    QueuedEvent {
-        key: entry.key.clone(),
-        received_at: entry.received_at,
-        body: String::from_utf8_lossy(&entry.body).into_owned(),
-    }
+    QueuedEvent::archived(
+        entry.key.clone(),
+        entry.received_at,
+        String::from_utf8_lossy(&entry.body).into_owned(),
+    )
 }
 
 #[async_trait]

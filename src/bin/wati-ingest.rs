@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use wati_ingest::cli::{self, Command, Invocation};
 use wati_ingest::local::{bind, LocalConfig, LocalPipeline, SecretSource};
 use wati_ingest::ports::{Ledger, Queue, StateStore};
+use wati_ingest::settings;
 use wati_ingest::store::aws::{redrive_dlq, DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
 
@@ -77,10 +78,11 @@ async fn serve() -> Result<(), Error> {
     Ok(())
 }
 
-/// A command on the store in `DATA_DIR` (safe while `make run` serves it: SQLite WAL).
+/// A command on the store in `DATA_DIR` (safe while `make run` serves it: SQLite WAL, so it takes
+/// no lock on the directory).
 async fn run_local(command: Command) -> Result<(), Error> {
     let config = LocalConfig::from_env()?;
-    let store = LocalPipeline::open(&config)?.store;
+    let store = config.open_store()?;
     run(command, &store, &store, &store, || {
         store.redrive_dead_letters()
     })
@@ -89,19 +91,21 @@ async fn run_local(command: Command) -> Result<(), Error> {
 
 /// A command on the deployed tables and queues named by the environment.
 async fn run_aws(command: Command) -> Result<(), Error> {
-    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-    let aws = wati_ingest::lambda::aws_sdk_config().await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    let sqs = aws_sdk_sqs::Client::new(&aws);
-    let ledger = DynamoLedger::new(dynamodb.clone(), var("LEDGER_TABLE")?);
-    let state = DynamoState::new(dynamodb, var("STATE_TABLE")?);
-    let queue_url = var("QUEUE_URL")?;
-    let queue = SqsQueue::new(sqs.clone(), &queue_url);
+    let var = |name: &'static str| settings::required(name, std::env::var(name).ok().as_deref());
+    // Every variable first: a missing one is reported before any AWS call is made.
+    let (ledger_table, state_table, queue_url) =
+        (var("LEDGER_TABLE")?, var("STATE_TABLE")?, var("QUEUE_URL")?);
     let dlq_url = if command == Command::RedriveDlq {
         var("DLQ_URL")?
     } else {
         String::new()
     };
+    let aws = wati_ingest::lambda::aws_sdk_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let ledger = DynamoLedger::new(dynamodb.clone(), ledger_table);
+    let state = DynamoState::new(dynamodb, state_table);
+    let queue = SqsQueue::new(sqs.clone(), &queue_url);
     run(command, &ledger, &queue, &state, || async move {
         redrive_dlq(&sqs, &dlq_url, &queue_url).await
     })

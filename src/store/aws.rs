@@ -84,11 +84,11 @@ pub(crate) fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug>(
 
 /// A ledger item as the event it archives.
 fn queued_from_item(item: &HashMap<String, AttributeValue>) -> Option<QueuedEvent> {
-    Some(QueuedEvent {
-        key: text(item, "pk")?,
-        received_at: number(item, "received_at")?,
-        body: String::from_utf8_lossy(&bytes(item, "body")?).into_owned(),
-    })
+    Some(QueuedEvent::archived(
+        text(item, "pk")?,
+        number(item, "received_at")?,
+        String::from_utf8_lossy(&bytes(item, "body")?),
+    ))
 }
 
 #[async_trait]

@@ -73,12 +73,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     received_at INTEGER NOT NULL,
     body        TEXT NOT NULL,
     attempts    INTEGER NOT NULL,
-    error       TEXT NOT NULL
+    error       TEXT NOT NULL,
+    unarchived  INTEGER NOT NULL DEFAULT 0
 );
 "#;
 
 /// Part of the intake schema; apart so that [`let_queue_bodies_be_null`] can create it anew.
 /// `body` is NULL when the ledger row with the same key holds it (see [`QUEUED_BODY`]).
+/// `unarchived` is [`QueuedEvent::unarchived`] (also kept by dead letters).
 const QUEUE_TABLE: &str = r#"
 CREATE TABLE IF NOT EXISTS queue (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,9 +88,23 @@ CREATE TABLE IF NOT EXISTS queue (
     received_at INTEGER NOT NULL,
     body        TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
-    visible_at  INTEGER NOT NULL
+    visible_at  INTEGER NOT NULL,
+    unarchived  INTEGER NOT NULL DEFAULT 0
 );
 "#;
+
+/// In both databases: the one row the health probe rewrites, so that `/healthz` commits a real
+/// write (an empty transaction touches no disk and passes on a full one).
+const HEALTH_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS health (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    probed_at INTEGER NOT NULL
+);
+"#;
+
+/// The ledger and queue key of the health probe's rows, which never outlive the probe's savepoint.
+/// No event's key can be it: every idempotency key holds a `:`.
+const PROBE_KEY: &str = "health-probe";
 
 /// A queue row's body: its own, or else its ledger row's. The ledger is never pruned here and a
 /// reused key copies its old body into the queue first (`record_in`), so the ledger's is the one
@@ -140,15 +156,18 @@ impl EmbeddedStore {
     /// visible again at once.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let state_path = path.with_extension("state.db");
-        let state = Database::open(&state_path, STATE_SCHEMA, |writer| {
+        let state_schema = format!("{STATE_SCHEMA}{HEALTH_TABLE}");
+        let state = Database::open(&state_path, &state_schema, |writer| {
             message_state::add_linked_column(writer)
                 .map_err(|e| StoreError::unavailable("add linked column", e))
         })?;
-        let intake_schema = format!("{INTAKE_SCHEMA}{QUEUE_TABLE}");
+        let intake_schema = format!("{INTAKE_SCHEMA}{QUEUE_TABLE}{HEALTH_TABLE}");
         let intake = Database::open(path, &intake_schema, |writer| {
             move_state_out_of_intake(writer, &state_path)
                 .map_err(|e| StoreError::unavailable("move state to its own database", e))?;
             let_queue_bodies_be_null(writer)
+                .map_err(|e| StoreError::unavailable("migrate the queue table", e))?;
+            add_unarchived_columns(writer)
                 .map_err(|e| StoreError::unavailable("migrate the queue table", e))?;
             writer
                 .execute("UPDATE queue SET visible_at = 0 WHERE visible_at > 0", [])
@@ -192,7 +211,7 @@ impl EmbeddedStore {
                 let mut statement = conn.prepare_cached(&format!(
                     "UPDATE queue SET visible_at = ?1, attempts = attempts + 1
                  WHERE seq IN (SELECT seq FROM queue WHERE visible_at <= ?2 ORDER BY seq LIMIT ?3)
-                 RETURNING seq, attempts, key, received_at, {QUEUED_BODY}"
+                 RETURNING seq, attempts, key, received_at, {QUEUED_BODY}, unarchived"
                 ))?;
                 let rows =
                     statement.query_map(params![now + visibility_ms, now, limit], |row| {
@@ -203,6 +222,7 @@ impl EmbeddedStore {
                                 key: row.get(2)?,
                                 received_at: row.get(3)?,
                                 body: row.get(4)?,
+                                unarchived: row.get(5)?,
                             },
                         })
                     })?;
@@ -246,8 +266,8 @@ impl EmbeddedStore {
                 conn.execute(
                     &format!(
                         "INSERT OR REPLACE INTO dead_letters
-                             (seq, key, received_at, body, attempts, error)
-                         SELECT seq, key, received_at, {QUEUED_BODY}, attempts, ?2
+                             (seq, key, received_at, body, attempts, error, unarchived)
+                         SELECT seq, key, received_at, {QUEUED_BODY}, attempts, ?2, unarchived
                          FROM queue WHERE seq = ?1"
                     ),
                     params![seq, error],
@@ -289,8 +309,9 @@ impl EmbeddedStore {
             .intake()
             .write("redrive dead letters", |conn| {
                 let moved = conn.execute(
-                    "INSERT INTO queue (key, received_at, body, attempts, visible_at)
-                     SELECT key, received_at, body, 0, 0 FROM dead_letters ORDER BY seq",
+                    "INSERT INTO queue (key, received_at, body, attempts, visible_at, unarchived)
+                     SELECT key, received_at, body, 0, 0, unarchived FROM dead_letters
+                     ORDER BY seq",
                     [],
                 )?;
                 conn.execute("DELETE FROM dead_letters", [])?;
@@ -411,6 +432,23 @@ fn let_queue_bodies_be_null(intake: &Connection) -> rusqlite::Result<()> {
          DROP TABLE queue_before_references;
          COMMIT;"
     ))
+}
+
+/// Stores made before [`QueuedEvent::unarchived`] lack its column in the queue and the dead
+/// letters; what they hold was archived (or predates the flag), which the default says.
+fn add_unarchived_columns(intake: &Connection) -> rusqlite::Result<()> {
+    for table in ["queue", "dead_letters"] {
+        let has_it = returns_a_row(
+            intake,
+            &format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'unarchived'"),
+        )?;
+        if !has_it {
+            intake.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN unarchived INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `query` returns a row: the schema checks of the migrations above and below.
@@ -599,11 +637,11 @@ fn count_rows(conn: &Connection, table: &str) -> rusqlite::Result<u64> {
 /// A ledger row (`key, received_at, body`) as the event it archives.
 fn queued_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {
     let body: Vec<u8> = row.get(2)?;
-    Ok(QueuedEvent {
-        key: row.get(0)?,
-        received_at: row.get(1)?,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Ok(QueuedEvent::archived(
+        row.get::<_, String>(0)?,
+        row.get(1)?,
+        String::from_utf8_lossy(&body),
+    ))
 }
 
 fn decode(json: &str) -> Result<MessageRecord, StoreError> {
@@ -617,6 +655,9 @@ fn to_sql_error(error: impl std::error::Error + Send + Sync + 'static) -> rusqli
     rusqlite::Error::ToSqlConversionFailure(Box::new(error))
 }
 
+/// Every connection the store opens (writer, reader, checkpointer) comes from here, and refuses to
+/// run unless SQLite confirms WAL and `synchronous=FULL`: a `200` rests on both, and WAL can be
+/// refused (an in-memory database, some network filesystems) without an error.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|e| StoreError::unavailable("open database", e))?;
     conn.execute_batch(
@@ -629,7 +670,30 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA journal_size_limit = 67108864;",
     )
     .map_err(|e| StoreError::unavailable("configure database", e))?;
+    let (journal_mode, synchronous) =
+        durability(&conn).map_err(|e| StoreError::unavailable("configure database", e))?;
+    if journal_mode != "wal" || synchronous != SYNCHRONOUS_FULL {
+        return Err(StoreError::unavailable(
+            "configure database",
+            format!(
+                "{}: journal_mode {journal_mode} and synchronous {synchronous}, not wal and \
+                 {SYNCHRONOUS_FULL} (FULL)",
+                path.display()
+            ),
+        ));
+    }
     Ok(conn)
+}
+
+/// `PRAGMA synchronous` reads 2 for FULL.
+const SYNCHRONOUS_FULL: i64 = 2;
+
+/// What a connection reports of the two settings durability rests on: the journal mode (lower
+/// case) and `synchronous`.
+fn durability(conn: &Connection) -> rusqlite::Result<(String, i64)> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    let synchronous = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+    Ok((mode.to_ascii_lowercase(), synchronous))
 }
 
 fn now_ms() -> i64 {
@@ -807,9 +871,47 @@ fn record_in(conn: &Connection, entry: &LedgerEntry) -> rusqlite::Result<Recorde
 
 fn enqueue_in(conn: &Connection, event: &QueuedEvent) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO queue (key, received_at, body, visible_at) VALUES (?1, ?2, ?3, 0)",
+        "INSERT INTO queue (key, received_at, body, visible_at, unarchived)
+         VALUES (?1, ?2, ?3, 0, ?4)",
     )?
-    .execute(params![event.key, event.received_at, event.body])?;
+    .execute(params![
+        event.key,
+        event.received_at,
+        event.body,
+        event.unarchived
+    ])?;
+    Ok(())
+}
+
+/// Rewrites the health row: a page written and synced at the commit.
+fn probe(conn: &Connection, at: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO health (id, probed_at) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+    )?
+    .execute([at])?;
+    Ok(())
+}
+
+/// [`probe`], plus a ledger row and a queue row written and removed in the same savepoint: the
+/// tables (and indexes) a webhook writes must take a write too.
+fn probe_intake(conn: &Connection, at: i64) -> rusqlite::Result<()> {
+    probe(conn, at)?;
+    conn.prepare_cached(
+        "INSERT INTO ledger (key, event_type, body, received_at, expires_at)
+         VALUES (?1, 'health', x'', ?2, ?2)",
+    )?
+    .execute(params![PROBE_KEY, at])?;
+    conn.prepare_cached("DELETE FROM ledger WHERE key = ?1")?
+        .execute([PROBE_KEY])?;
+    // Never visible to a receive: the row is gone before this job's savepoint is released.
+    conn.prepare_cached(
+        "INSERT INTO queue (key, received_at, body, visible_at) VALUES (?1, ?2, '', ?3)",
+    )?
+    .execute(params![PROBE_KEY, at, i64::MAX])?;
+    // By seq: the queue has no index on its keys.
+    conn.prepare_cached("DELETE FROM queue WHERE seq = last_insert_rowid()")?
+        .execute([])?;
     Ok(())
 }
 
@@ -830,11 +932,7 @@ mod tests {
             received_at: 10,
             expires_at: 100,
         };
-        let event = QueuedEvent {
-            key: "k".into(),
-            received_at: 10,
-            body: "{}".into(),
-        };
+        let event = QueuedEvent::archived("k", 10, "{}");
         assert_eq!(
             store.record_and_send(&entry, &event).await.unwrap(),
             Recorded::New
@@ -859,11 +957,7 @@ mod tests {
             received_at,
             expires_at: received_at + 100,
         };
-        let event = QueuedEvent {
-            key: key.into(),
-            received_at,
-            body: body.into(),
-        };
+        let event = QueuedEvent::archived(key, received_at, body);
         (entry, event)
     }
 
@@ -928,17 +1022,72 @@ mod tests {
         assert_eq!(seqs, vec![1, 7]);
     }
 
+    /// A store from before the archive flag gets its column in the queue and the dead letters;
+    /// what it held counts as archived, and a flag set from then on survives dead-lettering and
+    /// redrive.
+    #[tokio::test]
+    async fn the_archive_flag_is_added_to_an_older_store_and_kept_through_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let old_event = QueuedEvent::archived("old", 10, r#"{"n":1}"#);
+        {
+            let old = connect(&path).unwrap();
+            old.execute_batch(
+                &INTAKE_SCHEMA.replace(",\n    unarchived  INTEGER NOT NULL DEFAULT 0", ""),
+            )
+            .unwrap();
+            old.execute_batch(
+                &QUEUE_TABLE.replace(",\n    unarchived  INTEGER NOT NULL DEFAULT 0", ""),
+            )
+            .unwrap();
+            for table in ["queue", "dead_letters"] {
+                assert!(!returns_a_row(
+                    &old,
+                    &format!(
+                        "SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'unarchived'"
+                    )
+                )
+                .unwrap());
+            }
+            old.execute(
+                "INSERT INTO queue (key, received_at, body, visible_at) VALUES ('old', 10, ?1, 0)",
+                [&old_event.body],
+            )
+            .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let bypassed = QueuedEvent {
+            unarchived: true,
+            ..QueuedEvent::archived("new", 20, r#"{"n":2}"#)
+        };
+        store.send(&bypassed).await.unwrap();
+        let deliveries = store.receive(10, 60_000).await.unwrap();
+        let events: Vec<_> = deliveries.iter().map(|d| d.event.clone()).collect();
+        assert_eq!(events, vec![old_event.clone(), bypassed.clone()]);
+        for delivery in deliveries {
+            store
+                .dead_letter(delivery.seq, "boom".into())
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.redrive_dead_letters().await.unwrap(), 2);
+        let redriven: Vec<_> = store
+            .receive(10, 60_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event)
+            .collect();
+        assert_eq!(redriven, vec![old_event, bypassed]);
+    }
+
     /// An event that exhausted its attempts sits in the dead-letter table until redriven, then
     /// is back on the queue with fresh attempts.
     #[tokio::test]
     async fn dead_letters_can_be_redriven() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("t.db")).unwrap();
-        let event = QueuedEvent {
-            key: "k".into(),
-            received_at: 1,
-            body: "{}".into(),
-        };
+        let event = QueuedEvent::archived("k", 1, "{}");
         store.send(&event).await.unwrap();
         let delivery = store.receive(10, 60_000).await.unwrap().remove(0);
         store
@@ -1014,6 +1163,65 @@ mod tests {
         );
     }
 
+    /// `/healthz`'s probe writes for real (the health row changes in both files) and fails as
+    /// soon as the ledger cannot take a write, although the database itself still opens, reads
+    /// and commits; it passes again once the ledger is back.
+    #[tokio::test]
+    async fn the_health_probe_writes_and_fails_on_a_broken_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = EmbeddedStore::open(&path).unwrap();
+        let probed_at = |path: &Path| -> i64 {
+            connect(path)
+                .unwrap()
+                .query_row("SELECT probed_at FROM health", [], |row| row.get(0))
+                .unwrap()
+        };
+        store.ping().await.unwrap();
+        let first = probed_at(&path);
+        std::thread::sleep(Duration::from_millis(5));
+        store.ping().await.unwrap();
+        assert!(probed_at(&path) > first, "the probe did not write");
+        assert!(probed_at(&path.with_extension("state.db")) > first);
+        let counts = store.counts().await.unwrap();
+        assert_eq!((counts.ledger, counts.queued), (0, 0), "probe rows left");
+
+        let outside = connect(&path).unwrap();
+        outside
+            .execute_batch("ALTER TABLE ledger RENAME TO ledger_broken")
+            .unwrap();
+        let error = store.ping().await.unwrap_err().to_string();
+        assert!(error.contains("ledger"), "{error}");
+        outside
+            .execute_batch("ALTER TABLE ledger_broken RENAME TO ledger")
+            .unwrap();
+        store.ping().await.unwrap();
+
+        // The state database's probe counts as much as the intake's.
+        let state = connect(&path.with_extension("state.db")).unwrap();
+        state.execute_batch("DROP TABLE health").unwrap();
+        assert!(store.ping().await.is_err());
+    }
+
+    /// Every connection the store opens comes from `connect`, which refuses to return one that
+    /// does not run WAL with `synchronous=FULL` (2); the reader and writer of both databases
+    /// report exactly that.
+    #[tokio::test]
+    async fn every_connection_runs_wal_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("t.db")).unwrap();
+        let expected = ("wal".to_owned(), SYNCHRONOUS_FULL);
+        for database in [store.intake(), store.state()] {
+            let read = database.read("pragmas", durability).await.unwrap();
+            let written = database.write("pragmas", durability).await.unwrap();
+            assert_eq!((read, written), (expected.clone(), expected.clone()));
+        }
+        assert_eq!(SYNCHRONOUS_FULL, 2);
+        // Where SQLite will not run WAL, no connection is handed out.
+        let error = connect(Path::new(":memory:")).unwrap_err().to_string();
+        assert!(error.contains("journal_mode memory"), "{error}");
+    }
+
     /// Commits only append to the WAL (no automatic checkpoint inside a commit); the checkpointer
     /// thread must still move them into the database file, or the WAL would grow forever and a
     /// restart would replay all of it.
@@ -1024,11 +1232,7 @@ mod tests {
         let store = EmbeddedStore::open(&path).unwrap();
         let empty = std::fs::metadata(&path).unwrap().len();
         for n in 0..200 {
-            let event = QueuedEvent {
-                key: format!("k{n}"),
-                received_at: 1,
-                body: "x".repeat(1_000),
-            };
+            let event = QueuedEvent::archived(format!("k{n}"), 1, "x".repeat(1_000));
             store.send(&event).await.unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

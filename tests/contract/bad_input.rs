@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use wati_ingest::auth::SecretSet;
 use wati_ingest::lambda::{process_sqs_batch, read_api_router, receiver_router, ReceiverConfig};
+use wati_ingest::processor::Archive;
 use wati_ingest::store::aws::{decode_queued, DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
 
@@ -236,11 +237,13 @@ impl Aws {
     /// Runs `records` through the processor in batches of 10; returns the failed records' ids.
     async fn process(&self, records: Vec<SqsMessage>) -> Vec<String> {
         let state: Arc<dyn wati_ingest::ports::StateStore> = Arc::new(self.state.clone());
+        let ledger = DynamoLedger::new(self.dynamodb.clone(), &self.ledger_table);
+        let archive = Archive::new(Arc::new(ledger), 7 * 86_400);
         let mut failed = Vec::new();
         for batch in records.chunks(10) {
             let mut event = SqsEvent::default();
             event.records = batch.to_vec();
-            let report = process_sqs_batch(Arc::clone(&state), event).await;
+            let report = process_sqs_batch(Arc::clone(&state), archive.clone(), event).await;
             failed.extend(
                 report
                     .response

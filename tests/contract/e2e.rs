@@ -18,6 +18,7 @@ use wati_ingest::event::WatiEvent;
 use wati_ingest::lambda::{process_sqs_batch, read_api_router, receiver_router, ReceiverConfig};
 use wati_ingest::message::MessageRecord;
 use wati_ingest::ports::{MergeOutcome, QuarantineEntry, QueuedEvent, StateStore, StoreError};
+use wati_ingest::processor::Archive;
 use wati_ingest::receiver::sweep;
 use wati_ingest::session::ContactView;
 use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
@@ -209,7 +210,10 @@ impl Deployment {
                 record.aws_region = Some("us-east-1".into());
                 event.records.push(record);
             }
-            let response = process_sqs_batch(Arc::clone(&state), event).await.response;
+            let archive = Archive::new(Arc::new(self.ledger.clone()), 7 * 86_400);
+            let response = process_sqs_batch(Arc::clone(&state), archive, event)
+                .await
+                .response;
             let failed: HashSet<String> = response
                 .batch_item_failures
                 .iter()
@@ -532,11 +536,7 @@ async fn aws_calls_per_processor_path() {
     let tap = &deployment.processor_tap;
     let mut table: Vec<(&str, BTreeMap<String, usize>)> = Vec::new();
     let mut path = async |name: &'static str, body: Value, expected: &[(&str, usize)]| {
-        let queued = QueuedEvent {
-            key: name.into(),
-            received_at: 1_764_238_600,
-            body: body.to_string(),
-        };
+        let queued = QueuedEvent::archived(name, 1_764_238_600, body.to_string());
         let applied = wati_ingest::processor::apply(&deployment.state, &queued).await;
         assert!(applied.is_ok(), "{name}: {applied:?}");
         let seen = std::mem::take(&mut *tap.0.calls.lock().unwrap());

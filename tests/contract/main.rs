@@ -13,8 +13,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use wati_ingest::event::{idempotency_key, WatiEvent};
-use wati_ingest::ports::{LedgerEntry, QuarantineEntry, QueuedEvent, Recorded};
-use wati_ingest::receiver::{sweep, Receipt, Receiver, ReceiverSettings};
+use wati_ingest::ports::{
+    Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StoreError,
+};
+use wati_ingest::processor::{process, Archive};
+use wati_ingest::receiver::{sweep, Path as ReceivePath, Receipt, Receiver, ReceiverSettings};
 
 use support::Backend;
 
@@ -107,14 +110,7 @@ async fn redrive_marks_round_trip(backend: Backend) {
     assert!(ledger.marked_for_redrive(10).await.unwrap().is_empty());
     ledger.mark_for_redrive("k:marked", 1_005).await.unwrap();
     let marked = ledger.marked_for_redrive(10).await.unwrap();
-    assert_eq!(
-        marked,
-        vec![QueuedEvent {
-            key: "k:marked".into(),
-            received_at: 1_000,
-            body: body.into()
-        }]
-    );
+    assert_eq!(marked, vec![QueuedEvent::archived("k:marked", 1_000, body)]);
     ledger.clear_redrive("k:marked").await.unwrap();
     assert!(ledger.marked_for_redrive(10).await.unwrap().is_empty());
 }
@@ -136,10 +132,12 @@ contract!(queued_events_arrive_intact);
 /// What is sent is what the processor receives, body byte for byte.
 async fn queued_events_arrive_intact(backend: Backend) {
     let events: Vec<QueuedEvent> = (0..3)
-        .map(|i| QueuedEvent {
-            key: format!("k:{i}"),
-            received_at: 1_000 + i,
-            body: format!(r#"{{"eventType":"message","text":"line\nbreak \"{i}\" ✓"}}"#),
+        .map(|i| {
+            QueuedEvent::archived(
+                format!("k:{i}"),
+                1_000 + i,
+                format!(r#"{{"eventType":"message","text":"line\nbreak \"{i}\" ✓"}}"#),
+            )
         })
         .collect();
     for event in &events {
@@ -199,6 +197,88 @@ async fn the_receiver_enqueues_each_event_once(backend: Backend) {
     };
     assert_eq!(keys_of(&second_pass), keys_of(&first_pass));
     assert_eq!(sweep(ledger.as_ref(), queue.as_ref(), 10).await.unwrap(), 0);
+}
+
+/// A ledger that refuses every write and read, as an unavailable or broken table does.
+struct BrokenLedger;
+
+#[async_trait::async_trait]
+impl Ledger for BrokenLedger {
+    async fn record(&self, _: &LedgerEntry) -> Result<Recorded, StoreError> {
+        Err(StoreError::unavailable("record in ledger", "broken"))
+    }
+    async fn mark_for_redrive(&self, _: &str, _: i64) -> Result<(), StoreError> {
+        Err(StoreError::unavailable("mark for redrive", "broken"))
+    }
+    async fn quarantine(&self, _: &QuarantineEntry) -> Result<(), StoreError> {
+        Err(StoreError::unavailable("quarantine", "broken"))
+    }
+    async fn marked_for_redrive(&self, _: u32) -> Result<Vec<QueuedEvent>, StoreError> {
+        Err(StoreError::unavailable("list redrive marks", "broken"))
+    }
+    async fn clear_redrive(&self, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::unavailable("clear redrive mark", "broken"))
+    }
+    async fn archived(&self, _: &str) -> Result<Option<QueuedEvent>, StoreError> {
+        Err(StoreError::unavailable("read ledger", "broken"))
+    }
+    async fn archived_between(&self, _: i64, _: i64) -> Result<Vec<QueuedEvent>, StoreError> {
+        Err(StoreError::unavailable("scan ledger", "broken"))
+    }
+}
+
+contract!(what_the_receiver_could_not_record_the_processor_archives);
+/// The archive gap, on both backends (and through SQS on AWS): with its ledger refusing writes
+/// the receiver still accepts and enqueues events, marked unarchived; processing them records
+/// each body under its key as the receiver would have, whether or not it names a message
+/// (`templateReviewed`, an unknown type, a status). Processing again changes nothing.
+async fn what_the_receiver_could_not_record_the_processor_archives(backend: Backend) {
+    let ledger: Arc<dyn Ledger> = match &backend {
+        Backend::Embedded { store, .. } => Arc::new(store.clone()),
+        Backend::Aws { ledger, .. } => Arc::new(ledger.clone()),
+    };
+    let queue: Arc<dyn Queue> = match &backend {
+        Backend::Embedded { store, .. } => Arc::new(store.clone()),
+        Backend::Aws { queue, .. } => Arc::new(queue.clone()),
+    };
+    let receiver = Receiver::new(Arc::new(BrokenLedger), queue, ReceiverSettings::default());
+    let all = fixtures();
+    let bodies = [&all[15], &all[22], &all[6]]; // templateReviewed, paymentCaptured, DELIVERED
+    let mut keys = Vec::new();
+    for body in bodies {
+        let (receipt, path) = receiver.receive(body).await;
+        let Receipt::Accepted { key } = receipt else {
+            panic!("{receipt:?}")
+        };
+        assert_eq!(path, ReceivePath::LedgerBypassed);
+        assert_eq!(ledger.archived(&key).await.unwrap(), None);
+        keys.push(key);
+    }
+    let queued = backend.drain_queue().await;
+    assert_eq!(queued.len(), bodies.len());
+    assert!(queued.iter().all(|event| event.unarchived), "{queued:?}");
+
+    let archive = Archive::new(Arc::clone(&ledger), 7 * 86_400);
+    for _ in 0..2 {
+        for event in &queued {
+            let processed = process(backend.state(), &archive, event).await;
+            assert!(processed.is_ok(), "{}: {processed:?}", event.key);
+        }
+    }
+    for (key, body) in keys.iter().zip(bodies) {
+        let archived = ledger.archived(key).await.unwrap().expect("archived");
+        assert_eq!(archived.body.as_bytes(), body.as_slice(), "{key}");
+        assert!(!archived.unarchived);
+        let sent = queued.iter().find(|e| &e.key == key).unwrap();
+        assert_eq!(archived.received_at, sent.received_at);
+    }
+    // The status was applied too; the archive comes on top of the state, not instead of it.
+    let status = backend
+        .state()
+        .message("wamid.OUT000000000000000000000003")
+        .await
+        .unwrap();
+    assert!(status.is_some(), "the DELIVERED status was not applied");
 }
 
 pub(crate) fn fixtures() -> Vec<Vec<u8>> {

@@ -20,6 +20,11 @@ pub struct TestApp {
     pub store: EmbeddedStore,
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
+    /// Ends the server (and so its lock on the data directory); see [`TestApp::stop`].
+    stop: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 pub fn config(data_dir: &Path) -> LocalConfig {
@@ -53,16 +58,32 @@ async fn spawn_with(processor: bool) -> TestApp {
         pipeline.spawn_processor();
     }
     let (listener, address) = bind(0).await.expect("bind");
-    tokio::spawn(pipeline.serve(listener, std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        pipeline.serve(listener, shutdown).await.expect("serve");
+    });
     TestApp {
         address: format!("http://{address}"),
         store,
         client: reqwest::Client::new(),
         data_dir,
+        stop: Some((stop, serving)),
     }
 }
 
 impl TestApp {
+    /// Stops serving and releases the data directory's lock, so that another server (the real
+    /// binary) may take it over; the store stays open for reading.
+    pub async fn stop(&mut self) {
+        if let Some((stop, serving)) = self.stop.take() {
+            let _ = stop.send(());
+            serving.await.expect("server task");
+        }
+    }
+
     pub async fn post_webhook(&self, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
         self.post_to(&format!("/webhook/{WEBHOOK_SECRET}"), body)
             .await
@@ -225,6 +246,10 @@ impl Server {
         Server { child, address }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
@@ -236,4 +261,68 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the real binary with only `env` set (and `RUST_LOG=warn`), expecting it to refuse to
+/// start: returns its stderr once it has exited with a failure. Fails if it starts serving
+/// (prints its address) or is still running after 20 s.
+pub fn refused_start(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wati-ingest"));
+    command
+        .args(args)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start wati-ingest");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wati-ingest {args:?} with {env:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !status.success() && !stdout.contains("listening"),
+        "{args:?} with {env:?} should have been refused: {status}\n{stdout}\n{stderr}"
+    );
+    stderr
+}
+
+/// `GET {address}{path}` with the API token, retried until it answers 200 (the processor is
+/// asynchronous) or 20 s have passed; the last answer.
+pub async fn read_until_found(client: &reqwest::Client, address: &str, path: &str) -> StatusCode {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = client
+            .get(format!("{address}{path}"))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("get")
+            .status();
+        if status == StatusCode::OK || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `GET /healthz` on `address`: its status code.
+pub async fn healthz(address: &str) -> StatusCode {
+    reqwest::get(format!("{address}/healthz"))
+        .await
+        .expect("healthz")
+        .status()
 }

@@ -2,10 +2,12 @@
 
 mod bad_input;
 mod cli;
+mod health;
 mod helpers;
 mod logs;
 mod read_api;
 mod restart;
+mod startup;
 mod state;
 mod template_policy;
 mod webhook;

@@ -40,7 +40,7 @@ async fn wait_for_status(client: &reqwest::Client, address: &str, id: &str, stat
 /// Events accepted by a process that died before applying them are applied after restart.
 #[tokio::test]
 async fn accepted_but_unapplied_events_are_applied_after_restart() {
-    let receiver = spawn_receiver_only().await;
+    let mut receiver = spawn_receiver_only().await;
     receiver.post_all(&fixtures()).await;
     let counts = receiver.counts().await;
     assert!(counts.queued > 0, "{counts:?}");
@@ -49,6 +49,7 @@ async fn accepted_but_unapplied_events_are_applied_after_restart() {
         .get(&format!("/v1/messages/{}", message_id(3)))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    receiver.stop().await;
 
     let server = Server::start(receiver.data_dir.path());
     let client = reqwest::Client::new();

@@ -122,17 +122,22 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
         ),
         (
             // Merges facts (UpdateItem), writes aliases and links (PutItem), resolves aliases
-            // (GetItem), folds a wamid-filed alias into the Wati-id item (DeleteItem).
+            // (GetItem), folds a wamid-filed alias into the Wati-id item (DeleteItem); archives
+            // what the receiver could not record with the receiver's conditional PutItem (no
+            // read, no update: it never touches redrive marks).
             "ProcessorFunction",
-            grants(&[(
-                &[
-                    "dynamodb:GetItem",
-                    "dynamodb:PutItem",
-                    "dynamodb:UpdateItem",
-                    "dynamodb:DeleteItem",
-                ],
-                &["StateTable"],
-            )]),
+            grants(&[
+                (
+                    &[
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:DeleteItem",
+                    ],
+                    &["StateTable"],
+                ),
+                (&["dynamodb:PutItem"], &["LedgerTable"]),
+            ]),
         ),
         (
             // Lists marks on the sparse index, clears them, re-sends.
@@ -346,6 +351,41 @@ fn every_function_has_exactly_its_designed_grants() {
             &grants,
             &expected[function.as_str()],
             "{function}: grants differ from the design (infra/README.md)"
+        );
+    }
+}
+
+/// The processor writes the ledger only as the receiver does (one conditional `PutItem`): it
+/// reads no archived body and touches no redrive mark; and it archives with the receiver's dedup
+/// window, so its entries are the ones the receiver would have written.
+#[test]
+fn the_processor_only_puts_into_the_ledger_with_the_receivers_window() {
+    let template = template();
+    let on_ledger: BTreeSet<String> = grants_of(&template, "ProcessorFunction")
+        .into_iter()
+        .filter(|(_, target)| target.starts_with("LedgerTable"))
+        .map(|(action, target)| format!("{action} on {target}"))
+        .collect();
+    assert_eq!(
+        on_ledger,
+        BTreeSet::from(["dynamodb:PutItem on LedgerTable".to_owned()])
+    );
+    let variables = |function: &str| {
+        template["Resources"][function]["Properties"]["Environment"]["Variables"].clone()
+    };
+    let (receiver, processor) = (
+        variables("ReceiverFunction"),
+        variables("ProcessorFunction"),
+    );
+    for variable in ["LEDGER_TABLE", "DEDUP_TTL_DAYS"] {
+        assert!(
+            processor.get(variable).is_some(),
+            "processor: {variable} unset"
+        );
+        assert_eq!(
+            resource_name(&processor[variable]).unwrap(),
+            resource_name(&receiver[variable]).unwrap(),
+            "{variable} differs between receiver and processor"
         );
     }
 }

@@ -12,7 +12,9 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{connect, decode, returns_a_row, to_sql_error, EmbeddedStore};
+use super::{
+    connect, decode, now_ms, probe, probe_intake, returns_a_row, to_sql_error, EmbeddedStore,
+};
 use crate::message::MessageRecord;
 use crate::message_items::{
     absorb, distinct_messages, plan, Contradiction, MessageItem, Resolution,
@@ -281,13 +283,27 @@ impl StateStore for EmbeddedStore {
         Ok(ContactView::from_messages(&messages, now))
     }
 
+    /// A real write in each database, committed and synced like a webhook's: the intake's also
+    /// writes (and removes) a ledger and a queue row, so a full disk, a read-only file or a broken
+    /// ledger or queue table fails it. Then each reader must see the write.
     async fn ping(&self) -> Result<(), StoreError> {
+        let at = now_ms();
+        self.intake()
+            .write("health probe of the intake database", move |conn| {
+                probe_intake(conn, at)
+            })
+            .await?;
+        self.state()
+            .write("health probe of the state database", move |conn| {
+                probe(conn, at)
+            })
+            .await?;
         for database in [self.intake(), self.state()] {
             database
-                .read("ping", |conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+                .read("health probe read", |conn| {
+                    conn.query_row("SELECT probed_at FROM health", [], |_| Ok(()))
+                })
                 .await?;
-            // The writer must answer too: a store that cannot write cannot take events.
-            database.write("ping writer", |_| Ok(())).await?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use wati_ingest::lambda::{aws_sdk_config, process_sqs_batch};
 use wati_ingest::ports::{Ledger, StateStore};
+use wati_ingest::processor::Archive;
 use wati_ingest::receiver::sweep;
 use wati_ingest::store::aws::{redrive_dlq, DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
@@ -158,6 +159,7 @@ async fn poll(
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     state: Arc<dyn StateStore>,
+    archive: Archive,
     crash_rng: Arc<Mutex<Rng>>,
     crashes: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -195,11 +197,12 @@ async fn poll(
         };
         if let Some(after) = crash_after {
             // The process dies `after` into the batch: what it applied stays, nothing is deleted.
-            let _ = tokio::time::timeout(after, process_sqs_batch(Arc::clone(&state), event)).await;
+            let processing = process_sqs_batch(Arc::clone(&state), archive.clone(), event);
+            let _ = tokio::time::timeout(after, processing).await;
             crashes.fetch_add(1, Ordering::SeqCst);
             continue;
         }
-        let report = process_sqs_batch(Arc::clone(&state), event).await;
+        let report = process_sqs_batch(Arc::clone(&state), archive.clone(), event).await;
         let failed: HashSet<String> = report
             .response
             .batch_item_failures
@@ -314,6 +317,7 @@ async fn chaos_on_dynamodb_and_sqs() {
                 sqs(false),
                 queue_url.clone(),
                 Arc::clone(&state),
+                Archive::new(Arc::new(ledger.clone()), 7 * 86_400),
                 Arc::clone(&crash_rng),
                 Arc::clone(&batch_crashes),
                 Arc::clone(&stop),
