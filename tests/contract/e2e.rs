@@ -70,13 +70,20 @@ impl Intercept for TapHandle {
             .get("x-amz-target")
             .unwrap_or("?");
         let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
-        *self
-            .0
-            .calls
-            .lock()
-            .unwrap()
-            .entry(operation.clone())
-            .or_default() += 1;
+        let mut calls = self.0.calls.lock().unwrap();
+        *calls.entry(operation.clone()).or_default() += 1;
+        // A transaction is billed per item it writes (twice a plain write's units).
+        if operation == "TransactWriteItems" {
+            let body: Value = context
+                .request()
+                .body()
+                .bytes()
+                .and_then(|bytes| serde_json::from_slice(bytes).ok())
+                .unwrap_or_default();
+            let items = body["TransactItems"].as_array().map_or(0, Vec::len);
+            *calls.entry("TransactItems".to_owned()).or_default() += items;
+        }
+        drop(calls);
         if self.0.failing.lock().unwrap().contains(&operation) {
             return Err(format!("injected fault: {operation}").into());
         }
@@ -550,7 +557,7 @@ async fn aws_calls_per_processor_path() {
     path(
         "first event of a message (Wati id, wamid, phone)",
         sent,
-        &[("UpdateItem", 1), ("TransactWriteItems", 1)],
+        &[("UpdateItem", 1), ("TransactWriteItems", 1), ("TransactItems", 2)],
     )
     .await;
     let delivered = serde_json::json!({"eventType": "sentMessageDELIVERED_v2", "id": "m1",
@@ -558,7 +565,7 @@ async fn aws_calls_per_processor_path() {
     path(
         "next status, first to carry the sender's local id",
         delivered.clone(),
-        &[("UpdateItem", 1), ("TransactWriteItems", 1)],
+        &[("UpdateItem", 1), ("TransactWriteItems", 1), ("TransactItems", 3)],
     )
     .await;
     path(
@@ -588,7 +595,7 @@ async fn aws_calls_per_processor_path() {
     path(
         "a status before its message (READ first)",
         overtaking,
-        &[("UpdateItem", 1), ("TransactWriteItems", 1)],
+        &[("UpdateItem", 1), ("TransactWriteItems", 1), ("TransactItems", 2)],
     )
     .await;
     let meta_only = serde_json::json!({"eventType": "sentMessageREPLIED",
@@ -606,7 +613,7 @@ async fn aws_calls_per_processor_path() {
     path(
         "an inbound message naming phone and BSUID",
         inbound,
-        &[("UpdateItem", 1), ("TransactWriteItems", 1)],
+        &[("UpdateItem", 1), ("TransactWriteItems", 1), ("TransactItems", 4)],
     )
     .await;
     let review = serde_json::json!({"eventType": "templateReviewed", "id": "t1",

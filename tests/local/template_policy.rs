@@ -121,19 +121,14 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
             ]),
         ),
         (
-            // Merges facts (UpdateItem), writes aliases and links (PutItem), resolves aliases
-            // (GetItem), folds a wamid-filed alias into the Wati-id item (DeleteItem); archives
-            // what the receiver could not record with the receiver's conditional PutItem (no
-            // read, no update: it never touches redrive marks).
+            // Adds facts to message items and writes edges and links (UpdateItem, PutItem, also
+            // inside TransactWriteItems): no read, no delete. Archives what the receiver could
+            // not record with the receiver's conditional PutItem (no read, no update: it never
+            // touches redrive marks).
             "ProcessorFunction",
             grants(&[
                 (
-                    &[
-                        "dynamodb:GetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:DeleteItem",
-                    ],
+                    &["dynamodb:PutItem", "dynamodb:UpdateItem"],
                     &["StateTable"],
                 ),
                 (&["dynamodb:PutItem"], &["LedgerTable"]),
@@ -152,7 +147,7 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
             // Reads only: messages and aliases by key, contacts through links and by_contact.
             "ApiFunction",
             grants(&[(
-                &["dynamodb:GetItem", "dynamodb:Query"],
+                &["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"],
                 &["StateTable", "StateTable/index/by_contact"],
             )]),
         ),
