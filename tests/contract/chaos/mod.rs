@@ -155,7 +155,9 @@ where
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     while let Some((tick, mut batch)) = due.pop_first() {
         rng.shuffle(&mut batch);
-        clock.set(tick * RETRY_TICK);
+        // Received at the end of the slot: never before the deliveries due in it (a receipt
+        // before the event's own time would date the fact by its receipt).
+        clock.set((tick + 1) * RETRY_TICK);
         let mut running = tokio::task::JoinSet::new();
         for delivery in batch {
             let permit = Arc::clone(&permits).acquire_owned().await.expect("open");
