@@ -668,10 +668,9 @@ mod tests {
                         marked_at: row.redrive_at?,
                     })
                 })
-                .filter(|mark| {
-                    start
-                        .as_ref()
-                        .is_none_or(|(at, key)| (mark.marked_at, &mark.event.key) > (*at, key))
+                .filter(|mark| match &start {
+                    Some((at, key)) => (mark.marked_at, &mark.event.key) > (*at, key),
+                    None => true,
                 })
                 .collect();
             marked.sort_by(|a, b| (a.marked_at, &a.event.key).cmp(&(b.marked_at, &b.event.key)));
