@@ -20,6 +20,7 @@ use crate::processor::{apply, Applied};
 use crate::receiver::{OldestMark, Receiver, ReceiverSettings, SweepBudget, SweepReport};
 use crate::store::aws::{decode_queued, DynamoLedger, SqsQueue};
 use crate::store::dynamo_state::DynamoState;
+use crate::store::sqs_envelope::MAX_SENDABLE_BODY_BYTES;
 
 /// The SDK configuration every function (and the CLI's `--aws`) uses: the default chain for
 /// credentials, region and endpoints, with bounded retries and time. A hung or throttled
@@ -98,12 +99,22 @@ impl ReceiverConfig {
                 reason: "must be at least 2 to outlive Wati's 24 hours of retries".into(),
             });
         }
+        let max_body_bytes = number("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES as i64)?;
+        if !(1..=MAX_SENDABLE_BODY_BYTES as i64).contains(&max_body_bytes) {
+            return Err(ConfigError::Invalid {
+                name: "MAX_BODY_BYTES",
+                reason: format!(
+                    "must be 1 to {MAX_SENDABLE_BODY_BYTES}: a larger webhook could make an SQS \
+                     message over SQS's 1 MiB"
+                ),
+            });
+        }
         Ok(ReceiverConfig {
             ledger_table: required("LEDGER_TABLE")?,
             queue_url: required("QUEUE_URL")?,
             secrets: SecretSet::new(secrets)?,
             dedup_ttl_days,
-            max_body_bytes: number("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES as i64)? as usize,
+            max_body_bytes: max_body_bytes as usize,
         })
     }
 }
@@ -526,5 +537,26 @@ mod tests {
                 ..
             }
         ));
+        let with_body_limit = |limit: &str| {
+            ReceiverConfig::from_lookup(lookup(&[
+                ("LEDGER_TABLE", "l"),
+                ("QUEUE_URL", "q"),
+                ("WEBHOOK_SECRET", "long-enough-secret-123"),
+                ("MAX_BODY_BYTES", limit),
+            ]))
+        };
+        for refused in ["523418", "1048576", "0", "-1"] {
+            assert!(
+                matches!(
+                    with_body_limit(refused),
+                    Err(ConfigError::Invalid {
+                        name: "MAX_BODY_BYTES",
+                        ..
+                    })
+                ),
+                "{refused}"
+            );
+        }
+        assert_eq!(with_body_limit("523417").unwrap().max_body_bytes, 523_417);
     }
 }

@@ -14,8 +14,9 @@
 //! A key is at most 281 bytes (256, plus `:variant:` and 16 hex digits), 6 bytes a byte at worst.
 //! So a webhook of the default `MAX_BODY_BYTES` (262,144) makes at most
 //! `2 × 262,144 + 6 × 281 + 55` = 526,029 bytes ([`envelope_bound`]), about half of what SQS takes. An
-//! envelope over the limit (only with a `MAX_BODY_BYTES` above about 511 KiB, or a body that is
-//! not JSON) is refused here with [`EnvelopeError::TooLarge`] and never reaches SQS.
+//! envelope over the limit (only for a body that is not JSON: the receiver on AWS refuses a
+//! `MAX_BODY_BYTES` over [`MAX_SENDABLE_BODY_BYTES`], 523,417) is refused here with
+//! [`EnvelopeError::TooLarge`] and never reaches SQS.
 
 use std::fmt::Write as _;
 
@@ -24,6 +25,15 @@ use crate::ports::QueuedEvent;
 
 /// The largest message, and the largest `SendMessageBatch` request payload, SQS accepts.
 pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
+
+/// The longest key the receiver makes: 256 bytes (longer ones are hashed), plus `:variant:` and
+/// 16 hex digits for the variant of a duplicate.
+pub const MAX_KEY_BYTES: usize = 256 + ":variant:".len() + 16;
+
+/// The largest webhook body (valid JSON) whose envelope always fits in one SQS message: the
+/// receiver refuses a larger `MAX_BODY_BYTES` on AWS.
+pub const MAX_SENDABLE_BODY_BYTES: usize =
+    (SQS_MAX_MESSAGE_BYTES - 6 * MAX_KEY_BYTES - ENVELOPE_OVERHEAD_BYTES) / 2;
 
 /// The envelope without its key and body: `{"key":"","received_at":<i64>,"body":""}`, with the
 /// longest `received_at` (`-9223372036854775808`).
@@ -238,8 +248,8 @@ mod tests {
         let body = format!("{head}{fill}{tail}");
         assert!(body.len() <= max_body && max_body - body.len() < 2);
         serde_json::from_str::<serde_json::Value>(&body).expect("the body is JSON");
-        // 281 bytes of U+0001, each written as six.
-        let key = "\u{1}".repeat(256 + ":variant:".len() + 16);
+        // The longest key, of U+0001, each written as six bytes.
+        let key = "\u{1}".repeat(MAX_KEY_BYTES);
         let event = QueuedEvent {
             key,
             received_at: i64::MIN,
@@ -249,12 +259,16 @@ mod tests {
         let bound = envelope_bound(event.body.len(), event.key.len());
         assert!(envelope.len() <= bound, "{} > {bound}", envelope.len());
         assert!(bound - envelope.len() < 64, "the bound is close");
+        assert_eq!(MAX_KEY_BYTES, 281);
         assert_eq!(
-            envelope_bound(max_body, 281),
+            envelope_bound(max_body, MAX_KEY_BYTES),
             526_029,
-            "the figure in the module doc"
+            "the module doc's figure"
         );
-        assert!(envelope_bound(max_body, 281) <= SQS_MAX_MESSAGE_BYTES);
+        assert!(max_body <= MAX_SENDABLE_BODY_BYTES);
+        assert_eq!(MAX_SENDABLE_BODY_BYTES, 523_417);
+        assert!(envelope_bound(MAX_SENDABLE_BODY_BYTES, MAX_KEY_BYTES) <= SQS_MAX_MESSAGE_BYTES);
+        assert!(envelope_bound(MAX_SENDABLE_BODY_BYTES + 1, MAX_KEY_BYTES) > SQS_MAX_MESSAGE_BYTES);
     }
 
     /// An envelope SQS would refuse for its size is refused here, before any request.
