@@ -17,10 +17,14 @@ use crate::http::{
 use crate::metrics::{MetricLine, MetricsSink, Unit};
 use crate::ports::{QueuedEvent, StateStore};
 use crate::processor::{process, Applied, Archive, ProcessError};
-use crate::receiver::{Receiver, ReceiverSettings};
+use crate::receiver::{OldestMark, Receiver, ReceiverSettings, SweepBudget, SweepReport};
 use crate::settings;
 use crate::store::aws::{decode_queued, DynamoLedger, SqsQueue};
 use crate::store::dynamo_state::DynamoState;
+use crate::store::sqs_envelope::MAX_SENDABLE_BODY_BYTES;
+
+// Every body the settings accept fits in one SQS message once escaped into its envelope.
+const _: () = assert!(*settings::MAX_BODY_BYTES.end() <= MAX_SENDABLE_BODY_BYTES);
 
 /// The SDK configuration every function (and the CLI's `--aws`) uses: the default chain for
 /// credentials, region and endpoints, with bounded retries and time. A hung or throttled
@@ -302,6 +306,54 @@ async fn process_record(
     }
 }
 
+/// Marks listed per index partition and page by the sweeper Lambda (17 partitions: up to
+/// 1,700 marks a page, about 1 MB of 600-byte items read per query at most).
+pub const SWEEP_PAGE_SIZE: u32 = 100;
+/// `SendMessageBatch` calls (of 10) in flight at once, each followed by its 10 clears.
+pub const SWEEP_CONCURRENCY: usize = 16;
+/// Marks one invocation handles at most; the time budget is what normally ends a run.
+pub const SWEEP_MAX_MARKS: usize = 5_000_000;
+/// No batch starts later than this before the invocation's deadline: a batch in flight, the
+/// oldest-mark query and the metrics need at most a few SDK operation timeouts (3 s each).
+pub const SWEEP_DEADLINE_MARGIN: Duration = Duration::from_secs(20);
+
+/// The metrics the sweeper emits (function dimension `sweeper`); `template.yaml` alarms on them.
+pub const SWEEPER_METRICS: [&str; 3] = ["Redriven", "RedriveFailed", "OldestMarkAge"];
+
+/// How long one sweeper invocation may start batches, from the invocation's deadline (ms since
+/// the epoch, as Lambda gives it) and the time now.
+pub fn sweep_time(now_ms: u64, deadline_ms: u64) -> Duration {
+    Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(SWEEP_DEADLINE_MARGIN)
+}
+
+/// The sweeper Lambda's budget for an invocation that may start batches for `time`.
+pub fn sweeper_budget(time: Duration) -> SweepBudget {
+    SweepBudget {
+        max_marks: SWEEP_MAX_MARKS,
+        page_size: SWEEP_PAGE_SIZE,
+        deadline: Some(Instant::now() + time),
+        concurrency: SWEEP_CONCURRENCY,
+    }
+}
+
+/// One EMF line for a sweep: `Redriven`, `RedriveFailed`, and `OldestMarkAge` (seconds at `now`;
+/// 0 when no mark is left, absent when the ledger could not tell).
+pub fn sweep_metrics(report: &SweepReport, now: i64) -> MetricLine {
+    let [redriven, failed, oldest_age] = SWEEPER_METRICS;
+    let line = MetricLine::new("sweeper")
+        .metric(redriven, Unit::Count, report.redriven as f64)
+        .metric(failed, Unit::Count, report.failed as f64);
+    match report.oldest_mark {
+        OldestMark::NoneLeft => line.metric(oldest_age, Unit::Seconds, 0.0),
+        OldestMark::At(at) => line.metric(
+            oldest_age,
+            Unit::Seconds,
+            now.saturating_sub(at).max(0) as f64,
+        ),
+        OldestMark::Unknown => line,
+    }
+}
+
 /// The read API's settings: `STATE_TABLE`, `API_TOKEN` (and `API_TOKEN_PREVIOUS` in a rotation).
 #[derive(Debug, Clone)]
 pub struct ReadApiConfig {
@@ -461,6 +513,53 @@ mod tests {
         assert_eq!(archived.body, body);
     }
 
+    /// The sweeper's EMF line is valid and carries its three metrics.
+    #[test]
+    fn a_sweep_renders_valid_emf() {
+        let report = SweepReport {
+            redriven: 1_200,
+            failed: 3,
+            oldest_mark: OldestMark::At(1_000),
+            ..SweepReport::default()
+        };
+        let text = sweep_metrics(&report, 1_600).render(1_764_238_453_000);
+        crate::metrics::validate(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(line["Function"], "sweeper");
+        assert_eq!(
+            (
+                line["Redriven"].as_f64(),
+                line["RedriveFailed"].as_f64(),
+                line["OldestMarkAge"].as_f64()
+            ),
+            (Some(1_200.0), Some(3.0), Some(600.0))
+        );
+        let none_left = sweep_metrics(&SweepReport::default(), 1_600).render(1);
+        assert!(none_left.contains(r#""OldestMarkAge":0.0"#), "{none_left}");
+        let unknown = SweepReport {
+            oldest_mark: OldestMark::Unknown,
+            ..SweepReport::default()
+        };
+        let unknown = sweep_metrics(&unknown, 1_600).render(1);
+        crate::metrics::validate(&unknown).unwrap();
+        assert!(
+            !unknown.contains("OldestMarkAge"),
+            "not known, not sent: {unknown}"
+        );
+    }
+
+    /// The sweep stops starting batches a margin before the invocation's deadline.
+    #[test]
+    fn the_sweep_time_leaves_a_margin() {
+        assert_eq!(sweep_time(1_000, 281_000), Duration::from_secs(260));
+        assert_eq!(sweep_time(1_000, 10_000), Duration::ZERO);
+        assert_eq!(
+            sweep_time(10_000, 1_000),
+            Duration::ZERO,
+            "past the deadline"
+        );
+    }
+
     #[test]
     fn reads_the_documented_variables() {
         let config = ReceiverConfig::from_lookup(lookup(&[
@@ -577,5 +676,26 @@ mod tests {
         let error = ReadApiConfig::from_lookup(lookup(&[("STATE_TABLE", "s"), ("API_TOKEN", "x")]))
             .unwrap_err();
         assert!(error.to_string().starts_with("API_TOKEN:"), "{error}");
+        let with_body_limit = |limit: &str| {
+            ReceiverConfig::from_lookup(lookup(&[
+                ("LEDGER_TABLE", "l"),
+                ("QUEUE_URL", "q"),
+                ("WEBHOOK_SECRET", "long-enough-secret-123"),
+                ("MAX_BODY_BYTES", limit),
+            ]))
+        };
+        for refused in ["262145", "523418", "1048576", "0", "-1"] {
+            assert!(
+                matches!(
+                    with_body_limit(refused),
+                    Err(ConfigError::Invalid {
+                        name: "MAX_BODY_BYTES",
+                        ..
+                    })
+                ),
+                "{refused}"
+            );
+        }
+        assert_eq!(with_body_limit("262144").unwrap().max_body_bytes, 262_144);
     }
 }

@@ -5,6 +5,8 @@
 //! processor and the read API need a [`StateStore`]. The embedded SQLite store implements all
 //! three; the AWS adapters implement them on DynamoDB and SQS.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -72,12 +74,23 @@ pub struct QuarantineEntry {
 pub trait Ledger: Send + Sync {
     /// Records the entry unless its key is already recorded and unexpired. One conditional write.
     async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, StoreError>;
-    /// Marks a recorded key whose enqueue failed, so the sweeper re-sends it.
+    /// Marks a recorded key whose enqueue failed, so the sweeper re-sends it. Until the mark is
+    /// cleared the entry is held: it does not expire, and [`Ledger::record`] counts its key as
+    /// recorded even past `expires_at` (a new event must not overwrite one never delivered).
     async fn mark_for_redrive(&self, key: &str, at: i64) -> Result<(), StoreError>;
     async fn quarantine(&self, entry: &QuarantineEntry) -> Result<(), StoreError>;
-    /// Up to `limit` recorded events marked for redrive, oldest mark first.
-    async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError>;
-    /// Clears the redrive mark once the event is back on the queue.
+    /// The next marks after `after` (`None`: from the start): at most `limit` from each
+    /// partition of marks (one in SQLite, the index shards on DynamoDB), oldest mark first
+    /// within a partition, and where the listing goes on from.
+    async fn marked_for_redrive(
+        &self,
+        after: Option<&MarkCursor>,
+        limit: u32,
+    ) -> Result<MarkedPage, StoreError>;
+    /// When the oldest remaining mark was made (unix seconds), if any mark remains.
+    async fn oldest_mark(&self) -> Result<Option<i64>, StoreError>;
+    /// Clears the redrive mark once the event is back on the queue; the entry expires again at
+    /// its `expires_at`.
     async fn clear_redrive(&self, key: &str) -> Result<(), StoreError>;
     /// The archived event under `key`, if the ledger still holds it.
     async fn archived(&self, key: &str) -> Result<Option<QueuedEvent>, StoreError>;
@@ -88,6 +101,48 @@ pub trait Ledger: Send + Sync {
         since: i64,
         until: i64,
     ) -> Result<Vec<QueuedEvent>, StoreError>;
+}
+
+/// An event waiting for the sweeper, and when its enqueue failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marked {
+    pub event: QueuedEvent,
+    pub marked_at: i64,
+}
+
+/// One page of redrive marks, and where the next page starts (`None`: no marks follow).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MarkedPage {
+    pub marks: Vec<Marked>,
+    pub next: Option<MarkCursor>,
+}
+
+/// Where a listing of redrive marks goes on from: for each partition of marks read so far, the
+/// last mark read from it, or that it has no more. Partitions not named have not been read yet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MarkCursor {
+    pub partitions: BTreeMap<String, PartitionCursor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionCursor {
+    /// Marks after this one (by mark time, then key) come next.
+    After {
+        marked_at: i64,
+        key: String,
+    },
+    Exhausted,
+}
+
+impl MarkCursor {
+    /// Where `partition` goes on from: `None` to start at its beginning, `Some(None)` when it is
+    /// exhausted, `Some(Some((marked_at, key)))` to go on after that mark.
+    pub fn position(&self, partition: &str) -> Option<Option<(i64, &str)>> {
+        match self.partitions.get(partition)? {
+            PartitionCursor::After { marked_at, key } => Some(Some((*marked_at, key.as_str()))),
+            PartitionCursor::Exhausted => Some(None),
+        }
+    }
 }
 
 /// What travels on the queue from the receiver to the processor.
@@ -120,6 +175,16 @@ impl QueuedEvent {
 #[async_trait]
 pub trait Queue: Send + Sync {
     async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError>;
+
+    /// Sends several events; one result per event, in order, so one refused event fails alone.
+    /// One by one unless the queue can do better (SQS: `SendMessageBatch`).
+    async fn send_batch(&self, events: &[QueuedEvent]) -> Vec<Result<(), StoreError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.send(event).await);
+        }
+        results
+    }
 }
 
 /// A store that is both the ledger and the queue, and can record a new event and enqueue it in

@@ -12,11 +12,16 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::event::sha256_hex;
 use crate::event::{idempotency_key, log_key, quarantine_key, WatiEvent};
 use crate::ports::{
-    Intake, Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StoreError,
+    Intake, Ledger, LedgerEntry, MarkCursor, Marked, QuarantineEntry, Queue, QueuedEvent, Recorded,
+    StoreError,
 };
 use crate::time::Clock;
 
@@ -279,22 +284,220 @@ pub async fn archive_unrecorded(
     }
 }
 
-/// The sweeper: re-sends up to `limit` events whose enqueue failed and clears their marks.
-/// Returns how many went back on the queue.
+/// Events per [`Queue::send_batch`] call of the sweeper (SQS's `SendMessageBatch` maximum).
+pub const SWEEP_BATCH: usize = 10;
+
+/// How much one sweep may do.
+#[derive(Debug, Clone)]
+pub struct SweepBudget {
+    /// Marks handled (redriven or failed) at most.
+    pub max_marks: usize,
+    /// Marks listed per partition of marks and page.
+    pub page_size: u32,
+    /// No page or batch starts after this instant.
+    pub deadline: Option<Instant>,
+    /// Batches of [`SWEEP_BATCH`] events sent (and their marks cleared) at once.
+    pub concurrency: usize,
+}
+
+impl SweepBudget {
+    /// At most `max_marks`, no deadline, a few batches at once.
+    pub fn marks(max_marks: usize) -> Self {
+        SweepBudget {
+            max_marks,
+            page_size: max_marks.clamp(1, 1_000) as u32,
+            deadline: None,
+            concurrency: 4,
+        }
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+}
+
+/// Why a sweep stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SweepStop {
+    /// Every mark there was when it listed them was tried.
+    #[default]
+    Done,
+    Deadline,
+    MaxMarks,
+    /// A whole page failed (the queue is likely down): the next sweep tries again, rather than
+    /// this one spending its time on sends that fail.
+    NothingSucceeded,
+}
+
+/// The oldest mark still waiting after a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OldestMark {
+    #[default]
+    NoneLeft,
+    /// Marked at this time (unix seconds).
+    At(i64),
+    /// The ledger could not tell.
+    Unknown,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    /// Sent back to the queue, mark cleared.
+    pub redriven: usize,
+    /// Left marked because the send failed, or because the mark could not be cleared after the
+    /// send (that event is sent again next time, a duplicate the processor ignores).
+    pub failed: usize,
+    pub oldest_mark: OldestMark,
+    pub stopped: SweepStop,
+}
+
+/// The marks could not be listed; `partial` is what the sweep did before.
+#[derive(Debug, thiserror::Error)]
+#[error("listing redrive marks failed after {} redriven and {} failed: {source}", .partial.redriven, .partial.failed)]
+pub struct SweepError {
+    pub partial: SweepReport,
+    pub source: StoreError,
+}
+
+/// The sweeper: re-sends up to `limit` events whose enqueue failed and clears their marks (see
+/// [`sweep_within`]).
 pub async fn sweep(
     ledger: &dyn Ledger,
     queue: &dyn Queue,
     limit: u32,
-) -> Result<usize, StoreError> {
-    let marked = ledger.marked_for_redrive(limit).await?;
-    let mut redriven = 0;
-    for queued in marked {
-        queue.send(&queued).await?;
-        ledger.clear_redrive(&queued.key).await?;
-        tracing::info!(key = %log_key(&queued.key), "redriven");
-        redriven += 1;
+) -> Result<SweepReport, SweepError> {
+    sweep_within(ledger, queue, &SweepBudget::marks(limit as usize)).await
+}
+
+/// Re-sends events whose enqueue failed, page after page of marks (oldest first within each
+/// partition of marks), in batches, until the marks, the budget or the time run out, and clears
+/// each mark once its event is back on the queue. An event that cannot be sent, or whose mark
+/// cannot be cleared, is counted and stays marked for the next sweep; the others go on. Only a
+/// failure to list the marks ends the sweep with an error.
+pub async fn sweep_within(
+    ledger: &dyn Ledger,
+    queue: &dyn Queue,
+    budget: &SweepBudget,
+) -> Result<SweepReport, SweepError> {
+    let mut report = SweepReport::default();
+    let mut cursor: Option<MarkCursor> = None;
+    report.stopped = loop {
+        let handled = report.redriven + report.failed;
+        if handled >= budget.max_marks {
+            break SweepStop::MaxMarks;
+        }
+        if budget.past_deadline() {
+            break SweepStop::Deadline;
+        }
+        let page = match ledger
+            .marked_for_redrive(cursor.as_ref(), budget.page_size)
+            .await
+        {
+            Ok(page) => page,
+            Err(source) => {
+                report.oldest_mark = oldest_mark(ledger).await;
+                return Err(SweepError {
+                    partial: report,
+                    source,
+                });
+            }
+        };
+        let room = budget.max_marks - handled;
+        let marks = &page.marks[..page.marks.len().min(room)];
+        let (redriven, failed) = redrive_marks(ledger, queue, marks, budget).await;
+        report.redriven += redriven;
+        report.failed += failed;
+        if redriven + failed < marks.len() {
+            break SweepStop::Deadline;
+        }
+        if redriven == 0 && failed > 0 {
+            break SweepStop::NothingSucceeded;
+        }
+        if marks.len() < page.marks.len() {
+            break SweepStop::MaxMarks;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break SweepStop::Done,
+        }
+    };
+    report.oldest_mark = oldest_mark(ledger).await;
+    Ok(report)
+}
+
+async fn oldest_mark(ledger: &dyn Ledger) -> OldestMark {
+    match ledger.oldest_mark().await {
+        Ok(Some(at)) => OldestMark::At(at),
+        Ok(None) => OldestMark::NoneLeft,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the oldest redrive mark");
+            OldestMark::Unknown
+        }
     }
-    Ok(redriven)
+}
+
+/// Sends `marks` in batches, `budget.concurrency` batches at once, none started past the
+/// deadline; returns (redriven, failed) over the batches that ran.
+async fn redrive_marks(
+    ledger: &dyn Ledger,
+    queue: &dyn Queue,
+    marks: &[Marked],
+    budget: &SweepBudget,
+) -> (usize, usize) {
+    let mut waiting = marks.chunks(SWEEP_BATCH);
+    let mut running = FuturesUnordered::new();
+    let (mut redriven, mut failed) = (0, 0);
+    loop {
+        while running.len() < budget.concurrency.max(1) && !budget.past_deadline() {
+            match waiting.next() {
+                Some(batch) => running.push(redrive_batch(ledger, queue, batch)),
+                None => break,
+            }
+        }
+        match running.next().await {
+            Some((batch_redriven, batch_failed)) => {
+                redriven += batch_redriven;
+                failed += batch_failed;
+            }
+            None => return (redriven, failed),
+        }
+    }
+}
+
+/// Sends one batch and clears the marks of the events that went; returns (redriven, failed).
+async fn redrive_batch(ledger: &dyn Ledger, queue: &dyn Queue, batch: &[Marked]) -> (usize, usize) {
+    let events: Vec<QueuedEvent> = batch.iter().map(|mark| mark.event.clone()).collect();
+    let sent = queue.send_batch(&events).await;
+    let cleared = join_all(
+        batch
+            .iter()
+            .zip(sent)
+            .map(|(mark, sent)| clear_if_sent(ledger, mark, sent)),
+    )
+    .await;
+    let redriven = cleared.iter().filter(|&&done| done).count();
+    (redriven, cleared.len() - redriven)
+}
+
+/// Clears the mark of an event that was sent; whether it is redriven for good.
+async fn clear_if_sent(ledger: &dyn Ledger, mark: &Marked, sent: Result<(), StoreError>) -> bool {
+    let key = log_key(&mark.event.key);
+    if let Err(error) = sent {
+        tracing::warn!(%key, %error, "redrive failed; the mark stays for the next sweep");
+        return false;
+    }
+    match ledger.clear_redrive(&mark.event.key).await {
+        Ok(()) => {
+            tracing::info!(%key, "redriven");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%key, %error, "redriven but the mark stays; it will be sent again");
+            false
+        }
+    }
 }
 
 /// The ledger entry of a variant body under an existing key: its own key, derived from its body.
@@ -315,6 +518,7 @@ mod tests {
 
     use super::*;
     use crate::event::WatiEvent;
+    use crate::ports::{MarkedPage, PartitionCursor};
     use crate::time::now_unix;
 
     const DAY: i64 = 24 * 60 * 60;
@@ -325,6 +529,9 @@ mod tests {
     const LIST_MARKED: &str = "marked_for_redrive";
     const CLEAR: &str = "clear_redrive";
     const SEND: &str = "send";
+    const OLDEST: &str = "oldest_mark";
+    /// The fake's one partition of marks.
+    const PARTITION: &str = "memory";
 
     /// A read-status callback (v1) and its v2 twin: same key, but v2 also carries `localMessageId`.
     /// v1 has spaces and a trailing newline, which must reach the ledger and the queue verbatim.
@@ -353,6 +560,10 @@ mod tests {
         quarantined: Mutex<Vec<QuarantineEntry>>,
         /// Operation -> the first call number (1-based, counted over the store's life) that fails.
         failing: Mutex<HashMap<&'static str, usize>>,
+        /// Keys whose sends always fail (a body the queue refuses).
+        refused: Mutex<HashSet<String>>,
+        /// The size of each `send_batch` call.
+        batches: Mutex<Vec<usize>>,
         calls: Mutex<HashMap<&'static str, usize>>,
     }
 
@@ -370,6 +581,11 @@ mod tests {
         /// Makes `operation` fail from its `call`-th call on (1-based, over the store's life).
         fn fail_from_call(&self, operation: &'static str, call: usize) {
             self.failing.lock().unwrap().insert(operation, call);
+        }
+
+        /// Makes every send of `key` fail, and only those.
+        fn refuse(&self, key: &str) {
+            self.refused.lock().unwrap().insert(key.to_owned());
         }
 
         fn heal(&self, operation: &'static str) {
@@ -434,10 +650,15 @@ mod tests {
             self.enter(RECORD)?;
             let mut ledger = self.ledger.lock().unwrap();
             match ledger.get(&entry.key) {
-                Some(row) if row.entry.expires_at > entry.received_at => Ok(Recorded::Existing {
-                    received_at: row.entry.received_at,
-                    body: row.entry.body.clone(),
-                }),
+                // A marked row is held, whatever its expiry (as in the embedded store).
+                Some(row)
+                    if row.entry.expires_at > entry.received_at || row.redrive_at.is_some() =>
+                {
+                    Ok(Recorded::Existing {
+                        received_at: row.entry.received_at,
+                        body: row.entry.body.clone(),
+                    })
+                }
                 _ => {
                     let row = Row {
                         entry: entry.clone(),
@@ -467,19 +688,57 @@ mod tests {
             Ok(())
         }
 
-        async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError> {
+        async fn marked_for_redrive(
+            &self,
+            after: Option<&MarkCursor>,
+            limit: u32,
+        ) -> Result<MarkedPage, StoreError> {
             self.enter(LIST_MARKED)?;
+            let start = match after.and_then(|cursor| cursor.position(PARTITION)) {
+                Some(None) => return Ok(MarkedPage::default()),
+                Some(Some((at, key))) => Some((at, key.to_owned())),
+                None => None,
+            };
             let ledger = self.ledger.lock().unwrap();
-            let mut marked: Vec<(i64, &LedgerEntry)> = ledger
+            let mut marked: Vec<Marked> = ledger
                 .values()
-                .filter_map(|row| Some((row.redrive_at?, &row.entry)))
+                .filter_map(|row| {
+                    Some(Marked {
+                        event: queued(&row.entry),
+                        marked_at: row.redrive_at?,
+                    })
+                })
+                .filter(|mark| match &start {
+                    Some((at, key)) => (mark.marked_at, &mark.event.key) > (*at, key),
+                    None => true,
+                })
                 .collect();
-            marked.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
-            Ok(marked
-                .into_iter()
-                .take(limit as usize)
-                .map(|(_, entry)| queued(entry))
-                .collect())
+            marked.sort_by(|a, b| (a.marked_at, &a.event.key).cmp(&(b.marked_at, &b.event.key)));
+            let more = marked.len() > limit as usize;
+            marked.truncate(limit as usize);
+            let next = match marked.last() {
+                Some(last) if more => Some(MarkCursor {
+                    partitions: [(
+                        PARTITION.to_owned(),
+                        PartitionCursor::After {
+                            marked_at: last.marked_at,
+                            key: last.event.key.clone(),
+                        },
+                    )]
+                    .into(),
+                }),
+                _ => None,
+            };
+            Ok(MarkedPage {
+                marks: marked,
+                next,
+            })
+        }
+
+        async fn oldest_mark(&self) -> Result<Option<i64>, StoreError> {
+            self.enter(OLDEST)?;
+            let ledger = self.ledger.lock().unwrap();
+            Ok(ledger.values().filter_map(|row| row.redrive_at).min())
         }
 
         async fn archived(&self, key: &str) -> Result<Option<QueuedEvent>, StoreError> {
@@ -520,8 +779,20 @@ mod tests {
     impl Queue for MemoryStore {
         async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError> {
             self.enter(SEND)?;
+            if self.refused.lock().unwrap().contains(&event.key) {
+                return Err(StoreError::unavailable(SEND, "refused"));
+            }
             self.sent.lock().unwrap().push(event.clone());
             Ok(())
+        }
+
+        async fn send_batch(&self, events: &[QueuedEvent]) -> Vec<Result<(), StoreError>> {
+            self.batches.lock().unwrap().push(events.len());
+            let mut results = Vec::new();
+            for event in events {
+                results.push(self.send(event).await);
+            }
+            results
         }
     }
 
@@ -535,6 +806,11 @@ mod tests {
 
     fn variant_key(original: &str, body: &[u8]) -> String {
         format!("{original}:variant:{}", &sha256_hex(body)[..16])
+    }
+
+    /// How many events a sweep of at most `limit` marks redrove.
+    async fn redriven(store: &Arc<MemoryStore>, limit: u32) -> usize {
+        sweep(&**store, &**store, limit).await.unwrap().redriven
     }
 
     fn is_marked(store: &MemoryStore, key: &str) -> bool {
@@ -677,14 +953,14 @@ mod tests {
         assert!(is_marked(&store, READ_KEY));
 
         store.heal(SEND);
-        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 1);
+        assert_eq!(redriven(&store, 10).await, 1);
         let received_at = store.row(READ_KEY).unwrap().entry.received_at;
         assert_eq!(
             store.sent(),
             vec![QueuedEvent::archived(READ_KEY, received_at, text(READ_V1))]
         );
         assert!(!is_marked(&store, READ_KEY));
-        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 0);
+        assert_eq!(redriven(&store, 10).await, 0);
         assert_eq!(store.sent().len(), 1);
     }
 
@@ -831,13 +1107,13 @@ mod tests {
         );
 
         store.heal(SEND);
-        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 1);
+        assert_eq!(redriven(&store, 10).await, 1);
         let sent = store.sent();
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1].key, variant);
         assert_eq!(sent[1].body, text(READ_V2));
         assert!(!is_marked(&store, &variant));
-        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 0);
+        assert_eq!(redriven(&store, 10).await, 0);
     }
 
     /// A variant that can be neither sent nor parked in the ledger (its record or its mark fails)
@@ -895,7 +1171,7 @@ mod tests {
         assert_eq!(path, Path::MarkedForRedrive);
         assert!(is_marked(&store, READ_KEY));
         store.heal(SEND);
-        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 1);
+        assert_eq!(redriven(&store, 10).await, 1);
         assert_eq!(store.sent()[0].body, text(READ_V1));
     }
 
@@ -971,17 +1247,17 @@ mod tests {
         }
         store.heal(SEND);
 
-        assert_eq!(sweep(&*store, &*store, 2).await.unwrap(), 2);
+        assert_eq!(redriven(&store, 2).await, 2);
         assert_eq!(store.sent().len(), 2);
-        assert_eq!(sweep(&*store, &*store, 2).await.unwrap(), 1);
-        assert_eq!(sweep(&*store, &*store, 2).await.unwrap(), 0);
+        assert_eq!(redriven(&store, 2).await, 1);
+        assert_eq!(redriven(&store, 2).await, 0);
         let sent: HashSet<String> = store.sent().into_iter().map(|e| e.body).collect();
         let expected: HashSet<String> = [READ_V1, DELIVERED, REPLIED].map(text).into();
         assert_eq!(sent, expected);
     }
 
-    /// A failing sweep reports the error and keeps every mark it did not clear, so nothing is
-    /// lost: an event sent but not cleared is sent again next time (at least once).
+    /// A failing sweep keeps every mark it did not clear, so nothing is lost: an event sent but
+    /// not cleared is sent again next time (at least once). Only a listing failure is an error.
     #[tokio::test]
     async fn failing_sweep_keeps_marks() {
         let store = MemoryStore::new();
@@ -991,31 +1267,248 @@ mod tests {
         receiver.receive(DELIVERED).await;
         let delivered_key = "sentMessageDELIVERED:wamid.X";
 
-        // Queue still down: nothing sent, both still marked.
-        assert!(sweep(&*store, &*store, 10).await.is_err());
+        // Queue still down: nothing sent, both counted as failed and still marked.
+        let report = sweep(&*store, &*store, 10).await.unwrap();
+        assert_eq!((report.redriven, report.failed), (0, 2));
+        assert_eq!(report.stopped, SweepStop::NothingSucceeded);
         assert!(store.sent().is_empty());
         assert!(is_marked(&store, READ_KEY) && is_marked(&store, delivered_key));
 
-        // The marks cannot be listed.
+        // The marks cannot be listed: an error, nothing sent.
         store.heal(SEND);
         store.fail(LIST_MARKED);
-        assert!(sweep(&*store, &*store, 10).await.is_err());
+        let error = sweep(&*store, &*store, 10).await.unwrap_err();
+        assert_eq!((error.partial.redriven, error.partial.failed), (0, 0));
         assert!(store.sent().is_empty());
         store.heal(LIST_MARKED);
 
-        // Sent but the mark cannot be cleared: it stays marked.
+        // Sent but the marks cannot be cleared: both stay marked, counted as failed.
         store.fail(CLEAR);
-        assert!(sweep(&*store, &*store, 10).await.is_err());
-        assert_eq!(store.sent().len(), 1);
+        let report = sweep(&*store, &*store, 10).await.unwrap();
+        assert_eq!((report.redriven, report.failed), (0, 2));
+        assert_eq!(store.sent().len(), 2);
         assert!(is_marked(&store, READ_KEY) && is_marked(&store, delivered_key));
 
         store.heal(CLEAR);
-        assert_eq!(sweep(&*store, &*store, 10).await.unwrap(), 2);
+        assert_eq!(redriven(&store, 10).await, 2);
         assert!(!is_marked(&store, READ_KEY) && !is_marked(&store, delivered_key));
-        let sent: HashSet<String> = store.sent().into_iter().map(|e| e.key).collect();
+        let sent: Vec<String> = store.sent().into_iter().map(|e| e.key).collect();
+        assert_eq!(sent.len(), 4, "sent again: at least once");
         assert_eq!(
-            sent,
+            sent.into_iter().collect::<HashSet<_>>(),
             HashSet::from([READ_KEY.to_owned(), delivered_key.to_owned()])
         );
+    }
+
+    /// Marks `bodies` in order, one second apart from `first_mark`, as failed sends would.
+    async fn marked_events(
+        store: &Arc<MemoryStore>,
+        bodies: &[&[u8]],
+        first_mark: i64,
+    ) -> Vec<String> {
+        let receiver = receiver(store);
+        store.fail(SEND);
+        let mut keys = Vec::new();
+        for body in bodies {
+            let (receipt, path) = receiver.receive(body).await;
+            assert_eq!(path, Path::MarkedForRedrive);
+            let Receipt::Accepted { key } = receipt else {
+                panic!("{receipt:?}")
+            };
+            keys.push(key);
+        }
+        store.heal(SEND);
+        for (n, key) in keys.iter().enumerate() {
+            store
+                .ledger
+                .lock()
+                .unwrap()
+                .get_mut(key)
+                .unwrap()
+                .redrive_at = Some(first_mark + n as i64);
+        }
+        keys
+    }
+
+    /// One event the queue refuses is counted and skipped: the others go, and the report names
+    /// the refused one as the oldest mark left.
+    #[tokio::test]
+    async fn a_refused_event_is_skipped_and_the_sweep_goes_on() {
+        let store = MemoryStore::new();
+        let keys = marked_events(&store, &[READ_V1, DELIVERED, REPLIED], 1_000).await;
+        store.refuse(&keys[0]);
+
+        let report = sweep(&*store, &*store, 10).await.unwrap();
+        assert_eq!(
+            report,
+            SweepReport {
+                redriven: 2,
+                failed: 1,
+                oldest_mark: OldestMark::At(1_000),
+                stopped: SweepStop::Done,
+            }
+        );
+        assert!(is_marked(&store, &keys[0]));
+        assert!(!is_marked(&store, &keys[1]) && !is_marked(&store, &keys[2]));
+        let sent: HashSet<String> = store.sent().into_iter().map(|e| e.key).collect();
+        assert_eq!(sent, HashSet::from([keys[1].clone(), keys[2].clone()]));
+    }
+
+    /// A mark that cannot be cleared after its send is counted as failed; the others are
+    /// cleared.
+    #[tokio::test]
+    async fn an_uncleared_mark_is_counted_and_the_others_are_cleared() {
+        let store = MemoryStore::new();
+        let keys = marked_events(&store, &[READ_V1, DELIVERED, REPLIED], 1_000).await;
+        store.fail_from_call(CLEAR, 3);
+
+        let report = sweep(&*store, &*store, 10).await.unwrap();
+        assert_eq!((report.redriven, report.failed), (2, 1));
+        assert_eq!(store.sent().len(), 3, "all three were sent");
+        assert!(is_marked(&store, &keys[2]), "the third clear failed");
+        assert_eq!(report.oldest_mark, OldestMark::At(1_002));
+    }
+
+    /// Pages go on past the failures of earlier pages (a cursor, not the head of the list
+    /// again), oldest first, and the sweep ends when the marks do.
+    #[tokio::test]
+    async fn the_sweep_pages_past_failures() {
+        let store = MemoryStore::new();
+        let bodies: Vec<Vec<u8>> = (0..7)
+            .map(|n| {
+                format!(r#"{{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.{n}"}}"#)
+                    .into_bytes()
+            })
+            .collect();
+        let bodies: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        let keys = marked_events(&store, &bodies, 1_000).await;
+        for refused in [&keys[0], &keys[2], &keys[4]] {
+            store.refuse(refused);
+        }
+        let budget = SweepBudget {
+            max_marks: 100,
+            page_size: 2,
+            deadline: None,
+            concurrency: 2,
+        };
+
+        let report = sweep_within(&*store, &*store, &budget).await.unwrap();
+        assert_eq!((report.redriven, report.failed), (4, 3));
+        assert_eq!(report.stopped, SweepStop::Done);
+        assert_eq!(report.oldest_mark, OldestMark::At(1_000));
+        assert_eq!(store.calls(LIST_MARKED), 4, "pages of 2, 2, 2 and 1");
+        let sent: Vec<String> = store.sent().into_iter().map(|e| e.key).collect();
+        assert_eq!(
+            sent,
+            vec![
+                keys[1].clone(),
+                keys[3].clone(),
+                keys[5].clone(),
+                keys[6].clone()
+            ]
+        );
+    }
+
+    /// When a whole page fails the queue is likely down: the sweep stops rather than spend its
+    /// time on sends that fail, and the next one tries again.
+    #[tokio::test]
+    async fn a_page_that_wholly_fails_stops_the_sweep() {
+        let store = MemoryStore::new();
+        let bodies: Vec<Vec<u8>> = (0..6)
+            .map(|n| {
+                format!(r#"{{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.{n}"}}"#)
+                    .into_bytes()
+            })
+            .collect();
+        let bodies: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        marked_events(&store, &bodies, 1_000).await;
+        store.fail(SEND);
+        let budget = SweepBudget {
+            page_size: 2,
+            ..SweepBudget::marks(100)
+        };
+
+        let report = sweep_within(&*store, &*store, &budget).await.unwrap();
+        assert_eq!((report.redriven, report.failed), (0, 2));
+        assert_eq!(report.stopped, SweepStop::NothingSucceeded);
+        assert_eq!(store.calls(LIST_MARKED), 1);
+        assert_eq!(report.oldest_mark, OldestMark::At(1_000));
+    }
+
+    /// No batch starts past the deadline; the marks stay for the next sweep.
+    #[tokio::test]
+    async fn the_sweep_stops_at_its_deadline() {
+        let store = MemoryStore::new();
+        marked_events(&store, &[READ_V1, DELIVERED], 1_000).await;
+        let budget = SweepBudget {
+            deadline: Some(Instant::now()),
+            ..SweepBudget::marks(100)
+        };
+
+        let report = sweep_within(&*store, &*store, &budget).await.unwrap();
+        assert_eq!((report.redriven, report.failed), (0, 0));
+        assert_eq!(report.stopped, SweepStop::Deadline);
+        assert_eq!(store.calls(SEND), 2, "only the two sends that marked them");
+        assert_eq!(report.oldest_mark, OldestMark::At(1_000));
+    }
+
+    /// The sweep batches its sends (the queue's `send_batch`) in groups of `SWEEP_BATCH`.
+    #[tokio::test]
+    async fn the_sweep_sends_in_batches() {
+        let store = MemoryStore::new();
+        let bodies: Vec<Vec<u8>> = (0..23)
+            .map(|n| {
+                format!(r#"{{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.{n}"}}"#)
+                    .into_bytes()
+            })
+            .collect();
+        let bodies: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        marked_events(&store, &bodies, 1_000).await;
+        let report = sweep(&*store, &*store, 100).await.unwrap();
+        assert_eq!((report.redriven, report.failed), (23, 0));
+        assert_eq!(report.oldest_mark, OldestMark::NoneLeft);
+        assert_eq!(*store.batches.lock().unwrap(), vec![10, 10, 3]);
+    }
+
+    /// A marked entry is held past its dedup window: a new receipt of its key must not overwrite
+    /// the event still waiting to be sent.
+    #[tokio::test]
+    async fn a_marked_entry_is_not_overwritten_after_its_window() {
+        let store = MemoryStore::new();
+        let old = now_unix() - 30 * DAY;
+        store.seed(LedgerEntry {
+            key: READ_KEY.into(),
+            event_type: "sentMessageREAD".into(),
+            body: READ_V2.to_vec(),
+            received_at: old,
+            expires_at: old + 7 * DAY,
+        });
+        store
+            .ledger
+            .lock()
+            .unwrap()
+            .get_mut(READ_KEY)
+            .unwrap()
+            .redrive_at = Some(old + 1);
+
+        let (receipt, path) = receiver(&store).receive(READ_V1).await;
+        assert_eq!(
+            receipt,
+            Receipt::Duplicate {
+                key: READ_KEY.into()
+            }
+        );
+        assert_eq!(
+            path,
+            Path::VariantEnqueued,
+            "the new body goes under its own key"
+        );
+        let row = store.row(READ_KEY).unwrap();
+        assert_eq!(
+            (row.entry.body.as_slice(), row.redrive_at),
+            (READ_V2, Some(old + 1))
+        );
+        assert_eq!(redriven(&store, 10).await, 1);
+        assert_eq!(store.sent().last().unwrap().body, text(READ_V2));
     }
 }

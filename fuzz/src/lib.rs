@@ -8,7 +8,8 @@ use arbitrary::Arbitrary;
 use async_trait::async_trait;
 use wati_ingest::message::MessageRecord;
 use wati_ingest::ports::{
-    Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StateStore, StoreError,
+    Ledger, LedgerEntry, MarkCursor, Marked, MarkedPage, QuarantineEntry, Queue, QueuedEvent,
+    Recorded, StateStore, StoreError,
 };
 use wati_ingest::session::ContactView;
 
@@ -133,7 +134,8 @@ impl Ledger for MemoryStore {
     async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, StoreError> {
         let mut contents = self.enter("record", |f| f.record)?;
         if let Some(row) = contents.ledger.get(&entry.key) {
-            if row.entry.expires_at > entry.received_at {
+            // A marked row is held whatever its expiry, as in the real stores.
+            if row.entry.expires_at > entry.received_at || row.redrive_at.is_some() {
                 return Ok(Recorded::Existing {
                     received_at: row.entry.received_at,
                     body: row.entry.body.clone(),
@@ -170,19 +172,31 @@ impl Ledger for MemoryStore {
         Ok(())
     }
 
-    async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError> {
+    /// All marks in one page, oldest first (the fuzz targets never page).
+    async fn marked_for_redrive(
+        &self,
+        _after: Option<&MarkCursor>,
+        limit: u32,
+    ) -> Result<MarkedPage, StoreError> {
         let contents = self.enter("marked_for_redrive", |_| false)?;
-        let mut marked: Vec<&Row> = contents
+        let mut marks: Vec<Marked> = contents
             .ledger
             .values()
-            .filter(|row| row.redrive_at.is_some())
+            .filter_map(|row| {
+                Some(Marked {
+                    event: queued(&row.entry),
+                    marked_at: row.redrive_at?,
+                })
+            })
             .collect();
-        marked.sort_by_key(|row| row.redrive_at);
-        Ok(marked
-            .into_iter()
-            .take(limit as usize)
-            .map(|row| queued(&row.entry))
-            .collect())
+        marks.sort_by(|a, b| (a.marked_at, &a.event.key).cmp(&(b.marked_at, &b.event.key)));
+        marks.truncate(limit as usize);
+        Ok(MarkedPage { marks, next: None })
+    }
+
+    async fn oldest_mark(&self) -> Result<Option<i64>, StoreError> {
+        let contents = self.enter("oldest_mark", |_| false)?;
+        Ok(contents.ledger.values().filter_map(|row| row.redrive_at).min())
     }
 
     async fn clear_redrive(&self, key: &str) -> Result<(), StoreError> {

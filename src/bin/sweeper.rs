@@ -1,14 +1,13 @@
-//! `sweeper` Lambda (scheduled): re-sends events whose enqueue failed after the ledger took them.
+//! `sweeper` Lambda (scheduled): re-sends events whose enqueue failed after the ledger took them,
+//! page after page of marks until a margin before the invocation's timeout, and emits
+//! `Redriven`, `RedriveFailed` and `OldestMarkAge` (see `docs/runbook.md`).
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
-use wati_ingest::lambda::ConfigError;
-use wati_ingest::metrics::{MetricLine, Unit};
-use wati_ingest::receiver::sweep;
+use wati_ingest::lambda::{sweep_metrics, sweep_time, sweeper_budget, ConfigError};
+use wati_ingest::receiver::{sweep_within, SweepReport};
 use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
-
-/// Marks handled per invocation; the schedule runs it again for the rest.
-const SWEEP_LIMIT: u32 = 500;
+use wati_ingest::time::now_unix;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -17,16 +16,37 @@ async fn main() -> Result<(), Error> {
     let aws = wati_ingest::lambda::aws_sdk_config().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), var("LEDGER_TABLE")?);
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), var("QUEUE_URL")?);
-    lambda_runtime::run(service_fn(|_: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (ledger, queue) = (ledger.clone(), queue.clone());
         async move {
-            let redriven = sweep(&ledger, &queue, SWEEP_LIMIT).await?;
-            tracing::info!(redriven, "sweep done");
-            MetricLine::new("sweeper")
-                .metric("Redriven", Unit::Count, redriven as f64)
-                .emit();
-            Ok::<Value, Error>(json!({ "redriven": redriven }))
+            let budget = sweeper_budget(sweep_time(now_ms(), event.context.deadline));
+            let outcome = sweep_within(&ledger, &queue, &budget).await;
+            let report: &SweepReport = match &outcome {
+                Ok(report) => report,
+                Err(error) => &error.partial,
+            };
+            tracing::info!(
+                redriven = report.redriven,
+                failed = report.failed,
+                oldest_mark = ?report.oldest_mark,
+                stopped = ?report.stopped,
+                "sweep done"
+            );
+            sweep_metrics(report, now_unix()).emit();
+            // A listing failure fails the invocation: the Lambda's Errors alarm sees it.
+            let report = outcome?;
+            Ok::<Value, Error>(json!({
+                "redriven": report.redriven,
+                "failed": report.failed,
+            }))
         }
     }))
     .await
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }

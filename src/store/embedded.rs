@@ -31,12 +31,21 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::message::MessageRecord;
 use crate::ports::{
-    Intake, Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StoreError,
+    Intake, Ledger, LedgerEntry, MarkCursor, Marked, MarkedPage, PartitionCursor, QuarantineEntry,
+    Queue, QueuedEvent, Recorded, StoreError,
 };
 
 mod message_state;
 
 use message_state::STATE_SCHEMA;
+
+/// The one partition of redrive marks (the `ledger_by_redrive` index).
+const MARK_PARTITION: &str = "ledger";
+
+/// When a ledger row's key may be taken by a new event: its `expires_at`, or never (NULL) while
+/// the row is marked for redrive, since it holds an event not yet delivered. The ledger is never
+/// pruned here; this is the rule a pruner would follow, the TTL's rule on DynamoDB.
+const LEDGER_EXPIRY: &str = "CASE WHEN redrive_at IS NULL THEN expires_at END";
 
 /// Most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -334,6 +343,23 @@ impl EmbeddedStore {
             })
             .await
     }
+
+    /// When the ledger row of `key` may be taken by a new event (`None`: never, while it is
+    /// marked for redrive); `Ok(None)` also when there is no such row. See [`LEDGER_EXPIRY`].
+    pub async fn ledger_expiry(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        let key = key.to_owned();
+        self.intake()
+            .read("read ledger expiry", move |conn| {
+                conn.query_row(
+                    &format!("SELECT {LEDGER_EXPIRY} FROM ledger WHERE key = ?1"),
+                    [key],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map(Option::flatten)
+            })
+            .await
+    }
 }
 
 impl Database {
@@ -513,15 +539,60 @@ impl Ledger for EmbeddedStore {
             .await
     }
 
-    async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError> {
-        self.intake()
+    async fn marked_for_redrive(
+        &self,
+        after: Option<&MarkCursor>,
+        limit: u32,
+    ) -> Result<MarkedPage, StoreError> {
+        let start = match after.and_then(|cursor| cursor.position(MARK_PARTITION)) {
+            None => None,
+            Some(None) => return Ok(MarkedPage::default()),
+            Some(Some((at, key))) => Some((at, key.to_owned())),
+        };
+        let marks: Vec<Marked> = self
+            .intake()
             .read("list redrive marks", move |conn| {
+                // (i64::MIN, "") sorts before every mark.
+                let (at, key) = start.unwrap_or((i64::MIN, String::new()));
                 conn.prepare_cached(
-                    "SELECT key, received_at, body FROM ledger WHERE redrive_at IS NOT NULL
-                 ORDER BY redrive_at LIMIT ?1",
+                    "SELECT key, received_at, body, redrive_at FROM ledger
+                     WHERE redrive_at IS NOT NULL
+                       AND (redrive_at > ?1 OR (redrive_at = ?1 AND key > ?2))
+                     ORDER BY redrive_at, key LIMIT ?3",
                 )?
-                .query_map([limit], queued_from_row)?
+                .query_map(params![at, key, limit], |row| {
+                    Ok(Marked {
+                        event: queued_from_row(row)?,
+                        marked_at: row.get(3)?,
+                    })
+                })?
                 .collect()
+            })
+            .await?;
+        let position = match marks.last() {
+            Some(last) if marks.len() >= limit as usize => PartitionCursor::After {
+                marked_at: last.marked_at,
+                key: last.event.key.clone(),
+            },
+            _ => PartitionCursor::Exhausted,
+        };
+        let next = match position {
+            PartitionCursor::Exhausted => None,
+            position => Some(MarkCursor {
+                partitions: [(MARK_PARTITION.to_owned(), position)].into(),
+            }),
+        };
+        Ok(MarkedPage { marks, next })
+    }
+
+    async fn oldest_mark(&self) -> Result<Option<i64>, StoreError> {
+        self.intake()
+            .read("oldest redrive mark", |conn| {
+                conn.query_row(
+                    "SELECT MIN(redrive_at) FROM ledger WHERE redrive_at IS NOT NULL",
+                    [],
+                    |row| row.get(0),
+                )
             })
             .await
     }
@@ -839,12 +910,15 @@ fn record_in(conn: &Connection, entry: &LedgerEntry) -> rusqlite::Result<Recorde
     if inserted == 1 {
         return Ok(Recorded::New);
     }
-    let (received_at, expires_at, body): (i64, i64, Vec<u8>) = conn
-        .prepare_cached("SELECT received_at, expires_at, body FROM ledger WHERE key = ?1")?
+    let (received_at, expiry, body): (i64, Option<i64>, Vec<u8>) = conn
+        .prepare_cached(&format!(
+            "SELECT received_at, {LEDGER_EXPIRY}, body FROM ledger WHERE key = ?1"
+        ))?
         .query_row([&entry.key], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?;
-    if expires_at > entry.received_at {
+    // A marked row never expires (see LEDGER_EXPIRY).
+    if !matches!(expiry, Some(expires_at) if expires_at <= entry.received_at) {
         return Ok(Recorded::Existing { received_at, body });
     }
     // The dedup window has passed: this is a new event that happens to share the key. An older

@@ -3,3 +3,4 @@
 pub mod aws;
 pub mod dynamo_state;
 pub mod embedded;
+pub mod sqs_envelope;

@@ -386,10 +386,10 @@ async fn queue_outage_is_absorbed_by_the_ledger_and_the_sweeper() {
     assert_eq!(status, 503, "nothing durable could be written");
 
     deployment.receiver_tap.heal();
-    let redriven = sweep(&deployment.ledger, &deployment.queue, 100)
+    let report = sweep(&deployment.ledger, &deployment.queue, 100)
         .await
         .unwrap();
-    assert_eq!(redriven, 3);
+    assert_eq!((report.redriven, report.failed), (3, 0));
     assert_eq!(deployment.ledger_marks().await, 0);
     assert_eq!(
         deployment
@@ -527,9 +527,13 @@ impl Deployment {
     async fn ledger_marked(&self) -> Vec<QueuedEvent> {
         use wati_ingest::ports::Ledger;
         DynamoLedger::new(self.stack.dynamodb.clone(), self.stack.table("LedgerTable"))
-            .marked_for_redrive(100)
+            .marked_for_redrive(None, 100)
             .await
             .unwrap()
+            .marks
+            .into_iter()
+            .map(|mark| mark.event)
+            .collect()
     }
 }
 
@@ -557,7 +561,11 @@ async fn aws_calls_per_processor_path() {
     path(
         "first event of a message (Wati id, wamid, phone)",
         sent,
-        &[("UpdateItem", 1), ("TransactWriteItems", 1), ("TransactItems", 2)],
+        &[
+            ("UpdateItem", 1),
+            ("TransactWriteItems", 1),
+            ("TransactItems", 2),
+        ],
     )
     .await;
     let delivered = serde_json::json!({"eventType": "sentMessageDELIVERED_v2", "id": "m1",
@@ -565,7 +573,11 @@ async fn aws_calls_per_processor_path() {
     path(
         "next status, first to carry the sender's local id",
         delivered.clone(),
-        &[("UpdateItem", 1), ("TransactWriteItems", 1), ("TransactItems", 3)],
+        &[
+            ("UpdateItem", 1),
+            ("TransactWriteItems", 1),
+            ("TransactItems", 3),
+        ],
     )
     .await;
     path(
@@ -595,7 +607,11 @@ async fn aws_calls_per_processor_path() {
     path(
         "a status before its message (READ first)",
         overtaking,
-        &[("UpdateItem", 1), ("TransactWriteItems", 1), ("TransactItems", 2)],
+        &[
+            ("UpdateItem", 1),
+            ("TransactWriteItems", 1),
+            ("TransactItems", 2),
+        ],
     )
     .await;
     let meta_only = serde_json::json!({"eventType": "sentMessageREPLIED",
@@ -613,7 +629,11 @@ async fn aws_calls_per_processor_path() {
     path(
         "an inbound message naming phone and BSUID",
         inbound,
-        &[("UpdateItem", 1), ("TransactWriteItems", 1), ("TransactItems", 4)],
+        &[
+            ("UpdateItem", 1),
+            ("TransactWriteItems", 1),
+            ("TransactItems", 4),
+        ],
     )
     .await;
     let review = serde_json::json!({"eventType": "templateReviewed", "id": "t1",
@@ -814,12 +834,20 @@ async fn a_stopped_sqs_emulator_loses_nothing() {
         );
     }
     use wati_ingest::ports::Ledger;
-    assert_eq!(ledger.marked_for_redrive(10).await.unwrap().len(), 3);
+    assert_eq!(
+        ledger
+            .marked_for_redrive(None, 10)
+            .await
+            .unwrap()
+            .marks
+            .len(),
+        3
+    );
 
     let _restarted = OwnSqs::start(port).await; // in-memory: the queue must be made again
     let url = create_queue().await;
     assert_eq!(url, queue.url());
-    assert_eq!(sweep(&ledger, &queue, 10).await.unwrap(), 3);
+    assert_eq!(sweep(&ledger, &queue, 10).await.unwrap().redriven, 3);
     let received = sqs
         .receive_message()
         .queue_url(&url)

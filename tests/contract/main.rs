@@ -8,16 +8,21 @@ mod lambda;
 mod log_hygiene;
 mod retried_writes;
 mod support;
+mod sweeper;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use wati_ingest::event::{idempotency_key, WatiEvent};
 use wati_ingest::ports::{
-    Ledger, LedgerEntry, QuarantineEntry, Queue, QueuedEvent, Recorded, StoreError,
+    Ledger, LedgerEntry, MarkCursor, Marked, MarkedPage, QuarantineEntry, Queue, QueuedEvent,
+    Recorded, StoreError,
 };
 use wati_ingest::processor::{process, Archive};
-use wati_ingest::receiver::{sweep, Path as ReceivePath, Receipt, Receiver, ReceiverSettings};
+use wati_ingest::receiver::{
+    sweep, sweep_within, OldestMark, Path as ReceivePath, Receipt, Receiver, ReceiverSettings,
+    SweepReport, SweepStop,
+};
 
 use support::Backend;
 
@@ -95,7 +100,7 @@ async fn an_expired_key_is_new_again(backend: Backend) {
 }
 
 contract!(redrive_marks_round_trip);
-/// Marked events are listed with their exact body until their mark is cleared.
+/// Marked events are listed with their exact body and mark time until their mark is cleared.
 async fn redrive_marks_round_trip(backend: Backend) {
     let ledger = backend.ledger();
     let body = r#"{"eventType":"sentMessageREAD","text":"ünïcode ✓"}"#;
@@ -107,12 +112,183 @@ async fn redrive_marks_round_trip(backend: Backend) {
         .record(&entry("k:unmarked", "{}", 1_000))
         .await
         .unwrap();
-    assert!(ledger.marked_for_redrive(10).await.unwrap().is_empty());
+    assert!(ledger
+        .marked_for_redrive(None, 10)
+        .await
+        .unwrap()
+        .marks
+        .is_empty());
+    assert_eq!(ledger.oldest_mark().await.unwrap(), None);
     ledger.mark_for_redrive("k:marked", 1_005).await.unwrap();
-    let marked = ledger.marked_for_redrive(10).await.unwrap();
-    assert_eq!(marked, vec![QueuedEvent::archived("k:marked", 1_000, body)]);
+    let page = ledger.marked_for_redrive(None, 10).await.unwrap();
+    assert_eq!(
+        page.marks,
+        vec![Marked {
+            event: QueuedEvent::archived("k:marked", 1_000, body),
+            marked_at: 1_005,
+        }]
+    );
+    assert_eq!(page.next, None, "nothing follows");
+    assert_eq!(ledger.oldest_mark().await.unwrap(), Some(1_005));
     ledger.clear_redrive("k:marked").await.unwrap();
-    assert!(ledger.marked_for_redrive(10).await.unwrap().is_empty());
+    assert!(ledger
+        .marked_for_redrive(None, 10)
+        .await
+        .unwrap()
+        .marks
+        .is_empty());
+    assert_eq!(ledger.oldest_mark().await.unwrap(), None);
+}
+
+contract!(a_marked_event_is_held_until_its_mark_is_cleared);
+/// A mark takes the entry out of the TTL (on DynamoDB the item has no `expires_at` while marked)
+/// and keeps its key recorded past its dedup window, so no new event overwrites the one waiting
+/// for the sweeper; within the window dedup works as ever. Clearing the mark restores the expiry.
+async fn a_marked_event_is_held_until_its_mark_is_cleared(backend: Backend) {
+    let ledger = backend.ledger();
+    let mut held = entry("k:held", r#"{"n":"first"}"#, 1_000);
+    held.expires_at = 2_000;
+    assert_eq!(ledger.record(&held).await.unwrap(), Recorded::New);
+    assert_eq!(backend.ledger_expiry("k:held").await, Some(2_000));
+
+    ledger.mark_for_redrive("k:held", 1_001).await.unwrap();
+    assert_eq!(
+        backend.ledger_expiry("k:held").await,
+        None,
+        "no TTL while marked"
+    );
+    // Marking again (another failed send) keeps the held expiry.
+    ledger.mark_for_redrive("k:held", 1_002).await.unwrap();
+    assert_eq!(backend.ledger_expiry("k:held").await, None);
+    let existing = Recorded::Existing {
+        received_at: 1_000,
+        body: held.body.clone(),
+    };
+    for at in [1_500, 2_000, 9_000] {
+        let again = entry("k:held", r#"{"n":"later"}"#, at);
+        assert_eq!(
+            ledger.record(&again).await.unwrap(),
+            existing,
+            "a duplicate at {at} while marked"
+        );
+    }
+    let waiting = ledger.marked_for_redrive(None, 10).await.unwrap().marks;
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(
+        waiting[0].event.body, r#"{"n":"first"}"#,
+        "the first body waits"
+    );
+    assert_eq!(waiting[0].marked_at, 1_002);
+
+    ledger.clear_redrive("k:held").await.unwrap();
+    assert_eq!(
+        backend.ledger_expiry("k:held").await,
+        Some(2_000),
+        "TTL back"
+    );
+    assert_eq!(
+        ledger.record(&entry("k:held", "{}", 1_999)).await.unwrap(),
+        existing
+    );
+    assert_eq!(
+        ledger.record(&entry("k:held", "{}", 2_000)).await.unwrap(),
+        Recorded::New,
+        "expired again once cleared"
+    );
+    // Clearing what is not marked changes nothing.
+    ledger.clear_redrive("k:held").await.unwrap();
+    assert_eq!(
+        backend.ledger_expiry("k:held").await,
+        Some(2_000 + 7 * 86_400)
+    );
+}
+
+contract!(marks_are_listed_page_by_page);
+/// Paging with the cursor lists every mark exactly once, oldest first within each partition of
+/// marks, whatever the page size.
+async fn marks_are_listed_page_by_page(backend: Backend) {
+    let ledger = backend.ledger();
+    let mut expected = Vec::new();
+    for n in 0..40i64 {
+        let key = format!("k:page:{n:02}");
+        ledger.record(&entry(&key, "{}", 1_000)).await.unwrap();
+        // Mark times repeat, so the key breaks ties.
+        ledger.mark_for_redrive(&key, 2_000 + n % 7).await.unwrap();
+        expected.push(key);
+    }
+    for limit in [1, 3, 100] {
+        let mut cursor = None;
+        let mut seen: Vec<Marked> = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = ledger
+                .marked_for_redrive(cursor.as_ref(), limit)
+                .await
+                .unwrap();
+            pages += 1;
+            seen.extend(page.marks);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+            assert!(pages < 200, "the listing ends");
+        }
+        let mut keys: Vec<String> = seen.iter().map(|m| m.event.key.clone()).collect();
+        keys.sort();
+        assert_eq!(keys, expected, "each mark once with pages of {limit}");
+        assert!(seen.iter().all(|m| (2_000..2_007).contains(&m.marked_at)));
+    }
+    assert_eq!(ledger.oldest_mark().await.unwrap(), Some(2_000));
+}
+
+contract!(the_sweeper_drains_a_backlog);
+/// A backlog of marks (`SWEEP_BACKLOG`, default 300) is drained by one sweep with the Lambda's
+/// page size and concurrency: every event on the queue once, byte for byte (U+FFFF included),
+/// no mark left. Prints the rate, the figure the drain estimate in `docs/runbook.md` uses.
+async fn the_sweeper_drains_a_backlog(backend: Backend) {
+    let count: usize = std::env::var("SWEEP_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let ledger = backend.ledger();
+    let mut expected = Vec::new();
+    for n in 0..count {
+        let key = format!("sentMessageREAD:wamid.backlog{n}");
+        let body = format!(
+            "{{\"eventType\":\"sentMessageREAD\",\"whatsappMessageId\":\"wamid.backlog{n}\",\"text\":\"\u{FFFF} {n}\"}}"
+        );
+        ledger.record(&entry(&key, &body, 1_000)).await.unwrap();
+        ledger
+            .mark_for_redrive(&key, 1_000 + n as i64)
+            .await
+            .unwrap();
+        expected.push(QueuedEvent::archived(&key, 1_000, &body));
+    }
+    let budget = wati_ingest::lambda::sweeper_budget(std::time::Duration::from_secs(600));
+    let started = std::time::Instant::now();
+    let report = sweep_within(ledger, backend.queue(), &budget)
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    eprintln!(
+        "sweep of {count} marks ({}): {:.2} s, {:.0} marks/s",
+        backend.name(),
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(
+        report,
+        SweepReport {
+            redriven: count,
+            failed: 0,
+            oldest_mark: OldestMark::NoneLeft,
+            stopped: SweepStop::Done,
+        }
+    );
+    let mut received = backend.drain_queue().await;
+    received.sort_by(|a, b| a.key.cmp(&b.key));
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(received, expected);
 }
 
 contract!(quarantine_keeps_a_body_once);
@@ -196,7 +372,8 @@ async fn the_receiver_enqueues_each_event_once(backend: Backend) {
         keys
     };
     assert_eq!(keys_of(&second_pass), keys_of(&first_pass));
-    assert_eq!(sweep(ledger.as_ref(), queue.as_ref(), 10).await.unwrap(), 0);
+    let report = sweep(ledger.as_ref(), queue.as_ref(), 10).await.unwrap();
+    assert_eq!((report.redriven, report.failed), (0, 0));
 }
 
 /// A ledger that refuses every write and read, as an unavailable or broken table does.
@@ -213,8 +390,15 @@ impl Ledger for BrokenLedger {
     async fn quarantine(&self, _: &QuarantineEntry) -> Result<(), StoreError> {
         Err(StoreError::unavailable("quarantine", "broken"))
     }
-    async fn marked_for_redrive(&self, _: u32) -> Result<Vec<QueuedEvent>, StoreError> {
+    async fn marked_for_redrive(
+        &self,
+        _: Option<&MarkCursor>,
+        _: u32,
+    ) -> Result<MarkedPage, StoreError> {
         Err(StoreError::unavailable("list redrive marks", "broken"))
+    }
+    async fn oldest_mark(&self) -> Result<Option<i64>, StoreError> {
+        Err(StoreError::unavailable("oldest redrive mark", "broken"))
     }
     async fn clear_redrive(&self, _: &str) -> Result<(), StoreError> {
         Err(StoreError::unavailable("clear redrive mark", "broken"))

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
@@ -27,6 +27,8 @@ pub enum Backend {
         queue: SqsQueue,
         state: DynamoState,
         sqs: aws_sdk_sqs::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        ledger_table: String,
     },
 }
 
@@ -44,6 +46,8 @@ impl Backend {
             ledger: DynamoLedger::new(stack.dynamodb.clone(), stack.table("LedgerTable")),
             queue: SqsQueue::new(stack.sqs.clone(), stack.queue_url("EventQueue")),
             state: DynamoState::new(stack.dynamodb.clone(), stack.table("StateTable")),
+            dynamodb: stack.dynamodb.clone(),
+            ledger_table: stack.table("LedgerTable"),
             sqs: stack.sqs,
         }
     }
@@ -66,6 +70,45 @@ impl Backend {
         match self {
             Backend::Embedded { store, .. } => store,
             Backend::Aws { queue, .. } => queue,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Embedded { .. } => "embedded",
+            Backend::Aws { .. } => "aws",
+        }
+    }
+
+    /// When the ledger entry of `key` may expire (`None`: never, or no entry): on DynamoDB its
+    /// raw TTL attribute `expires_at`, in SQLite the rule a pruner would follow.
+    pub async fn ledger_expiry(&self, key: &str) -> Option<i64> {
+        match self {
+            Backend::Embedded { store, .. } => store.ledger_expiry(key).await.expect("expiry"),
+            Backend::Aws {
+                dynamodb,
+                ledger_table,
+                ..
+            } => {
+                let output = dynamodb
+                    .get_item()
+                    .table_name(ledger_table)
+                    .key("pk", AttributeValue::S(key.to_owned()))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .expect("get item");
+                let item = output.item()?;
+                let held = item.get("held_expires_at").is_some();
+                let expires_at = item
+                    .get("expires_at")
+                    .map(|v| v.as_n().expect("a number").parse().expect("an integer"));
+                assert!(
+                    held != expires_at.is_some(),
+                    "an item holds its expiry either in expires_at or, marked, in held_expires_at: {item:?}"
+                );
+                expires_at
+            }
         }
     }
 

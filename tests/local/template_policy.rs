@@ -147,7 +147,11 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
             // Reads only: messages and aliases by key, contacts through links and by_contact.
             "ApiFunction",
             grants(&[(
-                &["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"],
+                &[
+                    "dynamodb:GetItem",
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:Query",
+                ],
                 &["StateTable", "StateTable/index/by_contact"],
             )]),
         ),
@@ -515,4 +519,127 @@ fn broader_grants_are_caught() {
     )
     .unwrap();
     assert_eq!(&granted("ReceiverFunction", &exact).unwrap(), expected);
+}
+
+/// The alarms on `Namespace` / `metric` with dimension `dimension` = `value` (a literal, or the
+/// logical id a `!Ref` names).
+fn alarms_on<'t>(
+    template: &'t Value,
+    namespace: &str,
+    metric: &str,
+    dimension: &str,
+    value: &str,
+) -> Vec<&'t Value> {
+    resources(template)
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|r| &r["Properties"])
+        .filter(|p| p["Namespace"] == namespace && p["MetricName"] == metric)
+        .filter(|p| {
+            one_or_many(&p["Dimensions"]).iter().any(|d| {
+                d["Name"] == dimension && resource_name(&d["Value"]).is_ok_and(|v| v == value)
+            })
+        })
+        .collect()
+}
+
+/// An alarm that fires on the first datapoint above its threshold and tells the alarm topic.
+fn assert_fires_on_first_breach(alarm: &Value, what: &str) {
+    assert_eq!(
+        alarm["ComparisonOperator"], "GreaterThanThreshold",
+        "{what}"
+    );
+    assert_eq!(alarm["EvaluationPeriods"].as_u64(), Some(1), "{what}");
+    let actions = one_or_many(&alarm["AlarmActions"]);
+    assert!(
+        actions
+            .iter()
+            .any(|a| resource_name(a).is_ok_and(|t| t == "AlarmTopic")),
+        "{what}: no action on AlarmTopic"
+    );
+}
+
+/// The sweeper's crashes and timeouts, its failed re-sends and the age of the oldest redrive
+/// mark are alarmed; every sweeper metric alarmed on is one the sweeper emits; and a run ends
+/// before the next is due, with its sweep ending a margin before its timeout.
+#[test]
+fn the_sweeper_is_alarmed_and_its_runs_do_not_overlap() {
+    use wati_ingest::lambda::{SWEEPER_METRICS, SWEEP_DEADLINE_MARGIN};
+    let template = template();
+
+    let errors = alarms_on(
+        &template,
+        "AWS/Lambda",
+        "Errors",
+        "FunctionName",
+        "SweeperFunction",
+    );
+    assert_eq!(errors.len(), 1, "one alarm on the sweeper's Lambda errors");
+    assert_fires_on_first_breach(errors[0], "sweeper errors");
+    assert_eq!(errors[0]["Threshold"].as_f64(), Some(0.0));
+
+    let failed = alarms_on(
+        &template,
+        "wati-ingest",
+        "RedriveFailed",
+        "Function",
+        "sweeper",
+    );
+    assert_eq!(failed.len(), 1, "one alarm on failed re-sends");
+    assert_fires_on_first_breach(failed[0], "sweeper failures");
+    assert_eq!(failed[0]["Threshold"].as_f64(), Some(0.0));
+    assert_eq!(failed[0]["Statistic"], "Sum");
+
+    let age = alarms_on(
+        &template,
+        "wati-ingest",
+        "OldestMarkAge",
+        "Function",
+        "sweeper",
+    );
+    assert_eq!(age.len(), 1, "one alarm on the oldest mark's age");
+    assert_eq!(age[0]["Statistic"], "Maximum");
+    assert_eq!(
+        resource_name(&age[0]["Threshold"]).unwrap(),
+        "OldestRedriveMarkAgeSeconds"
+    );
+    let default_age = template["Parameters"]["OldestRedriveMarkAgeSeconds"]["Default"]
+        .as_f64()
+        .expect("a default age");
+    assert_eq!(default_age, 1_800.0, "30 minutes, six sweeper runs");
+    assert_fires_on_first_breach(age[0], "oldest mark age");
+
+    for (id, resource) in resources(&template) {
+        let properties = &resource["Properties"];
+        if resource["Type"] != "AWS::CloudWatch::Alarm" || properties["Namespace"] != "wati-ingest"
+        {
+            continue;
+        }
+        let of_sweeper = one_or_many(&properties["Dimensions"])
+            .iter()
+            .any(|d| d["Name"] == "Function" && d["Value"] == "sweeper");
+        let metric = properties["MetricName"].as_str().unwrap_or_default();
+        assert!(
+            !of_sweeper || SWEEPER_METRICS.contains(&metric),
+            "{id:?} alarms on {metric}, which the sweeper does not emit"
+        );
+    }
+
+    let sweeper = &resources(&template)["SweeperFunction"]["Properties"];
+    let timeout = sweeper["Timeout"].as_u64().expect("a timeout");
+    let schedule = sweeper["Events"]["Every5Minutes"]["Properties"]["Schedule"]
+        .as_str()
+        .expect("a schedule");
+    assert_eq!(schedule, "rate(5 minutes)");
+    assert!(timeout < 300, "a run ends before the next is due");
+    assert!(
+        timeout > SWEEP_DEADLINE_MARGIN.as_secs() * 2,
+        "the sweep gets most of the run"
+    );
+    assert_eq!(sweeper["ReservedConcurrentExecutions"].as_u64(), Some(1));
+    assert_eq!(
+        sweeper["EventInvokeConfig"]["MaximumRetryAttempts"].as_u64(),
+        Some(0),
+        "the schedule, not an async retry, runs a failed sweep again"
+    );
 }

@@ -359,7 +359,9 @@ async fn chaos_on_dynamodb_and_sqs() {
     settled.insert("sqs_freezes".to_owned(), freezes.load(Ordering::SeqCst));
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let swept = sweep(&ledger, &queue, 1000).await.unwrap_or(0);
+        let swept = sweep(&ledger, &queue, 1000)
+            .await
+            .map_or(0, |report| report.redriven);
         *settled.entry("swept".into()).or_default() += swept;
         let dead = depth(&admin_sqs, &dlq_url).await;
         if dead > 0 && dead != usize::MAX {
@@ -370,10 +372,9 @@ async fn chaos_on_dynamodb_and_sqs() {
             *settled.entry("dead_letters_redriven".into()).or_default() += moved;
         }
         let marked = ledger
-            .marked_for_redrive(1)
+            .oldest_mark()
             .await
-            .map(|m| m.len())
-            .unwrap_or(1);
+            .map_or(1, |oldest| usize::from(oldest.is_some()));
         if depth(&admin_sqs, &queue_url).await == 0 && dead == 0 && marked == 0 {
             break;
         }

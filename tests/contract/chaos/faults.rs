@@ -23,8 +23,8 @@ use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use tokio::sync::Notify;
 use wati_ingest::message::MessageRecord;
 use wati_ingest::ports::{
-    Ledger, LedgerEntry, MergeOutcome, QuarantineEntry, Queue, QueuedEvent, Recorded, StateStore,
-    StoreError,
+    Ledger, LedgerEntry, MarkCursor, MarkedPage, MergeOutcome, QuarantineEntry, Queue, QueuedEvent,
+    Recorded, StateStore, StoreError,
 };
 use wati_ingest::session::ContactView;
 
@@ -184,8 +184,15 @@ impl Ledger for FaultyLedger {
         let quarantine = self.inner.quarantine(entry);
         self.faults.around(Call::Quarantine, quarantine).await
     }
-    async fn marked_for_redrive(&self, limit: u32) -> Result<Vec<QueuedEvent>, StoreError> {
-        self.inner.marked_for_redrive(limit).await
+    async fn marked_for_redrive(
+        &self,
+        after: Option<&MarkCursor>,
+        limit: u32,
+    ) -> Result<MarkedPage, StoreError> {
+        self.inner.marked_for_redrive(after, limit).await
+    }
+    async fn oldest_mark(&self) -> Result<Option<i64>, StoreError> {
+        self.inner.oldest_mark().await
     }
     async fn clear_redrive(&self, key: &str) -> Result<(), StoreError> {
         self.inner.clear_redrive(key).await

@@ -484,15 +484,15 @@ async fn chaos_on_the_embedded_store() {
     settled.insert("processor_crashes".to_owned(), processor_crashes);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let swept = sweep(&store, &store, 1000).await.expect("sweep");
+        let swept = sweep(&store, &store, 1000).await.expect("sweep").redriven;
         *settled.entry("swept".into()).or_default() += swept;
         let counts = store.counts().await.expect("counts");
         if counts.dead_letters > 0 {
             let moved = store.redrive_dead_letters().await.expect("redrive");
             *settled.entry("dead_letters_redriven".into()).or_default() += moved;
         }
-        let marked = store.marked_for_redrive(1).await.expect("marks");
-        if counts.queued == 0 && counts.dead_letters == 0 && marked.is_empty() {
+        let marked = store.oldest_mark().await.expect("marks");
+        if counts.queued == 0 && counts.dead_letters == 0 && marked.is_none() {
             break;
         }
         assert!(Instant::now() < deadline, "did not settle: {counts:?}");
