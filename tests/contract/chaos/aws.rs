@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 use super::faults::{Faults, FaultyLedger, FaultyQueue, FaultyState, SdkFaults};
 use super::history::{History, Rng};
 use super::{
-    named, play, read_router, scale, seed, verify, webhook_router, Flight, Played, Report, PLAN,
-    RECEIVER_TIMEOUT,
+    named, play, read_router, scale, seed, verify, webhook_router, Flight, Phases, Played, Report,
+    PLAN, RECEIVER_TIMEOUT,
 };
 use crate::support::Stack;
 
@@ -54,13 +54,11 @@ enum EmulatorFault {
     BothHung,
 }
 
-const EMULATOR_FAULTS: [(f64, EmulatorFault); 6] = [
-    (0.15, EmulatorFault::SqsHung),
-    (0.3, EmulatorFault::DynamoRestarted),
-    (0.45, EmulatorFault::DynamoHung),
-    (0.6, EmulatorFault::BothHung),
-    (0.7, EmulatorFault::DynamoRestarted),
-    (0.85, EmulatorFault::SqsHung),
+const EMULATOR_FAULTS: [(f64, EmulatorFault); 4] = [
+    (0.2, EmulatorFault::SqsHung),
+    (0.4, EmulatorFault::DynamoRestarted),
+    (0.6, EmulatorFault::DynamoHung),
+    (0.8, EmulatorFault::BothHung),
 ];
 
 /// One emulator fault as it struck.
@@ -362,7 +360,7 @@ impl Struck {
     /// The deliveries in flight during the fault: how many, how they were answered, how slowly,
     /// and how many of their calls failed for real. Fails the test unless the fault hit
     /// webhooks in flight and each was answered within the receiver's timeout.
-    fn report(&self, played: &Played) -> Value {
+    fn report(&self, played: &Played, seed: u64) -> Value {
         let during: Vec<_> = played
             .traces
             .iter()
@@ -399,17 +397,18 @@ impl Struck {
         });
         assert!(
             self.in_flight > 0 && hit > 0,
-            "{:?} struck webhooks in flight: {report}",
+            "chaos seed {seed} (CHAOS_SEED={seed}): {:?} struck webhooks in flight: {report}",
             self.fault
         );
         assert!(
             slowest <= RECEIVER_TIMEOUT.as_millis(),
-            "every webhook answered within the receiver's timeout: {report}"
+            "chaos seed {seed} (CHAOS_SEED={seed}): every webhook answered within the receiver's \
+             timeout: {report}"
         );
         if matches!(self.fault, EmulatorFault::SqsHung) {
             assert!(
                 answered_by_mark > 0,
-                "a hung SQS ends in redrive marks: {report}"
+                "chaos seed {seed} (CHAOS_SEED={seed}): a hung SQS ends in redrive marks: {report}"
             );
         }
         report
@@ -489,14 +488,16 @@ async fn chaos_on_dynamodb_and_sqs() {
     // Emulator faults strike while webhooks are in flight, at set shares of the run.
     let flight = Arc::new(Flight::default());
     let mut rng = Rng::new(seed ^ 2);
+    let mut phases = Phases::start();
     let (played, struck) = tokio::join!(
         play(&history, &webhook, &clock, &mut rng, &flight, |_| {}),
         strike(&flight, &dynamo, &moto)
     );
     let emulator_faults = struck
         .iter()
-        .map(|struck| struck.report(&played))
+        .map(|struck| struck.report(&played, seed))
         .collect::<Vec<_>>();
+    phases.lap("play");
 
     faults.heal();
     sdk_faults.heal();
@@ -534,8 +535,10 @@ async fn chaos_on_dynamodb_and_sqs() {
         batch_crashes.load(Ordering::SeqCst),
     );
 
+    phases.lap("settle");
     let reader = DynamoState::new(dynamodb(false), stack.table("StateTable"));
     let verified = verify(&history, &played.receipts, &read_router(Arc::new(reader))).await;
+    phases.lap("verify");
     let mut injected = named(faults.injected());
     for ((operation, fault), count) in sdk_faults.injected() {
         injected.insert(format!("Sdk{fault:?}:{operation}"), count);
@@ -552,6 +555,7 @@ async fn chaos_on_dynamodb_and_sqs() {
         emulator_faults,
         settled,
         verified,
+        phases: phases.laps,
         seconds: started.elapsed().as_secs_f64(),
     }
     .finish();

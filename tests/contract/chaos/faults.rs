@@ -109,6 +109,14 @@ impl CallLog {
             .count()
     }
 
+    /// Whether `call` failed for real (timed out, refused), not by an injected fault.
+    pub fn failed_for_real(&self, call: Call) -> bool {
+        self.calls
+            .lock()
+            .unwrap()
+            .contains(&(call, Outcome::Failed))
+    }
+
     pub fn failed(&self, call: Call) -> bool {
         self.any(call, false)
     }

@@ -453,7 +453,7 @@ impl World<'_> {
             "created": "2026-01-01T00:00:00Z", "conversationId": "conv-chaos",
             "text": "Hi, where is my order?", "type": "text", "data": null,
             "statusString": "SENT", "senderName": "Customer", "sourceType": 0,
-            "channelPhoneNumber": "15550000000",
+            "channelPhoneNumber": "14155550000",
         });
         self.push(at, event_type, report, extra, 0);
     }
@@ -488,7 +488,7 @@ impl World<'_> {
         let extra = json!({
             "conversationId": "conv-chaos", "text": "Your order ships today.",
             "type": if template.is_some() { "template" } else { "text" },
-            "statusString": "SENT", "sourceType": "API", "channelPhoneNumber": "15550000000",
+            "statusString": "SENT", "sourceType": "API", "channelPhoneNumber": "14155550000",
         });
         for v2 in [false, true] {
             if v2 && !message.v2 {

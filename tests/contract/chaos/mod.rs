@@ -154,6 +154,7 @@ struct Trace {
     finished: Instant,
     answer: String,
     real_failures: usize,
+    /// The send, or the ledger record, failed for real (an emulator down or hung).
     send_failed: bool,
     record_failed: bool,
     marked: bool,
@@ -280,8 +281,8 @@ async fn play(
                 finished,
                 answer: answer.label(),
                 real_failures: log.real_failures(),
-                send_failed: log.failed(Call::Send),
-                record_failed: log.failed(Call::Record),
+                send_failed: log.failed_for_real(Call::Send),
+                record_failed: log.failed_for_real(Call::Record),
                 marked: log.succeeded(Call::Mark),
             });
             *played.answers.entry(answer.label()).or_default() += 1;
@@ -528,6 +529,8 @@ struct Report {
     /// What the pipeline did to settle after the faults stopped.
     settled: BTreeMap<String, usize>,
     verified: Verified,
+    /// Wall seconds of delivering the history, settling, and reading everything back.
+    phases: BTreeMap<&'static str, f64>,
     seconds: f64,
 }
 
@@ -581,6 +584,28 @@ impl Report {
             verified.unknown_to_oracle,
             verified.examples.join("\n")
         );
+    }
+}
+
+/// Wall time of a run's phases.
+struct Phases {
+    since: Instant,
+    laps: BTreeMap<&'static str, f64>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            since: Instant::now(),
+            laps: BTreeMap::new(),
+        }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        let seconds = (now - self.since).as_secs_f64();
+        self.laps.insert(phase, (seconds * 10.0).round() / 10.0);
+        self.since = now;
     }
 }
 
@@ -659,6 +684,7 @@ async fn chaos_on_the_embedded_store() {
     let mut rng = Rng::new(seed ^ 2);
     let mut crash_rng = Rng::new(seed ^ 3);
     let flight = Arc::new(Flight::default());
+    let mut phases = Phases::start();
     let played = play(&history, &webhook, &clock, &mut rng, &flight, |_| {
         // The processor crashes now and then, whatever it is doing.
         if crash_rng.chance(0.05) {
@@ -669,6 +695,7 @@ async fn chaos_on_the_embedded_store() {
         }
     })
     .await;
+    phases.lap("play");
 
     faults.heal();
     let mut settled = BTreeMap::new();
@@ -690,6 +717,7 @@ async fn chaos_on_the_embedded_store() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     processor.lock().unwrap().abort();
+    phases.lap("settle");
 
     let verified = verify(
         &history,
@@ -697,6 +725,7 @@ async fn chaos_on_the_embedded_store() {
         &read_router(Arc::new(store.clone())),
     )
     .await;
+    phases.lap("verify");
     Report {
         backend: "embedded",
         seed,
@@ -709,6 +738,7 @@ async fn chaos_on_the_embedded_store() {
         emulator_faults: Vec::new(),
         settled,
         verified,
+        phases: phases.laps,
         seconds: started.elapsed().as_secs_f64(),
     }
     .finish();
