@@ -10,10 +10,13 @@
 //!   did the work (the response was lost), and fails every attempt of the second write of chosen
 //!   state applies (after the emulator did it). The SDK's own retries then run for real.
 //!
-//! Every decision is a pure function of the seed and where the call is: a delivery's number and
-//! the call's number within it, or an apply's identity (its facts and how many times they have
-//! been applied) and the call's number within it, and the SDK attempt. Concurrent tasks then
-//! decide the same in any interleaving, so a failing seed replays its faults.
+//! Every decision is a pure function of the seed and where the call is: a delivery's number
+//! (which callback, which of Wati's attempts) and how many calls of the kind it made before,
+//! or an apply's identity (its facts and how many times they have been applied) and the call's
+//! number within it; for the SDK, the operation's number and the attempt. Concurrent tasks then
+//! decide the same in any interleaving, so a failing seed replays its faults. (What stays
+//! nondeterministic is timing: which of two concurrent deliveries of one key records it first,
+//! when a processor crash strikes, how long an emulator takes to restart.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,7 +73,8 @@ tokio::task_local! {
 /// What one delivery's calls did, and a way for a "crash" to stop it.
 #[derive(Debug)]
 pub struct CallLog {
-    /// The delivery's number in the run: where its fault decisions come from.
+    /// The delivery's number (from its callback and attempt): where its fault decisions come
+    /// from.
     pub number: u64,
     calls: Mutex<Vec<(Call, Outcome)>>,
     sdk_operations: AtomicU64,
@@ -214,11 +218,21 @@ impl Faults {
         self.real_failures.lock().unwrap().clone()
     }
 
-    /// Where the current call is: (delivery or apply number, call number within it).
-    fn place(&self) -> (u64, u64) {
+    /// Where the current call is: (delivery or apply number, how many calls of its kind came
+    /// before it there). Counting by kind keeps a delivery's decisions the same whichever path
+    /// the receiver takes (a new key, a duplicate, a variant body), which concurrent deliveries
+    /// of one key decide by their interleaving.
+    fn place(&self, call: Call) -> (u64, u64) {
+        // The crash strikes before the send it replaces: it is numbered like that send.
+        let counted = if call == Call::Crash {
+            Call::Send
+        } else {
+            call
+        };
         if let Ok(place) = DELIVERY.try_with(|log| {
-            let calls = log.calls.lock().unwrap().len() as u64;
-            (log.number, calls)
+            let calls = log.calls.lock().unwrap();
+            let before = calls.iter().filter(|(c, _)| *c == counted).count() as u64;
+            (log.number, before)
         }) {
             return place;
         }
@@ -247,7 +261,7 @@ impl Faults {
             Call::Apply => self.plan.apply,
             Call::ApplyAnswerLost => self.plan.apply_answer_lost,
         };
-        let (at, number) = self.place();
+        let (at, number) = self.place(call);
         let hit = draw(&[self.seed, domain::CALL, call as u64, at, number]) < p;
         if hit {
             *self.injected.lock().unwrap().entry(call).or_default() += 1;

@@ -208,11 +208,10 @@ async fn play(
         ..Played::default()
     };
     let mut ticks = 0;
-    let mut number = 0u64;
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     while let Some((tick, mut batch)) = due.pop_first() {
-        // Retries join in the order their deliveries ended; sorted first, the shuffle (and so
-        // each delivery's number) depends on the seed alone.
+        // Retries join in the order their deliveries ended; sorted first, the shuffle depends on
+        // the seed alone.
         batch.sort_unstable();
         rng.shuffle(&mut batch);
         // The receiver's clock reads the end of the retry job's slot: no callback is received
@@ -225,8 +224,10 @@ async fn play(
             played.receipts[delivery.callback].get_or_insert(now);
             let body = history.callbacks[delivery.callback].body.clone();
             let webhook = webhook.clone();
+            // Its faults come from which callback and attempt it is, not from the deliveries
+            // before it, so one delivery answered otherwise leaves the others' faults alone.
+            let number = history::hash(&[delivery.callback as u64, u64::from(delivery.attempt)]);
             let log = Arc::new(CallLog::new(number));
-            number += 1;
             let flight = Arc::clone(flight);
             running.spawn(async move {
                 let _permit = permit;
