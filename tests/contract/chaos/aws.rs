@@ -1,7 +1,10 @@
 //! The chaos test on the AWS path: the receiver and the processor on their own DynamoDB Local
 //! (on disk, so it can be killed and restarted) and their own moto, with SDK-level throttles and
-//! lost responses, the processor crashing mid-batch, DynamoDB Local killed and restarted twice,
-//! and the SQS emulator frozen for a while.
+//! lost responses, the second of two state writes failing after it was done, the processor
+//! crashing mid-batch, and, while webhooks are in flight, DynamoDB Local killed and restarted,
+//! and DynamoDB Local, the SQS emulator, or both, hung (SIGSTOP) for longer than the SDK's
+//! operation timeout: every webhook must still be answered within the receiver's timeout, by a
+//! redrive mark (SQS hung), the ledger bypass (DynamoDB hung) or a `503` (both).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -20,9 +23,14 @@ use wati_ingest::store::aws::{redrive_dlq, DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
 use wati_ingest::time::{now_unix, Clock};
 
+use serde_json::{json, Value};
+
 use super::faults::{Faults, FaultyLedger, FaultyQueue, FaultyState, SdkFaults};
 use super::history::{History, Rng};
-use super::{named, play, read_router, scale, seed, verify, webhook_router, Report, PLAN};
+use super::{
+    named, play, read_router, scale, seed, verify, webhook_router, Flight, Phases, Played, Report,
+    PLAN, RECEIVER_TIMEOUT,
+};
 use crate::support::Stack;
 
 /// Share of AWS SDK attempts answered with a throttle or a lost response.
@@ -33,6 +41,35 @@ const PROCESSOR_CRASHES: f64 = 0.03;
 const POLLERS: usize = 4;
 /// Visibility timeout the pollers ask for, so crashed batches come back quickly.
 const VISIBILITY_SECONDS: i32 = 2;
+/// How long a hung emulator stays hung: longer than the SDK's 3 s operation timeout.
+const HANG: Duration = Duration::from_secs(4);
+/// Webhooks that must be in flight when an emulator fault strikes.
+const IN_FLIGHT_AT_FAULT: usize = 4;
+
+/// What happens to the emulators while webhooks are in flight, and at which share of the run.
+#[derive(Debug, Clone, Copy)]
+enum EmulatorFault {
+    SqsHung,
+    DynamoRestarted,
+    DynamoHung,
+    BothHung,
+}
+
+const EMULATOR_FAULTS: [(f64, EmulatorFault); 4] = [
+    (0.2, EmulatorFault::SqsHung),
+    (0.4, EmulatorFault::DynamoRestarted),
+    (0.6, EmulatorFault::DynamoHung),
+    (0.8, EmulatorFault::BothHung),
+];
+
+/// One emulator fault as it struck.
+struct Struck {
+    fault: EmulatorFault,
+    progress: f64,
+    in_flight: usize,
+    started: Instant,
+    ended: Instant,
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -101,9 +138,23 @@ impl OwnDynamo {
     }
 }
 
+impl OwnDynamo {
+    fn signal(&self, signal: &str) {
+        let pid = self.child.lock().unwrap().id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+}
+
 impl Drop for OwnDynamo {
     fn drop(&mut self) {
         let mut child = self.child.lock().unwrap();
+        let _ = Command::new("kill")
+            .args(["-CONT", &child.id().to_string()])
+            .status();
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -254,6 +305,119 @@ async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// Strikes each of [`EMULATOR_FAULTS`] once the run has reached its share and enough webhooks
+/// are in flight (waiting at most a few seconds for them).
+async fn strike(flight: &Flight, dynamo: &OwnDynamo, moto: &OwnSqs) -> Vec<Struck> {
+    let mut struck = Vec::new();
+    for (share, fault) in EMULATOR_FAULTS {
+        let mut waited_since = None;
+        loop {
+            if flight.finished() {
+                return struck;
+            }
+            if flight.progress() >= share {
+                let since = *waited_since.get_or_insert_with(Instant::now);
+                let enough = flight.in_flight() >= IN_FLIGHT_AT_FAULT
+                    || (flight.in_flight() > 0 && since.elapsed() > Duration::from_secs(5));
+                if enough {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let in_flight = flight.in_flight();
+        let progress = flight.progress();
+        let started = Instant::now();
+        match fault {
+            EmulatorFault::DynamoRestarted => dynamo.restart().await,
+            EmulatorFault::SqsHung => {
+                moto.signal("-STOP");
+                tokio::time::sleep(HANG).await;
+                moto.signal("-CONT");
+            }
+            EmulatorFault::DynamoHung => {
+                dynamo.signal("-STOP");
+                tokio::time::sleep(HANG).await;
+                dynamo.signal("-CONT");
+            }
+            EmulatorFault::BothHung => {
+                dynamo.signal("-STOP");
+                moto.signal("-STOP");
+                tokio::time::sleep(HANG).await;
+                moto.signal("-CONT");
+                dynamo.signal("-CONT");
+            }
+        }
+        struck.push(Struck {
+            fault,
+            progress,
+            in_flight,
+            started,
+            ended: Instant::now(),
+        });
+    }
+    struck
+}
+
+impl Struck {
+    /// The deliveries in flight during the fault: how many, how they were answered, how slowly,
+    /// and how many of their calls failed for real. Fails the test unless the fault hit
+    /// webhooks in flight and each was answered within the receiver's timeout.
+    fn report(&self, played: &Played, seed: u64) -> Value {
+        let during: Vec<_> = played
+            .traces
+            .iter()
+            .filter(|t| t.started < self.ended && t.finished > self.started)
+            .collect();
+        let mut answers: BTreeMap<&str, usize> = BTreeMap::new();
+        for trace in &during {
+            *answers.entry(trace.answer.as_str()).or_default() += 1;
+        }
+        let hit = during.iter().filter(|t| t.real_failures > 0).count();
+        let slowest = during
+            .iter()
+            .map(|t| (t.finished - t.started).as_millis())
+            .max()
+            .unwrap_or(0);
+        let send_timed_out = during.iter().filter(|t| t.send_failed).count();
+        let answered_by_mark = during
+            .iter()
+            .filter(|t| t.send_failed && t.marked && t.answer != "503")
+            .count();
+        let record_failed = during.iter().filter(|t| t.record_failed).count();
+        let report = json!({
+            "fault": format!("{:?}", self.fault),
+            "at_share": (self.progress * 100.0).round() / 100.0,
+            "in_flight_when_struck": self.in_flight,
+            "lasted_ms": (self.ended - self.started).as_millis(),
+            "webhooks_during": during.len(),
+            "webhooks_with_failed_calls": hit,
+            "answers": answers,
+            "slowest_answer_ms": slowest,
+            "send_failed": send_timed_out,
+            "answered_by_redrive_mark": answered_by_mark,
+            "record_failed": record_failed,
+        });
+        assert!(
+            self.in_flight > 0 && hit > 0,
+            "chaos seed {seed} (CHAOS_SEED={seed}): {:?} struck webhooks in flight: {report}",
+            self.fault
+        );
+        assert!(
+            slowest <= RECEIVER_TIMEOUT.as_millis(),
+            "chaos seed {seed} (CHAOS_SEED={seed}): every webhook answered within the receiver's \
+             timeout: {report}"
+        );
+        if matches!(self.fault, EmulatorFault::SqsHung) {
+            assert!(
+                answered_by_mark > 0,
+                "chaos seed {seed} (CHAOS_SEED={seed}): a hung SQS ends in redrive marks: {report}"
+            );
+        }
+        report
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_on_dynamodb_and_sqs() {
     let started = Instant::now();
@@ -325,38 +489,24 @@ async fn chaos_on_dynamodb_and_sqs() {
         })
         .collect();
 
-    // Emulator faults at fixed points of the run: DynamoDB Local killed and restarted twice,
-    // the SQS emulator frozen for three seconds once.
-    let restarts = AtomicUsize::new(0);
-    let freezes = AtomicUsize::new(0);
+    // Emulator faults strike while webhooks are in flight, at set shares of the run.
+    let flight = Arc::new(Flight::default());
     let mut rng = Rng::new(seed ^ 2);
-    let played = play(&history, &webhook, &clock, &mut rng, |progress| {
-        let (dynamo, moto, restarts, freezes) = (&dynamo, &moto, &restarts, &freezes);
-        async move {
-            let due_restarts = [0.3, 0.7].iter().filter(|p| progress >= **p).count();
-            if restarts.load(Ordering::SeqCst) < due_restarts {
-                restarts.fetch_add(1, Ordering::SeqCst);
-                dynamo.restart().await;
-            }
-            if progress >= 0.5 && freezes.load(Ordering::SeqCst) == 0 {
-                freezes.fetch_add(1, Ordering::SeqCst);
-                moto.signal("-STOP");
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                moto.signal("-CONT");
-            }
-        }
-    })
-    .await;
+    let mut phases = Phases::start();
+    let (played, struck) = tokio::join!(
+        play(&history, &webhook, &clock, &mut rng, &flight, |_| {}),
+        strike(&flight, &dynamo, &moto)
+    );
+    let emulator_faults = struck
+        .iter()
+        .map(|struck| struck.report(&played, seed))
+        .collect::<Vec<_>>();
+    phases.lap("play");
 
     faults.heal();
     sdk_faults.heal();
     let admin_sqs = sqs(false);
     let mut settled = BTreeMap::new();
-    settled.insert(
-        "dynamodb_restarts".to_owned(),
-        restarts.load(Ordering::SeqCst),
-    );
-    settled.insert("sqs_freezes".to_owned(), freezes.load(Ordering::SeqCst));
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let swept = sweep(&ledger, &queue, 1000)
@@ -390,8 +540,10 @@ async fn chaos_on_dynamodb_and_sqs() {
         batch_crashes.load(Ordering::SeqCst),
     );
 
+    phases.lap("settle");
     let reader = DynamoState::new(dynamodb(false), stack.table("StateTable"));
-    let verified = verify(&history, &read_router(Arc::new(reader))).await;
+    let verified = verify(&history, &played.receipts, &read_router(Arc::new(reader))).await;
+    phases.lap("verify");
     let mut injected = named(faults.injected());
     for ((operation, fault), count) in sdk_faults.injected() {
         injected.insert(format!("Sdk{fault:?}:{operation}"), count);
@@ -400,12 +552,15 @@ async fn chaos_on_dynamodb_and_sqs() {
         backend: "aws",
         seed,
         contacts: scale.contacts,
-        messages: history.messages.len(),
+        messages: history.messages,
+        cases: history.cases.clone(),
         played,
         faults_injected: injected,
         real_failures: named(faults.real_failures()),
+        emulator_faults,
         settled,
         verified,
+        phases: phases.laps,
         seconds: started.elapsed().as_secs_f64(),
     }
     .finish();

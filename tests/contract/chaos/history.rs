@@ -1,17 +1,21 @@
-//! A realistic Wati event history and its oracle.
+//! A realistic Wati event history, and what Wati said in it.
 //!
 //! The generator plays contacts talking to a business over a few days: customer messages (first
 //! ones as `newContactMessageReceived`), session replies and templates with their v1 and v2
 //! callbacks, delivered/read/replied statuses (sometimes without "delivered", as Meta does),
-//! failures, BSUID-only contacts, events of no message, and bodies that are not events at all.
-//! While it writes the callbacks it keeps the truth: what each message really is. The oracle is
-//! that truth rendered by the read API's view types; it never parses a callback.
+//! failures, events of no message, and bodies that are not events at all. And what Wati does that
+//! is easy to get wrong: a status (or a failure) reported twice with different times, status
+//! callbacks that name the message only by `whatsappMessageId` (and `localMessageId` in v2),
+//! BSUID-only contacts, BSUID contacts that later reveal their phone number, a "sent" callback
+//! delivered hours after the statuses of its message, and business messages that never reach
+//! the customer.
+//!
+//! Every callback about a message carries its [`Report`]: the ids, contact names, fact and
+//! timestamp Wati states in it. The body is rendered from the report, so the two cannot differ.
+//! The oracle (`oracle.rs`) folds the reports by the README's rules, with its own code: nothing
+//! here or there uses the crate's types.
 
-use std::collections::BTreeMap;
-
-use serde_json::{json, Value};
-use wati_ingest::message::{Direction, Failure, MessageRecord, MessageView};
-use wati_ingest::session::ContactView;
+use serde_json::{json, Map, Value};
 
 /// A small, seedable generator (SplitMix64): the same seed gives the same history.
 #[derive(Debug, Clone)]
@@ -24,10 +28,7 @@ impl Rng {
 
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        finalize(self.0)
     }
 
     /// Uniform in `low..=high`.
@@ -37,7 +38,7 @@ impl Rng {
 
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+        unit(self.next_u64()) < p
     }
 
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
@@ -48,6 +49,69 @@ impl Rng {
     }
 }
 
+/// SplitMix64's output function.
+fn finalize(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn unit(bits: u64) -> f64 {
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A draw in `[0, 1)` that is a pure function of its parts (the seed, what is decided, and
+/// where: a delivery's number and a call's number within it, say). Concurrent tasks deciding
+/// faults this way decide the same whatever order they run in, so a failing run replays.
+pub fn draw(parts: &[u64]) -> f64 {
+    unit(hash(parts))
+}
+
+pub fn hash(parts: &[u64]) -> u64 {
+    parts.iter().fold(0x243f_6a88_85a3_08d3, |acc, part| {
+        finalize(acc ^ finalize(part.wrapping_add(0x9e37_79b9_7f4a_7c15)))
+    })
+}
+
+/// FNV-1a of bytes, to turn text into a part for [`draw`].
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |acc, byte| {
+        (acc ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// What one callback states about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    /// The message itself, written by the customer (`inbound`) or sent by the business.
+    Message {
+        inbound: bool,
+        template: Option<String>,
+    },
+    Delivered,
+    Read,
+    Replied,
+    Failed {
+        code: Option<String>,
+        detail: Option<String>,
+    },
+}
+
+/// What Wati says in one callback about a message.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Wati's id, `whatsappMessageId`, `localMessageId`: whichever the callback carries.
+    pub id: Option<String>,
+    pub wamid: Option<String>,
+    pub local: Option<String>,
+    /// `waId` and `bsuid`, when the callback names the contact.
+    pub phone: Option<String>,
+    pub bsuid: Option<String>,
+    pub fact: Fact,
+    /// The callback's `timestamp` (unix seconds), when it carries one.
+    pub timestamp: Option<i64>,
+}
+
 /// One callback as Wati emits it, at the moment it happens.
 #[derive(Debug, Clone)]
 pub struct Callback {
@@ -55,15 +119,20 @@ pub struct Callback {
     pub body: Vec<u8>,
     /// Not a Wati event at all (must be quarantined, never applied).
     pub malformed: bool,
+    /// What it says about a message, if it is about one.
+    pub report: Option<Report>,
+    /// Held back this long before its first delivery: a "sent" callback delivered hours after
+    /// its statuses, the earlier of two reports of one status delivered after the later one.
+    pub held: i64,
 }
 
-/// The generated history: its callbacks, and the truth they describe.
+/// The generated history.
 pub struct History {
     pub callbacks: Vec<Callback>,
-    /// Every message by Wati id, as it really is.
-    pub messages: BTreeMap<String, MessageRecord>,
-    /// Every contact by the name the read API knows it by (phone number, or BSUID).
-    pub contacts: Vec<String>,
+    /// Messages the history is about (each one distinct message).
+    pub messages: usize,
+    /// How many times each of the hard cases occurs.
+    pub cases: std::collections::BTreeMap<&'static str, usize>,
 }
 
 /// How big a history to make.
@@ -73,45 +142,116 @@ pub struct Scale {
     pub days: i64,
 }
 
+const MINUTE: i64 = 60;
 const HOUR: i64 = 3_600;
 const DAY: i64 = 24 * HOUR;
+/// The longest a business message's callbacks trail its sending: a reply sent 40 minutes after
+/// the customer wrote, delivered within 5 minutes, read within 6 hours, replied within an hour,
+/// each status reported a second time up to 30 minutes later.
+const LONGEST_TAIL: i64 = 9 * HOUR;
+
+/// Who a contact is, and when (if ever) Wati learns its phone number.
+struct Person {
+    phone: Option<String>,
+    bsuid: Option<String>,
+    /// From this time on, events carry the phone number along with the BSUID.
+    reveal_at: Option<i64>,
+}
+
+impl Person {
+    /// The contact names an event at `at` carries, and whether its type gets `_bsuid`.
+    fn names_at(&self, at: i64) -> (Option<String>, Option<String>, bool) {
+        match (&self.phone, &self.reveal_at) {
+            (Some(_), Some(reveal)) if at < *reveal => (None, self.bsuid.clone(), true),
+            (Some(phone), _) => (Some(phone.clone()), self.bsuid.clone(), false),
+            (None, _) => (None, self.bsuid.clone(), true),
+        }
+    }
+}
+
+/// A callback before the quiet-band shift, rendered once its time is final.
+struct Pending {
+    at: i64,
+    event_type: String,
+    report: Report,
+    extra: Value,
+    held: i64,
+}
 
 impl History {
-    /// A history of `scale.days` days that ends two hours before `now` (so some windows are still
-    /// open when it is read) and keeps every session and window boundary away from the next hour,
-    /// so the oracle and the read API agree on what is open while the test runs.
+    /// A history of `scale.days` days whose last event is more than 45 minutes before `now`,
+    /// with every session and window boundary kept away from the next two hours, so the oracle
+    /// and the read API agree on what is open while the test runs.
     pub fn generate(scale: Scale, seed: u64, now: i64) -> History {
         let mut rng = Rng::new(seed);
-        let quiet = (now - DAY - 10 * 60, now - DAY + 2 * HOUR);
-        let end = now - 2 * HOUR - (quiet.1 - quiet.0);
+        let quiet = (now - DAY - 10 * MINUTE, now - DAY + 2 * HOUR);
+        let limit = now - 3 * HOUR;
+        let end = limit - LONGEST_TAIL;
         let start = end - scale.days * DAY;
         let mut world = World {
             rng: &mut rng,
-            callbacks: Vec::new(),
-            messages: BTreeMap::new(),
+            pending: Vec::new(),
+            raw: Vec::new(),
+            messages: 0,
             next_id: 0,
+            cases: Default::default(),
         };
-        let mut contacts = Vec::new();
         for n in 0..scale.contacts {
-            let contact = if n % 10 == 7 {
-                Contact::Bsuid(format!("US.{:020}", 7_000_000_000_000u64 + n as u64))
-            } else {
-                Contact::Phone(format!("1555{:07}", n))
+            let phone = format!("1555{:07}", n);
+            let bsuid = format!("US.{:020}", 7_000_000_000_000u64 + n as u64);
+            let person = match n % 10 {
+                7 => Person {
+                    phone: None,
+                    bsuid: Some(bsuid),
+                    reveal_at: None,
+                },
+                3 => {
+                    // Known by a BSUID first; its phone number comes later in the history.
+                    let reveal_at = start + world.rng.between(DAY / 2, scale.days * DAY - DAY / 2);
+                    *world.cases.entry("contacts_revealing_phone").or_default() += 1;
+                    Person {
+                        phone: Some(phone),
+                        bsuid: Some(bsuid),
+                        reveal_at: Some(reveal_at),
+                    }
+                }
+                _ => Person {
+                    phone: Some(phone),
+                    bsuid: None,
+                    reveal_at: None,
+                },
             };
-            contacts.push(contact.name().to_owned());
-            world.converse(&contact, start, end);
+            if n % 20 == 11 {
+                world.unreached(&person, start, end);
+            } else {
+                world.converse(&person, start, end, n % 10 == 5, quiet.0);
+            }
         }
         // Events that name no message, and bodies that are no event: accepted and quarantined,
         // never applied.
         for n in 0..scale.contacts / 10 + 1 {
             let at = world.rng.between(start, end);
-            world.raw(at, other_event(n, at), false);
+            world.raw.push(Callback {
+                at,
+                body: other_event(n, at),
+                malformed: false,
+                report: None,
+                held: 0,
+            });
             let at = world.rng.between(start, end);
-            world.raw(at, malformed(n), true);
+            world.raw.push(Callback {
+                at,
+                body: malformed(n),
+                malformed: true,
+                report: None,
+                held: 0,
+            });
         }
         let World {
-            mut callbacks,
-            mut messages,
+            pending,
+            raw,
+            messages,
+            cases,
             ..
         } = world;
         // Moves every time at or after the quiet band's start past its end: order is kept, and
@@ -123,132 +263,145 @@ impl History {
                 at
             }
         };
-        for callback in &mut callbacks {
-            let shifted = shift(callback.at);
-            if shifted != callback.at {
-                let text = String::from_utf8_lossy(&callback.body)
-                    .replace(&format!("\"{}\"", callback.at), &format!("\"{shifted}\""));
-                callback.body = text.into_bytes();
-                callback.at = shifted;
-            }
-        }
-        for message in messages.values_mut() {
-            for at in [
-                &mut message.sent_at,
-                &mut message.delivered_at,
-                &mut message.read_at,
-                &mut message.replied_at,
-            ] {
-                *at = at.map(shift);
-            }
-            if let Some(failure) = &mut message.failure {
-                failure.at = shift(failure.at);
-            }
-        }
+        let mut callbacks: Vec<Callback> = pending
+            .into_iter()
+            .map(|mut pending| {
+                pending.at = shift(pending.at);
+                pending.report.timestamp = pending.report.timestamp.map(shift);
+                assert!(
+                    pending.at < now - 45 * MINUTE,
+                    "the history ends before now"
+                );
+                Callback {
+                    at: pending.at,
+                    body: render(&pending).to_string().into_bytes(),
+                    malformed: false,
+                    report: Some(pending.report),
+                    held: pending.held,
+                }
+            })
+            .collect();
+        callbacks.extend(raw);
         History {
             callbacks,
             messages,
-            contacts,
+            cases,
         }
-    }
-
-    /// What the read API must answer for every message and contact, seen at `now`.
-    pub fn oracle(&self, now: i64) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
-        let messages = self
-            .messages
-            .iter()
-            .map(|(id, record)| (id.clone(), view(&MessageView::from(record))))
-            .collect();
-        let mut by_contact: BTreeMap<&str, Vec<MessageRecord>> = BTreeMap::new();
-        for record in self.messages.values() {
-            let contact = record.contact().expect("every message has a contact");
-            by_contact.entry(contact).or_default().push(record.clone());
-        }
-        let contacts = self
-            .contacts
-            .iter()
-            .filter_map(|name| {
-                let mine = by_contact.get(name.as_str())?;
-                let contact = ContactView::from_messages(mine, now)?;
-                Some((name.clone(), view(&contact)))
-            })
-            .collect();
-        (messages, contacts)
     }
 }
 
-fn view(value: &impl serde::Serialize) -> Value {
-    serde_json::to_value(value).expect("views serialise")
-}
-
-enum Contact {
-    Phone(String),
-    Bsuid(String),
-}
-
-impl Contact {
-    fn name(&self) -> &str {
-        match self {
-            Contact::Phone(name) | Contact::Bsuid(name) => name,
+/// The body of a callback: its decoration, then everything its report says, in Wati's fields.
+fn render(pending: &Pending) -> Value {
+    let report = &pending.report;
+    let mut body = match &pending.extra {
+        Value::Object(fields) => fields.clone(),
+        _ => Map::new(),
+    };
+    body.insert("eventType".into(), json!(pending.event_type));
+    for (field, value) in [
+        ("id", &report.id),
+        ("whatsappMessageId", &report.wamid),
+        ("localMessageId", &report.local),
+        ("waId", &report.phone),
+        ("bsuid", &report.bsuid),
+    ] {
+        if let Some(value) = value {
+            body.insert(field.into(), json!(value));
         }
     }
-
-    /// The identity fields a callback about this contact carries.
-    fn fields(&self) -> Value {
-        match self {
-            Contact::Phone(wa_id) => json!({ "waId": wa_id }),
-            Contact::Bsuid(bsuid) => json!({ "bsuid": bsuid }),
-        }
+    if let Some(timestamp) = report.timestamp {
+        body.insert("timestamp".into(), json!(timestamp.to_string()));
     }
-
-    /// The event type with the `_bsuid` suffix BSUID-only contacts get.
-    fn event_type(&self, base: &str) -> String {
-        match self {
-            Contact::Phone(_) => base.to_owned(),
-            Contact::Bsuid(_) => format!("{base}_bsuid"),
+    match &report.fact {
+        Fact::Message { inbound, template } => {
+            body.insert("owner".into(), json!(!inbound));
+            if let Some(name) = template {
+                body.insert("templateName".into(), json!(name));
+                body.insert("templateId".into(), json!(format!("tpl-{name}")));
+            }
         }
+        Fact::Failed { code, detail } => {
+            for (field, value) in [("failedCode", code), ("failedDetail", detail)] {
+                if let Some(value) = value {
+                    body.insert(field.into(), json!(value));
+                }
+            }
+        }
+        Fact::Delivered | Fact::Read | Fact::Replied => {}
     }
+    Value::Object(body)
 }
 
 struct World<'a> {
     rng: &'a mut Rng,
-    callbacks: Vec<Callback>,
-    messages: BTreeMap<String, MessageRecord>,
+    pending: Vec<Pending>,
+    raw: Vec<Callback>,
+    messages: usize,
     next_id: u64,
+    cases: std::collections::BTreeMap<&'static str, usize>,
 }
 
-/// What a business message became.
+/// A business message's ids, and how its callbacks name it.
 struct Outbound {
     id: String,
     wamid: String,
     local: String,
-    template: Option<String>,
+    /// The business subscribes to v2 callbacks too (they add `localMessageId`).
+    v2: bool,
 }
 
 impl World<'_> {
-    fn converse(&mut self, contact: &Contact, start: i64, end: i64) {
+    fn case(&mut self, name: &'static str) {
+        *self.cases.entry(name).or_default() += 1;
+    }
+
+    /// `boundary`: the contact's first message opens a session, and another comes exactly 24 h
+    /// later (it must open the next session); only where both lie before the quiet band.
+    fn converse(&mut self, person: &Person, start: i64, end: i64, boundary: bool, quiet: i64) {
         let mut at = start + self.rng.between(0, 12 * HOUR);
         let mut last_inbound: Option<i64> = None;
-        let mut first = true;
+        if boundary && at + DAY < quiet {
+            self.inbound(person, at, true);
+            self.inbound(person, at + DAY, false);
+            self.case("messages_at_a_session_expiry");
+            last_inbound = Some(at);
+            at += self.rng.between(HOUR, 18 * HOUR);
+        }
+        let mut first = last_inbound.is_none();
         while at < end {
             if self.rng.chance(0.5) {
                 // The customer writes; an agent usually answers within the window.
-                self.inbound(contact, at, first);
+                self.inbound(person, at, first);
                 first = false;
                 last_inbound = Some(at);
                 if self.rng.chance(0.7) {
-                    let reply_at = at + self.rng.between(30, 40 * 60);
-                    self.outbound(contact, reply_at, None, &mut last_inbound);
+                    let reply_at = at + self.rng.between(30, 40 * MINUTE);
+                    self.outbound(person, reply_at, None, &mut last_inbound);
                 }
             } else if last_inbound.is_some_and(|inbound| at - inbound < DAY) && self.rng.chance(0.5)
             {
-                self.outbound(contact, at, None, &mut last_inbound);
+                self.outbound(person, at, None, &mut last_inbound);
             } else {
                 let template =
                     ["order_update", "welcome", "payment_due"][self.rng.between(0, 2) as usize];
-                self.outbound(contact, at, Some(template), &mut last_inbound);
+                self.outbound(person, at, Some(template), &mut last_inbound);
             }
             at += self.rng.between(HOUR, 18 * HOUR);
+        }
+    }
+
+    /// A contact the business never reaches: templates that fail or are only ever sent.
+    fn unreached(&mut self, person: &Person, start: i64, end: i64) {
+        self.case("contacts_never_reached");
+        for _ in 0..self.rng.between(1, 3) {
+            let at = self.rng.between(start, end);
+            let message = self.new_outbound();
+            self.sent(person, &message, at, Some("payment_due"), 0);
+            if self.rng.chance(0.5) {
+                self.failure(&message, at, true);
+            } else {
+                self.case("messages_only_sent");
+            }
         }
     }
 
@@ -260,207 +413,247 @@ impl World<'_> {
         )
     }
 
-    fn inbound(&mut self, contact: &Contact, at: i64, first: bool) {
+    fn push(&mut self, at: i64, event_type: String, report: Report, extra: Value, held: i64) {
+        self.pending.push(Pending {
+            at,
+            event_type,
+            report,
+            extra,
+            held,
+        });
+    }
+
+    fn inbound(&mut self, person: &Person, at: i64, first: bool) {
+        self.messages += 1;
         let id = self.id();
-        let wamid = format!("wamid.IN{id}");
         let base = if first && self.rng.chance(0.5) {
             "newContactMessageReceived"
         } else {
             "message"
         };
-        let mut body = json!({
-            "id": id, "created": "2026-01-01T00:00:00Z", "whatsappMessageId": wamid,
-            "conversationId": format!("conv-{}", contact.name()), "text": "Hi, where is my order?",
-            "type": "text", "data": null, "timestamp": at.to_string(), "owner": false,
-            "eventType": contact.event_type(base), "statusString": "SENT", "senderName": "Customer",
-            "sourceType": 0, "channelPhoneNumber": "15550000000",
-        });
-        merge(&mut body, contact.fields());
-        self.emit(at, body);
-        let record = MessageRecord {
-            id: Some(id.clone()),
-            whatsapp_message_id: Some(wamid),
-            direction: Some(Direction::Inbound),
-            sent_at: Some(at),
-            ..identity(contact)
+        let (phone, bsuid, suffixed) = person.names_at(at);
+        let event_type = if suffixed {
+            format!("{base}_bsuid")
+        } else {
+            base.to_owned()
         };
-        self.messages.insert(id, record);
+        let report = Report {
+            wamid: Some(format!("wamid.IN{id}")),
+            id: Some(id),
+            local: None,
+            phone,
+            bsuid,
+            fact: Fact::Message {
+                inbound: true,
+                template: None,
+            },
+            timestamp: Some(at),
+        };
+        let extra = json!({
+            "created": "2026-01-01T00:00:00Z", "conversationId": "conv-chaos",
+            "text": "Hi, where is my order?", "type": "text", "data": null,
+            "statusString": "SENT", "senderName": "Customer", "sourceType": 0,
+            "channelPhoneNumber": "14155550000",
+        });
+        self.push(at, event_type, report, extra, 0);
     }
 
-    /// A session message (`template` None) or a template, with its callbacks over its life.
-    fn outbound(
-        &mut self,
-        contact: &Contact,
-        at: i64,
-        template: Option<&str>,
-        last_inbound: &mut Option<i64>,
-    ) {
+    fn new_outbound(&mut self) -> Outbound {
+        self.messages += 1;
         let id = self.id();
-        let message = Outbound {
+        Outbound {
             wamid: format!("wamid.OUT{id}"),
             local: format!("local-{id}"),
-            template: template.map(str::to_owned),
+            // Some businesses subscribe to v1 only, some to both v1 and v2 of every callback.
+            v2: self.rng.chance(0.6),
             id,
-        };
+        }
+    }
+
+    /// The "sent" callbacks (v1, and v2 when subscribed), held back `held` seconds.
+    fn sent(
+        &mut self,
+        person: &Person,
+        message: &Outbound,
+        at: i64,
+        template: Option<&str>,
+        held: i64,
+    ) {
         let base = if template.is_some() {
             "templateMessageSent"
         } else {
             "sessionMessageSent"
         };
-        let mut record = MessageRecord {
-            id: Some(message.id.clone()),
-            whatsapp_message_id: Some(message.wamid.clone()),
-            direction: Some(Direction::Outbound),
-            template_name: message.template.clone(),
-            sent_at: Some(at),
-            ..identity(contact)
-        };
-        let sent = |v2: bool| {
-            let event_type = if v2 {
-                contact.event_type(&format!("{base}_v2"))
-            } else {
-                contact.event_type(base)
-            };
-            let mut body = json!({
-                "eventType": event_type, "id": message.id, "whatsappMessageId": message.wamid,
-                "conversationId": format!("conv-{}", contact.name()), "text": "Your order ships today.",
-                "type": if template.is_some() { "template" } else { "text" }, "timestamp": at.to_string(),
-                "owner": true, "statusString": "SENT", "sourceType": "API",
-                "channelPhoneNumber": "15550000000",
-            });
-            if let Some(name) = template {
-                merge(
-                    &mut body,
-                    json!({ "templateName": name, "templateId": format!("tpl-{name}") }),
-                );
+        let (phone, bsuid, suffixed) = person.names_at(at);
+        let extra = json!({
+            "conversationId": "conv-chaos", "text": "Your order ships today.",
+            "type": if template.is_some() { "template" } else { "text" },
+            "statusString": "SENT", "sourceType": "API", "channelPhoneNumber": "14155550000",
+        });
+        for v2 in [false, true] {
+            if v2 && !message.v2 {
+                continue;
             }
+            let mut event_type = base.to_owned();
             if v2 {
-                merge(&mut body, json!({ "localMessageId": message.local }));
+                event_type.push_str("_v2");
             }
-            merge(&mut body, contact.fields());
-            body
-        };
-        // Some businesses subscribe to v1 only, some to both v1 and v2 of every callback.
-        let v2 = self.rng.chance(0.6);
-        self.emit(at, sent(false));
-        if v2 {
-            self.emit(at, sent(true));
-            record.local_message_id = Some(message.local.clone());
+            if suffixed {
+                event_type.push_str("_bsuid");
+            }
+            let report = Report {
+                id: Some(message.id.clone()),
+                wamid: Some(message.wamid.clone()),
+                local: v2.then(|| message.local.clone()),
+                phone: phone.clone(),
+                bsuid: bsuid.clone(),
+                fact: Fact::Message {
+                    inbound: false,
+                    template: template.map(str::to_owned),
+                },
+                timestamp: Some(at),
+            };
+            self.push(at, event_type, report, extra.clone(), held);
         }
+    }
+
+    /// A failure callback; now and then a second one, later, with another code and no detail:
+    /// the first one's code and detail must stay. Failed callbacks always carry the local id,
+    /// and a failed template has no wamid.
+    fn failure(&mut self, message: &Outbound, at: i64, template: bool) {
+        let failed_at = at + self.rng.between(1, 120);
+        let (kind, code, detail) = if template {
+            ("templateMessageFailed", "131026", "Message undeliverable")
+        } else {
+            ("sessionMessageFailed", "131047", "Re-engagement message")
+        };
+        let again = self.rng.chance(0.3);
+        let mut reports = vec![(failed_at, Some(code), Some(detail))];
+        if again {
+            self.case("failures_reported_twice");
+            let later = failed_at + self.rng.between(1, 600);
+            // Ranks before the first one's code, so a field-by-field merge would pick it.
+            reports.push((later, Some("131000"), None));
+        }
+        let hold_first = again && self.rng.chance(0.5);
+        for (n, (at, code, detail)) in reports.into_iter().enumerate() {
+            let report = Report {
+                id: Some(message.id.clone()),
+                wamid: (!template).then(|| message.wamid.clone()),
+                local: Some(message.local.clone()),
+                phone: None,
+                bsuid: None,
+                fact: Fact::Failed {
+                    code: code.map(str::to_owned),
+                    detail: detail.map(str::to_owned),
+                },
+                timestamp: Some(at),
+            };
+            let held = if n == 0 && hold_first {
+                self.rng.between(10 * MINUTE, HOUR)
+            } else {
+                0
+            };
+            let extra = json!({ "statusString": "Failed", "owner": true });
+            self.push(at, kind.to_owned(), report, extra, held);
+        }
+    }
+
+    /// A session message (`template` None) or a template, with its callbacks over its life.
+    fn outbound(
+        &mut self,
+        person: &Person,
+        at: i64,
+        template: Option<&str>,
+        last_inbound: &mut Option<i64>,
+    ) {
+        let message = self.new_outbound();
+        // Now and then Wati delivers "sent" hours after the message's statuses.
+        let held = if self.rng.chance(0.03) {
+            self.case("sent_delivered_hours_after_its_statuses");
+            self.rng.between(2 * HOUR, 8 * HOUR)
+        } else {
+            0
+        };
+        self.sent(person, &message, at, template, held);
 
         if self.rng.chance(0.08) {
-            let failed_at = at + self.rng.between(1, 120);
-            let (kind, code, detail) = if template.is_some() {
-                ("templateMessageFailed", "131026", "Message undeliverable")
-            } else {
-                ("sessionMessageFailed", "131047", "Re-engagement message")
-            };
-            // Failed callbacks always carry the local id, and a failed template has no wamid.
-            let mut body = json!({
-                "eventType": kind, "statusString": "Failed", "localMessageId": message.local,
-                "id": message.id, "timestamp": failed_at.to_string(), "owner": true,
-                "failedCode": code, "failedDetail": detail,
-            });
-            if template.is_none() {
-                merge(&mut body, json!({ "whatsappMessageId": message.wamid }));
-            }
-            self.emit(failed_at, body);
-            record.local_message_id = Some(message.local.clone());
-            record.failure = Some(Failure {
-                at: failed_at,
-                code: Some(code.into()),
-                detail: Some(detail.into()),
-            });
-            self.messages.insert(message.id.clone(), record);
+            self.failure(&message, at, template.is_some());
             return;
         }
 
         let delivered_at = at + self.rng.between(1, 300);
+        let mut delivered = false;
         // Meta skips "delivered" now and then when the message is read at once.
         if self.rng.chance(0.95) {
-            self.status(
-                &message,
-                "sentMessageDELIVERED",
-                "Delivered",
-                delivered_at,
-                v2,
-            );
-            record.delivered_at = Some(delivered_at);
+            self.status(&message, Fact::Delivered, delivered_at);
+            delivered = true;
         }
+        let mut read = false;
         if self.rng.chance(0.65) {
             let read_at = delivered_at + self.rng.between(1, 6 * HOUR);
-            self.status(&message, "sentMessageREAD", "Read", read_at, v2);
-            record.read_at = Some(read_at);
+            self.status(&message, Fact::Read, read_at);
+            read = true;
             if self.rng.chance(0.3) {
                 let replied_at = read_at + self.rng.between(5, HOUR);
-                self.status(&message, "sentMessageREPLIED", "Replied", replied_at, v2);
-                record.replied_at = Some(replied_at);
-                self.inbound(contact, replied_at, false);
+                self.status(&message, Fact::Replied, replied_at);
+                self.inbound(person, replied_at, false);
                 *last_inbound = Some(replied_at);
             }
         }
-        if record.delivered_at.is_none() && record.read_at.is_none() {
+        if !delivered && !read {
             // Neither delivered nor read: the "delivered" callback is the one truth we keep.
-            self.status(
-                &message,
-                "sentMessageDELIVERED",
-                "Delivered",
-                delivered_at,
-                v2,
-            );
-            record.delivered_at = Some(delivered_at);
+            self.status(&message, Fact::Delivered, delivered_at);
         }
-        self.messages.insert(message.id.clone(), record);
     }
 
-    /// A status callback: no `waId` (Wati sends none), v2 adds the local id.
-    fn status(&mut self, message: &Outbound, kind: &str, label: &str, at: i64, v2: bool) {
-        let body = |v2: bool| {
-            let mut body = json!({
-                "eventType": if v2 { format!("{kind}_v2") } else { kind.to_owned() },
-                "statusString": label, "id": message.id, "whatsappMessageId": message.wamid,
-                "timestamp": at.to_string(), "owner": true, "channelId": null,
-            });
-            if v2 {
-                merge(&mut body, json!({ "localMessageId": message.local }));
-            }
-            body
+    /// A status's callbacks (v1, and v2 with the local id). A third of them name the message
+    /// only by its wamid, without Wati's id. Now and then the status is reported a second time,
+    /// later; the earlier report is then sometimes delivered after the later one.
+    fn status(&mut self, message: &Outbound, fact: Fact, at: i64) {
+        let (kind, label) = match fact {
+            Fact::Delivered => ("sentMessageDELIVERED", "Delivered"),
+            Fact::Read => ("sentMessageREAD", "Read"),
+            _ => ("sentMessageREPLIED", "Replied"),
         };
-        self.emit(at, body(false));
-        if v2 {
-            self.emit(at, body(true));
+        let mut times = vec![at];
+        if self.rng.chance(0.12) {
+            self.case("statuses_reported_twice");
+            times.push(at + self.rng.between(1, 30 * MINUTE));
         }
-    }
-
-    fn emit(&mut self, at: i64, body: Value) {
-        self.raw(at, body.to_string().into_bytes(), false);
-    }
-
-    fn raw(&mut self, at: i64, body: Vec<u8>, malformed: bool) {
-        self.callbacks.push(Callback {
-            at,
-            body,
-            malformed,
-        });
-    }
-}
-
-fn identity(contact: &Contact) -> MessageRecord {
-    match contact {
-        Contact::Phone(wa_id) => MessageRecord {
-            wa_id: Some(wa_id.clone()),
-            ..MessageRecord::default()
-        },
-        Contact::Bsuid(bsuid) => MessageRecord {
-            bsuid: Some(bsuid.clone()),
-            ..MessageRecord::default()
-        },
-    }
-}
-
-fn merge(body: &mut Value, fields: Value) {
-    if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), fields) {
-        body.extend(fields);
+        let hold_first = times.len() > 1 && self.rng.chance(0.5);
+        for (n, at) in times.into_iter().enumerate() {
+            let held = if n == 0 && hold_first {
+                self.rng.between(10 * MINUTE, HOUR)
+            } else {
+                0
+            };
+            for v2 in [false, true] {
+                if v2 && !message.v2 {
+                    continue;
+                }
+                let without_id = self.rng.chance(1.0 / 3.0);
+                if without_id {
+                    self.case("status_callbacks_without_wati_id");
+                }
+                let report = Report {
+                    id: (!without_id).then(|| message.id.clone()),
+                    wamid: Some(message.wamid.clone()),
+                    local: v2.then(|| message.local.clone()),
+                    phone: None,
+                    bsuid: None,
+                    fact: fact.clone(),
+                    timestamp: Some(at),
+                };
+                let event_type = if v2 {
+                    format!("{kind}_v2")
+                } else {
+                    kind.to_owned()
+                };
+                let extra = json!({ "statusString": label, "owner": true, "channelId": null });
+                self.push(at, event_type, report, extra, held);
+            }
+        }
     }
 }
 
