@@ -27,7 +27,9 @@
 //!
 //! Adapters and runtimes:
 //! - [`store::embedded`]: SQLite ledger, durable queue and state, with group commit.
-//! - [`store::aws`]: the ledger on DynamoDB and the queue on SQS.
+//! - [`store::aws`]: the ledger on DynamoDB and the queue on SQS; [`store::sqs_envelope`]: the
+//!   queue message in SQS's character set.
+//! - [`store::dynamo_state`]: the state on DynamoDB, as [`message_items`] without read-modify-write.
 //! - [`local`]: the whole pipeline as one process (`make run`).
 //! - [`cli`]: operator commands (inspect, replay, redrive-dlq) on the local store or AWS.
 //! - [`lambda`]: the AWS composition (configuration, the receiver's router) for `src/bin/receiver.rs`.
