@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use wati_ingest::auth::SecretSet;
 use wati_ingest::lambda::{process_sqs_batch, read_api_router, receiver_router, ReceiverConfig};
+use wati_ingest::ports::StateStore;
 use wati_ingest::processor::Archive;
 use wati_ingest::store::aws::{decode_queued, DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
@@ -523,7 +524,27 @@ async fn very_long_ids_are_quarantined_not_retried() {
         .collect();
     let mut failures = sweep(&aws, &mutations).await;
     let records = aws.take_queue().await;
+    let queued: Vec<_> = records
+        .iter()
+        .map(|record| decode_queued(record.body.as_deref().unwrap_or_default()).expect("queued"))
+        .collect();
     failures.extend(process_named(&aws, records, &mutations).await);
+    // Each message event is kept in quarantine with its body, byte for byte, and why (events
+    // about no message are only archived: their ids are never keys).
+    let message_events: Vec<_> = queued
+        .iter()
+        .filter(|event| {
+            wati_ingest::event::WatiEvent::parse(event.body.as_bytes())
+                .is_ok_and(|parsed| parsed.kind.is_message_event())
+        })
+        .collect();
+    assert!(!message_events.is_empty(), "no message event to check");
+    for event in message_events {
+        match aws.state.quarantined(&event.key).await.unwrap() {
+            Some(kept) if kept.body == event.body.as_bytes() && kept.reason.contains("longer") => {}
+            other => failures.push(format!("{}: quarantined as {other:?}", event.key)),
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
