@@ -52,24 +52,32 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Every token the home item must already hold for the edges and links to be skipped.
+    /// The tokens the home item must already hold for the edges and links to be skipped.
     pub fn link_tokens(&self) -> &BTreeSet<String> {
         &self.home.linked
     }
 }
 
-/// The token in `linked` that says the contact links of `(wa_id, bsuid)` are written.
-pub fn contact_link_token(wa_id: &str, bsuid: &str) -> String {
-    format!("LINK#{wa_id}#{bsuid}")
+/// The token that says an event's exact ids and contact names were written to every item they
+/// name, with its contact links: a later event naming exactly the same may write its home alone,
+/// and gets the same outcome as if it wrote them all (nothing on those items can change). A
+/// digest, so that no id can forge another token.
+pub fn identity_token(record: &MessageRecord) -> String {
+    let fields: Vec<Option<&str>> = identity_fields(record).iter().map(|(_, v)| *v).collect();
+    let encoded = serde_json::to_vec(&fields).unwrap_or_default();
+    format!("T#{}", &crate::event::sha256_hex(&encoded)[..32])
 }
 
 /// The writes one event's facts need, or `None` when they name no message.
 pub fn plan(facts: &MessageRecord) -> Option<Plan> {
     let home = facts.primary_id()?.to_owned();
-    let ids_only = MessageRecord {
+    // Edges carry the event's ids and contact names (checked like the home's), no facts.
+    let identity = MessageRecord {
         id: facts.id.clone(),
         whatsapp_message_id: facts.whatsapp_message_id.clone(),
         local_message_id: facts.local_message_id.clone(),
+        wa_id: facts.wa_id.clone(),
+        bsuid: facts.bsuid.clone(),
         ..MessageRecord::default()
     };
     let others: BTreeSet<String> = facts
@@ -81,9 +89,9 @@ pub fn plan(facts: &MessageRecord) -> Option<Plan> {
         (Some(wa_id), Some(bsuid)) => Some((wa_id.clone(), bsuid.clone())),
         _ => None,
     };
-    let mut linked = others.clone();
-    if let Some((wa_id, bsuid)) = &contact_link {
-        linked.insert(contact_link_token(wa_id, bsuid));
+    let mut linked = BTreeSet::new();
+    if !others.is_empty() || contact_link.is_some() {
+        linked.insert(identity_token(&identity));
     }
     Some(Plan {
         home: ItemWrite {
@@ -95,7 +103,7 @@ pub fn plan(facts: &MessageRecord) -> Option<Plan> {
             .into_iter()
             .map(|key| ItemWrite {
                 key,
-                record: ids_only.clone(),
+                record: identity.clone(),
                 linked: BTreeSet::new(),
             })
             .collect(),
@@ -247,15 +255,30 @@ impl Resolution {
     }
 }
 
-/// One record per message: several homes of one contact may resolve to the same message.
+/// One record per message: several homes of one contact may resolve to the same message, and
+/// a read that saw one of them stale to a part of it: components that share an item are one.
 pub fn distinct_messages(resolutions: Vec<Resolution>) -> Vec<MessageRecord> {
-    let mut messages: BTreeMap<Vec<String>, MessageRecord> = BTreeMap::new();
+    let mut groups: Vec<(BTreeSet<String>, MessageRecord)> = Vec::new();
     for resolution in resolutions {
-        if let Some(message) = resolution.message() {
-            messages.entry(resolution.keys()).or_insert(message);
+        let Some(message) = resolution.message() else {
+            continue;
+        };
+        let mut keys: BTreeSet<String> = resolution.keys().into_iter().collect();
+        let mut record = message;
+        // Absorb every group this one overlaps (true components are disjoint or equal).
+        let mut kept = Vec::with_capacity(groups.len());
+        for (group_keys, group_record) in groups {
+            if group_keys.is_disjoint(&keys) {
+                kept.push((group_keys, group_record));
+            } else {
+                keys.extend(group_keys);
+                record.merge(&group_record);
+            }
         }
+        kept.push((keys, record));
+        groups = kept;
     }
-    messages.into_values().collect()
+    groups.into_iter().map(|(_, record)| record).collect()
 }
 
 #[cfg(test)]
@@ -378,6 +401,7 @@ mod tests {
         let record = MessageRecord {
             wa_id: Some("1".into()),
             bsuid: Some("B".into()),
+            sent_at: Some(5),
             ..facts(Some("R"), Some("W"), Some("L"))
         };
         let plan = plan(&record).unwrap();
@@ -385,14 +409,58 @@ mod tests {
         let edges: Vec<&str> = plan.edges.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(edges, ["L", "W"]);
         assert!(plan.edges.iter().all(|e| e.record.sent_at.is_none()
-            && e.record.wa_id.is_none()
+            && e.record.direction.is_none()
+            && e.record.wa_id.as_deref() == Some("1")
             && e.record.id.as_deref() == Some("R")));
-        assert_eq!(
-            plan.link_tokens().iter().collect::<Vec<_>>(),
-            ["L", &contact_link_token("1", "B"), "W"]
-        );
+        assert_eq!(plan.link_tokens().len(), 1);
         assert_eq!(plan.contact_link, Some(("1".into(), "B".into())));
         assert!(super::plan(&MessageRecord::default()).is_none());
+        // Another tuple of ids or names is another token; one id alone needs none.
+        let v1 = super::plan(&facts(Some("R"), Some("W"), None)).unwrap();
+        assert_ne!(v1.link_tokens(), plan.link_tokens());
+        assert!(super::plan(&facts(Some("R"), None, None))
+            .unwrap()
+            .link_tokens()
+            .is_empty());
+    }
+
+    /// A forged status naming a real wamid with another phone number is refused in either
+    /// order: edges carry the contact names too.
+    #[test]
+    fn another_phone_through_an_edge_is_refused() {
+        let sent = MessageRecord {
+            wa_id: Some("P".into()),
+            ..facts(Some("R"), Some("W"), None)
+        };
+        let forged = MessageRecord {
+            wa_id: Some("Q".into()),
+            ..facts(None, Some("W"), None)
+        };
+        let mut items = Items::default();
+        items.apply(&sent).unwrap();
+        assert_eq!(items.apply(&forged).unwrap_err().field, "wa_id");
+        let mut reversed = Items::default();
+        reversed.apply(&forged).unwrap();
+        assert_eq!(reversed.apply(&sent).unwrap_err().field, "wa_id");
+    }
+
+    #[test]
+    fn overlapping_reads_of_one_message_count_once() {
+        let mut items = Items::default();
+        items.apply(&facts(None, Some("W"), None)).unwrap();
+        let stale = {
+            let mut r = Resolution::new("W");
+            r.offer("W", items.0.get("W").cloned());
+            r
+        };
+        items.apply(&facts(Some("R"), Some("W"), None)).unwrap();
+        let mut fresh = Resolution::new("R");
+        while !fresh.wanted().is_empty() {
+            for key in fresh.wanted() {
+                fresh.offer(&key, items.0.get(&key).cloned());
+            }
+        }
+        assert_eq!(distinct_messages(vec![stale, fresh]).len(), 1);
     }
 
     /// Events of one message, as Wati may send them: any subset of its three ids.

@@ -46,7 +46,13 @@ use crate::store::aws::{bytes, n, number, s, text, unavailable};
 
 type Item = HashMap<String, AttributeValue>;
 
+/// Items by `contact` (the phone number, else the BSUID) and by `bsuid`: together every item
+/// that names a contact by either name, like the embedded store's two indexes.
 const CONTACT_INDEX: &str = "by_contact";
+const BSUID_INDEX: &str = "by_bsuid";
+
+/// Rounds of `UnprocessedKeys` retried (with backoff) before a read gives up.
+const BATCH_GET_ATTEMPTS: u32 = 8;
 
 /// BatchGetItem takes at most this many keys per call.
 const BATCH_GET_LIMIT: usize = 100;
@@ -65,6 +71,14 @@ const LEGACY_TIMES: [&str; 4] = ["sent_at", "delivered_at", "read_at", "replied_
 pub struct DynamoState {
     client: aws_sdk_dynamodb::Client,
     table: String,
+}
+
+/// The key of an alias item of the earlier model.
+fn alias_key(id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), s(format!("ID#{id}"))),
+        ("sk".to_owned(), s("ID")),
+    ])
 }
 
 fn message_key(id: &str) -> HashMap<String, AttributeValue> {
@@ -162,10 +176,7 @@ pub fn item_update(write: &ItemWrite, require_links: bool) -> ItemUpdate {
             AttributeValue::Ss(write.linked.iter().cloned().collect()),
         );
     }
-    // An edge item of an event without ids to set is still created, so that it exists.
-    if set.is_empty() && add.is_empty() {
-        set.push("sk = sk".to_owned());
-    }
+    // Never empty: a home sets its own id, and an edge at least two.
     let mut update_expression = String::new();
     if !set.is_empty() {
         update_expression = format!("SET {}", set.join(", "));
@@ -359,61 +370,61 @@ impl DynamoState {
         Err(unavailable("write message items", error))
     }
 
-    /// The items under `keys` (eventually consistent). A key with no item but an alias of the
-    /// earlier model reads as a copy of the message the alias names.
+    /// The items under `keys` (eventually consistent). An alias of the earlier model (`ID#k`
+    /// naming message `p`) reads as a copy of `p` joined into `k`'s item, so that `k` and `p`
+    /// name each other: messages written before the upgrade stay whole whatever comes next.
     async fn fetch(
         &self,
         keys: &[String],
     ) -> Result<BTreeMap<String, Option<MessageItem>>, StoreError> {
         let mut found: BTreeMap<String, Option<MessageItem>> = BTreeMap::new();
-        for item in self
-            .batch_get(keys.iter().map(|k| message_key(k)).collect())
-            .await?
-        {
+        let mut aliases: BTreeMap<String, String> = BTreeMap::new();
+        let wanted = keys
+            .iter()
+            .flat_map(|k| [message_key(k), alias_key(k)])
+            .collect();
+        for item in self.batch_get(wanted).await? {
             if let Some(key) = message_item_key(&item) {
                 found.insert(key.clone(), Some(item_from_attributes(key, &item)));
-            }
-        }
-        let missing: Vec<&String> = keys.iter().filter(|k| !found.contains_key(*k)).collect();
-        let mut aliases: BTreeMap<String, String> = BTreeMap::new();
-        if !missing.is_empty() {
-            let alias_keys = missing
-                .iter()
-                .map(|k| {
-                    HashMap::from([
-                        ("pk".to_owned(), s(format!("ID#{k}"))),
-                        ("sk".to_owned(), s("ID")),
-                    ])
-                })
-                .collect();
-            for item in self.batch_get(alias_keys).await? {
-                let alias =
-                    text(&item, "pk").and_then(|pk| pk.strip_prefix("ID#").map(str::to_owned));
-                if let (Some(alias), Some(primary)) = (alias, text(&item, "message")) {
+            } else if let (Some(alias), Some(primary)) = (
+                text(&item, "pk").and_then(|pk| pk.strip_prefix("ID#").map(str::to_owned)),
+                text(&item, "message"),
+            ) {
+                if alias != primary {
                     aliases.insert(alias, primary);
                 }
             }
         }
-        if !aliases.is_empty() {
-            let primaries: BTreeSet<&String> = aliases.values().collect();
-            let mut messages: BTreeMap<String, MessageItem> = BTreeMap::new();
+        let primaries: BTreeSet<String> = aliases
+            .values()
+            .filter(|p| !found.contains_key(*p))
+            .cloned()
+            .collect();
+        let mut legacy: BTreeMap<String, MessageItem> = BTreeMap::new();
+        if !primaries.is_empty() {
             for item in self
                 .batch_get(primaries.iter().map(|p| message_key(p)).collect())
                 .await?
             {
                 if let Some(key) = message_item_key(&item) {
-                    messages.insert(key.clone(), item_from_attributes(key, &item));
+                    legacy.insert(key.clone(), item_from_attributes(key, &item));
                 }
             }
-            for (alias, primary) in aliases {
-                if let Some(message) = messages.get(&primary) {
-                    let copy = MessageItem {
-                        key: alias.clone(),
-                        ..message.clone()
-                    };
-                    found.insert(alias, Some(copy));
-                }
-            }
+        }
+        for (alias, primary) in aliases {
+            let message = found
+                .get(&primary)
+                .cloned()
+                .flatten()
+                .or_else(|| legacy.get(&primary).cloned());
+            let Some(message) = message else { continue };
+            let entry = found.entry(alias.clone()).or_insert(None);
+            let mut item = entry.take().unwrap_or_else(|| MessageItem {
+                key: alias.clone(),
+                ..MessageItem::default()
+            });
+            item.record.merge(&message.record);
+            *entry = Some(item);
         }
         for key in keys {
             found.entry(key.clone()).or_insert(None);
@@ -433,7 +444,20 @@ impl DynamoState {
                     .build()
                     .map_err(|e| StoreError::unavailable("build batch get", e))?,
             );
+            let mut attempt = 0;
             while let Some(request) = pending.take() {
+                if attempt > 0 {
+                    if attempt >= BATCH_GET_ATTEMPTS {
+                        return Err(StoreError::unavailable(
+                            "get message items",
+                            "keys left unprocessed after every retry (throttled)",
+                        ));
+                    }
+                    // Unprocessed keys mean throttling: back off before asking again.
+                    let backoff = 25u64 << attempt.min(6);
+                    tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+                }
+                attempt += 1;
                 let output = self
                     .client
                     .batch_get_item()
@@ -471,7 +495,19 @@ impl DynamoState {
         }
     }
 
+    /// The items that name `contact` as their phone number or their BSUID.
     async fn homes_of(&self, contact: &str) -> Result<Vec<MessageItem>, StoreError> {
+        let mut items = self.query_index(CONTACT_INDEX, "contact", contact).await?;
+        items.extend(self.query_index(BSUID_INDEX, "bsuid", contact).await?);
+        Ok(items)
+    }
+
+    async fn query_index(
+        &self,
+        index: &str,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Vec<MessageItem>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
         loop {
@@ -479,9 +515,9 @@ impl DynamoState {
                 .client
                 .query()
                 .table_name(&self.table)
-                .index_name(CONTACT_INDEX)
-                .key_condition_expression("contact = :contact")
-                .expression_attribute_values(":contact", s(contact))
+                .index_name(index)
+                .key_condition_expression(format!("{attribute} = :value"))
+                .expression_attribute_values(":value", s(value))
                 .set_exclusive_start_key(start)
                 .send()
                 .await

@@ -122,13 +122,18 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
         ),
         (
             // Adds facts to message items and writes edges and links (UpdateItem, PutItem, also
-            // inside TransactWriteItems): no read, no delete. Archives what the receiver could
+            // inside TransactWriteItems), no delete; GetItem for the warm-up and the old item a
+            // failed condition returns. Archives what the receiver could
             // not record with the receiver's conditional PutItem (no read, no update: it never
             // touches redrive marks).
             "ProcessorFunction",
             grants(&[
                 (
-                    &["dynamodb:PutItem", "dynamodb:UpdateItem"],
+                    &[
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                    ],
                     &["StateTable"],
                 ),
                 (&["dynamodb:PutItem"], &["LedgerTable"]),
@@ -152,7 +157,11 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
                     "dynamodb:BatchGetItem",
                     "dynamodb:Query",
                 ],
-                &["StateTable", "StateTable/index/by_contact"],
+                &[
+                    "StateTable",
+                    "StateTable/index/by_contact",
+                    "StateTable/index/by_bsuid",
+                ],
             )]),
         ),
     ])
