@@ -115,10 +115,10 @@ pub struct ItemUpdate {
     pub values: HashMap<String, AttributeValue>,
 }
 
-/// The update that joins `write` into its item. With `require_links`, it also requires `linked`
-/// to hold every token of the write (the fast path, which then writes nothing else); otherwise it
-/// adds them.
-pub fn item_update(write: &ItemWrite, require_links: bool) -> ItemUpdate {
+/// The update that joins `write` into its item. With a `required` token, it also requires
+/// `linked` to hold it (the fast path, which then writes nothing else); otherwise it adds the
+/// write's tokens.
+pub fn item_update(write: &ItemWrite, required: Option<&str>) -> ItemUpdate {
     let mut set = Vec::new();
     let mut add = Vec::new();
     let mut conditions = Vec::new();
@@ -164,11 +164,9 @@ pub fn item_update(write: &ItemWrite, require_links: bool) -> ItemUpdate {
             values.insert(format!(":{name}"), AttributeValue::Ss(vec![value]));
         }
     }
-    if require_links {
-        for (n, token) in write.linked.iter().enumerate() {
-            conditions.push(format!("contains(linked, :link{n})"));
-            values.insert(format!(":link{n}"), s(token));
-        }
+    if let Some(token) = required {
+        conditions.push("contains(linked, :token)".to_owned());
+        values.insert(":token".to_owned(), s(token));
     } else if !write.linked.is_empty() {
         add.push("linked :linked".to_owned());
         values.insert(
@@ -276,7 +274,7 @@ impl DynamoState {
     /// The fast path: the home item alone, if it already holds every link the event implies.
     /// `Ok(None)` means the links are missing (write the whole plan).
     async fn update_home(&self, plan: &Plan) -> Result<Option<MergeOutcome>, StoreError> {
-        let update = item_update(&plan.home, true);
+        let update = item_update(&plan.home, plan.token.as_deref());
         let mut request = self
             .client
             .update_item()
@@ -308,7 +306,7 @@ impl DynamoState {
         let writes: Vec<&ItemWrite> = std::iter::once(&plan.home).chain(&plan.edges).collect();
         let mut items = Vec::new();
         for write in &writes {
-            let update = item_update(write, false);
+            let update = item_update(write, None);
             let mut builder = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(message_key(&update.key)))
@@ -657,7 +655,7 @@ mod tests {
             }),
             ..MessageRecord::default()
         };
-        let update = item_update(&write(record, &["W"]), true);
+        let update = item_update(&write(record, &["W"]), Some("T#1"));
         assert_eq!(
             update.update_expression,
             "SET id = :id, whatsapp_message_id = :whatsapp_message_id, wa_id = :wa_id, \
@@ -667,13 +665,13 @@ mod tests {
             update.condition_expression,
             "(attribute_not_exists(id) OR id = :id) AND (attribute_not_exists(whatsapp_message_id) \
              OR whatsapp_message_id = :whatsapp_message_id) AND (attribute_not_exists(wa_id) OR \
-             wa_id = :wa_id) AND contains(linked, :link0)"
+             wa_id = :wa_id) AND contains(linked, :token)"
         );
         assert_eq!(
             update.values[":failures"],
             AttributeValue::Ss(vec![r#"[21,"131026",null]"#.into()])
         );
-        let slow = item_update(&write(MessageRecord::default(), &["W"]), false);
+        let slow = item_update(&write(MessageRecord::default(), &["W"]), None);
         assert_eq!(slow.update_expression, "ADD linked :linked");
         assert_eq!(slow.condition_expression, "");
     }
