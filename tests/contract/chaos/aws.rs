@@ -204,6 +204,13 @@ impl Drop for OwnSqs {
     }
 }
 
+/// What the pollers received, and how often a receive failed.
+#[derive(Debug, Default)]
+struct Polled {
+    received: AtomicUsize,
+    receive_errors: AtomicUsize,
+}
+
 /// Plays Lambda's event source mapping: receive up to 10, call the processor, delete what it
 /// did not report as failed. A crash drops the batch mid-way: nothing is deleted, and the records
 /// come back after the visibility timeout.
@@ -213,6 +220,7 @@ async fn poll(
     state: Arc<dyn StateStore>,
     crash_rng: Arc<Mutex<Rng>>,
     crashes: Arc<AtomicUsize>,
+    polled: Arc<Polled>,
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::SeqCst) {
@@ -225,10 +233,12 @@ async fn poll(
             .send()
             .await;
         let Ok(received) = received else {
+            polled.receive_errors.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let messages = received.messages();
+        polled.received.fetch_add(messages.len(), Ordering::SeqCst);
         if messages.is_empty() {
             continue;
         }
@@ -474,6 +484,7 @@ async fn chaos_on_dynamodb_and_sqs() {
     let stop = Arc::new(AtomicBool::new(false));
     let batch_crashes = Arc::new(AtomicUsize::new(0));
     let crash_rng = Arc::new(Mutex::new(Rng::new(seed ^ 3)));
+    let polled = Arc::new(Polled::default());
     let pollers: Vec<_> = (0..POLLERS)
         .map(|_| {
             tokio::spawn(poll(
@@ -482,6 +493,7 @@ async fn chaos_on_dynamodb_and_sqs() {
                 Arc::clone(&state),
                 Arc::clone(&crash_rng),
                 Arc::clone(&batch_crashes),
+                Arc::clone(&polled),
                 Arc::clone(&stop),
             ))
         })
@@ -491,9 +503,29 @@ async fn chaos_on_dynamodb_and_sqs() {
     let flight = Arc::new(Flight::default());
     let mut rng = Rng::new(seed ^ 2);
     let mut phases = Phases::start();
-    let (played, struck) = tokio::join!(
+    // A line a minute on how the delivery goes, for runs that take long.
+    let watch = async {
+        let mut last = Instant::now();
+        while !flight.finished() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if last.elapsed() > Duration::from_secs(60) {
+                last = Instant::now();
+                eprintln!(
+                    "chaos[aws]: {:.0}% delivered, {} in flight, real failures {:?}, pollers \
+                     received {} ({} failed receives)",
+                    flight.progress() * 100.0,
+                    flight.in_flight(),
+                    faults.real_failures(),
+                    polled.received.load(Ordering::SeqCst),
+                    polled.receive_errors.load(Ordering::SeqCst)
+                );
+            }
+        }
+    };
+    let (played, struck, ()) = tokio::join!(
         play(&history, &webhook, &clock, &mut rng, &flight, |_| {}),
-        strike(&flight, &dynamo, &moto)
+        strike(&flight, &dynamo, &moto),
+        watch
     );
     let emulator_faults = struck
         .iter()
@@ -536,7 +568,12 @@ async fn chaos_on_dynamodb_and_sqs() {
             progressed = Instant::now();
         }
         if said.elapsed() > Duration::from_secs(30) {
-            eprintln!("chaos[aws]: settling: {queued} queued, {dead} dead letters, {marked} marks");
+            eprintln!(
+                "chaos[aws]: settling: {queued} queued, {dead} dead letters, {marked} marks; \
+                 pollers received {} ({} failed receives)",
+                polled.received.load(Ordering::SeqCst),
+                polled.receive_errors.load(Ordering::SeqCst)
+            );
             said = Instant::now();
         }
         if progressed.elapsed() > SETTLE_STALL {
@@ -552,6 +589,10 @@ async fn chaos_on_dynamodb_and_sqs() {
     settled.insert(
         "processor_crashes".to_owned(),
         batch_crashes.load(Ordering::SeqCst),
+    );
+    settled.insert(
+        "poller_receive_errors".to_owned(),
+        polled.receive_errors.load(Ordering::SeqCst),
     );
 
     phases.lap("settle");
@@ -571,6 +612,7 @@ async fn chaos_on_dynamodb_and_sqs() {
         played,
         faults_injected: injected,
         real_failures: named(faults.real_failures()),
+        real_errors: named(faults.real_errors()),
         emulator_faults,
         settled,
         verified,
