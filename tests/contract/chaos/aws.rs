@@ -41,6 +41,8 @@ const PROCESSOR_CRASHES: f64 = 0.03;
 const POLLERS: usize = 4;
 /// Visibility timeout the pollers ask for, so crashed batches come back quickly.
 const VISIBILITY_SECONDS: i32 = 2;
+/// How long settling may go without the backlog shrinking before the run gives up.
+const SETTLE_STALL: Duration = Duration::from_secs(120);
 /// How long a hung emulator stays hung: longer than the SDK's 3 s operation timeout.
 const HANG: Duration = Duration::from_secs(4);
 /// Webhooks that must be in flight when an emulator fault strikes.
@@ -203,6 +205,13 @@ impl Drop for OwnSqs {
     }
 }
 
+/// What the pollers received, and how often a receive failed.
+#[derive(Debug, Default)]
+struct Polled {
+    received: AtomicUsize,
+    receive_errors: AtomicUsize,
+}
+
 /// Plays Lambda's event source mapping: receive up to 10, call the processor, delete what it
 /// did not report as failed. A crash drops the batch mid-way: nothing is deleted, and the records
 /// come back after the visibility timeout.
@@ -213,6 +222,7 @@ async fn poll(
     archive: Archive,
     crash_rng: Arc<Mutex<Rng>>,
     crashes: Arc<AtomicUsize>,
+    polled: Arc<Polled>,
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::SeqCst) {
@@ -225,10 +235,12 @@ async fn poll(
             .send()
             .await;
         let Ok(received) = received else {
+            polled.receive_errors.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let messages = received.messages();
+        polled.received.fetch_add(messages.len(), Ordering::SeqCst);
         if messages.is_empty() {
             continue;
         }
@@ -475,6 +487,7 @@ async fn chaos_on_dynamodb_and_sqs() {
     let stop = Arc::new(AtomicBool::new(false));
     let batch_crashes = Arc::new(AtomicUsize::new(0));
     let crash_rng = Arc::new(Mutex::new(Rng::new(seed ^ 3)));
+    let polled = Arc::new(Polled::default());
     let pollers: Vec<_> = (0..POLLERS)
         .map(|_| {
             tokio::spawn(poll(
@@ -484,6 +497,7 @@ async fn chaos_on_dynamodb_and_sqs() {
                 Archive::new(Arc::new(ledger.clone()), 7 * 86_400),
                 Arc::clone(&crash_rng),
                 Arc::clone(&batch_crashes),
+                Arc::clone(&polled),
                 Arc::clone(&stop),
             ))
         })
@@ -493,9 +507,29 @@ async fn chaos_on_dynamodb_and_sqs() {
     let flight = Arc::new(Flight::default());
     let mut rng = Rng::new(seed ^ 2);
     let mut phases = Phases::start();
-    let (played, struck) = tokio::join!(
+    // A line a minute on how the delivery goes, for runs that take long.
+    let watch = async {
+        let mut last = Instant::now();
+        while !flight.finished() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if last.elapsed() > Duration::from_secs(60) {
+                last = Instant::now();
+                eprintln!(
+                    "chaos[aws]: {:.0}% delivered, {} in flight, real failures {:?}, pollers \
+                     received {} ({} failed receives)",
+                    flight.progress() * 100.0,
+                    flight.in_flight(),
+                    faults.real_failures(),
+                    polled.received.load(Ordering::SeqCst),
+                    polled.receive_errors.load(Ordering::SeqCst)
+                );
+            }
+        }
+    };
+    let (played, struck, ()) = tokio::join!(
         play(&history, &webhook, &clock, &mut rng, &flight, |_| {}),
-        strike(&flight, &dynamo, &moto)
+        strike(&flight, &dynamo, &moto),
+        watch
     );
     let emulator_faults = struck
         .iter()
@@ -507,7 +541,11 @@ async fn chaos_on_dynamodb_and_sqs() {
     sdk_faults.heal();
     let admin_sqs = sqs(false);
     let mut settled = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
+    // Settles while the backlog shrinks; gives up (and says so in the report) after two
+    // minutes without progress.
+    let mut least = usize::MAX;
+    let mut progressed = Instant::now();
+    let mut said = Instant::now();
     loop {
         let swept = sweep(&ledger, &queue, 1000)
             .await
@@ -525,10 +563,28 @@ async fn chaos_on_dynamodb_and_sqs() {
             .oldest_mark()
             .await
             .map_or(1, |oldest| usize::from(oldest.is_some()));
-        if depth(&admin_sqs, &queue_url).await == 0 && dead == 0 && marked == 0 {
+        let queued = depth(&admin_sqs, &queue_url).await;
+        let left = queued.saturating_add(dead).saturating_add(marked);
+        if left == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "did not settle");
+        if left < least {
+            least = left;
+            progressed = Instant::now();
+        }
+        if said.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "chaos[aws]: settling: {queued} queued, {dead} dead letters, {marked} marks; \
+                 pollers received {} ({} failed receives)",
+                polled.received.load(Ordering::SeqCst),
+                polled.receive_errors.load(Ordering::SeqCst)
+            );
+            said = Instant::now();
+        }
+        if progressed.elapsed() > SETTLE_STALL {
+            settled.insert("unsettled".into(), left);
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stop.store(true, Ordering::SeqCst);
@@ -538,6 +594,10 @@ async fn chaos_on_dynamodb_and_sqs() {
     settled.insert(
         "processor_crashes".to_owned(),
         batch_crashes.load(Ordering::SeqCst),
+    );
+    settled.insert(
+        "poller_receive_errors".to_owned(),
+        polled.receive_errors.load(Ordering::SeqCst),
     );
 
     phases.lap("settle");
@@ -557,6 +617,7 @@ async fn chaos_on_dynamodb_and_sqs() {
         played,
         faults_injected: injected,
         real_failures: named(faults.real_failures()),
+        real_errors: named(faults.real_errors()),
         emulator_faults,
         settled,
         verified,

@@ -192,6 +192,8 @@ pub struct Faults {
     injected: Mutex<BTreeMap<Call, usize>>,
     /// Calls that failed without an injected fault (an emulator restart, an exhausted retry).
     real_failures: Mutex<BTreeMap<Call, usize>>,
+    /// The first few distinct errors of the real failures, by call.
+    real_errors: Mutex<BTreeMap<Call, Vec<String>>>,
 }
 
 impl Faults {
@@ -204,6 +206,7 @@ impl Faults {
             unplaced: AtomicU64::new(0),
             injected: Mutex::default(),
             real_failures: Mutex::default(),
+            real_errors: Mutex::default(),
         })
     }
 
@@ -217,6 +220,10 @@ impl Faults {
 
     pub fn real_failures(&self) -> BTreeMap<Call, usize> {
         self.real_failures.lock().unwrap().clone()
+    }
+
+    pub fn real_errors(&self) -> BTreeMap<Call, Vec<String>> {
+        self.real_errors.lock().unwrap().clone()
     }
 
     /// Where the current call is: (delivery or apply number, how many calls of its kind came
@@ -285,8 +292,14 @@ impl Faults {
             return Err(Self::injected_error(call));
         }
         let result = real.await;
-        if result.is_err() {
+        if let Err(error) = &result {
             *self.real_failures.lock().unwrap().entry(call).or_default() += 1;
+            let mut errors = self.real_errors.lock().unwrap();
+            let seen = errors.entry(call).or_default();
+            let error = format!("{error:?}");
+            if seen.len() < 3 && !seen.contains(&error) {
+                seen.push(error);
+            }
         }
         CallLog::note(
             call,

@@ -208,7 +208,6 @@ impl History {
                 3 => {
                     // Known by a BSUID first; its phone number comes later in the history.
                     let reveal_at = start + world.rng.between(DAY / 2, scale.days * DAY - DAY / 2);
-                    *world.cases.entry("contacts_revealing_phone").or_default() += 1;
                     Person {
                         phone: Some(phone),
                         bsuid: Some(bsuid),
@@ -251,9 +250,17 @@ impl History {
             pending,
             raw,
             messages,
-            cases,
+            mut cases,
             ..
         } = world;
+        // BSUID contacts whose phone number some callback revealed (those whose messages all
+        // came before their reveal stay BSUID-only).
+        let revealed: std::collections::BTreeSet<&String> = pending
+            .iter()
+            .filter(|p| p.report.bsuid.is_some())
+            .filter_map(|p| p.report.phone.as_ref())
+            .collect();
+        cases.insert("contacts_revealing_phone", revealed.len());
         // Moves every time at or after the quiet band's start past its end: order is kept, and
         // no session or window (24 h long) can end during the test.
         let shift = |at: i64| {
