@@ -205,11 +205,13 @@ impl Drop for OwnSqs {
     }
 }
 
-/// What the pollers received, and how often a receive failed.
+/// What the pollers received, how often a receive failed, and how many batches they dropped
+/// mid-way (a processor crash).
 #[derive(Debug, Default)]
 struct Polled {
     received: AtomicUsize,
     receive_errors: AtomicUsize,
+    crashes: AtomicUsize,
 }
 
 /// Plays Lambda's event source mapping: receive up to 10, call the processor, delete what it
@@ -221,7 +223,6 @@ async fn poll(
     state: Arc<dyn StateStore>,
     archive: Archive,
     crash_rng: Arc<Mutex<Rng>>,
-    crashes: Arc<AtomicUsize>,
     polled: Arc<Polled>,
     stop: Arc<AtomicBool>,
 ) {
@@ -262,7 +263,7 @@ async fn poll(
             // The process dies `after` into the batch: what it applied stays, nothing is deleted.
             let processing = process_sqs_batch(Arc::clone(&state), archive.clone(), event);
             let _ = tokio::time::timeout(after, processing).await;
-            crashes.fetch_add(1, Ordering::SeqCst);
+            polled.crashes.fetch_add(1, Ordering::SeqCst);
             continue;
         }
         let report = process_sqs_batch(Arc::clone(&state), archive.clone(), event).await;
@@ -485,7 +486,6 @@ async fn chaos_on_dynamodb_and_sqs() {
         faults: Arc::clone(&faults),
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let batch_crashes = Arc::new(AtomicUsize::new(0));
     let crash_rng = Arc::new(Mutex::new(Rng::new(seed ^ 3)));
     let polled = Arc::new(Polled::default());
     let pollers: Vec<_> = (0..POLLERS)
@@ -496,7 +496,6 @@ async fn chaos_on_dynamodb_and_sqs() {
                 Arc::clone(&state),
                 Archive::new(Arc::new(ledger.clone()), 7 * 86_400),
                 Arc::clone(&crash_rng),
-                Arc::clone(&batch_crashes),
                 Arc::clone(&polled),
                 Arc::clone(&stop),
             ))
@@ -593,7 +592,7 @@ async fn chaos_on_dynamodb_and_sqs() {
     }
     settled.insert(
         "processor_crashes".to_owned(),
-        batch_crashes.load(Ordering::SeqCst),
+        polled.crashes.load(Ordering::SeqCst),
     );
     settled.insert(
         "poller_receive_errors".to_owned(),
