@@ -11,6 +11,8 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 use sha2::{Digest, Sha256};
 
+use crate::channel::normalize_business_number;
+
 /// Longest idempotency key stored as is; longer ones are hashed (DynamoDB keys stop at 2 KiB and
 /// ids come from the outside world).
 const MAX_PLAIN_KEY_LEN: usize = 256;
@@ -111,6 +113,11 @@ pub struct WatiEvent {
     pub template_name: Option<String>,
     pub failed_code: Option<String>,
     pub failed_detail: Option<String>,
+    /// Wati's `channelId`: which of the account's business numbers; `None` for the default
+    /// number or when the event does not say (see [`crate::channel`]).
+    pub channel_id: Option<String>,
+    /// `channelPhoneNumber`, normalized ([`normalize_business_number`]).
+    pub channel_phone_number: Option<String>,
 }
 
 impl WatiEvent {
@@ -147,6 +154,11 @@ impl WatiEvent {
             template_name: fields.template_name.and_then(Scalar::into_text),
             failed_code: fields.failed_code.and_then(Scalar::into_text),
             failed_detail: fields.failed_detail.and_then(Scalar::into_text),
+            channel_id: fields.channel_id.and_then(Scalar::into_text),
+            channel_phone_number: fields
+                .channel_phone_number
+                .and_then(Scalar::into_text)
+                .and_then(|n| normalize_business_number(&n)),
         })
     }
 
@@ -332,6 +344,8 @@ struct Fields<'a> {
     template_name: Option<Scalar<'a>>,
     failed_code: Option<Scalar<'a>>,
     failed_detail: Option<Scalar<'a>>,
+    channel_id: Option<Scalar<'a>>,
+    channel_phone_number: Option<Scalar<'a>>,
 }
 
 impl<'de> Deserialize<'de> for Fields<'de> {
@@ -364,6 +378,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 "templateName" => &mut fields.template_name,
                 "failedCode" => &mut fields.failed_code,
                 "failedDetail" => &mut fields.failed_detail,
+                "channelId" => &mut fields.channel_id,
+                "channelPhoneNumber" => &mut fields.channel_phone_number,
                 _ => {
                     map.next_value::<Skipped>()?;
                     continue;
@@ -422,6 +438,9 @@ mod tests {
             template_name: text("templateName"),
             failed_code: text("failedCode"),
             failed_detail: text("failedDetail"),
+            channel_id: text("channelId"),
+            channel_phone_number: text("channelPhoneNumber")
+                .and_then(|n| normalize_business_number(&n)),
         })
     }
 
@@ -495,6 +514,32 @@ mod tests {
             Err(Unusable::NoEventType)
         );
         assert!(WatiEvent::parse(b"\xff\xfe").is_err());
+    }
+
+    #[test]
+    fn channel_fields_are_read_leniently() {
+        let channel = |fields: &str| {
+            let event = parse(&format!(r#"{{"eventType":"message","id":"m"{fields}}}"#));
+            (event.channel_id, event.channel_phone_number)
+        };
+        let some = |id: &str, phone: &str| (Some(id.to_owned()), Some(phone.to_owned()));
+        assert_eq!(
+            channel(r#","channelId":"c2","channelPhoneNumber":"+1 415 555 0200""#),
+            some("c2", "14155550200")
+        );
+        assert_eq!(
+            channel(r#","channelId":7,"channelPhoneNumber":14155550200"#),
+            some("7", "14155550200")
+        );
+        for absent in [
+            "",
+            r#","channelId":null,"channelPhoneNumber":null"#,
+            r#","channelId":"","channelPhoneNumber":"""#,
+            r#","channelId":{},"channelPhoneNumber":[1]"#,
+            r#","channelPhoneNumber":"  ""#,
+        ] {
+            assert_eq!(channel(absent), (None, None), "{absent}");
+        }
     }
 
     #[test]

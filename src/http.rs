@@ -1,7 +1,8 @@
 //! The one HTTP router, served by the local server and (through `lambda_http`) by Lambda.
 //!
 //! - `POST /webhook/{secret}`: authenticate first (401, no I/O), then size (413), then receive.
-//! - `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}`: the read API, behind a bearer token.
+//! - `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}[?channel=<business number>]`: the read
+//!   API, behind a bearer token.
 //! - `GET /healthz`: 200 when the store can take writes now ([`StateStore::ping`]: locally a real
 //!   write in the intake and the state database, ledger and queue tables included), else 503.
 //!
@@ -11,15 +12,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::SecretSet;
+use crate::channel::parse_channel_query;
 use crate::event::log_key;
 use crate::message::MessageView;
 use crate::message::MAX_ID_BYTES;
@@ -176,19 +180,43 @@ async fn read_message(
     }
 }
 
+/// `?channel=<business number>`: one number's view instead of the default number's and the list.
+#[derive(Debug, Deserialize)]
+struct ContactQuery {
+    channel: Option<String>,
+}
+
 async fn read_contact(
     State(service): State<Arc<ReadService>>,
     headers: HeaderMap,
     Path(contact): Path<String>,
+    query: Result<Query<ContactQuery>, QueryRejection>,
 ) -> Response {
     if !bearer_matches(&service.tokens, &headers) {
         return bearer_required();
     }
+    let channel = match query {
+        Ok(Query(ContactQuery { channel: None })) => None,
+        Ok(Query(ContactQuery { channel: Some(raw) })) => match parse_channel_query(&raw) {
+            Ok(number) => Some(number),
+            Err(malformed) => return error(StatusCode::BAD_REQUEST, &malformed.to_string()),
+        },
+        Err(_) => return error(StatusCode::BAD_REQUEST, "malformed query string"),
+    };
     if contact.len() > MAX_ID_BYTES {
         return error(StatusCode::NOT_FOUND, "contact not found");
     }
     match service.state.contact(&contact, now_unix()).await {
-        Ok(Some(view)) => Json(view).into_response(),
+        Ok(Some(view)) => match channel {
+            None => Json(view).into_response(),
+            Some(number) => match view.channel(&number) {
+                Some(channel) => Json(channel).into_response(),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "the contact has no messages with this business number",
+                ),
+            },
+        },
         Ok(None) => error(StatusCode::NOT_FOUND, "contact not found"),
         Err(failure) => {
             tracing::error!(error = %failure, "read contact");

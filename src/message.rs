@@ -50,6 +50,11 @@ pub struct MessageRecord {
     pub local_message_id: Option<String>,
     pub wa_id: Option<String>,
     pub bsuid: Option<String>,
+    /// The business number's Wati `channelId`, when an event of the message states it; a message
+    /// none of whose events does is on the account's default number ([`crate::channel`]).
+    pub channel_id: Option<String>,
+    /// The business number's phone number, normalized, when an event states it.
+    pub channel_phone_number: Option<String>,
     pub direction: Option<Direction>,
     pub template_name: Option<String>,
     /// When its author sent it (the customer for inbound messages).
@@ -78,6 +83,8 @@ impl MessageRecord {
             local_message_id: event.local_message_id.clone(),
             wa_id: event.wa_id.clone(),
             bsuid: event.bsuid.clone(),
+            channel_id: event.channel_id.clone(),
+            channel_phone_number: event.channel_phone_number.clone(),
             direction: Some(Direction::Outbound),
             template_name: event.template_name.clone(),
             ..MessageRecord::default()
@@ -116,6 +123,8 @@ impl MessageRecord {
         merge_least(&mut self.local_message_id, &other.local_message_id);
         merge_least(&mut self.wa_id, &other.wa_id);
         merge_least(&mut self.bsuid, &other.bsuid);
+        merge_least(&mut self.channel_id, &other.channel_id);
+        merge_least(&mut self.channel_phone_number, &other.channel_phone_number);
         merge_least(&mut self.direction, &other.direction);
         merge_least(&mut self.template_name, &other.template_name);
         merge_least(&mut self.sent_at, &other.sent_at);
@@ -167,6 +176,14 @@ impl MessageRecord {
             .or(self.local_message_id.as_deref())
     }
 
+    /// The business number as [`crate::channel::group_by_channel`] reads it: `(channelId, phone)`.
+    pub fn channel(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.channel_id.as_deref(),
+            self.channel_phone_number.as_deref(),
+        )
+    }
+
     /// The first id or contact name longer than [`MAX_ID_BYTES`], if any.
     pub fn oversized_id(&self) -> Option<&str> {
         [
@@ -175,6 +192,8 @@ impl MessageRecord {
             &self.local_message_id,
             &self.wa_id,
             &self.bsuid,
+            &self.channel_id,
+            &self.channel_phone_number,
         ]
         .into_iter()
         .flatten()
@@ -234,6 +253,10 @@ pub struct MessageView {
     pub local_message_id: Option<String>,
     pub wa_id: Option<String>,
     pub bsuid: Option<String>,
+    /// The business number; `null` when no event of the message stated it.
+    pub channel_phone_number: Option<String>,
+    /// Wati's `channelId`: `null` for the account's default number.
+    pub channel_id: Option<String>,
     pub direction: Direction,
     pub status: Status,
     pub template_name: Option<String>,
@@ -255,6 +278,8 @@ impl From<&MessageRecord> for MessageView {
             local_message_id: record.local_message_id.clone(),
             wa_id: record.wa_id.clone(),
             bsuid: record.bsuid.clone(),
+            channel_phone_number: record.channel_phone_number.clone(),
+            channel_id: record.channel_id.clone(),
             direction: record.direction(),
             status: record.status(),
             template_name: record.template_name.clone(),
@@ -475,21 +500,26 @@ pub(crate) mod tests {
             ]),
             (time(), time(), time(), time()),
             proptest::option::of((0i64..50, text(), text())),
+            (text(), text()),
         )
             .prop_map(
-                |((id, wamid, local, wa_id, template), direction, times, failure)| MessageRecord {
-                    id,
-                    whatsapp_message_id: wamid,
-                    local_message_id: local,
-                    wa_id,
-                    bsuid: None,
-                    direction,
-                    template_name: template,
-                    sent_at: times.0,
-                    delivered_at: times.1,
-                    read_at: times.2,
-                    replied_at: times.3,
-                    failure: failure.map(|(at, code, detail)| Failure { at, code, detail }),
+                |((id, wamid, local, wa_id, template), direction, times, failure, channel)| {
+                    MessageRecord {
+                        id,
+                        whatsapp_message_id: wamid,
+                        local_message_id: local,
+                        wa_id,
+                        bsuid: None,
+                        channel_id: channel.0,
+                        channel_phone_number: channel.1,
+                        direction,
+                        template_name: template,
+                        sent_at: times.0,
+                        delivered_at: times.1,
+                        read_at: times.2,
+                        replied_at: times.3,
+                        failure: failure.map(|(at, code, detail)| Failure { at, code, detail }),
+                    }
                 },
             )
     }

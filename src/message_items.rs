@@ -173,11 +173,29 @@ pub fn identity_fields(record: &MessageRecord) -> [(&'static str, Option<&str>);
     ]
 }
 
-/// The first identity field `write` would change on `stored`, if any.
+/// The fields an item holds one value of, for good: its identity, and the business number a
+/// message is on (a message is sent from, or to, one number). Only a home item holds the number.
+pub fn set_once_fields(record: &MessageRecord) -> [(&'static str, Option<&str>); 7] {
+    let [id, wamid, local, wa_id, bsuid] = identity_fields(record);
+    [
+        id,
+        wamid,
+        local,
+        wa_id,
+        bsuid,
+        ("channel_id", record.channel_id.as_deref()),
+        (
+            "channel_phone_number",
+            record.channel_phone_number.as_deref(),
+        ),
+    ]
+}
+
+/// The first set-once field `write` would change on `stored`, if any.
 pub fn contradiction(stored: &MessageRecord, write: &ItemWrite) -> Option<Contradiction> {
-    identity_fields(stored)
+    set_once_fields(stored)
         .into_iter()
-        .zip(identity_fields(&write.record))
+        .zip(set_once_fields(&write.record))
         .find_map(|((field, stored), (_, written))| match (stored, written) {
             (Some(stored), Some(written)) if stored != written => Some(Contradiction {
                 key: write.key.clone(),

@@ -1,4 +1,6 @@
-//! A contact's 24-hour sessions and customer-service window, folded from its message timeline.
+//! A contact's 24-hour sessions and customer-service window with each business number, folded
+//! from its message timeline on that number (WhatsApp's window belongs to one number and one
+//! customer together).
 //!
 //! There is no session event in Wati: sessions are derived at read time from the contact's
 //! messages. A session opens when a business message reaches the customer, or when the customer
@@ -8,6 +10,7 @@
 
 use serde::Serialize;
 
+use crate::channel::{group_by_channel, Channel};
 use crate::message::{Direction, MessageRecord};
 use crate::time::Rfc3339;
 
@@ -103,17 +106,32 @@ pub struct SessionView {
     pub customer_messages: u32,
 }
 
-/// What `GET /v1/contacts/{waId}` answers.
+/// A contact's sessions and window with one business number: what
+/// `GET /v1/contacts/{waId}?channel=<number>` answers, and each entry of `channels`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ContactView {
+pub struct ChannelView {
     /// The phone number, or `None` for a contact known only by its BSUID.
     pub wa_id: Option<String>,
     pub bsuid: Option<String>,
+    /// The business number, as its events state it (`None` if none does).
+    pub channel_phone_number: Option<String>,
+    /// Wati's `channelId`: `None` for the account's default number.
+    pub channel_id: Option<String>,
     pub last_inbound_at: Rfc3339,
     pub last_outbound_at: Rfc3339,
     pub window_open: bool,
     pub window_expires_at: Rfc3339,
     pub session: SessionView,
+}
+
+/// What `GET /v1/contacts/{waId}` answers: the default number's view at the top level (today's
+/// shape, so single-number users see no change), and one entry per number the contact has
+/// talked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactView {
+    #[serde(flatten)]
+    pub default: ChannelView,
+    pub channels: Vec<ChannelView>,
 }
 
 impl ContactView {
@@ -122,6 +140,48 @@ impl ContactView {
         if messages.is_empty() {
             return None;
         }
+        let wa_id = messages.iter().filter_map(|m| m.wa_id.clone()).min();
+        let bsuid = messages.iter().filter_map(|m| m.bsuid.clone()).min();
+        let channels: Vec<ChannelView> =
+            group_by_channel(messages.iter().collect(), |m| m.channel())
+                .into_iter()
+                .map(|(channel, mine)| {
+                    ChannelView::from_messages(&mine, channel, &wa_id, &bsuid, now)
+                })
+                .collect();
+        let default = match channels.first() {
+            Some(first) if first.channel_id.is_none() => first.clone(),
+            _ => ChannelView::from_messages(
+                &[],
+                Channel {
+                    id: None,
+                    phone_number: None,
+                },
+                &wa_id,
+                &bsuid,
+                now,
+            ),
+        };
+        Some(ContactView { default, channels })
+    }
+
+    /// The view for the business number `phone_number` (normalized), if the contact has talked to it.
+    pub fn channel(&self, phone_number: &str) -> Option<&ChannelView> {
+        self.channels
+            .iter()
+            .find(|c| c.channel_phone_number.as_deref() == Some(phone_number))
+    }
+}
+
+impl ChannelView {
+    /// One number's view at `now` from the contact's messages on that number.
+    fn from_messages(
+        messages: &[&MessageRecord],
+        channel: Channel,
+        wa_id: &Option<String>,
+        bsuid: &Option<String>,
+        now: i64,
+    ) -> Self {
         let latest_sent = |direction| {
             messages
                 .iter()
@@ -135,21 +195,23 @@ impl ContactView {
         // a session never starts in the future.
         let timeline: Vec<TimelineEntry> = messages
             .iter()
-            .filter_map(TimelineEntry::of)
+            .filter_map(|m| TimelineEntry::of(m))
             .map(|entry| TimelineEntry {
                 at: entry.at.min(now),
                 ..entry
             })
             .collect();
-        Some(ContactView {
-            wa_id: messages.iter().filter_map(|m| m.wa_id.clone()).min(),
-            bsuid: messages.iter().filter_map(|m| m.bsuid.clone()).min(),
+        ChannelView {
+            wa_id: wa_id.clone(),
+            bsuid: bsuid.clone(),
+            channel_phone_number: channel.phone_number,
+            channel_id: channel.id,
             last_inbound_at: Rfc3339(last_inbound_at),
             last_outbound_at: Rfc3339(latest_sent(Direction::Outbound)),
             window_open: window_expires_at.is_some_and(|expires| now < expires),
             window_expires_at: Rfc3339(window_expires_at),
             session: session_view(sessions(&timeline).last(), now),
-        })
+        }
     }
 }
 
@@ -273,12 +335,16 @@ mod tests {
             sent_at: Some(at),
             ..Default::default()
         };
-        let view = ContactView::from_messages(&[inbound(10), inbound(50)], 60).unwrap();
+        let view = ContactView::from_messages(&[inbound(10), inbound(50)], 60)
+            .unwrap()
+            .default;
         assert_eq!(view.window_expires_at, Rfc3339(Some(50 + DAY_SECONDS)));
         assert!(view.window_open);
         assert_eq!(view.last_inbound_at, Rfc3339(Some(50)));
         assert_eq!(view.last_outbound_at, Rfc3339(None));
-        let later = ContactView::from_messages(&[inbound(10)], 10 + DAY_SECONDS).unwrap();
+        let later = ContactView::from_messages(&[inbound(10)], 10 + DAY_SECONDS)
+            .unwrap()
+            .default;
         assert!(!later.window_open);
     }
 
@@ -291,12 +357,118 @@ mod tests {
             sent_at: Some(1_000 + 120),
             ..Default::default()
         };
-        let view = ContactView::from_messages(&[inbound], 1_000).unwrap();
+        let view = ContactView::from_messages(&[inbound], 1_000)
+            .unwrap()
+            .default;
         assert_eq!(view.session.started_at, Rfc3339(Some(1_000)));
         assert_eq!(view.session.state, SessionState::Inactive);
         assert!(view.window_open);
         assert_eq!(view.wa_id, None, "a BSUID is not a phone number");
         assert_eq!(view.bsuid.as_deref(), Some("B"));
+    }
+
+    fn on(channel: Option<&str>, phone: Option<&str>, message: MessageRecord) -> MessageRecord {
+        MessageRecord {
+            channel_id: channel.map(str::to_owned),
+            channel_phone_number: phone.map(str::to_owned),
+            wa_id: Some("14155550101".into()),
+            ..message
+        }
+    }
+
+    fn written_at(at: i64) -> MessageRecord {
+        MessageRecord {
+            id: Some(format!("in{at}")),
+            direction: Some(Direction::Inbound),
+            sent_at: Some(at),
+            ..Default::default()
+        }
+    }
+
+    fn delivered_at(at: i64) -> MessageRecord {
+        MessageRecord {
+            id: Some(format!("out{at}")),
+            direction: Some(Direction::Outbound),
+            sent_at: Some(at),
+            delivered_at: Some(at + 1),
+            ..Default::default()
+        }
+    }
+
+    /// The customer wrote to number B only: the default number's window stays closed.
+    #[test]
+    fn writing_to_one_number_opens_no_window_for_another() {
+        let view = ContactView::from_messages(
+            &[
+                on(None, Some("100"), delivered_at(1_000)),
+                on(Some("c2"), Some("200"), written_at(5_000)),
+            ],
+            6_000,
+        )
+        .unwrap();
+        assert!(!view.default.window_open);
+        assert_eq!(view.default.last_inbound_at, Rfc3339(None));
+        assert_eq!(view.default.session.state, SessionState::Inactive);
+        assert_eq!(view.default.session.started_at, Rfc3339(Some(1_001)));
+        let b = view.channel("200").expect("number B");
+        assert!(b.window_open);
+        assert_eq!(b.window_expires_at, Rfc3339(Some(5_000 + DAY_SECONDS)));
+        assert_eq!(b.session.started_at, Rfc3339(Some(5_000)));
+        assert_eq!(
+            (b.session.business_messages, b.session.customer_messages),
+            (0, 1)
+        );
+        assert_eq!(b.channel_id.as_deref(), Some("c2"));
+        assert_eq!(view.channel("100").unwrap().channel_id, None);
+        assert_eq!(view.channel("300"), None);
+        assert_eq!(view.channels.len(), 2);
+        assert_eq!(view.channels[0], view.default);
+    }
+
+    /// Two numbers' messages in one day are two sessions, never one active session.
+    #[test]
+    fn sessions_of_two_numbers_never_merge() {
+        let view = ContactView::from_messages(
+            &[
+                on(None, None, written_at(1_000)),
+                on(Some("c2"), Some("200"), delivered_at(2_000)),
+            ],
+            3_000,
+        )
+        .unwrap();
+        assert_eq!(view.default.session.state, SessionState::Inactive);
+        assert_eq!(view.channels[1].session.state, SessionState::Inactive);
+        assert_eq!(view.default.last_outbound_at, Rfc3339(None));
+        let merged_into_one = ContactView::from_messages(
+            &[
+                on(None, None, written_at(1_000)),
+                on(None, None, delivered_at(2_000)),
+            ],
+            3_000,
+        )
+        .unwrap();
+        assert_eq!(merged_into_one.default.session.state, SessionState::Active);
+    }
+
+    #[test]
+    fn a_contact_only_on_another_number_has_an_empty_default_view() {
+        let view =
+            ContactView::from_messages(&[on(Some("c2"), Some("200"), written_at(10))], 20).unwrap();
+        assert_eq!(view.default.session.state, SessionState::None);
+        assert!(!view.default.window_open);
+        assert_eq!(view.default.wa_id.as_deref(), Some("14155550101"));
+        assert_eq!(view.default.channel_id, None);
+        assert_eq!(
+            view.channels.len(),
+            1,
+            "only the numbers the contact talked to"
+        );
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["window_open"], false);
+        assert_eq!(json["channel_id"], serde_json::Value::Null);
+        assert_eq!(json["channels"][0]["channel_phone_number"], "200");
+        assert_eq!(json["channels"][0]["channel_id"], "c2");
+        assert_eq!(json["channels"][0]["window_open"], true);
     }
 
     fn any_entry() -> impl Strategy<Value = TimelineEntry> {

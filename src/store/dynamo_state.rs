@@ -37,7 +37,7 @@ use aws_sdk_dynamodb::types::{
 
 use crate::message::{Direction, Failure, MessageRecord};
 use crate::message_items::{
-    contradiction, distinct_messages, identity_fields, plan, Contradiction, ItemWrite, MessageItem,
+    contradiction, distinct_messages, plan, set_once_fields, Contradiction, ItemWrite, MessageItem,
     Plan, Resolution,
 };
 use crate::ports::{MergeOutcome, QuarantineEntry, QueuedEvent, StateStore, StoreError};
@@ -123,7 +123,7 @@ pub fn item_update(write: &ItemWrite, required: Option<&str>) -> ItemUpdate {
     let mut add = Vec::new();
     let mut conditions = Vec::new();
     let mut values = HashMap::new();
-    for (field, value) in identity_fields(&write.record) {
+    for (field, value) in set_once_fields(&write.record) {
         if let Some(value) = value {
             set.push(format!("{field} = :{field}"));
             conditions.push(format!(
@@ -241,6 +241,8 @@ pub fn item_from_attributes(key: String, item: &Item) -> MessageItem {
             local_message_id: text(item, "local_message_id"),
             wa_id: text(item, "wa_id"),
             bsuid: text(item, "bsuid"),
+            channel_id: text(item, "channel_id"),
+            channel_phone_number: text(item, "channel_phone_number"),
             direction,
             template_name: least_text("template_names", "template_name"),
             sent_at: times[0],

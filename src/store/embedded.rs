@@ -1222,7 +1222,7 @@ mod tests {
             );
         }
         let view = store.contact("4917", 10).await.unwrap().unwrap();
-        assert_eq!(view.wa_id.as_deref(), Some("4917"));
+        assert_eq!(view.default.wa_id.as_deref(), Some("4917"));
         let left_behind: bool = connect(&path)
             .unwrap()
             .query_row(

@@ -154,7 +154,7 @@ async fn assert_one_message(state: &DynamoState, delivered: Option<i64>, read: O
     let contact = state.contact("14155550101", 1_700_000_400).await.unwrap();
     let delivered_count = u32::from(delivered.is_some() || read.is_some());
     assert_eq!(
-        contact.unwrap().session.business_messages,
+        contact.unwrap().default.session.business_messages,
         delivered_count,
         "one message, not two"
     );

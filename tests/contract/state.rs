@@ -208,7 +208,10 @@ async fn a_message_first_known_by_wamid_joins_its_message(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(contact.session.business_messages, 1, "one message, not two");
+    assert_eq!(
+        contact.default.session.business_messages, 1,
+        "one message, not two"
+    );
 }
 
 /// Applies one webhook body through the processor, as received at `received_at`.
@@ -269,7 +272,7 @@ async fn an_event_that_contradicts_a_message_is_refused_whole(backend: Backend) 
         assert_eq!(state.message(id).await.unwrap(), None, "{id}");
     }
     let contact = state.contact("14155550101", t).await.unwrap().unwrap();
-    assert_eq!(contact.wa_id.as_deref(), Some("14155550101"));
+    assert_eq!(contact.default.wa_id.as_deref(), Some("14155550101"));
     assert!(state.contact("0", t).await.unwrap().is_none());
 }
 
@@ -323,7 +326,7 @@ async fn a_bsuid_contact_that_learns_its_phone_is_one_contact(backend: Backend) 
     let state = backend.state();
     let before = state.contact("US.1", t).await.unwrap().unwrap();
     assert_eq!(
-        (before.wa_id, before.bsuid.as_deref()),
+        (before.default.wa_id, before.default.bsuid.as_deref()),
         (None, Some("US.1"))
     );
     let later = r#"{"eventType":"sessionMessageSent_bsuid","id":"B2","whatsappMessageId":"wamid.B2","bsuid":"US.1","waId":"14155550107","timestamp":"1700000200"}"#;
@@ -338,11 +341,19 @@ async fn a_bsuid_contact_that_learns_its_phone_is_one_contact(backend: Backend) 
     ));
     for name in ["14155550107", "US.1"] {
         let view = state.contact(name, t).await.unwrap().expect(name);
-        assert_eq!(view.wa_id.as_deref(), Some("14155550107"), "by {name}");
-        assert_eq!(view.bsuid.as_deref(), Some("US.1"), "by {name}");
-        assert_eq!(view.last_inbound_at.0, Some(1_700_000_100), "by {name}");
-        assert_eq!(view.session.customer_messages, 1, "by {name}");
-        assert_eq!(view.session.business_messages, 1, "by {name}");
+        assert_eq!(
+            view.default.wa_id.as_deref(),
+            Some("14155550107"),
+            "by {name}"
+        );
+        assert_eq!(view.default.bsuid.as_deref(), Some("US.1"), "by {name}");
+        assert_eq!(
+            view.default.last_inbound_at.0,
+            Some(1_700_000_100),
+            "by {name}"
+        );
+        assert_eq!(view.default.session.customer_messages, 1, "by {name}");
+        assert_eq!(view.default.session.business_messages, 1, "by {name}");
     }
 }
 
@@ -372,8 +383,11 @@ async fn incredible_timestamps_are_dated_by_their_receipt(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(view.session.state, SessionState::Active);
-    assert_eq!(view.session.started_at.0, Some(1_700_000_100));
-    assert!(view.window_open);
-    assert_eq!(view.window_expires_at.0, Some(1_700_000_100 + 86_400));
+    assert_eq!(view.default.session.state, SessionState::Active);
+    assert_eq!(view.default.session.started_at.0, Some(1_700_000_100));
+    assert!(view.default.window_open);
+    assert_eq!(
+        view.default.window_expires_at.0,
+        Some(1_700_000_100 + 86_400)
+    );
 }

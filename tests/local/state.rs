@@ -12,6 +12,10 @@ const B: &str = "14155550102";
 const C_BSUID: &str = "US.13491208655302741918";
 const D: &str = "14155550104";
 const D_BSUID: &str = "US.99900000000000000004";
+/// The account's default business number and its second one (fixtures 24-26).
+const DEFAULT_NUMBER: &str = "14155550000";
+const SECOND_NUMBER: &str = "14155550200";
+const SECOND_CHANNEL_ID: &str = "6734a09f1c2b3a4d5e6f7c02";
 
 async fn message(app: &TestApp, id: &str) -> Value {
     let (status, body) = app.get(&format!("/v1/messages/{id}")).await;
@@ -140,6 +144,98 @@ async fn any_order_and_duplicates_converge() {
     }
 }
 
+/// Alice writes to both business numbers within one day: each number has its own session and
+/// window (tests/fixtures/README.md, "Two business numbers"); merged, the default number's session
+/// would count two messages a side and its window would run from +400.
+#[tokio::test]
+async fn each_business_number_has_its_own_session_with_a_contact() {
+    let app = spawn_app().await;
+    app.post_all(&fixtures()).await;
+    app.wait_until_applied().await;
+
+    let alice = contact(&app, A).await;
+    assert_eq!(
+        alice["channel_id"],
+        Value::Null,
+        "top level: the default number"
+    );
+    assert_eq!(alice["channel_phone_number"], DEFAULT_NUMBER);
+    assert_eq!(alice["last_inbound_at"], rfc3339(0));
+    assert_eq!(alice["last_outbound_at"], rfc3339(60));
+    assert_eq!(alice["window_expires_at"], rfc3339(86_400));
+    assert_eq!(alice["session"]["started_at"], rfc3339(0));
+    assert_eq!(alice["session"]["business_messages"], 1);
+    assert_eq!(alice["session"]["customer_messages"], 1);
+
+    let channels = alice["channels"].as_array().expect("channels");
+    assert_eq!(channels.len(), 2, "{alice}");
+    let default = &channels[0];
+    for field in [
+        "last_inbound_at",
+        "last_outbound_at",
+        "window_expires_at",
+        "session",
+    ] {
+        assert_eq!(default[field], alice[field], "{field}");
+    }
+    let second = &channels[1];
+    assert_eq!(second["channel_phone_number"], SECOND_NUMBER);
+    assert_eq!(second["channel_id"], SECOND_CHANNEL_ID);
+    assert_eq!(second["wa_id"], A);
+    assert_eq!(second["last_inbound_at"], rfc3339(400));
+    assert_eq!(second["last_outbound_at"], rfc3339(430));
+    assert_eq!(second["window_expires_at"], rfc3339(400 + 86_400));
+    assert_eq!(second["session"]["started_at"], rfc3339(400));
+    assert_eq!(
+        second["session"]["state"], "expired",
+        "the fixtures are from 2025"
+    );
+    assert_eq!(second["session"]["business_messages"], 1);
+    assert_eq!(second["session"]["customer_messages"], 1);
+
+    for asked in [SECOND_NUMBER, "%2B1%20415%20555%200200", "+14155550200"] {
+        let (status, body) = app.get(&format!("/v1/contacts/{A}?channel={asked}")).await;
+        assert_eq!(status, StatusCode::OK, "{asked}: {body}");
+        assert_eq!(&body, second, "{asked}");
+    }
+    let (status, body) = app
+        .get(&format!("/v1/contacts/{A}?channel={DEFAULT_NUMBER}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(&body, default);
+    assert!(
+        body.get("channels").is_none(),
+        "one number's view has no list"
+    );
+
+    let bob = contact(&app, B).await;
+    assert_eq!(bob["channels"].as_array().map(Vec::len), Some(1), "{bob}");
+    let (status, _) = app
+        .get(&format!("/v1/contacts/{B}?channel={SECOND_NUMBER}"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "Bob never talked to the second number"
+    );
+    for malformed in ["abc", "123", "", SECOND_CHANNEL_ID] {
+        let (status, body) = app
+            .get(&format!("/v1/contacts/{A}?channel={malformed}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{malformed}: {body}");
+    }
+
+    // The delivered status (24) carries no channel fields and came before its message (26).
+    let reply = message(&app, &message_id(12)).await;
+    assert_eq!(reply["channel_phone_number"], SECOND_NUMBER);
+    assert_eq!(reply["channel_id"], SECOND_CHANNEL_ID);
+    assert_eq!(reply["status"], "delivered");
+    assert_eq!(reply["delivered_at"], rfc3339(435));
+    let first = message(&app, &message_id(3)).await;
+    assert_eq!(first["channel_phone_number"], DEFAULT_NUMBER);
+    assert_eq!(first["channel_id"], Value::Null);
+}
+
 /// A status that arrives before its message's "sent" event is kept and merged when it comes.
 #[tokio::test]
 async fn statuses_before_sent_are_merged() {
@@ -216,7 +312,7 @@ async fn snapshot_after(events: &[Fixture]) -> Vec<Value> {
     app.post_all(events).await;
     app.wait_until_applied().await;
     let mut views = Vec::new();
-    for n in 1..=10 {
+    for n in 1..=12 {
         views.push(message(&app, &message_id(n)).await);
     }
     for id in [A, B, C_BSUID, D] {
