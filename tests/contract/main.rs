@@ -44,6 +44,8 @@ macro_rules! contract {
 
 mod state;
 
+mod channels;
+
 fn entry(key: &str, body: &str, received_at: i64) -> LedgerEntry {
     LedgerEntry {
         key: key.into(),

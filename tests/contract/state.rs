@@ -215,7 +215,7 @@ async fn a_message_first_known_by_wamid_joins_its_message(backend: Backend) {
 }
 
 /// Applies one webhook body through the processor, as received at `received_at`.
-async fn process(backend: &Backend, key: &str, body: &str, received_at: i64) -> Applied {
+pub(crate) async fn process(backend: &Backend, key: &str, body: &str, received_at: i64) -> Applied {
     let queued = QueuedEvent {
         key: key.to_owned(),
         received_at,
