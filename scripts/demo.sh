@@ -112,6 +112,7 @@ for path in \
     /v1/messages/local-0005 \
     /v1/messages/wamid.OUT000000000000000000000004 \
     /v1/contacts/14155550101 \
+    '/v1/contacts/14155550101?channel=14155550200' \
     /v1/contacts/14155550102; do
     get "$path"
 done

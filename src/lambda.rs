@@ -443,7 +443,7 @@ mod tests {
             })
             .collect();
         let count = |name: &str| lines.iter().filter(|l| l.get(name).is_some()).count();
-        assert_eq!(count("Applied"), 20, "one per message event");
+        assert_eq!(count("Applied"), 23, "one per message event");
         assert_eq!(count("Archived"), 3, "template events and the unknown type");
         let batch = lines.last().unwrap();
         assert_eq!(
@@ -451,7 +451,7 @@ mod tests {
                 batch["Records"].as_f64(),
                 batch["ProcessorQuarantined"].as_f64()
             ),
-            (Some(24.0), Some(1.0))
+            (Some(27.0), Some(1.0))
         );
         assert_eq!(batch["BatchFailures"], 0.0);
         let read = lines

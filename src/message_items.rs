@@ -4,8 +4,8 @@
 //! sender's `localMessageId`) and any event may carry any subset of them. Both state stores file
 //! an event's facts under one item, its *home* (the first of the three it names), and write an
 //! *edge* item for each other id it names, holding only the ids. Every write is a join (facts keep
-//! their least value) guarded by one rule, [`absorb`]: an id or a contact name, once stored on an
-//! item, is never replaced. So writes commute, repeat and interleave freely; nothing is moved,
+//! their least value) guarded by one rule, [`absorb`]: an id, a contact name or a business
+//! number, once stored on an item, is never replaced. So writes commute, repeat and interleave freely; nothing is moved,
 //! folded or deleted.
 //!
 //! A message is read back by [`Resolution`]: from the id asked for, follow the ids each item

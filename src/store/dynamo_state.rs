@@ -4,7 +4,8 @@
 //!
 //! Items (see `infra/README.md`):
 //! - message item `pk = MSG#<id>, sk = MSG`: the ids (`id`, `whatsapp_message_id`,
-//!   `local_message_id`) and contact names (`wa_id`, `bsuid`) are each set once, under the
+//!   `local_message_id`), contact names (`wa_id`, `bsuid`) and business number (`channel_id`,
+//!   `channel_phone_number`, on a home item) are each set once, under the
 //!   condition "absent or equal" (an event that would change one is refused); facts are added to
 //!   sets (`sent_times`, `delivered_times`, `read_times`, `replied_times`: number sets;
 //!   `template_names`, `directions`, `failures`: string sets) and the least value is read, so
@@ -676,6 +677,41 @@ mod tests {
         let slow = item_update(&write(MessageRecord::default(), &["W"]), None);
         assert_eq!(slow.update_expression, "ADD linked :linked");
         assert_eq!(slow.condition_expression, "");
+    }
+
+    /// A message's business number is set once, like its ids; an item written before numbers
+    /// were stored has none and reads as the default number's.
+    #[test]
+    fn the_business_number_is_set_once_and_absent_on_older_items() {
+        let record = MessageRecord {
+            id: Some("R".into()),
+            channel_id: Some("c2".into()),
+            channel_phone_number: Some("14155550200".into()),
+            ..MessageRecord::default()
+        };
+        let update = item_update(&write(record, &[]), None);
+        assert_eq!(
+            update.update_expression,
+            "SET id = :id, channel_id = :channel_id, channel_phone_number = :channel_phone_number"
+        );
+        assert!(update
+            .condition_expression
+            .contains("(attribute_not_exists(channel_id) OR channel_id = :channel_id)"));
+        assert!(update.condition_expression.contains(
+            "(attribute_not_exists(channel_phone_number) OR channel_phone_number = :channel_phone_number)"
+        ));
+        let written = HashMap::from([
+            ("id".to_owned(), s("R")),
+            ("channel_id".to_owned(), s("c2")),
+            ("channel_phone_number".to_owned(), s("14155550200")),
+        ]);
+        let read = item_from_attributes("R".into(), &written);
+        assert_eq!(read.record.channel(), (Some("c2"), Some("14155550200")));
+        let older: Item = HashMap::from([("id".into(), s("R")), ("sent_at".into(), n(5))]);
+        assert_eq!(
+            item_from_attributes("R".into(), &older).record.channel(),
+            (None, None)
+        );
     }
 
     /// Every fact set reads back as its least value; the earlier model's single values count.

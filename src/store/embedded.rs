@@ -994,6 +994,21 @@ mod tests {
     use super::*;
     use crate::ports::StateStore;
 
+    /// A record stored before business numbers were kept (no channel keys in its JSON) reads as
+    /// on the default number.
+    #[test]
+    fn a_record_stored_before_numbers_is_on_the_default_number() {
+        let before = r#"{"id":"m","whatsapp_message_id":null,"local_message_id":null,"wa_id":"1",
+            "bsuid":null,"direction":"inbound","template_name":null,"sent_at":10,"delivered_at":null,
+            "read_at":null,"replied_at":null,"failure":null}"#;
+        let record = decode(before).unwrap();
+        assert_eq!(record.channel(), (None, None));
+        assert_eq!(record.sent_at, Some(10));
+        let view = crate::session::ContactView::from_messages(&[record], 20).unwrap();
+        assert_eq!(view.default.session.customer_messages, 1);
+        assert_eq!(view.channels, vec![view.default.clone()]);
+    }
+
     /// A new event is in the ledger and on the queue after one write; a seen key enqueues nothing.
     #[tokio::test]
     async fn record_and_send_writes_a_new_event_to_both_at_once() {

@@ -159,3 +159,63 @@ async fn api_gateway_and_function_url_events_are_received() {
     expected.sort();
     assert_eq!(sent, expected);
 }
+
+/// A GET of the read API as API Gateway's HTTP API sends it (the query string only in
+/// `rawQueryString`, as `lambda_http` must pass it on).
+fn read_event(token: &str, path: &str, query: &str) -> String {
+    json!({
+        "version": "2.0",
+        "routeKey": "GET /v1/{proxy+}",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": {"authorization": format!("Bearer {token}"),
+                    "host": "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "a1b2c3d4e5",
+            "domainName": "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "a1b2c3d4e5",
+            "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.7", "userAgent": "curl"},
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "routeKey": "GET /v1/{proxy+}",
+            "stage": "$default",
+            "time": "26/Nov/2026:10:00:00 +0000",
+            "timeEpoch": 1_795_600_000_000u64
+        },
+        "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+/// `?channel=` reaches the api Lambda's router through a real HTTP API event: one number's
+/// entry, 404 for a number the contact never talked to, 400 for a malformed one.
+#[tokio::test]
+async fn the_read_api_lambda_takes_the_channel_query() {
+    let backend = Backend::aws().await;
+    let Backend::Aws { state, .. } = &backend else {
+        unreachable!()
+    };
+    for body in crate::fixtures() {
+        let event = wati_ingest::event::WatiEvent::parse(&body).unwrap();
+        if let Some(facts) = wati_ingest::message::MessageRecord::from_event(&event, 1_764_238_453)
+        {
+            backend.state().apply(&facts).await.unwrap();
+        }
+    }
+    const TOKEN: &str = "lambda-read-token-0123456789abcdef";
+    let router =
+        wati_ingest::lambda::read_api_router(SecretSet::new([TOKEN]).unwrap(), state.clone());
+    let path = "/v1/contacts/14155550101";
+    let (status, all) = invoke(&router, read_event(TOKEN, path, "")).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["channels"].as_array().map(Vec::len), Some(2), "{all}");
+    let (status, second) = invoke(&router, read_event(TOKEN, path, "channel=%2B14155550200")).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second, all["channels"][1]);
+    assert_eq!(second["channel_id"], "6734a09f1c2b3a4d5e6f7c02");
+    let (status, _) = invoke(&router, read_event(TOKEN, path, "channel=14155550999")).await;
+    assert_eq!(status, 404);
+    let (status, _) = invoke(&router, read_event(TOKEN, path, "channel=returns-desk")).await;
+    assert_eq!(status, 400);
+}
