@@ -35,6 +35,7 @@
 //! - [`lambda`]: the AWS composition (configuration, the receiver's router) for `src/bin/receiver.rs`.
 
 pub mod auth;
+pub mod changes;
 pub mod channel;
 pub mod cli;
 pub mod event;
