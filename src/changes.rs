@@ -458,6 +458,90 @@ mod tests {
         assert_ne!(closing.id, moved.id);
     }
 
+    fn schema() -> jsonschema::Validator {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/changes.schema.json")).unwrap();
+        jsonschema::draft202012::new(&schema).expect("a valid JSON Schema")
+    }
+
+    fn assert_valid(validator: &jsonschema::Validator, document: &serde_json::Value) {
+        let errors: Vec<String> = validator
+            .iter_errors(document)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{document}: {errors:?}");
+    }
+
+    /// Every kind of document this module writes is valid against `docs/changes.schema.json`,
+    /// and the schema refuses what is not a document.
+    #[test]
+    fn every_document_matches_the_published_schema() {
+        let validator = schema();
+        let message = MessageRecord {
+            wa_id: Some("1".into()),
+            sent_at: Some(10),
+            failure: Some(Failure {
+                at: 11,
+                code: Some("131026".into()),
+                detail: Some("Message undeliverable".into()),
+            }),
+            ..outbound("m")
+        };
+        for change in item_changes(None, &message) {
+            let document = message_updated("m", &change, &message, 12);
+            assert_valid(&validator, &serde_json::to_value(&document).unwrap());
+        }
+        let inbound = MessageRecord {
+            direction: Some(Direction::Inbound),
+            ..message.clone()
+        };
+        let view = view_at(&[message, inbound], 20);
+        let end = 10 + 86_400;
+        for document in [
+            contact_updated(&view, 20, 20),
+            window_document(
+                ChangeType::WindowClosing,
+                &view,
+                end,
+                end - 3_600,
+                end - 3_600,
+            ),
+            window_document(ChangeType::WindowClosed, &view, end, end, end),
+        ] {
+            assert_valid(&validator, &serde_json::to_value(&document).unwrap());
+        }
+        let mut wrong = serde_json::to_value(contact_updated(&view, 20, 20)).unwrap();
+        wrong["fact"] = "read".into();
+        assert!(
+            !validator.is_valid(&wrong),
+            "a contact document has no fact"
+        );
+        wrong = serde_json::to_value(contact_updated(&view, 20, 20)).unwrap();
+        wrong["id"] = "42".into();
+        assert!(
+            !validator.is_valid(&wrong),
+            "ids are chg_ and 32 hex digits"
+        );
+    }
+
+    /// The examples in `docs/changes.md` are real documents.
+    #[test]
+    fn the_documented_examples_match_the_schema() {
+        let validator = schema();
+        let doc = include_str!("../docs/changes.md");
+        let mut examples = 0;
+        for block in doc.split("```json").skip(1) {
+            let body = block.split("```").next().unwrap_or_default();
+            let example: serde_json::Value =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+            if example.get("id").is_some() && example.get("type").is_some() {
+                assert_valid(&validator, &example);
+                examples += 1;
+            }
+        }
+        assert!(examples >= 4, "an example of every type ({examples} found)");
+    }
+
     fn any_record() -> impl Strategy<Value = MessageRecord> {
         let time = || proptest::option::of(1i64..40);
         (
