@@ -12,9 +12,9 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{
-    connect, decode, now_ms, probe, probe_intake, returns_a_row, to_sql_error, EmbeddedStore,
-};
+use super::health::{probe, probe_intake};
+use super::schema::{connect, returns_a_row};
+use super::{decode, now_ms, to_sql_error, EmbeddedStore};
 use crate::message::MessageRecord;
 use crate::message_items::{
     absorb, distinct_messages, plan, Contradiction, MessageItem, Resolution,
