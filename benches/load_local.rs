@@ -65,6 +65,7 @@ fn main() {
             api_token_source: SecretSource::Environment,
             dedup_ttl_days: 7,
             max_body_bytes: 256 * 1024,
+            window_closing_lead_minutes: 60,
         };
         let pipeline = LocalPipeline::open(&config).expect("pipeline");
         let store = pipeline.store.clone();

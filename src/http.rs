@@ -2,7 +2,8 @@
 //!
 //! - `POST /webhook/{secret}`: authenticate first (401, no I/O), then size (413), then receive.
 //! - `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}[?channel=<business number>]`: the read
-//!   API, behind a bearer token.
+//!   API, behind a bearer token; `GET /v1/changes?after=<cursor>&limit=<n>&wait=<seconds>`: the
+//!   change feed where the store keeps one (locally).
 //! - `GET /healthz`: 200 when the store can take writes now ([`StateStore::ping`]: locally a real
 //!   write in the intake and the state database, ledger and queue tables included), else 503.
 //!
@@ -28,7 +29,7 @@ use crate::event::log_key;
 use crate::message::MessageView;
 use crate::message::MAX_ID_BYTES;
 use crate::metrics::{MetricLine, MetricsSink, Unit};
-use crate::ports::StateStore;
+use crate::ports::{ChangeFeed, StateStore};
 use crate::receiver::{Path as ReceivePath, Receipt, Receiver};
 use crate::time::now_unix;
 
@@ -45,6 +46,9 @@ pub struct WebhookService {
 pub struct ReadService {
     pub state: Arc<dyn StateStore>,
     pub tokens: SecretSet,
+    /// The change feed (`GET /v1/changes`): the embedded store's outbox; `None` on AWS, where
+    /// changes go out through EventBridge.
+    pub changes: Option<Arc<dyn ChangeFeed>>,
 }
 
 /// `POST /webhook/{secret}`; a bare `/webhook` is a missing secret.
@@ -61,6 +65,7 @@ pub fn read_routes(service: Arc<ReadService>) -> Router {
     Router::new()
         .route("/v1/messages/{*id}", get(read_message))
         .route("/v1/contacts/{*contact}", get(read_contact))
+        .route("/v1/changes", get(read_changes))
         .with_state(service)
 }
 
@@ -222,6 +227,88 @@ async fn read_contact(
             tracing::error!(error = %failure, "read contact");
             error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
         }
+    }
+}
+
+/// Most documents one feed page returns, and the default.
+const MAX_FEED_LIMIT: usize = 1_000;
+const DEFAULT_FEED_LIMIT: usize = 100;
+/// Longest long poll: under API Gateway's and most proxies' timeouts.
+const MAX_FEED_WAIT_SECONDS: u64 = 30;
+/// How often a long poll looks for new documents.
+const FEED_POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+#[derive(Debug, Deserialize)]
+struct FeedQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+    wait: Option<u64>,
+}
+
+/// A feed position as clients see it: opaque, so that its encoding may change.
+fn feed_cursor(seq: i64) -> String {
+    format!("c1.{seq:x}")
+}
+
+fn parse_feed_cursor(cursor: &str) -> Option<i64> {
+    i64::from_str_radix(cursor.strip_prefix("c1.")?, 16)
+        .ok()
+        .filter(|seq| *seq >= 0)
+}
+
+async fn read_changes(
+    State(service): State<Arc<ReadService>>,
+    headers: HeaderMap,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+) -> Response {
+    if !bearer_matches(&service.tokens, &headers) {
+        return bearer_required();
+    }
+    let Some(feed) = service.changes.as_ref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no change feed here: on AWS, changes go out through EventBridge",
+        );
+    };
+    let Ok(Query(query)) = query else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    let after = match query.after.as_deref() {
+        None | Some("") => 0,
+        Some(cursor) => match parse_feed_cursor(cursor) {
+            Some(seq) => seq,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "after: not a cursor this feed gave",
+                )
+            }
+        },
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_FEED_LIMIT);
+    if !(1..=MAX_FEED_LIMIT).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, "limit: 1 to 1000");
+    }
+    let deadline = Instant::now()
+        + std::time::Duration::from_secs(query.wait.unwrap_or(0).min(MAX_FEED_WAIT_SECONDS));
+    loop {
+        let entries = match feed.changes_after(after, limit).await {
+            Ok(entries) => entries,
+            Err(failure) => {
+                tracing::error!(error = %failure, "read changes");
+                return error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable");
+            }
+        };
+        if !entries.is_empty() || Instant::now() >= deadline {
+            let next = entries.last().map_or(after, |entry| entry.seq);
+            let documents: Vec<serde_json::Value> = entries
+                .iter()
+                .filter_map(|entry| serde_json::from_str(&entry.document).ok())
+                .collect();
+            return Json(json!({ "changes": documents, "next": feed_cursor(next) }))
+                .into_response();
+        }
+        tokio::time::sleep(FEED_POLL_EVERY).await;
     }
 }
 

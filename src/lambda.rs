@@ -381,6 +381,7 @@ pub fn read_api_router(tokens: SecretSet, state: DynamoState) -> Router {
     read_routes(Arc::new(ReadService {
         state: Arc::clone(&state),
         tokens,
+        changes: None,
     }))
     .merge(health_routes(state))
 }

@@ -18,6 +18,10 @@ use crate::processor::{run_local, LocalProcessorSettings};
 use crate::receiver::{Receiver, ReceiverSettings};
 use crate::settings::{self, ConfigError};
 use crate::store::embedded::EmbeddedStore;
+use crate::time::now_unix;
+
+/// How often the window timer looks for windows closing or closed.
+pub const WINDOW_TIMER_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// File names inside `DATA_DIR`.
 const DATABASE_FILE: &str = "wati-ingest.db";
@@ -82,11 +86,14 @@ pub struct LocalSettings {
     pub api_token: Option<String>,
     pub dedup_ttl_days: i64,
     pub max_body_bytes: usize,
+    /// How long before a customer-service window closes `contact.window_closing` is announced.
+    pub window_closing_lead_minutes: i64,
 }
 
 impl LocalSettings {
-    /// Reads `PORT`, `DATA_DIR`, `WEBHOOK_SECRET`, `API_TOKEN`, `DEDUP_TTL_DAYS` and
-    /// `MAX_BODY_BYTES` through `var`; refuses any bad value with the variable's name.
+    /// Reads `PORT`, `DATA_DIR`, `WEBHOOK_SECRET`, `API_TOKEN`, `DEDUP_TTL_DAYS`,
+    /// `MAX_BODY_BYTES` and `WINDOW_CLOSING_LEAD_MINUTES` through `var`; refuses any bad value
+    /// with the variable's name.
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         // Pure: nothing here may touch the disk (the binary's tests check DATA_DIR stays absent).
         Ok(LocalSettings {
@@ -100,6 +107,9 @@ impl LocalSettings {
             max_body_bytes: settings::max_body_bytes(
                 var("MAX_BODY_BYTES").as_deref(),
                 DEFAULT_MAX_BODY_BYTES,
+            )?,
+            window_closing_lead_minutes: settings::window_closing_lead_minutes(
+                var("WINDOW_CLOSING_LEAD_MINUTES").as_deref(),
             )?,
         })
     }
@@ -115,6 +125,7 @@ pub struct LocalConfig {
     pub api_token_source: SecretSource,
     pub dedup_ttl_days: i64,
     pub max_body_bytes: usize,
+    pub window_closing_lead_minutes: i64,
 }
 
 impl LocalConfig {
@@ -144,6 +155,7 @@ impl LocalConfig {
             api_token,
             api_token_source,
             dedup_ttl_days: settings.dedup_ttl_days,
+            window_closing_lead_minutes: settings.window_closing_lead_minutes,
             max_body_bytes: settings.max_body_bytes,
         })
     }
@@ -320,6 +332,7 @@ pub struct LocalPipeline {
     pub store: EmbeddedStore,
     pub router: Router,
     dedup_ttl_seconds: i64,
+    window_closing_lead_minutes: i64,
     /// Held until the pipeline is dropped (after `serve` returns).
     _lock: DataDirLock,
 }
@@ -350,6 +363,7 @@ impl LocalPipeline {
         let reader = ReadService {
             state: Arc::new(store.clone()),
             tokens,
+            changes: Some(Arc::new(store.clone())),
         };
         let router = webhook_routes(Arc::new(webhook))
             .merge(read_routes(Arc::new(reader)))
@@ -358,6 +372,7 @@ impl LocalPipeline {
             store,
             router,
             dedup_ttl_seconds,
+            window_closing_lead_minutes: config.window_closing_lead_minutes,
             _lock: lock,
         })
     }
@@ -372,6 +387,23 @@ impl LocalPipeline {
                 ..LocalProcessorSettings::default()
             },
         ))
+    }
+
+    /// Starts the window timer: every [`WINDOW_TIMER_EVERY`], announces the customer-service
+    /// windows that are closing or closed ([`EmbeddedStore::announce_due_windows`]).
+    pub fn spawn_window_timer(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let lead_seconds = self.window_closing_lead_minutes * 60;
+        tokio::spawn(async move {
+            loop {
+                match store.announce_due_windows(now_unix(), lead_seconds).await {
+                    Ok(0) => {}
+                    Ok(announced) => tracing::info!(announced, "window changes"),
+                    Err(error) => tracing::error!(%error, "window timer"),
+                }
+                tokio::time::sleep(WINDOW_TIMER_EVERY).await;
+            }
+        })
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves; the data directory stays locked
@@ -426,6 +458,7 @@ mod tests {
                 api_token: None,
                 dedup_ttl_days: 7,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                window_closing_lead_minutes: 60,
             }
         );
         let empty_is_unset = LocalSettings::from_lookup(lookup(&[("WEBHOOK_SECRET", "")]));

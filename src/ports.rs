@@ -3,7 +3,8 @@
 //! The receiver needs a [`Ledger`] (idempotency record + raw archive) and a [`Queue`] (or one
 //! [`Intake`] that is both and writes a new event to both at once); the
 //! processor and the read API need a [`StateStore`]. The embedded SQLite store implements all
-//! three; the AWS adapters implement them on DynamoDB and SQS.
+//! three, and the [`ChangeFeed`] of its outbox; the AWS adapters implement them on DynamoDB and
+//! SQS.
 
 use std::collections::BTreeMap;
 
@@ -225,4 +226,19 @@ pub trait StateStore: Send + Sync {
     /// Whether the store can take writes now (the embedded store: a real write in each of its
     /// databases, the ledger and queue tables included; DynamoDB: the state table answers).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// One change document as the feed serves it: its place in the feed and its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    pub seq: i64,
+    pub document: String,
+}
+
+/// The pull feed of change documents (`GET /v1/changes`): the embedded store's outbox. On AWS
+/// changes go out through EventBridge instead (`docs/changes.md`).
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// Up to `limit` documents recorded after `after` (0: from the beginning), oldest first.
+    async fn changes_after(&self, after: i64, limit: usize) -> Result<Vec<FeedEntry>, StoreError>;
 }

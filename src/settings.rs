@@ -98,6 +98,12 @@ pub fn dedup_ttl_days(raw: Option<&str>) -> Result<i64, ConfigError> {
     )
 }
 
+/// `WINDOW_CLOSING_LEAD_MINUTES` (default 60): how long before a customer-service window closes
+/// `contact.window_closing` is announced; under a day, or it would precede the window.
+pub fn window_closing_lead_minutes(raw: Option<&str>) -> Result<i64, ConfigError> {
+    number_in("WINDOW_CLOSING_LEAD_MINUTES", raw, 60, 1..=1_439)
+}
+
 /// The dedup window in seconds. Checked: a window that overflowed would make every `expires_at`
 /// lie in the past and silently turn deduplication off.
 pub fn dedup_ttl_seconds(days: i64) -> Result<i64, ConfigError> {

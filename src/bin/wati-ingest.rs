@@ -74,6 +74,7 @@ async fn serve() -> Result<(), Error> {
     }
     println!("data: {}", config.data_dir.display());
     let _processor = pipeline.spawn_processor();
+    let _window_timer = pipeline.spawn_window_timer();
     pipeline.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -37,7 +37,9 @@
 //! - [`health`]: the `/healthz` probe's writes and the row [`Counts`].
 //! - [`message_state`]: the state database's messages and contacts:
 //!   [`StateStore`](crate::ports::StateStore) for the store. What else the state database gets
-//!   in the same transaction as a state change belongs in a file beside it.
+//!   in the same transaction as a state change belongs in a file beside it:
+//! - [`outbox`]: the change documents written with the state change they describe, the change
+//!   feed ([`ChangeFeed`](crate::ports::ChangeFeed)) and the window timer's table.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +53,7 @@ use crate::ports::StoreError;
 mod health;
 mod ledger;
 mod message_state;
+mod outbox;
 mod queue;
 mod schema;
 mod writer;
@@ -59,6 +62,7 @@ pub use health::Counts;
 pub use queue::Delivery;
 
 use message_state::STATE_SCHEMA;
+use outbox::OUTBOX_SCHEMA;
 use schema::{
     add_unarchived_columns, let_queue_bodies_be_null, move_state_out_of_intake, HEALTH_TABLE,
     INTAKE_SCHEMA, QUEUE_TABLE,
@@ -83,7 +87,7 @@ impl EmbeddedStore {
     /// visible again at once.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let state_path = path.with_extension("state.db");
-        let state_schema = format!("{STATE_SCHEMA}{HEALTH_TABLE}");
+        let state_schema = format!("{STATE_SCHEMA}{OUTBOX_SCHEMA}{HEALTH_TABLE}");
         let state = Database::open(&state_path, &state_schema, |writer| {
             message_state::add_linked_column(writer)
                 .map_err(|e| StoreError::unavailable("add linked column", e))

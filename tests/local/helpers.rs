@@ -37,6 +37,7 @@ pub fn config(data_dir: &Path) -> LocalConfig {
         api_token_source: SecretSource::Environment,
         dedup_ttl_days: 7,
         max_body_bytes: 256 * 1024,
+        window_closing_lead_minutes: 60,
     }
 }
 

@@ -13,14 +13,17 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::health::{probe, probe_intake};
+use super::outbox;
 use super::schema::{connect, returns_a_row};
 use super::{decode, now_ms, to_sql_error, EmbeddedStore};
+use crate::changes::item_changes;
 use crate::message::MessageRecord;
 use crate::message_items::{
     absorb, distinct_messages, plan, Contradiction, MessageItem, Resolution,
 };
 use crate::ports::{MergeOutcome, QuarantineEntry, QueuedEvent, StateStore, StoreError};
 use crate::session::ContactView;
+use crate::time::now_unix;
 
 pub(super) const STATE_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -136,29 +139,71 @@ fn store_item(conn: &Connection, item: &MessageItem) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Applies every write of the event's plan, or none when one contradicts a stored item.
+/// Applies every write of the event's plan, or none when one contradicts a stored item; and, in
+/// the same transaction, announces what changed ([`outbox`]).
 fn apply_facts(
     conn: &Connection,
     facts: &MessageRecord,
+    now: i64,
 ) -> rusqlite::Result<Result<(), Contradiction>> {
     let Some(plan) = plan(facts) else {
         return Ok(Ok(()));
     };
     let mut items = Vec::new();
     for write in std::iter::once(&plan.home).chain(&plan.edges) {
-        match absorb(load_item(conn, &write.key)?, write) {
-            Ok(item) => items.push(item),
+        let before = load_item(conn, &write.key)?;
+        match absorb(before.clone(), write) {
+            Ok(item) => items.push((before, item)),
             Err(contradiction) => return Ok(Err(contradiction)),
         }
     }
-    for item in &items {
+    for (_, item) in &items {
         store_item(conn, item)?;
     }
     if let Some((wa_id, bsuid)) = &plan.contact_link {
         conn.prepare_cached("INSERT OR IGNORE INTO contact_ids (bsuid, wa_id) VALUES (?1, ?2)")?
             .execute(params![bsuid, wa_id])?;
     }
+    announce_changes(conn, &plan.home.key, &items, now)?;
     Ok(Ok(()))
+}
+
+/// The change documents of one applied event, into the outbox: nothing when no item changed.
+fn announce_changes(
+    conn: &Connection,
+    home: &str,
+    items: &[(Option<MessageItem>, MessageItem)],
+    now: i64,
+) -> rusqlite::Result<()> {
+    let changed = items.iter().any(|(before, after)| {
+        !item_changes(before.as_ref().map(|b| &b.record), &after.record).is_empty()
+    });
+    if !changed {
+        return Ok(());
+    }
+    let mut resolution = [Resolution::new(home)];
+    resolve_all(conn, &mut resolution)?;
+    let [resolution] = resolution;
+    let Some(message) = resolution.message() else {
+        return Ok(());
+    };
+    let contact = match message.contact() {
+        Some(name) => ContactView::from_messages(&contact_messages(conn, name)?, now),
+        None => None,
+    };
+    if let Some(view) = contact
+        .as_ref()
+        .and_then(|c| outbox::channel_of(c, &message))
+    {
+        outbox::track_window(conn, view)?;
+    }
+    let announcement = outbox::Announcement {
+        items,
+        message: &message,
+        contact: contact.as_ref(),
+        now,
+    };
+    outbox::announce(conn, &announcement.documents())
 }
 
 /// Runs resolutions to the end, fetching from `conn`.
@@ -179,7 +224,10 @@ fn resolve_all(conn: &Connection, resolutions: &mut [Resolution]) -> rusqlite::R
 }
 
 /// Every message of a contact named by phone number or BSUID, by either of its names.
-fn contact_messages(conn: &Connection, contact: &str) -> rusqlite::Result<Vec<MessageRecord>> {
+pub(super) fn contact_messages(
+    conn: &Connection,
+    contact: &str,
+) -> rusqlite::Result<Vec<MessageRecord>> {
     let homes: Vec<MessageItem> = conn
         .prepare_cached(
             "WITH names(name) AS (
@@ -219,7 +267,9 @@ impl StateStore for EmbeddedStore {
         let facts = facts.clone();
         let outcome = self
             .state()
-            .write("apply facts", move |conn| apply_facts(conn, &facts))
+            .write("apply facts", move |conn| {
+                apply_facts(conn, &facts, now_unix())
+            })
             .await?;
         Ok(match outcome {
             Ok(()) => MergeOutcome::Merged,

@@ -645,6 +645,7 @@ fn read_router(state: Arc<dyn StateStore>) -> Router {
     read_routes(Arc::new(ReadService {
         state,
         tokens: SecretSet::new([TOKEN]).expect("token"),
+        changes: None,
     }))
 }
 
