@@ -1,6 +1,7 @@
 //! HTTP tests: the real local server on port 0, driven the way Wati and a reader would.
 
 mod bad_input;
+mod changes;
 mod cli;
 mod health;
 mod helpers;
