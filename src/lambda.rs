@@ -16,7 +16,7 @@ use crate::http::{
 };
 use crate::metrics::{MetricLine, MetricsSink, Unit};
 use crate::ports::{QueuedEvent, StateStore};
-use crate::processor::{process, Applied, Archive, ProcessError};
+use crate::processor::{process_and_log, Archive, Outcome};
 use crate::receiver::{OldestMark, Receiver, ReceiverSettings, SweepBudget, SweepReport};
 use crate::settings;
 use crate::store::aws::{decode_queued, DynamoLedger, SqsQueue};
@@ -144,28 +144,6 @@ pub struct BatchReport {
     pub metrics: Vec<MetricLine>,
 }
 
-/// What happened to one record.
-#[derive(Debug, Clone, PartialEq)]
-enum RecordOutcome {
-    Applied {
-        kind: String,
-        lag_s: i64,
-    },
-    Archived {
-        kind: String,
-    },
-    Quarantined,
-    Failed,
-    /// Applied, but the receiver could not record it and neither could the processor: retried.
-    ArchiveFailed,
-}
-
-impl RecordOutcome {
-    fn failed(&self) -> bool {
-        matches!(self, RecordOutcome::Failed | RecordOutcome::ArchiveFailed)
-    }
-}
-
 /// Processes an SQS batch (state, and the ledger for events the receiver could not record) and
 /// reports only the records that failed transiently, so SQS redelivers just those
 /// (`ReportBatchItemFailures`) and, after `maxReceiveCount`, moves them to the DLQ. A record that
@@ -194,7 +172,8 @@ pub async fn process_sqs_batch(
             // keeps its record.
             Err(error) => {
                 tracing::error!(%error, "record task panicked; failing the batch");
-                (String::new(), RecordOutcome::Failed)
+                let error = error.to_string();
+                (String::new(), Outcome::Failed { error })
             }
         };
         if outcome.failed() {
@@ -211,23 +190,23 @@ pub async fn process_sqs_batch(
 }
 
 /// One line per applied event (by kind, with its lag) and one for the batch.
-fn batch_metrics(outcomes: &[RecordOutcome]) -> Vec<MetricLine> {
+fn batch_metrics(outcomes: &[Outcome]) -> Vec<MetricLine> {
     let mut lines = Vec::new();
     let (mut quarantined, mut failed, mut archive_failed) = (0.0, 0.0, 0.0);
     for outcome in outcomes {
         match outcome {
-            RecordOutcome::Applied { kind, lag_s } => lines.push(
+            Outcome::Applied { kind, lag_s } => lines.push(
                 MetricLine::new("processor")
                     .kind(kind)
                     .count("Applied")
                     .metric("ApplyLag", Unit::Seconds, *lag_s as f64),
             ),
-            RecordOutcome::Archived { kind } => {
+            Outcome::Archived { kind } => {
                 lines.push(MetricLine::new("processor").kind(kind).count("Archived"))
             }
-            RecordOutcome::Quarantined => quarantined += 1.0,
-            RecordOutcome::Failed => failed += 1.0,
-            RecordOutcome::ArchiveFailed => {
+            Outcome::Quarantined => quarantined += 1.0,
+            Outcome::Failed { .. } => failed += 1.0,
+            Outcome::ArchiveFailed { .. } => {
                 failed += 1.0;
                 archive_failed += 1.0;
             }
@@ -244,12 +223,7 @@ fn batch_metrics(outcomes: &[RecordOutcome]) -> Vec<MetricLine> {
 }
 
 /// Processes one SQS record.
-async fn process_record(
-    state: &dyn StateStore,
-    archive: &Archive,
-    record: SqsMessage,
-) -> RecordOutcome {
-    let started = Instant::now();
+async fn process_record(state: &dyn StateStore, archive: &Archive, record: SqsMessage) -> Outcome {
     let body = record.body.unwrap_or_default();
     let queued = match decode_queued(&body) {
         Ok(queued) => queued,
@@ -264,46 +238,18 @@ async fn process_record(
             return match state.quarantine(&poison, &reason).await {
                 Ok(()) => {
                     tracing::warn!(key = %log_key(&poison.key), "quarantined an undecodable record");
-                    RecordOutcome::Quarantined
+                    Outcome::Quarantined
                 }
                 Err(error) => {
                     tracing::error!(key = %log_key(&poison.key), %error, "cannot quarantine");
-                    RecordOutcome::Failed
+                    Outcome::Failed {
+                        error: error.to_string(),
+                    }
                 }
             };
         }
     };
-    let outcome = process(state, archive, &queued).await;
-    let latency_us = started.elapsed().as_micros() as u64;
-    let lag_s = crate::time::now_unix().saturating_sub(queued.received_at);
-    let key = log_key(&queued.key);
-    let key = key.as_str();
-    match outcome {
-        Ok(Applied::Message { kind }) => {
-            tracing::info!(
-                key,
-                kind,
-                outcome = "applied",
-                latency_us,
-                lag_s,
-                "processed"
-            );
-            RecordOutcome::Applied { kind, lag_s }
-        }
-        Ok(Applied::Archived { kind }) => {
-            tracing::info!(key, kind, outcome = "archived", latency_us, "processed");
-            RecordOutcome::Archived { kind }
-        }
-        Ok(Applied::Quarantined { reason }) => {
-            tracing::warn!(key, reason, outcome = "quarantined", "processed");
-            RecordOutcome::Quarantined
-        }
-        Err(ProcessError::Archive(_)) => RecordOutcome::ArchiveFailed, // logged by `process`
-        Err(ProcessError::State(error)) => {
-            tracing::warn!(key, %error, latency_us, "apply failed; will be retried");
-            RecordOutcome::Failed
-        }
-    }
+    process_and_log(state, archive, &queued).await
 }
 
 /// Marks listed per index partition and page by the sweeper Lambda (17 partitions: up to

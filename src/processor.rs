@@ -134,6 +134,81 @@ async fn quarantine(
     Ok(Applied::Quarantined { reason })
 }
 
+/// What processing one queued event came to, as every consumer (the local queue, the SQS batch)
+/// acts on it, logs it and counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Applied {
+        kind: String,
+        /// Seconds from the event's first receipt to now.
+        lag_s: i64,
+    },
+    Archived {
+        kind: String,
+    },
+    Quarantined,
+    /// A transient failure: the event is retried (and dead-lettered after too many attempts).
+    Failed {
+        error: String,
+    },
+    /// Applied, but the receiver could not record it and neither could the processor: retried.
+    ArchiveFailed {
+        error: String,
+    },
+}
+
+impl Outcome {
+    pub fn failed(&self) -> bool {
+        matches!(self, Outcome::Failed { .. } | Outcome::ArchiveFailed { .. })
+    }
+}
+
+/// Processes one queued event ([`process`]) and logs the outcome, one line in one shape for
+/// every consumer.
+pub async fn process_and_log(
+    state: &dyn StateStore,
+    archive: &Archive,
+    queued: &QueuedEvent,
+) -> Outcome {
+    let started = std::time::Instant::now();
+    let outcome = process(state, archive, queued).await;
+    let latency_us = started.elapsed().as_micros() as u64;
+    let lag_s = crate::time::now_unix().saturating_sub(queued.received_at);
+    let key = log_key(&queued.key);
+    let key = key.as_str();
+    match outcome {
+        Ok(Applied::Message { kind }) => {
+            tracing::info!(
+                key,
+                kind,
+                outcome = "applied",
+                latency_us,
+                lag_s,
+                "processed"
+            );
+            Outcome::Applied { kind, lag_s }
+        }
+        Ok(Applied::Archived { kind }) => {
+            tracing::info!(key, kind, outcome = "archived", latency_us, "processed");
+            Outcome::Archived { kind }
+        }
+        Ok(Applied::Quarantined { reason }) => {
+            tracing::warn!(key, reason, outcome = "quarantined", "processed");
+            Outcome::Quarantined
+        }
+        // Logged by `process`.
+        Err(ProcessError::Archive(error)) => Outcome::ArchiveFailed {
+            error: error.to_string(),
+        },
+        Err(ProcessError::State(error)) => {
+            tracing::warn!(key, %error, latency_us, "apply failed; will be retried");
+            Outcome::Failed {
+                error: error.to_string(),
+            }
+        }
+    }
+}
+
 /// How the local processor treats failures, mirroring an SQS queue with a redrive policy.
 #[derive(Debug, Clone)]
 pub struct LocalProcessorSettings {
@@ -211,36 +286,34 @@ async fn process_batch(
     for delivery in batch {
         let (state, archive) = (Arc::clone(state), archive.clone());
         running.spawn(async move {
-            let started = std::time::Instant::now();
-            let outcome = process(state.as_ref(), &archive, &delivery.event).await;
-            (delivery, outcome, started.elapsed())
+            let outcome = process_and_log(state.as_ref(), &archive, &delivery.event).await;
+            (delivery, outcome)
         });
     }
     let mut done = Vec::new();
     while let Some(joined) = running.join_next().await {
-        let Ok((delivery, outcome, elapsed)) = joined else {
+        let Ok((delivery, outcome)) = joined else {
             continue; // A panicked task leaves its event hidden; it is retried after the timeout.
         };
         let key = log_key(&delivery.event.key);
         let key = key.as_str();
-        let micros = elapsed.as_micros() as u64;
         match outcome {
-            Ok(applied) => {
-                tracing::info!(key, outcome = ?applied, latency_us = micros, "applied");
-                done.push(delivery.seq);
-            }
-            Err(error) if delivery.attempts >= settings.max_attempts => {
+            Outcome::Failed { error } | Outcome::ArchiveFailed { error }
+                if delivery.attempts >= settings.max_attempts =>
+            {
                 tracing::error!(key, %error, attempts = delivery.attempts, "dead-lettered");
-                if let Err(error) = store.dead_letter(delivery.seq, error.to_string()).await {
+                if let Err(error) = store.dead_letter(delivery.seq, error).await {
                     tracing::error!(key, %error, "cannot dead-letter");
                 }
             }
-            Err(error) => {
+            Outcome::Failed { .. } | Outcome::ArchiveFailed { .. } => {
                 let delay_ms = 100i64 << delivery.attempts.min(9);
-                tracing::warn!(key, %error, attempts = delivery.attempts, delay_ms, "retrying");
                 if let Err(error) = store.retry_later(delivery.seq, delay_ms).await {
                     tracing::error!(key, %error, "cannot schedule retry");
                 }
+            }
+            Outcome::Applied { .. } | Outcome::Archived { .. } | Outcome::Quarantined => {
+                done.push(delivery.seq)
             }
         }
     }
