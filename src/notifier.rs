@@ -129,8 +129,8 @@ pub enum StreamChange {
     /// A write of the message item under `after.key`: the item before (`None`: it was created)
     /// and after.
     Message {
-        before: Option<MessageItem>,
-        after: MessageItem,
+        before: Option<Box<MessageItem>>,
+        after: Box<MessageItem>,
     },
     /// Not a message item's write, or nothing to compare: acknowledged without a document.
     Ignored(&'static str),
@@ -173,11 +173,15 @@ pub fn classify(record: &EventRecord) -> StreamChange {
     else {
         return StreamChange::Ignored("not a message item");
     };
-    let before = (!record.change.old_image.is_empty())
-        .then(|| item_from_attributes(key.to_owned(), &sdk_item(&record.change.old_image)));
+    let before = (!record.change.old_image.is_empty()).then(|| {
+        Box::new(item_from_attributes(
+            key.to_owned(),
+            &sdk_item(&record.change.old_image),
+        ))
+    });
     StreamChange::Message {
         before,
-        after: item_from_attributes(key.to_owned(), &new),
+        after: Box::new(item_from_attributes(key.to_owned(), &new)),
     }
 }
 

@@ -527,6 +527,17 @@ async fn notifier_announces_every_change_once_per_id() {
         .filter(|d| !expected.contains_key(d["id"].as_str().unwrap()))
         .collect();
     assert!(unexpected.is_empty(), "unexpected: {unexpected:#?}");
+    // A fact is gained by one write only: each message.updated came from one stream record, put
+    // twice (its batch was delivered twice), never again by a later write of the item.
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    for document in documents.iter().filter(|d| d["type"] == "message.updated") {
+        *times.entry(document["id"].as_str().unwrap()).or_default() += 1;
+    }
+    let repeated: Vec<_> = times.iter().filter(|(_, n)| **n != 2).collect();
+    assert!(
+        repeated.is_empty(),
+        "announced by more than one write: {repeated:?}"
+    );
     // The replied fact of ...03 carries the message as read after its write.
     let replied = documents
         .iter()
