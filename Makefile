@@ -61,7 +61,7 @@ lint:
 unit:
 	scripts/emulators.sh run -- $(CARGO) test --locked
 
-## emulators: download DynamoDB Local and moto's SQS server into .cache/ (make test does this too)
+## emulators: download DynamoDB Local and moto's SQS + EventBridge server into .cache/ (make test does this too)
 emulators:
 	scripts/emulators.sh install
 

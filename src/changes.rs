@@ -187,6 +187,11 @@ pub struct ChangeDocument {
     /// answers it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contact: Option<ChannelView>,
+    /// Set instead of `message`/`contact` when the document with its view would be too large for
+    /// the channel (EventBridge takes 256 KB an entry): where to read the view,
+    /// `/v1/messages/<id>` or `/v1/contacts/<waId>?channel=<number>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub href: Option<String>,
 }
 
 /// The `message.updated` document for one fact gained by the item under `key`; `message` is the
@@ -206,6 +211,7 @@ pub fn message_updated(
         as_of: Rfc3339(Some(recorded_at)),
         message: Some(MessageView::from(message)),
         contact: None,
+        href: None,
     }
 }
 
@@ -252,6 +258,7 @@ pub fn contact_updated(view: &ChannelView, as_of: i64, recorded_at: i64) -> Chan
         as_of: Rfc3339(Some(as_of)),
         message: None,
         contact: Some(view.clone()),
+        href: None,
     }
 }
 
@@ -278,6 +285,7 @@ pub fn window_document(
         as_of: Rfc3339(Some(as_of)),
         message: None,
         contact: Some(view.clone()),
+        href: None,
     }
 }
 

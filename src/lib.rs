@@ -32,6 +32,8 @@
 //! - [`store::dynamo_state`]: the state on DynamoDB, as [`message_items`] without read-modify-write.
 //! - [`local`]: the whole pipeline as one process (`make run`).
 //! - [`cli`]: operator commands (inspect, replay, redrive-dlq) on the local store or AWS.
+//! - [`notifier`]: the state table's stream to change documents on EventBridge
+//!   (`src/bin/notifier.rs`), with the ids the embedded store gives the same changes.
 //! - [`lambda`]: the AWS composition (configuration, the receiver's router) for `src/bin/receiver.rs`.
 
 pub mod auth;
@@ -45,6 +47,7 @@ pub mod local;
 pub mod message;
 pub mod message_items;
 pub mod metrics;
+pub mod notifier;
 pub mod ports;
 pub mod processor;
 pub mod receiver;

@@ -261,7 +261,43 @@ fn message_item_key(item: &Item) -> Option<String> {
     text(item, "pk")?.strip_prefix("MSG#").map(str::to_owned)
 }
 
+/// How a message's items are read: eventually consistent (the read API: half the price), or
+/// strongly consistent (the notifier, which must see the write its stream record reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    Eventual,
+    Strong,
+}
+
 impl DynamoState {
+    /// The message `id` names, its items read as `read` says.
+    pub async fn message_read(
+        &self,
+        id: &str,
+        read: Read,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let mut resolution = [Resolution::new(id)];
+        self.resolve_all(&mut resolution, read == Read::Strong)
+            .await?;
+        let [resolution] = resolution;
+        Ok(resolution.message())
+    }
+
+    /// Every message of a contact (named by either name), one record each. Found through the
+    /// indexes, which are eventually consistent: a write made just now may be missing or stale.
+    pub async fn contact_messages(&self, contact: &str) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut resolutions = Vec::new();
+        for name in self.names_of(contact).await? {
+            for home in self.homes_of(&name).await? {
+                let mut resolution = Resolution::new(&home.key);
+                resolution.offer(&home.key.clone(), Some(home));
+                resolutions.push(resolution);
+            }
+        }
+        self.resolve_all(&mut resolutions, false).await?;
+        Ok(distinct_messages(resolutions))
+    }
+
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         DynamoState {
             client,
@@ -371,12 +407,13 @@ impl DynamoState {
         Err(unavailable("write message items", error))
     }
 
-    /// The items under `keys` (eventually consistent). An alias of the earlier model (`ID#k`
+    /// The items under `keys` (strongly consistent reads if `consistent`). An alias of the earlier model (`ID#k`
     /// naming message `p`) reads as a copy of `p` joined into `k`'s item, so that `k` and `p`
     /// name each other: messages written before the upgrade stay whole whatever comes next.
     async fn fetch(
         &self,
         keys: &[String],
+        consistent: bool,
     ) -> Result<BTreeMap<String, Option<MessageItem>>, StoreError> {
         let mut found: BTreeMap<String, Option<MessageItem>> = BTreeMap::new();
         let mut aliases: BTreeMap<String, String> = BTreeMap::new();
@@ -384,7 +421,7 @@ impl DynamoState {
             .iter()
             .flat_map(|k| [message_key(k), alias_key(k)])
             .collect();
-        for item in self.batch_get(wanted).await? {
+        for item in self.batch_get(wanted, consistent).await? {
             if let Some(key) = message_item_key(&item) {
                 found.insert(key.clone(), Some(item_from_attributes(key, &item)));
             } else if let (Some(alias), Some(primary)) = (
@@ -404,7 +441,10 @@ impl DynamoState {
         let mut legacy: BTreeMap<String, MessageItem> = BTreeMap::new();
         if !primaries.is_empty() {
             for item in self
-                .batch_get(primaries.iter().map(|p| message_key(p)).collect())
+                .batch_get(
+                    primaries.iter().map(|p| message_key(p)).collect(),
+                    consistent,
+                )
                 .await?
             {
                 if let Some(key) = message_item_key(&item) {
@@ -436,12 +476,14 @@ impl DynamoState {
     async fn batch_get(
         &self,
         keys: Vec<HashMap<String, AttributeValue>>,
+        consistent: bool,
     ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         for chunk in keys.chunks(BATCH_GET_LIMIT) {
             let mut pending = Some(
                 KeysAndAttributes::builder()
                     .set_keys(Some(chunk.to_vec()))
+                    .set_consistent_read(consistent.then_some(true))
                     .build()
                     .map_err(|e| StoreError::unavailable("build batch get", e))?,
             );
@@ -480,14 +522,18 @@ impl DynamoState {
     }
 
     /// Runs resolutions to the end, one batched fetch per round for all of them.
-    async fn resolve_all(&self, resolutions: &mut [Resolution]) -> Result<(), StoreError> {
+    async fn resolve_all(
+        &self,
+        resolutions: &mut [Resolution],
+        consistent: bool,
+    ) -> Result<(), StoreError> {
         loop {
             let wanted: BTreeSet<String> = resolutions.iter().flat_map(|r| r.wanted()).collect();
             if wanted.is_empty() {
                 return Ok(());
             }
             let wanted: Vec<String> = wanted.into_iter().collect();
-            let found = self.fetch(&wanted).await?;
+            let found = self.fetch(&wanted, consistent).await?;
             for resolution in resolutions.iter_mut() {
                 for key in resolution.wanted() {
                     resolution.offer(&key, found.get(&key).cloned().flatten());
@@ -595,24 +641,12 @@ impl StateStore for DynamoState {
     }
 
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
-        let mut resolution = [Resolution::new(id)];
-        self.resolve_all(&mut resolution).await?;
-        let [resolution] = resolution;
-        Ok(resolution.message())
+        self.message_read(id, Read::Eventual).await
     }
 
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
-        let mut resolutions = Vec::new();
-        for name in self.names_of(contact).await? {
-            for home in self.homes_of(&name).await? {
-                let mut resolution = Resolution::new(&home.key);
-                resolution.offer(&home.key.clone(), Some(home));
-                resolutions.push(resolution);
-            }
-        }
-        self.resolve_all(&mut resolutions).await?;
         Ok(ContactView::from_messages(
-            &distinct_messages(resolutions),
+            &self.contact_messages(contact).await?,
             now,
         ))
     }

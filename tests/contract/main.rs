@@ -6,6 +6,7 @@ mod chaos;
 mod e2e;
 mod lambda;
 mod log_hygiene;
+mod notifier;
 mod retried_writes;
 mod support;
 mod sweeper;

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
@@ -339,6 +340,18 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties:
                 )
                 .build()
                 .expect("index"),
+        );
+    }
+    // The template's stream (the notifier's source), as DynamoDB Local supports it.
+    if let Some(stream) = properties.get("StreamSpecification") {
+        create = create.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(
+                    scalar(&stream["StreamViewType"]).as_str(),
+                ))
+                .build()
+                .expect("stream specification"),
         );
     }
     match create.send().await {

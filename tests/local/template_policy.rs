@@ -13,6 +13,13 @@
 //!   (receive, delete, change visibility, get attributes).
 //! - Resource policies letting API Gateway (`HttpApi` events) and EventBridge (`Schedule`) invoke
 //!   the functions, scoped to that API and that rule.
+//! - The DynamoDB event source of `NotifierFunction`: `AWSLambdaDynamoDBExecutionRole`-style
+//!   stream reads (`DescribeStream`, `GetRecords`, `GetShardIterator`, `ListStreams`) on the
+//!   state table's stream.
+//!
+//! The one IAM resource of the template, the optional `ForwardRole` EventBridge assumes to call
+//! the forwarding API destination, is checked by its own test below, like the forward DLQ's
+//! queue policy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -146,6 +153,28 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
                 (&["dynamodb:Query"], &["LedgerTable/index/redrive"]),
                 (&["dynamodb:UpdateItem"], &["LedgerTable"]),
                 (&["sqs:SendMessage"], &["EventQueue"]),
+            ]),
+        ),
+        (
+            // Reads a message (strongly consistent BatchGetItem) and its contact (links, both
+            // indexes), puts on its own bus, sends failed batches' descriptions to its own DLQ.
+            // Writes nothing to any table.
+            "NotifierFunction",
+            grants(&[
+                (
+                    &[
+                        "dynamodb:GetItem",
+                        "dynamodb:BatchGetItem",
+                        "dynamodb:Query",
+                    ],
+                    &[
+                        "StateTable",
+                        "StateTable/index/by_contact",
+                        "StateTable/index/by_bsuid",
+                    ],
+                ),
+                (&["events:PutEvents"], &["ChangeBus"]),
+                (&["sqs:SendMessage"], &["NotifierDeadLetterQueue"]),
             ]),
         ),
         (
@@ -458,16 +487,21 @@ fn environment_names_the_granted_resources() {
     }
 }
 
-/// No IAM resource of its own (they would escape the checks above), and the only public
-/// invoke permission is the optional Function URL of the receiver, which authenticates by the
-/// secret in its path.
+/// No IAM resource of its own (they would escape the checks above) but the forwarding role
+/// (checked by `forwarding_grants_only_its_destination_and_dead_letter_queue`), and the only
+/// public invoke permission is the optional Function URL of the receiver, which authenticates by
+/// the secret in its path.
 #[test]
 fn no_other_principal_or_role_is_granted_anything() {
     let template = template();
     for (id, resource) in resources(&template) {
         let kind = resource["Type"].as_str().unwrap_or_default();
         assert!(
-            !kind.starts_with("AWS::IAM::"),
+            !kind.starts_with("AWS::IAM::") || id.as_str() == Some("ForwardRole"),
+            "{id:?}: {kind} is not covered by these checks"
+        );
+        assert!(
+            kind != "AWS::SQS::QueuePolicy" || id.as_str() == Some("ForwardDeadLetterQueuePolicy"),
             "{id:?}: {kind} is not covered by these checks"
         );
         if kind == "AWS::Lambda::Permission" {
@@ -651,4 +685,167 @@ fn the_sweeper_is_alarmed_and_its_runs_do_not_overlap() {
         Some(0),
         "the schedule, not an async retry, runs a failed sweep again"
     );
+}
+
+/// Forwarding: EventBridge alone assumes `ForwardRole`, which may only invoke the forwarding API
+/// destination; the forward DLQ takes messages only from EventBridge on behalf of the forwarding
+/// rule; all of it exists only with the `WithForwarding` condition.
+#[test]
+fn forwarding_grants_only_its_destination_and_dead_letter_queue() {
+    let template = template();
+    let resources = resources(&template);
+    for id in [
+        "ForwardConnection",
+        "ForwardDestination",
+        "ForwardRole",
+        "ForwardRule",
+        "ForwardDeadLetterQueue",
+        "ForwardDeadLetterQueuePolicy",
+        "ForwardDeadLetterAlarm",
+    ] {
+        assert_eq!(resources[id]["Condition"], "WithForwarding", "{id}");
+    }
+    let role = &resources["ForwardRole"]["Properties"];
+    let trust = one_or_many(&role["AssumeRolePolicyDocument"]["Statement"]);
+    assert_eq!(trust.len(), 1);
+    assert_eq!(trust[0]["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(trust[0]["Action"], "sts:AssumeRole");
+    assert!(role.get("ManagedPolicyArns").is_none());
+    let mut grants = BTreeSet::new();
+    for policy in one_or_many(&role["Policies"]) {
+        for statement in one_or_many(&policy["PolicyDocument"]["Statement"]) {
+            assert_eq!(statement["Effect"], "Allow");
+            for action in one_or_many(&statement["Action"]) {
+                for target in one_or_many(&statement["Resource"]) {
+                    grants.insert((
+                        action.as_str().unwrap().to_owned(),
+                        resource_name(target).unwrap(),
+                    ));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        grants,
+        BTreeSet::from([(
+            "events:InvokeApiDestination".to_owned(),
+            "ForwardDestination".to_owned()
+        )])
+    );
+    let target = &one_or_many(&resources["ForwardRule"]["Properties"]["Targets"])[0];
+    assert_eq!(resource_name(&target["RoleArn"]).unwrap(), "ForwardRole");
+    assert_eq!(
+        resource_name(&target["DeadLetterConfig"]["Arn"]).unwrap(),
+        "ForwardDeadLetterQueue"
+    );
+    let policy = &resources["ForwardDeadLetterQueuePolicy"]["Properties"];
+    let statements = one_or_many(&policy["PolicyDocument"]["Statement"]);
+    assert_eq!(statements.len(), 1);
+    let statement = statements[0];
+    assert_eq!(statement["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(statement["Action"], "sqs:SendMessage");
+    assert_eq!(
+        resource_name(&statement["Resource"]).unwrap(),
+        "ForwardDeadLetterQueue"
+    );
+    assert_eq!(
+        resource_name(&statement["Condition"]["ArnEquals"]["aws:SourceArn"]).unwrap(),
+        "ForwardRule"
+    );
+}
+
+/// The notifier reads its stream from the start, reports partial failures, bisects, bounds its
+/// retries and sends what it gives up on to its own DLQ; its Lambda errors, its stream age and
+/// its DLQ are alarmed, and every notifier metric alarmed on is one it emits.
+#[test]
+fn the_notifier_is_wired_and_alarmed() {
+    use wati_ingest::notifier::NOTIFIER_METRICS;
+    let template = template();
+    let resources = resources(&template);
+    assert_eq!(
+        resources["StateTable"]["Properties"]["StreamSpecification"]["StreamViewType"],
+        "NEW_AND_OLD_IMAGES"
+    );
+    let notifier = &resources["NotifierFunction"]["Properties"];
+    assert_eq!(
+        resource_name(&notifier["Environment"]["Variables"]["CHANGE_BUS_NAME"]).unwrap(),
+        "ChangeBus"
+    );
+    let source = &notifier["Events"]["Stream"];
+    assert_eq!(source["Type"], "DynamoDB");
+    let source = &source["Properties"];
+    assert_eq!(source["StartingPosition"], "TRIM_HORIZON");
+    assert_eq!(
+        source["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    assert_eq!(source["BisectBatchOnFunctionError"].as_bool(), Some(true));
+    assert!(source["MaximumRetryAttempts"]
+        .as_u64()
+        .is_some_and(|n| n <= 100));
+    assert!(source["MaximumRecordAgeInSeconds"]
+        .as_u64()
+        .is_some_and(|n| n <= 86_400));
+    assert_eq!(
+        resource_name(&source["DestinationConfig"]["OnFailure"]["Destination"]).unwrap(),
+        "NotifierDeadLetterQueue"
+    );
+    assert_eq!(
+        resource_name(&resources["ChangeArchive"]["Properties"]["SourceArn"]).unwrap(),
+        "ChangeBus"
+    );
+
+    let errors = alarms_on(
+        &template,
+        "AWS/Lambda",
+        "Errors",
+        "FunctionName",
+        "NotifierFunction",
+    );
+    assert_eq!(errors.len(), 1, "one alarm on the notifier's Lambda errors");
+    assert_fires_on_first_breach(errors[0], "notifier errors");
+    let age = alarms_on(
+        &template,
+        "AWS/Lambda",
+        "IteratorAge",
+        "FunctionName",
+        "NotifierFunction",
+    );
+    assert_eq!(age.len(), 1, "one alarm on the stream's iterator age");
+    assert_eq!(age[0]["Threshold"].as_f64(), Some(300_000.0), "5 minutes");
+    assert_fires_on_first_breach(age[0], "notifier iterator age");
+    for (queue, what) in [
+        ("NotifierDeadLetterQueue", "notifier DLQ"),
+        ("ForwardDeadLetterQueue", "forward DLQ"),
+    ] {
+        let alarms: Vec<&Value> = resources
+            .values()
+            .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+            .map(|r| &r["Properties"])
+            .filter(|p| p["MetricName"] == "ApproximateNumberOfMessagesVisible")
+            .filter(|p| {
+                one_or_many(&p["Dimensions"]).iter().any(|d| {
+                    matches!(&d["Value"], Value::Tagged(t)
+                        if t.value.as_str() == Some(format!("{queue}.QueueName").as_str()))
+                })
+            })
+            .collect();
+        assert_eq!(alarms.len(), 1, "one alarm on the {what}");
+        assert_fires_on_first_breach(alarms[0], what);
+    }
+    for (id, resource) in resources {
+        let properties = &resource["Properties"];
+        if resource["Type"] != "AWS::CloudWatch::Alarm" || properties["Namespace"] != "wati-ingest"
+        {
+            continue;
+        }
+        let of_notifier = one_or_many(&properties["Dimensions"])
+            .iter()
+            .any(|d| d["Name"] == "Function" && d["Value"] == "notifier");
+        let metric = properties["MetricName"].as_str().unwrap_or_default();
+        assert!(
+            !of_notifier || NOTIFIER_METRICS.contains(&metric),
+            "{id:?} alarms on {metric}, which the notifier does not emit"
+        );
+    }
 }

@@ -1,0 +1,630 @@
+//! Changes out, end to end on the emulators: the state table created from `template.yaml` with
+//! its stream on DynamoDB Local, the fixtures applied through the processor's `apply`, the
+//! stream read with the DynamoDB Streams API and turned into the Lambda's DynamoDB events, the
+//! notifier's handler putting documents on an EventBridge bus (moto), a rule routing source
+//! `wati-ingest` to an SQS queue, and the queue drained and compared with ids written here from
+//! the README's rules and the fixtures' README (not from the code under test).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wati_ingest::notifier::{classify, handle_stream_batch, EventBridgeBus, PublishSettings};
+use wati_ingest::ports::QueuedEvent;
+use wati_ingest::processor::apply;
+use wati_ingest::store::dynamo_state::DynamoState;
+
+use crate::state::shuffle;
+use crate::support::Stack;
+
+/// The fixtures' base time (tests/fixtures/README.md): 2025-11-27T10:14:13Z.
+const T0: i64 = 1_764_238_453;
+const ALICE: &str = "14155550101";
+const DEFAULT_NUMBER: &str = "14155550000";
+const SECOND_NUMBER: &str = "14155550200";
+const SECOND_CHANNEL: &str = "6734a09f1c2b3a4d5e6f7c02";
+
+/// A change id as the change documents' rules define it: `chg_` and the first 32 hex digits of
+/// the SHA-256 of its parts joined by NUL.
+fn change_id(parts: &[&str]) -> String {
+    let digest = Sha256::digest(parts.join("\u{0}").as_bytes());
+    format!("chg_{}", &hex::encode(digest)[..32])
+}
+
+fn message_id(n: u32) -> String {
+    format!("6734a1b2c3d4e5f6010000{n:02}")
+}
+
+/// `message.updated` of fact `fact` with value `value` on the item of Wati's id `...n`.
+fn fact(n: u32, fact: &str, value: &str) -> String {
+    change_id(&["message", &message_id(n), fact, value])
+}
+
+fn at(offset: i64) -> String {
+    (T0 + offset).to_string()
+}
+
+/// Every fact of the README's "Expected final state", on its message's own item.
+fn expected_message_ids() -> BTreeMap<String, String> {
+    let a = format!("wa_id:{ALICE}");
+    let b = "wa_id:14155550102".to_owned();
+    let c = "bsuid:US.13491208655302741918".to_owned();
+    let d = "wa_id:14155550104".to_owned();
+    let facts: Vec<(u32, &str, String)> = vec![
+        (1, "received", at(0)),
+        (1, "contact", a.clone()),
+        (2, "received", at(5)),
+        (2, "contact", b.clone()),
+        (3, "sent", at(60)),
+        (3, "delivered", at(65)),
+        (3, "read", at(90)),
+        (3, "replied", at(120)),
+        (3, "contact", a.clone()),
+        (3, "local_id", "local-0003".into()),
+        (4, "sent", at(70)),
+        (4, "delivered", at(75)),
+        (4, "contact", b),
+        (4, "local_id", "local-0004".into()),
+        (4, "template", "order_update".into()),
+        (
+            5,
+            "failed",
+            format!(r#"[{},"131026","Message undeliverable"]"#, T0 + 80),
+        ),
+        (5, "local_id", "local-0005".into()),
+        (5, "template", "order_update".into()),
+        (
+            6,
+            "failed",
+            format!(r#"[{},"131047","Re-engagement message"]"#, T0 + 85),
+        ),
+        (6, "local_id", "local-0006".into()),
+        (7, "received", at(200)),
+        (7, "contact", c.clone()),
+        (8, "received", at(210)),
+        (8, "contact", d.clone()),
+        (9, "sent", at(220)),
+        (9, "contact", c),
+        (9, "local_id", "local-0009".into()),
+        (10, "sent", at(230)),
+        (10, "contact", d),
+        (10, "local_id", "local-0010".into()),
+        (10, "template", "welcome".into()),
+        (11, "received", at(400)),
+        (11, "contact", a.clone()),
+        (12, "sent", at(430)),
+        (12, "delivered", at(435)),
+        (12, "contact", a),
+        (12, "local_id", "local-0012".into()),
+    ];
+    facts
+        .into_iter()
+        .map(|(n, name, value)| (fact(n, name, &value), format!("...{n:02} {name} {value}")))
+        .collect()
+}
+
+/// The `contact.updated` id of Alice's final view with one number: the view's stable content
+/// (names, number, last times, window, session start and counts) as the README states it.
+fn alice_final_view_id(channel_id: &str, number: &str, start: i64, outbound: i64) -> String {
+    let rfc = |offset: i64| wati_ingest::time::Rfc3339(Some(T0 + offset)).render();
+    let content = serde_json::json!([
+        ALICE,
+        null,
+        number,
+        rfc(start),
+        rfc(outbound),
+        rfc(start + 86_400),
+        rfc(start),
+        1,
+        1
+    ])
+    .to_string();
+    change_id(&["contact", ALICE, channel_id, &content])
+}
+
+/// Counts the notifier's DynamoDB calls, and its BatchGetItems asking for strong reads.
+#[derive(Debug, Clone, Default)]
+struct Calls(Arc<Mutex<(BTreeMap<String, usize>, usize)>>);
+
+impl Intercept for Calls {
+    fn name(&self) -> &'static str {
+        "calls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("?");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        let mut calls = self.0.lock().unwrap();
+        if operation == "BatchGetItem" {
+            let body: Value = context
+                .request()
+                .body()
+                .bytes()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            let strong = body["RequestItems"]
+                .as_object()
+                .into_iter()
+                .flat_map(|tables| tables.values())
+                .all(|t| t["ConsistentRead"] == Value::Bool(true));
+            if strong {
+                calls.1 += 1;
+            }
+        }
+        *calls.0.entry(operation).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// The stream of one table, read from its start like a Lambda event source mapping
+/// (TRIM_HORIZON), one iterator per shard kept between reads.
+struct StreamReader {
+    client: aws_sdk_dynamodbstreams::Client,
+    iterators: Vec<Option<String>>,
+}
+
+impl StreamReader {
+    async fn open(stack: &Stack, table: &str) -> StreamReader {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
+            .expect("the emulators' DynamoDB endpoint");
+        let client = aws_sdk_dynamodbstreams::Client::from_conf(
+            aws_sdk_dynamodbstreams::config::Builder::from(&stack.config)
+                .endpoint_url(endpoint)
+                .build(),
+        );
+        let streams = client
+            .list_streams()
+            .table_name(table)
+            .send()
+            .await
+            .expect("list streams");
+        let arn = streams.streams()[0]
+            .stream_arn()
+            .expect("the state table has a stream (template.yaml)")
+            .to_owned();
+        let described = client
+            .describe_stream()
+            .stream_arn(&arn)
+            .send()
+            .await
+            .expect("describe stream");
+        let description = described.stream_description().expect("description");
+        assert_eq!(
+            description.stream_view_type().map(|v| v.as_str()),
+            Some("NEW_AND_OLD_IMAGES")
+        );
+        let mut iterators = Vec::new();
+        for shard in description.shards() {
+            let iterator = client
+                .get_shard_iterator()
+                .stream_arn(&arn)
+                .shard_id(shard.shard_id().unwrap())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("shard iterator");
+            iterators.push(iterator.shard_iterator().map(str::to_owned));
+        }
+        StreamReader { client, iterators }
+    }
+
+    /// Every record written since the last read, as the Lambda's event records.
+    async fn read(&mut self) -> Vec<EventRecord> {
+        let mut records = Vec::new();
+        for iterator in self.iterators.iter_mut() {
+            while let Some(current) = iterator.clone() {
+                let output = self
+                    .client
+                    .get_records()
+                    .shard_iterator(&current)
+                    .send()
+                    .await
+                    .expect("get records");
+                *iterator = output.next_shard_iterator().map(str::to_owned);
+                if output.records().is_empty() {
+                    // Keep the iterator for the next read.
+                    *iterator = iterator.clone().or(Some(current));
+                    break;
+                }
+                records.extend(output.records().iter().map(lambda_record));
+            }
+        }
+        records
+    }
+}
+
+fn lambda_value(value: &StreamValue) -> serde_dynamo::AttributeValue {
+    use serde_dynamo::AttributeValue as L;
+    match value {
+        StreamValue::S(s) => L::S(s.clone()),
+        StreamValue::N(n) => L::N(n.clone()),
+        StreamValue::B(b) => L::B(b.clone().into_inner()),
+        StreamValue::Bool(b) => L::Bool(*b),
+        StreamValue::Null(n) => L::Null(*n),
+        StreamValue::Ss(set) => L::Ss(set.clone()),
+        StreamValue::Ns(set) => L::Ns(set.clone()),
+        StreamValue::Bs(set) => L::Bs(set.iter().map(|b| b.clone().into_inner()).collect()),
+        StreamValue::M(map) => L::M(lambda_map(map)),
+        StreamValue::L(list) => L::L(list.iter().map(lambda_value).collect()),
+        other => panic!("unexpected attribute {other:?}"),
+    }
+}
+
+fn lambda_map(map: &HashMap<String, StreamValue>) -> HashMap<String, serde_dynamo::AttributeValue> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), lambda_value(v)))
+        .collect()
+}
+
+/// One stream record as Lambda hands it to the function.
+fn lambda_record(record: &aws_sdk_dynamodbstreams::types::Record) -> EventRecord {
+    let change = record.dynamodb().expect("stream record");
+    let mut lambda = EventRecord::default();
+    lambda.event_id = record.event_id().unwrap_or_default().to_owned();
+    lambda.event_name = record.event_name().expect("event name").as_str().to_owned();
+    lambda.event_source = Some("aws:dynamodb".into());
+    lambda.aws_region = "us-east-1".into();
+    let image = |item: Option<&HashMap<String, StreamValue>>| {
+        item.map(|i| serde_dynamo::Item::from(lambda_map(i)))
+            .unwrap_or_default()
+    };
+    lambda.change.keys = image(change.keys());
+    lambda.change.new_image = image(change.new_image());
+    lambda.change.old_image = image(change.old_image());
+    lambda.change.sequence_number = change.sequence_number().map(str::to_owned);
+    lambda.change.size_bytes = change.size_bytes().unwrap_or_default();
+    lambda
+}
+
+fn event_of(records: &[EventRecord]) -> Event {
+    let mut event = Event::default();
+    event.records = records.to_vec();
+    event
+}
+
+/// An EventBridge bus on moto with a rule sending source `wati-ingest` to a fresh SQS queue.
+struct Bus {
+    bus: EventBridgeBus,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl Bus {
+    async fn create(stack: &Stack, name: &str) -> Bus {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_EVENTBRIDGE")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL_SQS"))
+            .expect("moto's endpoint");
+        let events = aws_sdk_eventbridge::Client::from_conf(
+            aws_sdk_eventbridge::config::Builder::from(&stack.config)
+                .endpoint_url(endpoint)
+                .build(),
+        );
+        events
+            .create_event_bus()
+            .name(name)
+            .send()
+            .await
+            .expect("create bus (moto needs its `events` extra: scripts/emulators.sh)");
+        let queue_url = stack
+            .sqs
+            .create_queue()
+            .queue_name(format!("{name}-target"))
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url()
+            .unwrap()
+            .to_owned();
+        let queue_arn = stack
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue arn")
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap();
+        events
+            .put_rule()
+            .name(format!("{name}-all"))
+            .event_bus_name(name)
+            .event_pattern(r#"{"source":["wati-ingest"]}"#)
+            .send()
+            .await
+            .expect("put rule");
+        events
+            .put_targets()
+            .rule(format!("{name}-all"))
+            .event_bus_name(name)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("queue")
+                    .arn(queue_arn)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("put targets");
+        Bus {
+            bus: EventBridgeBus::new(events, name),
+            sqs: stack.sqs.clone(),
+            queue_url,
+        }
+    }
+
+    /// Every EventBridge envelope the rule delivered so far, taken off the queue.
+    async fn drain(&self) -> Vec<Value> {
+        let mut envelopes = Vec::new();
+        loop {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            if output.messages().is_empty() {
+                return envelopes;
+            }
+            for message in output.messages() {
+                envelopes.push(serde_json::from_str(message.body().unwrap()).expect("JSON"));
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(message.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+    }
+}
+
+/// The fixtures, shuffled and partly duplicated, applied a few at a time with the notifier run
+/// on the stream after each round (a batch of each round delivered twice, as after a crash):
+/// every change the README implies is announced with the id written above, nothing else is,
+/// the newest contact views carry the README's sessions, and applying every webhook again
+/// announces no new id.
+#[tokio::test]
+async fn notifier_announces_every_change_once_per_id() {
+    let stack = Stack::create().await;
+    let table = stack.table("StateTable");
+    let state = DynamoState::new(stack.dynamodb.clone(), &table);
+    let calls = Calls::default();
+    let notifier_state = DynamoState::new(
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&stack.config)
+                .interceptor(calls.clone())
+                .build(),
+        ),
+        &table,
+    );
+    let bus = Bus::create(&stack, &format!("changes-{}", table.to_lowercase())).await;
+    let mut stream = StreamReader::open(&stack, &table).await;
+    let settings = PublishSettings::default();
+
+    let fixtures = crate::fixtures();
+    let mut deliveries: Vec<Vec<u8>> = fixtures.clone();
+    deliveries.extend(fixtures.iter().step_by(3).cloned());
+    shuffle(&mut deliveries, 17);
+    let now = wati_ingest::time::now_unix();
+
+    let mut published: BTreeSet<String> = BTreeSet::new();
+    let (mut records_seen, mut handler_time) = (0usize, std::time::Duration::ZERO);
+    let mut with_changes = 0usize;
+    for (round, chunk) in deliveries.chunks(6).enumerate() {
+        for (n, body) in chunk.iter().enumerate() {
+            let queued = QueuedEvent::archived(
+                format!("k{round}-{n}"),
+                now,
+                String::from_utf8(body.clone()).unwrap(),
+            );
+            apply(&state, &queued).await.expect("apply");
+        }
+        let records = stream.read().await;
+        records_seen += records.len();
+        with_changes += records
+            .iter()
+            .filter(|r| !classify(r).changes().is_empty())
+            .count();
+        for batch in records.chunks(7) {
+            let started = Instant::now();
+            let report = handle_stream_batch(
+                &notifier_state,
+                &bus.bus,
+                event_of(batch),
+                &settings,
+                wati_ingest::time::now_unix(),
+            )
+            .await;
+            handler_time += started.elapsed();
+            assert!(
+                report.response.batch_item_failures.is_empty(),
+                "{:?}",
+                report.response
+            );
+            // The same batch again, as after a crash before Lambda saw the answer.
+            let again = handle_stream_batch(
+                &notifier_state,
+                &bus.bus,
+                event_of(batch),
+                &settings,
+                wati_ingest::time::now_unix(),
+            )
+            .await;
+            assert_eq!(
+                again.published_ids, report.published_ids,
+                "a redelivered batch announces the same ids"
+            );
+            published.extend(report.published_ids);
+        }
+    }
+    let envelopes = bus.drain().await;
+    let mut documents: Vec<Value> = Vec::new();
+    for envelope in &envelopes {
+        assert_eq!(envelope["source"], "wati-ingest", "{envelope}");
+        let detail = &envelope["detail"];
+        assert_eq!(envelope["detail-type"], detail["type"], "{envelope}");
+        documents.push(detail.clone());
+    }
+    let received: BTreeSet<String> = documents
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        received, published,
+        "the bus delivered what the handler put"
+    );
+
+    let types: BTreeSet<&str> = documents
+        .iter()
+        .map(|d| d["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        BTreeSet::from(["contact.updated", "message.updated"]),
+        "no other type"
+    );
+
+    // Every message fact the README implies, under its id; and no message.updated that is not
+    // one of them.
+    let expected = expected_message_ids();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|(id, _)| !received.contains(*id))
+        .map(|(_, what)| what)
+        .collect();
+    assert!(missing.is_empty(), "never announced: {missing:#?}");
+    let message_updates: BTreeSet<String> = documents
+        .iter()
+        .filter(|d| d["type"] == "message.updated")
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    let unexpected: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["type"] == "message.updated")
+        .filter(|d| !expected.contains_key(d["id"].as_str().unwrap()))
+        .collect();
+    assert!(unexpected.is_empty(), "unexpected: {unexpected:#?}");
+    // A fact is gained by one write only: each message.updated came from one stream record, put
+    // twice (its batch was delivered twice), never again by a later write of the item.
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    for document in documents.iter().filter(|d| d["type"] == "message.updated") {
+        *times.entry(document["id"].as_str().unwrap()).or_default() += 1;
+    }
+    let repeated: Vec<_> = times.iter().filter(|(_, n)| **n != 2).collect();
+    assert!(
+        repeated.is_empty(),
+        "announced by more than one write: {repeated:?}"
+    );
+    // The replied fact of ...03 carries the message as read after its write.
+    let replied = documents
+        .iter()
+        .find(|d| d["id"] == fact(3, "replied", &at(120)))
+        .unwrap();
+    assert_eq!(replied["message"]["status"], "replied", "{replied}");
+    assert_eq!(replied["occurred_at"], "2025-11-27T10:16:13Z");
+
+    // Alice's final views, one per number (README: one message a side in each session).
+    let alice: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["type"] == "contact.updated" && d["contact"]["wa_id"] == ALICE)
+        .collect();
+    let default_final = alice_final_view_id("", DEFAULT_NUMBER, 0, 60);
+    let second_final = alice_final_view_id(SECOND_CHANNEL, SECOND_NUMBER, 400, 430);
+    for (id, number, started) in [
+        (&default_final, DEFAULT_NUMBER, "2025-11-27T10:14:13Z"),
+        (&second_final, SECOND_NUMBER, "2025-11-27T10:20:53Z"),
+    ] {
+        let view = alice
+            .iter()
+            .find(|d| d["id"] == id.as_str())
+            .unwrap_or_else(|| {
+                panic!("Alice's final view on {number} never announced: {alice:#?}")
+            });
+        let contact = &view["contact"];
+        assert_eq!(contact["channel_phone_number"], number);
+        assert_eq!(contact["session"]["started_at"], started);
+        assert_eq!(contact["session"]["business_messages"], 1);
+        assert_eq!(contact["session"]["customer_messages"], 1);
+    }
+    let on_default = alice
+        .iter()
+        .filter(|d| d["contact"]["channel_id"].is_null())
+        .count();
+    assert!(on_default >= 1 && alice.len() > on_default);
+
+    // Every webhook again, in another order: nothing new is announced.
+    let mut again = fixtures.clone();
+    shuffle(&mut again, 99);
+    for (n, body) in again.iter().enumerate() {
+        let queued = QueuedEvent::archived(
+            format!("again-{n}"),
+            now,
+            String::from_utf8(body.clone()).unwrap(),
+        );
+        apply(&state, &queued).await.expect("apply");
+    }
+    let records = stream.read().await;
+    for batch in records.chunks(7) {
+        let report = handle_stream_batch(
+            &notifier_state,
+            &bus.bus,
+            event_of(batch),
+            &settings,
+            wati_ingest::time::now_unix(),
+        )
+        .await;
+        assert!(report.response.batch_item_failures.is_empty());
+        for id in &report.published_ids {
+            assert!(published.contains(id), "a duplicate webhook announced {id}");
+        }
+    }
+    for document in bus.drain().await {
+        assert!(
+            received.contains(document["detail"]["id"].as_str().unwrap()),
+            "a duplicate webhook announced {document}"
+        );
+    }
+
+    // Each record with changes (handled twice) starts with a strongly consistent read of its
+    // message; the contact's other messages are read eventually consistent, like the indexes.
+    let (by_operation, strong_reads) = calls.0.lock().unwrap().clone();
+    assert!(
+        strong_reads >= 2 * with_changes,
+        "{strong_reads} strongly consistent BatchGetItems for {with_changes} records with changes"
+    );
+    eprintln!(
+        "notifier e2e: {} deliveries, {records_seen} stream records ({with_changes} with \
+         changes), {} documents ({} distinct: {} message.updated), handler {:.0} ms in all \
+         (first deliveries); notifier DynamoDB calls (redeliveries included) {by_operation:?}, \
+         {strong_reads} BatchGetItems strongly consistent; stream records after duplicates: {}",
+        deliveries.len(),
+        documents.len(),
+        received.len(),
+        message_updates.len(),
+        handler_time.as_secs_f64() * 1000.0,
+        records.len(),
+    );
+}
