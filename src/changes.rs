@@ -215,6 +215,28 @@ pub fn message_updated(
     }
 }
 
+/// Every document one write of a message item announces, on both backends: a
+/// `message.updated` per fact the item gained (`changes`, from [`item_changes`]) and, when there
+/// is any, a `contact.updated` with the view of the message's (business number, contact) after the
+/// write (`None` while the message names no contact). `message` is the whole message after it.
+pub fn write_documents(
+    key: &str,
+    changes: &[FactChange],
+    message: &MessageRecord,
+    contact: Option<&ChannelView>,
+    now: i64,
+) -> Vec<ChangeDocument> {
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    let mut documents: Vec<ChangeDocument> = changes
+        .iter()
+        .map(|change| message_updated(key, change, message, now))
+        .collect();
+    documents.extend(contact.map(|view| contact_updated(view, now, now)));
+    documents
+}
+
 /// The contact a view belongs to, as ids name it: the phone number, else the BSUID.
 fn contact_name(view: &ChannelView) -> &str {
     view.wa_id

@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::StreamExt;
 
-use crate::changes::{contact_updated, item_changes, message_updated, ChangeDocument, FactChange};
+use crate::changes::{item_changes, write_documents, ChangeDocument, FactChange};
 use crate::message::MessageRecord;
 use crate::message_items::MessageItem;
 use crate::metrics::{MetricLine, Unit};
@@ -220,16 +220,7 @@ pub fn channel_view_of(
     contact_messages.retain(|m| !m.all_ids().any(|id| message.all_ids().any(|own| own == id)));
     contact_messages.push(message.clone());
     let view = ContactView::from_messages(&contact_messages, now)?;
-    let (channel_id, _) = message.channel();
-    match view
-        .channels
-        .iter()
-        .find(|c| c.channel_id.as_deref() == channel_id)
-    {
-        Some(channel) => Some(channel.clone()),
-        None if channel_id.is_none() => Some(view.default),
-        None => None,
-    }
+    view.view_of(message).cloned()
 }
 
 /// The documents of one message item's write: one `message.updated` per changed fact, and one
@@ -248,17 +239,17 @@ pub async fn documents_for(
         .message_now(&after.key)
         .await?
         .unwrap_or_else(|| after.record.clone());
-    let mut documents: Vec<ChangeDocument> = changes
-        .iter()
-        .map(|change| message_updated(&after.key, change, &message, now))
-        .collect();
-    if let Some(contact) = message.contact() {
-        let messages = state.contact_messages(contact).await?;
-        if let Some(view) = channel_view_of(&message, messages, now) {
-            documents.push(contact_updated(&view, now, now));
-        }
-    }
-    Ok(documents)
+    let view = match message.contact() {
+        Some(contact) => channel_view_of(&message, state.contact_messages(contact).await?, now),
+        None => None,
+    };
+    Ok(write_documents(
+        &after.key,
+        changes,
+        &message,
+        view.as_ref(),
+        now,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,6 +554,7 @@ pub async fn handle_stream_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::changes::{contact_updated, message_updated};
     use crate::message::{Direction, Failure};
     use std::sync::Mutex;
 

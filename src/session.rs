@@ -165,6 +165,13 @@ impl ContactView {
         Some(ContactView { default, channels })
     }
 
+    /// The view of the business number `message` is on.
+    pub fn view_of(&self, message: &MessageRecord) -> Option<&ChannelView> {
+        self.channels
+            .iter()
+            .find(|channel| channel.channel_id == message.channel_id)
+    }
+
     /// The view for the business number `phone_number` (normalized), if the contact has talked to it.
     pub fn channel(&self, phone_number: &str) -> Option<&ChannelView> {
         self.channels

@@ -191,19 +191,11 @@ fn announce_changes(
         Some(name) => ContactView::from_messages(&contact_messages(conn, name)?, now),
         None => None,
     };
-    if let Some(view) = contact
-        .as_ref()
-        .and_then(|c| outbox::channel_of(c, &message))
-    {
+    if let Some(view) = contact.as_ref().and_then(|c| c.view_of(&message)) {
         outbox::track_window(conn, view)?;
     }
-    let announcement = outbox::Announcement {
-        items,
-        message: &message,
-        contact: contact.as_ref(),
-        now,
-    };
-    outbox::announce(conn, &announcement.documents())
+    let documents = outbox::documents(items, &message, contact.as_ref(), now);
+    outbox::announce(conn, &documents)
 }
 
 /// Runs resolutions to the end, fetching from `conn`.

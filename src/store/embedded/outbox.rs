@@ -11,9 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::message_state::contact_messages;
 use super::EmbeddedStore;
-use crate::changes::{
-    contact_updated, item_changes, message_updated, window_document, ChangeDocument, ChangeType,
-};
+use crate::changes::{item_changes, window_document, write_documents, ChangeDocument, ChangeType};
 use crate::message::MessageRecord;
 use crate::message_items::MessageItem;
 use crate::ports::{ChangeFeed, FeedEntry, StoreError};
@@ -39,52 +37,26 @@ CREATE INDEX IF NOT EXISTS windows_pending ON windows(window_end)
     WHERE closed_sent IS NOT window_end;
 "#;
 
-/// The view of `message`'s business number among a contact's views.
-pub(super) fn channel_of<'a>(
-    view: &'a ContactView,
-    message: &MessageRecord,
-) -> Option<&'a ChannelView> {
-    view.channels
-        .iter()
-        .find(|channel| channel.channel_id == message.channel_id)
-}
-
 /// The contact a view belongs to, as the windows table names it.
 fn contact_key(view: &ChannelView) -> Option<&str> {
     view.wa_id.as_deref().or(view.bsuid.as_deref())
 }
 
-/// The documents one applied event announces: a `message.updated` per fact an item gained, and
-/// the view of the message's (business number, contact) when anything changed.
-pub(super) struct Announcement<'a> {
-    /// Each written item as it was before (`None`: new) and after the write.
-    pub items: &'a [(Option<MessageItem>, MessageItem)],
-    /// The whole message after the write.
-    pub message: &'a MessageRecord,
-    /// The contact's views after the write, if the message names a contact.
-    pub contact: Option<&'a ContactView>,
-    pub now: i64,
-}
-
-impl Announcement<'_> {
-    pub(super) fn documents(&self) -> Vec<ChangeDocument> {
-        let mut documents: Vec<ChangeDocument> = self
-            .items
-            .iter()
-            .flat_map(|(before, after)| {
-                item_changes(before.as_ref().map(|b| &b.record), &after.record)
-                    .into_iter()
-                    .map(|change| message_updated(&after.key, &change, self.message, self.now))
-            })
-            .collect();
-        if documents.is_empty() {
-            return documents;
-        }
-        if let Some(view) = self.contact.and_then(|c| channel_of(c, self.message)) {
-            documents.push(contact_updated(view, self.now, self.now));
-        }
-        documents
-    }
+/// The documents one applied event announces ([`write_documents`] for each item it wrote).
+pub(super) fn documents(
+    items: &[(Option<MessageItem>, MessageItem)],
+    message: &MessageRecord,
+    contact: Option<&ContactView>,
+    now: i64,
+) -> Vec<ChangeDocument> {
+    let view = contact.and_then(|c| c.view_of(message));
+    items
+        .iter()
+        .flat_map(|(before, after)| {
+            let changes = item_changes(before.as_ref().map(|b| &b.record), &after.record);
+            write_documents(&after.key, &changes, message, view, now)
+        })
+        .collect()
 }
 
 /// Adds documents to the outbox; one whose id is there already is not added again.
