@@ -17,9 +17,11 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wati_ingest::notifier::{classify, handle_stream_batch, EventBridgeBus, PublishSettings};
+use wati_ingest::ports::ChangeFeed;
 use wati_ingest::ports::QueuedEvent;
 use wati_ingest::processor::apply;
 use wati_ingest::store::dynamo_state::DynamoState;
+use wati_ingest::store::embedded::EmbeddedStore;
 
 use crate::state::shuffle;
 use crate::support::Stack;
@@ -408,6 +410,7 @@ impl Bus {
 /// announces no new id.
 #[tokio::test]
 async fn notifier_announces_every_change_once_per_id() {
+    let tempdir = tempfile::tempdir().unwrap();
     let stack = Stack::create().await;
     let table = stack.table("StateTable");
     let state = DynamoState::new(stack.dynamodb.clone(), &table);
@@ -574,6 +577,40 @@ async fn notifier_announces_every_change_once_per_id() {
         .filter(|d| d["contact"]["channel_id"].is_null())
         .count();
     assert!(on_default >= 1 && alice.len() > on_default);
+
+    // One rule, two backends: the same deliveries through the embedded store's outbox announce
+    // the same message.updated ids, and Alice's final views under the same ids.
+    let local = EmbeddedStore::open(&tempdir.path().join("same-deliveries.db")).unwrap();
+    for (n, body) in deliveries.iter().enumerate() {
+        let queued = QueuedEvent::archived(
+            format!("k-{n}"),
+            now,
+            String::from_utf8(body.clone()).unwrap(),
+        );
+        apply(&local, &queued).await.expect("apply locally");
+    }
+    let local_documents: Vec<Value> = local
+        .changes_after(0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|entry| serde_json::from_str(&entry.document).unwrap())
+        .collect();
+    let local_message_updates: BTreeSet<String> = local_documents
+        .iter()
+        .filter(|d| d["type"] == "message.updated")
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        local_message_updates, message_updates,
+        "the embedded outbox and the notifier announce the same message changes"
+    );
+    for id in [&default_final, &second_final] {
+        assert!(
+            local_documents.iter().any(|d| d["id"] == id.as_str()),
+            "Alice's final view {id} not announced locally"
+        );
+    }
 
     // Every webhook again, in another order: nothing new is announced.
     let mut again = fixtures.clone();
