@@ -181,12 +181,14 @@ enum Number {
     Second,
 }
 
-/// How one message states its business number: the number it is on, and the phone its
-/// callbacks state (`None`: none of them states one, as from a single-number account).
+/// How one message states its business number: the number it is on, the phone its callbacks
+/// state (`None`: none of them states one, as from a single-number account), and whether its
+/// own callbacks (the customer's message, "sent") state it or only some of its statuses do.
 #[derive(Debug, Clone, Copy)]
 struct Line {
     number: Number,
     phone: Option<&'static str>,
+    own: bool,
 }
 
 /// Who a contact is, and when (if ever) Wati learns its phone number.
@@ -519,26 +521,28 @@ impl World<'_> {
         });
     }
 
-    /// How a new message on `number` states it: the second number always with its phone; the
-    /// default one mostly with its phone, now and then with a former phone, a fifth of the
-    /// time not at all.
+    /// How a new message on `number` states it: the second number always, in its own
+    /// callbacks, with its `channelId` and phone; the default one mostly with its phone (now
+    /// and then a former one), a fifth of the time not at all, and a tenth of the time only in
+    /// some of its statuses (its own callbacks state nothing, as from a single-number account).
     fn line(&mut self, number: Number) -> Line {
-        let phone = match number {
-            Number::Second => {
+        let (phone, own) = match (number, self.rng.between(0, 99)) {
+            (Number::Second, _) => {
                 self.case("messages_on_the_second_number");
-                Some(SECOND_NUMBER)
+                (Some(SECOND_NUMBER), true)
             }
-            Number::Default if self.rng.chance(0.2) => {
+            (Number::Default, 0..=19) => {
                 self.case("default_number_messages_stating_no_number");
-                None
+                (None, false)
             }
-            Number::Default if self.rng.chance(0.04) => {
+            (Number::Default, 20..=29) => (Some(DEFAULT_NUMBER), false),
+            (Number::Default, 30..=33) => {
                 self.case("default_number_messages_stating_a_former_phone");
-                Some(FORMER_DEFAULT_NUMBER)
+                (Some(FORMER_DEFAULT_NUMBER), true)
             }
-            Number::Default => Some(DEFAULT_NUMBER),
+            (Number::Default, _) => (Some(DEFAULT_NUMBER), true),
         };
-        Line { number, phone }
+        Line { number, phone, own }
     }
 
     /// A phone number as Wati may write it: digits, `+1 415 555 0200`, `+1 (415) 555-0200`,
@@ -564,8 +568,17 @@ impl World<'_> {
         }
     }
 
-    /// The channel fields of a message's own callback (the customer's message, "sent"): its
-    /// number in full, the default one with `"channelId": null` or without the field.
+    /// The channel fields of a message's own callback (the customer's message, "sent").
+    fn own_stated(&mut self, line: Line) -> (Option<Value>, Option<Value>) {
+        if line.own {
+            self.stated(line)
+        } else {
+            self.unstated()
+        }
+    }
+
+    /// The message's number in full: the default one with `"channelId": null` or without the
+    /// field.
     fn stated(&mut self, line: Line) -> (Option<Value>, Option<Value>) {
         match (line.number, line.phone) {
             (_, None) => self.unstated(),
@@ -581,12 +594,16 @@ impl World<'_> {
 
     /// The channel fields of a status or failure callback: most state nothing, some their
     /// message's number in full, a few only its `channelId` (or, on the default number, only
-    /// its phone).
+    /// its phone); half of them where the message's own callbacks state nothing.
     fn status_stated(&mut self, line: Line) -> (Option<Value>, Option<Value>) {
         let draw = self.rng.between(0, 99);
         match line.phone {
-            Some(_) if draw < 25 => self.stated(line),
-            Some(phone) if draw < 35 => match line.number {
+            Some(_) if !line.own && draw < 50 => {
+                self.case("status_callbacks_alone_stating_their_message_number");
+                self.stated(line)
+            }
+            Some(_) if line.own && draw < 25 => self.stated(line),
+            Some(phone) if line.own && draw < 35 => match line.number {
                 Number::Second => (Some(json!(SECOND_CHANNEL_ID)), None),
                 Number::Default => (None, Some(self.written(phone))),
             },
@@ -601,7 +618,7 @@ impl World<'_> {
         self.messages += 1;
         let id = self.id();
         let line = self.line(number);
-        let (channel_id, channel_phone) = self.stated(line);
+        let (channel_id, channel_phone) = self.own_stated(line);
         let base = if first && self.rng.chance(0.5) {
             "newContactMessageReceived"
         } else {
@@ -679,7 +696,7 @@ impl World<'_> {
             if suffixed {
                 event_type.push_str("_bsuid");
             }
-            let (channel_id, channel_phone) = self.stated(message.line);
+            let (channel_id, channel_phone) = self.own_stated(message.line);
             let report = Report {
                 id: Some(message.id.clone()),
                 wamid: Some(message.wamid.clone()),

@@ -205,6 +205,10 @@ struct Message {
     /// received (the earliest of each).
     placed_at: Option<i64>,
     unplaced_status_at: Option<i64>,
+    /// Whether its own callbacks (message, sent) state its number, and whether a status or
+    /// failure does.
+    placed_by_itself: bool,
+    placed_by_a_status: bool,
 }
 
 const SENT: u8 = 0;
@@ -338,6 +342,11 @@ pub fn expect(callbacks: &[Callback], receipts: &[Option<i64>], now: i64) -> Ora
         let first_of = |seen: Option<i64>| Some(seen.map_or(*receipt, |at| at.min(*receipt)));
         if states_number(report) {
             message.placed_at = first_of(message.placed_at);
+            if is_status {
+                message.placed_by_a_status = true;
+            } else {
+                message.placed_by_itself = true;
+            }
         } else if is_status {
             message.unplaced_status_at = first_of(message.unplaced_status_at);
         }
@@ -397,6 +406,11 @@ pub fn expect(callbacks: &[Callback], receipts: &[Option<i64>], now: i64) -> Ora
                 "messages_on_the_default_number"
             })
             .or_default() += 1;
+        if message.placed_by_a_status && !message.placed_by_itself {
+            *observed
+                .entry("messages_whose_number_only_statuses_state")
+                .or_default() += 1;
+        }
         if message.number_phone().is_none() {
             *observed
                 .entry("messages_stating_no_business_phone")
