@@ -543,8 +543,22 @@ async fn verify(history: &History, receipts: &[Option<i64>], read: &Router) -> V
             }
         }
         if verified.examples.len() < 8 {
+            // The differing fields; an entry of `channels` one side lacks, whole (`channels.1`).
+            let shown_paths: std::collections::BTreeSet<String> = differ
+                .iter()
+                .map(|path| match path.split('.').collect::<Vec<_>>()[..] {
+                    ["channels", index, _, ..]
+                        if [&actual, &one.expected].iter().any(|side| {
+                            oracle::at(side, &format!("channels.{index}")).is_none()
+                        }) =>
+                    {
+                        format!("channels.{index}")
+                    }
+                    _ => path.clone(),
+                })
+                .collect();
             let pick = |value: &Value| {
-                let shown: BTreeMap<&str, Value> = differ
+                let shown: BTreeMap<&str, Value> = shown_paths
                     .iter()
                     .map(|path| {
                         let value = oracle::at(value, path).unwrap_or(Value::Null);
