@@ -434,7 +434,9 @@ impl Struck {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_on_dynamodb_and_sqs() {
     let started = Instant::now();
-    let scale = scale("CHAOS_AWS_CONTACTS", 25);
+    // 22 contacts: with the two business numbers, the CI seed's history at 22 holds about the
+    // callbacks it held at 25 before (874 against 807; 981 at 25), so the run takes as long.
+    let scale = scale("CHAOS_AWS_CONTACTS", 22);
     let seed = seed();
     let history = History::generate(scale, seed, now_unix());
     let dynamo = OwnDynamo::start().await;

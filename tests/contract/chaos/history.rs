@@ -10,10 +10,21 @@
 //! delivered hours after the statuses of its message, and business messages that never reach
 //! the customer.
 //!
+//! The account has two business numbers: its default one (`channelId` null) and a second one.
+//! Some contacts talk to one of them, some to both (writing to both within hours: two sessions,
+//! never one). A message's own callbacks (the customer's message, "sent") state its number in
+//! the ways Wati does (`"channelId": null` with the phone, the phone alone, nothing at all as
+//! from a single-number account; the second number always with its `channelId`, its phone as
+//! digits, `+1 415 555 0200` or a JSON number); status and failure callbacks mostly state
+//! nothing (absent, null or empty fields), sometimes their message's number. A message's
+//! callbacks never state two different numbers.
+//!
 //! Every callback about a message carries its [`Report`]: the ids, contact names, fact and
 //! timestamp Wati states in it. The body is rendered from the report, so the two cannot differ.
 //! The oracle (`oracle.rs`) folds the reports by the README's rules, with its own code: nothing
 //! here or there uses the crate's types.
+
+use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
@@ -97,6 +108,15 @@ pub enum Fact {
     },
 }
 
+/// The account's default business number (`channelId` null).
+pub const DEFAULT_NUMBER: &str = "14155550000";
+/// The number a few of the default number's messages state instead (an old line): the default
+/// number's phone is the one most of its messages state.
+pub const FORMER_DEFAULT_NUMBER: &str = "14155550001";
+/// The account's second business number, and its Wati `channelId`.
+pub const SECOND_NUMBER: &str = "14155550200";
+pub const SECOND_CHANNEL_ID: &str = "6734a09f1c2b3a4d5e6f7c02";
+
 /// What Wati says in one callback about a message.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -110,6 +130,10 @@ pub struct Report {
     pub fact: Fact,
     /// The callback's `timestamp` (unix seconds), when it carries one.
     pub timestamp: Option<i64>,
+    /// `channelId` and `channelPhoneNumber` exactly as the body carries them (`None`: no such
+    /// field; a null or empty one states nothing either).
+    pub channel_id: Option<Value>,
+    pub channel_phone: Option<Value>,
 }
 
 /// One callback as Wati emits it, at the moment it happens.
@@ -132,7 +156,7 @@ pub struct History {
     /// Messages the history is about (each one distinct message).
     pub messages: usize,
     /// How many times each of the hard cases occurs.
-    pub cases: std::collections::BTreeMap<&'static str, usize>,
+    pub cases: BTreeMap<&'static str, usize>,
 }
 
 /// How big a history to make.
@@ -150,12 +174,31 @@ const DAY: i64 = 24 * HOUR;
 /// each status reported a second time up to 30 minutes later.
 const LONGEST_TAIL: i64 = 9 * HOUR;
 
+/// One of the account's business numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Number {
+    Default,
+    Second,
+}
+
+/// How one message states its business number: the number it is on, the phone its callbacks
+/// state (`None`: none of them states one, as from a single-number account), and whether its
+/// own callbacks (the customer's message, "sent") state it or only some of its statuses do.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    number: Number,
+    phone: Option<&'static str>,
+    own: bool,
+}
+
 /// Who a contact is, and when (if ever) Wati learns its phone number.
 struct Person {
     phone: Option<String>,
     bsuid: Option<String>,
     /// From this time on, events carry the phone number along with the BSUID.
     reveal_at: Option<i64>,
+    /// The business numbers it talks to: one, or both.
+    numbers: &'static [Number],
 }
 
 impl Person {
@@ -199,11 +242,23 @@ impl History {
         for n in 0..scale.contacts {
             let phone = format!("1555{:07}", n);
             let bsuid = format!("US.{:020}", 7_000_000_000_000u64 + n as u64);
+            // Coprime with the other cycles, so every kind of contact meets every number.
+            let numbers: &'static [Number] = match n % 7 {
+                0 | 3 => &[Number::Default, Number::Second],
+                5 => &[Number::Second],
+                _ => &[Number::Default],
+            };
+            if numbers.len() > 1 {
+                world.case("contacts_on_both_numbers");
+            } else if numbers[0] == Number::Second {
+                world.case("contacts_on_the_second_number_only");
+            }
             let person = match n % 10 {
                 7 => Person {
                     phone: None,
                     bsuid: Some(bsuid),
                     reveal_at: None,
+                    numbers,
                 },
                 3 => {
                     // Known by a BSUID first; its phone number comes later in the history.
@@ -212,12 +267,14 @@ impl History {
                         phone: Some(phone),
                         bsuid: Some(bsuid),
                         reveal_at: Some(reveal_at),
+                        numbers,
                     }
                 }
                 _ => Person {
                     phone: Some(phone),
                     bsuid: None,
                     reveal_at: None,
+                    numbers,
                 },
             };
             if n % 20 == 11 {
@@ -316,6 +373,14 @@ fn render(pending: &Pending) -> Value {
             body.insert(field.into(), json!(value));
         }
     }
+    for (field, value) in [
+        ("channelId", &report.channel_id),
+        ("channelPhoneNumber", &report.channel_phone),
+    ] {
+        if let Some(value) = value {
+            body.insert(field.into(), value.clone());
+        }
+    }
     if let Some(timestamp) = report.timestamp {
         body.insert("timestamp".into(), json!(timestamp.to_string()));
     }
@@ -345,7 +410,7 @@ struct World<'a> {
     raw: Vec<Callback>,
     messages: usize,
     next_id: u64,
-    cases: std::collections::BTreeMap<&'static str, usize>,
+    cases: BTreeMap<&'static str, usize>,
 }
 
 /// A business message's ids, and how its callbacks name it.
@@ -355,6 +420,7 @@ struct Outbound {
     local: String,
     /// The business subscribes to v2 callbacks too (they add `localMessageId`).
     v2: bool,
+    line: Line,
 }
 
 impl World<'_> {
@@ -363,35 +429,58 @@ impl World<'_> {
     }
 
     /// `boundary`: the contact's first message opens a session, and another comes exactly 24 h
-    /// later (it must open the next session); only where both lie before the quiet band.
+    /// later (it must open the next session); only where both lie before the quiet band. A
+    /// contact of both numbers writes to each within hours first: two sessions, never one.
     fn converse(&mut self, person: &Person, start: i64, end: i64, boundary: bool, quiet: i64) {
         let mut at = start + self.rng.between(0, 12 * HOUR);
-        let mut last_inbound: Option<i64> = None;
+        let mut last_inbound: BTreeMap<Number, i64> = BTreeMap::new();
+        let mut first = true;
         if boundary && at + DAY < quiet {
-            self.inbound(person, at, true);
-            self.inbound(person, at + DAY, false);
+            let number = person.numbers[0];
+            self.inbound(person, number, at, true);
+            self.inbound(person, number, at + DAY, false);
             self.case("messages_at_a_session_expiry");
-            last_inbound = Some(at);
+            first = false;
+            last_inbound.insert(number, at);
             at += self.rng.between(HOUR, 18 * HOUR);
         }
-        let mut first = last_inbound.is_none();
+        if person.numbers.len() > 1 {
+            self.case("contacts_writing_to_both_numbers_within_hours");
+            let mut when = at;
+            for &number in person.numbers {
+                self.inbound(person, number, when, first);
+                first = false;
+                last_inbound.insert(number, when);
+                if self.rng.chance(0.7) {
+                    let reply_at = when + self.rng.between(30, 40 * MINUTE);
+                    self.outbound(person, number, reply_at, None, &mut last_inbound);
+                }
+                when += self.rng.between(10 * MINUTE, 6 * HOUR);
+            }
+            at = when + self.rng.between(HOUR, 18 * HOUR);
+        }
         while at < end {
+            let number =
+                person.numbers[self.rng.between(0, person.numbers.len() as i64 - 1) as usize];
             if self.rng.chance(0.5) {
                 // The customer writes; an agent usually answers within the window.
-                self.inbound(person, at, first);
+                self.inbound(person, number, at, first);
                 first = false;
-                last_inbound = Some(at);
+                last_inbound.insert(number, at);
                 if self.rng.chance(0.7) {
                     let reply_at = at + self.rng.between(30, 40 * MINUTE);
-                    self.outbound(person, reply_at, None, &mut last_inbound);
+                    self.outbound(person, number, reply_at, None, &mut last_inbound);
                 }
-            } else if last_inbound.is_some_and(|inbound| at - inbound < DAY) && self.rng.chance(0.5)
+            } else if last_inbound
+                .get(&number)
+                .is_some_and(|inbound| at - inbound < DAY)
+                && self.rng.chance(0.5)
             {
-                self.outbound(person, at, None, &mut last_inbound);
+                self.outbound(person, number, at, None, &mut last_inbound);
             } else {
                 let template =
                     ["order_update", "welcome", "payment_due"][self.rng.between(0, 2) as usize];
-                self.outbound(person, at, Some(template), &mut last_inbound);
+                self.outbound(person, number, at, Some(template), &mut last_inbound);
             }
             at += self.rng.between(HOUR, 18 * HOUR);
         }
@@ -402,7 +491,9 @@ impl World<'_> {
         self.case("contacts_never_reached");
         for _ in 0..self.rng.between(1, 3) {
             let at = self.rng.between(start, end);
-            let message = self.new_outbound();
+            let number =
+                person.numbers[self.rng.between(0, person.numbers.len() as i64 - 1) as usize];
+            let message = self.new_outbound(number);
             self.sent(person, &message, at, Some("payment_due"), 0);
             if self.rng.chance(0.5) {
                 self.failure(&message, at, true);
@@ -430,9 +521,104 @@ impl World<'_> {
         });
     }
 
-    fn inbound(&mut self, person: &Person, at: i64, first: bool) {
+    /// How a new message on `number` states it: the second number always, in its own
+    /// callbacks, with its `channelId` and phone; the default one mostly with its phone (now
+    /// and then a former one), a fifth of the time not at all, and a tenth of the time only in
+    /// some of its statuses (its own callbacks state nothing, as from a single-number account).
+    fn line(&mut self, number: Number) -> Line {
+        let (phone, own) = match (number, self.rng.between(0, 99)) {
+            (Number::Second, _) => {
+                self.case("messages_on_the_second_number");
+                (Some(SECOND_NUMBER), true)
+            }
+            (Number::Default, 0..=19) => {
+                self.case("default_number_messages_stating_no_number");
+                (None, false)
+            }
+            (Number::Default, 20..=29) => (Some(DEFAULT_NUMBER), false),
+            (Number::Default, 30..=33) => {
+                self.case("default_number_messages_stating_a_former_phone");
+                (Some(FORMER_DEFAULT_NUMBER), true)
+            }
+            (Number::Default, _) => (Some(DEFAULT_NUMBER), true),
+        };
+        Line { number, phone, own }
+    }
+
+    /// A phone number as Wati may write it: digits, `+1 415 555 0200`, `+1 (415) 555-0200`,
+    /// or a JSON number.
+    fn written(&mut self, digits: &'static str) -> Value {
+        let (country, area, exchange, line) =
+            (&digits[..1], &digits[1..4], &digits[4..7], &digits[7..]);
+        match self.rng.between(0, 5) {
+            0..=2 => json!(digits),
+            3 => json!(format!("+{country} {area} {exchange} {line}")),
+            4 => json!(format!("+{country} ({area}) {exchange}-{line}")),
+            _ => json!(digits.parse::<u64>().expect("digits")),
+        }
+    }
+
+    /// Channel fields that state nothing: absent, null or empty.
+    fn unstated(&mut self) -> (Option<Value>, Option<Value>) {
+        match self.rng.between(0, 3) {
+            0 => (None, None),
+            1 => (Some(Value::Null), None),
+            2 => (Some(Value::Null), Some(Value::Null)),
+            _ => (Some(json!("")), Some(json!(""))),
+        }
+    }
+
+    /// The channel fields of a message's own callback (the customer's message, "sent").
+    fn own_stated(&mut self, line: Line) -> (Option<Value>, Option<Value>) {
+        if line.own {
+            self.stated(line)
+        } else {
+            self.unstated()
+        }
+    }
+
+    /// The message's number in full: the default one with `"channelId": null` or without the
+    /// field.
+    fn stated(&mut self, line: Line) -> (Option<Value>, Option<Value>) {
+        match (line.number, line.phone) {
+            (_, None) => self.unstated(),
+            (Number::Second, Some(phone)) => {
+                (Some(json!(SECOND_CHANNEL_ID)), Some(self.written(phone)))
+            }
+            (Number::Default, Some(phone)) => {
+                let id = self.rng.chance(0.7).then_some(Value::Null);
+                (id, Some(self.written(phone)))
+            }
+        }
+    }
+
+    /// The channel fields of a status or failure callback: most state nothing, some their
+    /// message's number in full, a few only its `channelId` (or, on the default number, only
+    /// its phone); half of them where the message's own callbacks state nothing.
+    fn status_stated(&mut self, line: Line) -> (Option<Value>, Option<Value>) {
+        let draw = self.rng.between(0, 99);
+        match line.phone {
+            Some(_) if !line.own && draw < 50 => {
+                self.case("status_callbacks_alone_stating_their_message_number");
+                self.stated(line)
+            }
+            Some(_) if line.own && draw < 25 => self.stated(line),
+            Some(phone) if line.own && draw < 35 => match line.number {
+                Number::Second => (Some(json!(SECOND_CHANNEL_ID)), None),
+                Number::Default => (None, Some(self.written(phone))),
+            },
+            _ => {
+                self.case("status_callbacks_stating_no_number");
+                self.unstated()
+            }
+        }
+    }
+
+    fn inbound(&mut self, person: &Person, number: Number, at: i64, first: bool) {
         self.messages += 1;
         let id = self.id();
+        let line = self.line(number);
+        let (channel_id, channel_phone) = self.own_stated(line);
         let base = if first && self.rng.chance(0.5) {
             "newContactMessageReceived"
         } else {
@@ -455,17 +641,18 @@ impl World<'_> {
                 template: None,
             },
             timestamp: Some(at),
+            channel_id,
+            channel_phone,
         };
         let extra = json!({
             "created": "2026-01-01T00:00:00Z", "conversationId": "conv-chaos",
             "text": "Hi, where is my order?", "type": "text", "data": null,
             "statusString": "SENT", "senderName": "Customer", "sourceType": 0,
-            "channelPhoneNumber": "14155550000",
         });
         self.push(at, event_type, report, extra, 0);
     }
 
-    fn new_outbound(&mut self) -> Outbound {
+    fn new_outbound(&mut self, number: Number) -> Outbound {
         self.messages += 1;
         let id = self.id();
         Outbound {
@@ -474,6 +661,7 @@ impl World<'_> {
             // Some businesses subscribe to v1 only, some to both v1 and v2 of every callback.
             v2: self.rng.chance(0.6),
             id,
+            line: self.line(number),
         }
     }
 
@@ -495,7 +683,7 @@ impl World<'_> {
         let extra = json!({
             "conversationId": "conv-chaos", "text": "Your order ships today.",
             "type": if template.is_some() { "template" } else { "text" },
-            "statusString": "SENT", "sourceType": "API", "channelPhoneNumber": "14155550000",
+            "statusString": "SENT", "sourceType": "API",
         });
         for v2 in [false, true] {
             if v2 && !message.v2 {
@@ -508,6 +696,7 @@ impl World<'_> {
             if suffixed {
                 event_type.push_str("_bsuid");
             }
+            let (channel_id, channel_phone) = self.own_stated(message.line);
             let report = Report {
                 id: Some(message.id.clone()),
                 wamid: Some(message.wamid.clone()),
@@ -519,6 +708,8 @@ impl World<'_> {
                     template: template.map(str::to_owned),
                 },
                 timestamp: Some(at),
+                channel_id,
+                channel_phone,
             };
             self.push(at, event_type, report, extra.clone(), held);
         }
@@ -544,6 +735,7 @@ impl World<'_> {
         }
         let hold_first = again && self.rng.chance(0.5);
         for (n, (at, code, detail)) in reports.into_iter().enumerate() {
+            let (channel_id, channel_phone) = self.status_stated(message.line);
             let report = Report {
                 id: Some(message.id.clone()),
                 wamid: (!template).then(|| message.wamid.clone()),
@@ -555,6 +747,8 @@ impl World<'_> {
                     detail: detail.map(str::to_owned),
                 },
                 timestamp: Some(at),
+                channel_id,
+                channel_phone,
             };
             let held = if n == 0 && hold_first {
                 self.rng.between(10 * MINUTE, HOUR)
@@ -566,18 +760,26 @@ impl World<'_> {
         }
     }
 
-    /// A session message (`template` None) or a template, with its callbacks over its life.
+    /// A session message (`template` None) or a template on `number`, with its callbacks over
+    /// its life.
     fn outbound(
         &mut self,
         person: &Person,
+        number: Number,
         at: i64,
         template: Option<&str>,
-        last_inbound: &mut Option<i64>,
+        last_inbound: &mut BTreeMap<Number, i64>,
     ) {
-        let message = self.new_outbound();
-        // Now and then Wati delivers "sent" hours after the message's statuses.
-        let held = if self.rng.chance(0.03) {
+        let message = self.new_outbound(number);
+        // Now and then Wati delivers "sent" hours after the message's statuses; a little more
+        // often on the second number, whose statuses (mostly stating no number) must then wait
+        // for it to be placed.
+        let hold = if number == Number::Second { 0.06 } else { 0.03 };
+        let held = if self.rng.chance(hold) {
             self.case("sent_delivered_hours_after_its_statuses");
+            if number == Number::Second {
+                self.case("second_number_sent_delivered_hours_after_its_statuses");
+            }
             self.rng.between(2 * HOUR, 8 * HOUR)
         } else {
             0
@@ -604,8 +806,9 @@ impl World<'_> {
             if self.rng.chance(0.3) {
                 let replied_at = read_at + self.rng.between(5, HOUR);
                 self.status(&message, Fact::Replied, replied_at);
-                self.inbound(person, replied_at, false);
-                *last_inbound = Some(replied_at);
+                // The customer replies to the number that wrote to it.
+                self.inbound(person, number, replied_at, false);
+                last_inbound.insert(number, replied_at);
             }
         }
         if !delivered && !read {
@@ -643,6 +846,7 @@ impl World<'_> {
                 if without_id {
                     self.case("status_callbacks_without_wati_id");
                 }
+                let (channel_id, channel_phone) = self.status_stated(message.line);
                 let report = Report {
                     id: (!without_id).then(|| message.id.clone()),
                     wamid: Some(message.wamid.clone()),
@@ -651,13 +855,15 @@ impl World<'_> {
                     bsuid: None,
                     fact: fact.clone(),
                     timestamp: Some(at),
+                    channel_id,
+                    channel_phone,
                 };
                 let event_type = if v2 {
                     format!("{kind}_v2")
                 } else {
                     kind.to_owned()
                 };
-                let extra = json!({ "statusString": label, "owner": true, "channelId": null });
+                let extra = json!({ "statusString": label, "owner": true });
                 self.push(at, event_type, report, extra, held);
             }
         }

@@ -349,12 +349,13 @@ async fn deliver(webhook: &Router, body: Vec<u8>, log: Arc<CallLog>) -> Answer {
 }
 
 /// How the read API's answers compare with the oracle, reading every message by each of its
-/// ids and every contact by each of its names.
+/// ids and every contact by each of its names, and a sample of contacts with one business
+/// number (`?channel=`).
 #[derive(Debug, Default, Serialize)]
 struct Verified {
     messages: usize,
     contacts: usize,
-    /// Reads made, by the kind of name read by.
+    /// Reads made, by the kind of name read by (`…?channel=` for one number's view).
     reads: BTreeMap<String, usize>,
     /// Messages some id of which the read API does not know: events lost. Must be 0.
     messages_lost: usize,
@@ -364,10 +365,14 @@ struct Verified {
     contacts_mismatched: usize,
     /// Ids and contact names some callback carries that the oracle does not know. Must be 0.
     unknown_to_oracle: usize,
-    /// Failed reads, by the kind of name read by, and the fields that differed.
+    /// Failed reads, by the kind of name read by, and the fields that differed
+    /// (`channels[].…` for an entry of `channels`, `status` for a `?channel=` read answered
+    /// otherwise than the oracle's 200 or 404).
     lost_reads: BTreeMap<String, usize>,
     mismatched_reads: BTreeMap<String, usize>,
     mismatched_fields: BTreeMap<String, usize>,
+    /// The business-number cases the rules turn on, as they occurred (from the oracle).
+    observed: BTreeMap<&'static str, usize>,
     #[serde(skip)]
     examples: Vec<String>,
 }
@@ -382,12 +387,36 @@ impl Verified {
     }
 }
 
+/// One read of the verification and what the oracle expects of it.
+struct Read {
+    is_message: bool,
+    /// Which message or contact (its place in the oracle's list).
+    n: usize,
+    kind: String,
+    path: String,
+    /// 200, or 404 for a `?channel=` the contact never talked to.
+    status: u16,
+    expected: Value,
+    paths: Vec<String>,
+}
+
+/// The business numbers a sample of contacts is read with (`?channel=`): every fourth contact
+/// with the second number, every eighth (another quarter) with the default one.
+fn channel_reads(n: usize) -> Option<(&'static str, &'static str)> {
+    match n % 8 {
+        0 | 4 => Some(("second", history::SECOND_NUMBER)),
+        2 => Some(("default", history::DEFAULT_NUMBER)),
+        _ => None,
+    }
+}
+
 async fn verify(history: &History, receipts: &[Option<i64>], read: &Router) -> Verified {
     let now = now_unix();
     let expected = oracle::expect(&history.callbacks, receipts, now);
     let mut verified = Verified {
         messages: expected.messages.len(),
         contacts: expected.contacts.len(),
+        observed: expected.observed.clone(),
         ..Verified::default()
     };
     let known: std::collections::BTreeSet<(Name, String)> = expected
@@ -406,28 +435,67 @@ async fn verify(history: &History, receipts: &[Option<i64>], read: &Router) -> V
             }
         }
     }
-    // (is a message, which one, named how, path, expected)
+    let message_paths: Vec<String> = MESSAGE_FIELDS.iter().map(|f| (*f).to_owned()).collect();
     let mut reads = Vec::new();
-    for (is_message, all) in [(true, &expected.messages), (false, &expected.contacts)] {
-        for (n, one) in all.iter().enumerate() {
-            for (name, value) in &one.names {
-                let path = if is_message {
-                    format!("/v1/messages/{value}")
-                } else {
-                    format!("/v1/contacts/{value}")
-                };
-                reads.push((is_message, n, *name, path, one.view.clone()));
-            }
+    for (n, one) in expected.messages.iter().enumerate() {
+        for (name, value) in &one.names {
+            reads.push(Read {
+                is_message: true,
+                n,
+                kind: format!("{name:?}"),
+                path: format!("/v1/messages/{value}"),
+                status: 200,
+                expected: one.view.clone(),
+                paths: message_paths.clone(),
+            });
+        }
+    }
+    for (n, one) in expected.contacts.iter().enumerate() {
+        let paths = oracle::contact_paths(&one.view);
+        for (name, value) in &one.names {
+            reads.push(Read {
+                is_message: false,
+                n,
+                kind: format!("{name:?}"),
+                path: format!("/v1/contacts/{value}"),
+                status: 200,
+                expected: one.view.clone(),
+                paths: paths.clone(),
+            });
+        }
+        // One number's view: the entry of `channels` with that phone (no `channels` of its
+        // own), or 404 when the contact has none.
+        if let (Some((label, number)), Some((name, value))) = (channel_reads(n), one.names.first())
+        {
+            let entry = one.view["channels"].as_array().and_then(|entries| {
+                entries
+                    .iter()
+                    .find(|e| e["channel_phone_number"].as_str() == Some(number))
+            });
+            let mut paths: Vec<String> = CONTACT_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+            paths.push("channels".to_owned());
+            reads.push(Read {
+                is_message: false,
+                n,
+                kind: format!(
+                    "{name:?}?channel={label}{}",
+                    if entry.is_some() { "" } else { " (404)" }
+                ),
+                path: format!("/v1/contacts/{value}?channel={number}"),
+                status: if entry.is_some() { 200 } else { 404 },
+                expected: entry.cloned().unwrap_or(Value::Null),
+                paths,
+            });
         }
     }
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut running = tokio::task::JoinSet::new();
-    for (is_message, n, name, path, expected) in reads {
+    for one in reads {
         let permit = Arc::clone(&permits).acquire_owned().await.expect("open");
         let read = read.clone();
         running.spawn(async move {
             let _permit = permit;
-            let request = Request::get(&path)
+            let request = Request::get(&one.path)
                 .header("authorization", format!("Bearer {TOKEN}"))
                 .body(Body::empty())
                 .expect("request");
@@ -437,61 +505,79 @@ async fn verify(history: &History, receipts: &[Option<i64>], read: &Router) -> V
                 .await
                 .expect("body");
             let actual: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            (is_message, n, name, path, status, actual, expected)
+            (one, status, actual)
         });
     }
     let mut lost = std::collections::BTreeSet::new();
     let mut mismatched = std::collections::BTreeSet::new();
     while let Some(done) = running.join_next().await {
-        let (is_message, n, name, path, status, actual, expected) = done.expect("read task");
-        *verified.reads.entry(format!("{name:?}")).or_default() += 1;
-        let fields: &[&str] = if is_message {
-            &MESSAGE_FIELDS
+        let (one, status, actual) = done.expect("read task");
+        *verified.reads.entry(one.kind.clone()).or_default() += 1;
+        let key = (one.is_message, one.n);
+        let differ = if status == 200 && one.status == 200 {
+            oracle::differences(&one.paths, &one.expected, &actual)
+        } else if status == one.status {
+            Vec::new()
+        } else if one.status == 200 {
+            lost.insert(key);
+            *verified.lost_reads.entry(one.kind.clone()).or_default() += 1;
+            Vec::new()
         } else {
-            &CONTACT_FIELDS
+            vec!["status".to_owned()]
         };
-        let differ = oracle::differences(fields, &expected, &actual);
-        if status != 200 {
-            lost.insert((is_message, n));
-            *verified.lost_reads.entry(format!("{name:?}")).or_default() += 1;
-        } else if !differ.is_empty() {
-            mismatched.insert((is_message, n));
-            *verified
-                .mismatched_reads
-                .entry(format!("{name:?}"))
-                .or_default() += 1;
-            for field in &differ {
-                *verified
-                    .mismatched_fields
-                    .entry((*field).to_owned())
-                    .or_default() += 1;
-            }
-        } else {
+        let this_lost = status != one.status && one.status == 200;
+        if differ.is_empty() && !this_lost {
             continue;
         }
+        if !differ.is_empty() {
+            mismatched.insert(key);
+            *verified
+                .mismatched_reads
+                .entry(one.kind.clone())
+                .or_default() += 1;
+            for path in &differ {
+                *verified
+                    .mismatched_fields
+                    .entry(field_of(path))
+                    .or_default() += 1;
+            }
+        }
         if verified.examples.len() < 8 {
+            // The differing fields; an entry of `channels` one side lacks, whole (`channels.1`).
+            let shown_paths: std::collections::BTreeSet<String> = differ
+                .iter()
+                .map(|path| match path.split('.').collect::<Vec<_>>()[..] {
+                    ["channels", index, _, ..]
+                        if [&actual, &one.expected].iter().any(|side| {
+                            oracle::at(side, &format!("channels.{index}")).is_none()
+                        }) =>
+                    {
+                        format!("channels.{index}")
+                    }
+                    _ => path.clone(),
+                })
+                .collect();
             let pick = |value: &Value| {
-                let shown: BTreeMap<&str, Value> = differ
+                let shown: BTreeMap<&str, Value> = shown_paths
                     .iter()
-                    .map(|field| {
-                        let at = field
-                            .split('.')
-                            .try_fold(value, |v, key| v.get(key))
-                            .cloned()
-                            .unwrap_or(Value::Null);
-                        (*field, at)
+                    .map(|path| {
+                        let value = oracle::at(value, path).unwrap_or(Value::Null);
+                        (path.as_str(), value)
                     })
                     .collect();
                 serde_json::to_string(&shown).expect("serialises")
             };
-            let got = if status == 200 {
-                pick(&actual)
+            let (got, wanted) = if status == 200 && one.status == 200 {
+                (pick(&actual), pick(&one.expected))
             } else {
-                actual.to_string()
+                (
+                    actual.to_string(),
+                    format!("{} {}", one.status, one.expected),
+                )
             };
             verified.examples.push(format!(
-                "{path} (by {name:?}): {status}\n  got      {got}\n  expected {}",
-                pick(&expected)
+                "{} (by {}): {status}\n  got      {got}\n  expected {wanted}",
+                one.path, one.kind
             ));
         }
     }
@@ -510,6 +596,21 @@ async fn verify(history: &History, receipts: &[Option<i64>], read: &Router) -> V
         }
     }
     verified
+}
+
+/// A compared path as counted: an entry of `channels` by `channels[]`, whichever entry it is.
+fn field_of(path: &str) -> String {
+    path.split('.')
+        .map(|key| {
+            if key.parse::<usize>().is_ok() {
+                "[]"
+            } else {
+                key
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+        .replace(".[]", "[]")
 }
 
 /// The figures of one run.

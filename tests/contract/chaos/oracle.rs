@@ -17,7 +17,18 @@
 //!   sides have a message in it, `inactive` while one has; times after `now` count as `now`;
 //! - the customer-service window closes 24 h after the customer's last message;
 //! - a contact is known by its phone number and its BSUID alike, `wa_id` is the phone number
-//!   (or null), `bsuid` the BSUID (or null).
+//!   (or null), `bsuid` the BSUID (or null);
+//! - business numbers: `channelId` and `channelPhoneNumber` are strings or numbers, absent, null
+//!   and "" state nothing; a phone written as a phone number counts by its digits (a leading
+//!   `+`, spaces, `-`, `(`, `)`, `.` dropped). A message is on the number its own callbacks
+//!   state (any of them: message, sent, status, failure), the default number (`channelId` null)
+//!   when none states a `channelId`; its phone is the one its callbacks state, or null;
+//! - sessions, the window and `last_*_at` are per (business number, contact): only that
+//!   number's messages count. The contact's view is the default number's (the empty view when
+//!   it has no message there) with `channel_phone_number` (the phone most of that number's
+//!   messages state, ties: the least; null if none does) and `channel_id` (null), and
+//!   `channels`, one such entry per number the contact has messages on, the default first, then
+//!   by `channel_id`; `?channel=<number>` is the entry whose `channel_phone_number` it is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -32,7 +43,7 @@ const EARLIEST_TIMESTAMP: i64 = 1_262_304_000;
 const FUTURE_SLACK: i64 = 300;
 
 /// The fields `GET /v1/messages/{id}` answers (README, "Endpoints").
-pub const MESSAGE_FIELDS: [&str; 15] = [
+pub const MESSAGE_FIELDS: [&str; 17] = [
     "id",
     "whatsapp_message_id",
     "local_message_id",
@@ -48,12 +59,18 @@ pub const MESSAGE_FIELDS: [&str; 15] = [
     "failed_at",
     "failed_code",
     "failed_detail",
+    "channel_phone_number",
+    "channel_id",
 ];
 
-/// The fields `GET /v1/contacts/{waId}` answers, `session.*` inside `session`.
-pub const CONTACT_FIELDS: [&str; 11] = [
+/// The fields of a contact's view with one business number (`session.*` inside `session`):
+/// the top level of `GET /v1/contacts/{waId}`, each entry of its `channels`, and the answer to
+/// `?channel=`.
+pub const CONTACT_FIELDS: [&str; 13] = [
     "wa_id",
     "bsuid",
+    "channel_phone_number",
+    "channel_id",
     "last_inbound_at",
     "last_outbound_at",
     "window_open",
@@ -84,6 +101,43 @@ pub struct Expected {
 pub struct Oracle {
     pub messages: Vec<Expected>,
     pub contacts: Vec<Expected>,
+    /// How often the business-number cases the rules turn on occurred in this run, from the
+    /// reports and when they were first received.
+    pub observed: BTreeMap<&'static str, usize>,
+}
+
+/// What a channel field states: a non-empty string or a number, as text; nothing for null,
+/// "" or any other JSON value.
+fn stated(value: &Option<Value>) -> Option<String> {
+    match value {
+        Some(Value::String(text)) if !text.is_empty() => Some(text.clone()),
+        Some(Value::Number(number)) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// A business phone number as compared: its digits when it is written as a phone number
+/// (an optional leading `+`, then digits among spaces, `-`, `(`, `)`, `.`), else as written.
+fn business_number(written: &str) -> String {
+    let unsigned = written.strip_prefix('+').unwrap_or(written);
+    let mut digits = String::new();
+    for c in unsigned.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '(' | ')' | '.' => {}
+            _ => return written.to_owned(),
+        }
+    }
+    if digits.is_empty() {
+        written.to_owned()
+    } else {
+        digits
+    }
+}
+
+/// Whether a report states anything about the business number.
+fn states_number(report: &Report) -> bool {
+    stated(&report.channel_id).is_some() || stated(&report.channel_phone).is_some()
 }
 
 /// The date of a fact: its `timestamp` unless that is missing, before 2010 or more than 300 s
@@ -144,6 +198,17 @@ struct Message {
     reported: BTreeMap<u8, Vec<i64>>,
     /// Every failure reported: (time, code, detail), in report order.
     failures: Vec<(i64, Option<String>, Option<String>)>,
+    /// The `channelId`s and (normalized) business phones its callbacks state.
+    channel_id: BTreeSet<String>,
+    channel_phone: BTreeSet<String>,
+    /// When a callback stating its number, and a status or failure stating none, were first
+    /// received (the earliest of each).
+    placed_at: Option<i64>,
+    unplaced_status_at: Option<i64>,
+    /// Whether its own callbacks (message, sent) state its number, and whether a status or
+    /// failure does.
+    placed_by_itself: bool,
+    placed_by_a_status: bool,
 }
 
 const SENT: u8 = 0;
@@ -222,32 +287,43 @@ impl Message {
             "failed_at": rfc3339(failure.map(|f| f.0)),
             "failed_code": failure.and_then(|f| f.1.clone()),
             "failed_detail": failure.and_then(|f| f.2.clone()),
+            "channel_phone_number": self.number_phone(),
+            "channel_id": self.number_id(),
         })
+    }
+
+    /// The `channelId` of the number it is on: `None` is the default number.
+    fn number_id(&self) -> Option<String> {
+        Self::one(&self.channel_id, "channelId")
+    }
+
+    fn number_phone(&self) -> Option<String> {
+        Self::one(&self.channel_phone, "business phone")
     }
 }
 
 /// Expected answers for every message and contact, seen at `now`. `receipts[i]` is when
 /// callback `i` was first received.
 pub fn expect(callbacks: &[Callback], receipts: &[Option<i64>], now: i64) -> Oracle {
-    let reports: Vec<(&Report, i64)> = callbacks
+    let reports: Vec<(&Report, i64, i64)> = callbacks
         .iter()
         .zip(receipts)
         .filter_map(|(callback, receipt)| {
             let report = callback.report.as_ref()?;
             let receipt = receipt.expect("every callback was received at least once");
-            Some((report, dated(report.timestamp, receipt)))
+            Some((report, dated(report.timestamp, receipt), receipt))
         })
         .collect();
 
     // Identity: the ids each callback names together.
     let mut ids = Groups::default();
     let mut people = Groups::default();
-    for (report, _) in &reports {
+    for (report, _, _) in &reports {
         ids.join(message_ids(report).map(|(_, id)| id));
         people.join(report.phone.iter().chain(&report.bsuid));
     }
     let mut messages: BTreeMap<String, Message> = BTreeMap::new();
-    for (report, at) in &reports {
+    for (report, at, receipt) in &reports {
         let first = message_ids(report)
             .next()
             .expect("a report names its message")
@@ -258,6 +334,22 @@ pub fn expect(callbacks: &[Callback], receipts: &[Option<i64>], now: i64) -> Ora
         }
         message.phone.extend(report.phone.clone());
         message.bsuid.extend(report.bsuid.clone());
+        message.channel_id.extend(stated(&report.channel_id));
+        message
+            .channel_phone
+            .extend(stated(&report.channel_phone).map(|phone| business_number(&phone)));
+        let is_status = !matches!(report.fact, Fact::Message { .. });
+        let first_of = |seen: Option<i64>| Some(seen.map_or(*receipt, |at| at.min(*receipt)));
+        if states_number(report) {
+            message.placed_at = first_of(message.placed_at);
+            if is_status {
+                message.placed_by_a_status = true;
+            } else {
+                message.placed_by_itself = true;
+            }
+        } else if is_status {
+            message.unplaced_status_at = first_of(message.unplaced_status_at);
+        }
         match &report.fact {
             Fact::Message { inbound, template } => {
                 message.inbound |= *inbound;
@@ -304,6 +396,40 @@ pub fn expect(callbacks: &[Callback], receipts: &[Option<i64>], now: i64) -> Ora
             view: message.view(),
         })
         .collect();
+    let mut observed: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for message in messages.values() {
+        let on_second = message.number_id().is_some();
+        *observed
+            .entry(if on_second {
+                "messages_on_another_number"
+            } else {
+                "messages_on_the_default_number"
+            })
+            .or_default() += 1;
+        if message.placed_by_a_status && !message.placed_by_itself {
+            *observed
+                .entry("messages_whose_number_only_statuses_state")
+                .or_default() += 1;
+        }
+        if message.number_phone().is_none() {
+            *observed
+                .entry("messages_stating_no_business_phone")
+                .or_default() += 1;
+        }
+        // A status stating no number received before any callback placing its message (in an
+        // earlier retry-job slot, so surely first): it must take the number that comes later.
+        if let (Some(status), Some(placed)) = (message.unplaced_status_at, message.placed_at) {
+            if status < placed {
+                *observed
+                    .entry(if on_second {
+                        "statuses_stating_no_number_received_before_their_message_on_another_number"
+                    } else {
+                        "statuses_stating_no_number_received_before_their_message_on_the_default_number"
+                    })
+                    .or_default() += 1;
+            }
+        }
+    }
     let expected_contacts = by_contact
         .values()
         .map(|mine| {
@@ -316,13 +442,14 @@ pub fn expect(callbacks: &[Callback], receipts: &[Option<i64>], now: i64) -> Ora
                 .collect();
             Expected {
                 names,
-                view: contact_view(mine, &phones, &bsuids, now),
+                view: contact_view(mine, &phones, &bsuids, now, &mut observed),
             }
         })
         .collect();
     Oracle {
         messages: expected_messages,
         contacts: expected_contacts,
+        observed,
     }
 }
 
@@ -336,17 +463,82 @@ fn message_ids(report: &Report) -> impl Iterator<Item = (Name, &String)> {
     .filter_map(|(name, id)| id.as_ref().map(|id| (name, id)))
 }
 
-/// One contact at `now`, from all its messages.
+/// One contact at `now`, from all its messages: the default number's view with every number's
+/// in `channels`.
 fn contact_view(
     mine: &[&Message],
     phones: &BTreeSet<String>,
     bsuids: &BTreeSet<String>,
     now: i64,
+    observed: &mut BTreeMap<&'static str, usize>,
 ) -> Value {
     assert!(
         phones.len() <= 1 && bsuids.len() <= 1,
         "one phone, one BSUID"
     );
+    // `None` (the default number) sorts first, then the channel ids.
+    let mut numbers: BTreeMap<Option<String>, Vec<&Message>> = BTreeMap::new();
+    for message in mine {
+        numbers
+            .entry(message.number_id())
+            .or_default()
+            .push(message);
+    }
+    let (channels, latest): (Vec<Value>, Vec<Option<i64>>) = numbers
+        .iter()
+        .map(|(id, on)| number_view(on, id, phones, bsuids, now))
+        .unzip();
+    let mut view = if numbers.contains_key(&None) {
+        channels[0].clone()
+    } else {
+        *observed
+            .entry("contacts_with_no_message_on_the_default_number")
+            .or_default() += 1;
+        number_view(&[], &None, phones, bsuids, now).0
+    };
+    if channels.len() > 1 {
+        *observed.entry("contacts_on_two_numbers").or_default() += 1;
+        // Their latest sessions on the two numbers overlap (started less than 24 h apart):
+        // one session, were the numbers merged.
+        if let [Some(one), Some(other)] = latest[..] {
+            if (one - other).abs() < DAY {
+                *observed
+                    .entry("contacts_with_overlapping_sessions_on_two_numbers")
+                    .or_default() += 1;
+            }
+        }
+    }
+    view["channels"] = Value::Array(channels);
+    view
+}
+
+/// A contact's view with one business number, from its messages on that number (none: the
+/// empty view), and when its latest session started.
+fn number_view(
+    mine: &[&Message],
+    id: &Option<String>,
+    phones: &BTreeSet<String>,
+    bsuids: &BTreeSet<String>,
+    now: i64,
+) -> (Value, Option<i64>) {
+    // The phone most of its messages state; ties: the least (ascending, only a larger count
+    // replaces).
+    let mut stating: BTreeMap<String, usize> = BTreeMap::new();
+    for message in mine {
+        if let Some(phone) = message.number_phone() {
+            *stating.entry(phone).or_default() += 1;
+        }
+    }
+    let mut phone: Option<(String, usize)> = None;
+    for (candidate, count) in stating {
+        let more = match &phone {
+            Some((_, most)) => count > *most,
+            None => true,
+        };
+        if more {
+            phone = Some((candidate, count));
+        }
+    }
     let latest_sent = |inbound: bool| {
         mine.iter()
             .filter(|m| m.inbound == inbound)
@@ -403,15 +595,18 @@ fn contact_view(
             })
         }
     };
-    json!({
+    let view = json!({
         "wa_id": phones.first(),
         "bsuid": bsuids.first(),
+        "channel_phone_number": phone.map(|(phone, _)| phone),
+        "channel_id": id,
         "last_inbound_at": rfc3339(last_inbound),
         "last_outbound_at": rfc3339(latest_sent(false)),
         "window_open": window_expires.is_some_and(|expires| now < expires),
         "window_expires_at": rfc3339(window_expires),
         "session": session,
-    })
+    });
+    (view, latest.map(|(started, _, _)| started))
 }
 
 /// Unix seconds as RFC 3339 UTC (`2025-11-27T10:14:13Z`), from the civil calendar directly.
@@ -441,17 +636,38 @@ pub fn rfc3339(at: Option<i64>) -> Value {
     ))
 }
 
-/// The fields of `expected` (dotted paths into `session`) that `actual` does not match.
-pub fn differences(fields: &[&'static str], expected: &Value, actual: &Value) -> Vec<&'static str> {
-    let at = |value: &Value, path: &str| {
-        path.split('.')
-            .try_fold(value, |value, key| value.get(key))
-            .cloned()
-    };
-    fields
+/// The value at a dotted path (`session.state`, `channels.1.channel_id`; `channels.#` is the
+/// array's length), `None` where there is none.
+pub fn at(value: &Value, path: &str) -> Option<Value> {
+    let mut value = value;
+    for key in path.split('.') {
+        value = match (value, key) {
+            (Value::Array(items), "#") => return Some(Value::from(items.len())),
+            (Value::Array(items), index) => items.get(index.parse::<usize>().ok()?)?,
+            (other, key) => other.get(key)?,
+        };
+    }
+    Some(value.clone())
+}
+
+/// The paths a contact read compares: the top-level fields, how many entries `channels` has,
+/// and every field of each entry the oracle expects.
+pub fn contact_paths(expected: &Value) -> Vec<String> {
+    let mut paths: Vec<String> = CONTACT_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+    paths.push("channels.#".to_owned());
+    let entries = expected["channels"].as_array().map_or(0, Vec::len);
+    for n in 0..entries {
+        paths.extend(CONTACT_FIELDS.iter().map(|f| format!("channels.{n}.{f}")));
+    }
+    paths
+}
+
+/// The paths of `expected` that `actual` does not match.
+pub fn differences(paths: &[String], expected: &Value, actual: &Value) -> Vec<String> {
+    paths
         .iter()
-        .copied()
         .filter(|path| at(expected, path) != at(actual, path))
+        .cloned()
         .collect()
 }
 
@@ -476,6 +692,35 @@ pub fn named_in_bodies(callbacks: &[Callback]) -> BTreeSet<(Name, String)> {
         }
     }
     named
+}
+
+#[test]
+fn business_numbers_count_by_their_digits() {
+    assert_eq!(business_number("+1 415 555 0200"), "14155550200");
+    assert_eq!(business_number("+1 (415) 555-0200"), "14155550200");
+    assert_eq!(business_number("14155550200"), "14155550200");
+    assert_eq!(business_number("1.415.555.0200"), "14155550200");
+    assert_eq!(business_number("main-line"), "main-line");
+    assert_eq!(
+        stated(&Some(json!(14_155_550_200u64))).as_deref(),
+        Some("14155550200")
+    );
+    for nothing in [None, Some(Value::Null), Some(json!(""))] {
+        assert_eq!(stated(&nothing), None);
+    }
+}
+
+#[test]
+fn paths_reach_into_arrays() {
+    let value = json!({"channels": [{"session": {"state": "active"}}, {"channel_id": "c2"}]});
+    assert_eq!(at(&value, "channels.#"), Some(json!(2)));
+    assert_eq!(
+        at(&value, "channels.0.session.state"),
+        Some(json!("active"))
+    );
+    assert_eq!(at(&value, "channels.1.channel_id"), Some(json!("c2")));
+    assert_eq!(at(&value, "channels.2.channel_id"), None);
+    assert_eq!(at(&value, "wa_id"), None);
 }
 
 #[test]
