@@ -439,7 +439,10 @@ mod tests {
         apply(&store, &inbound("in-2", second)).await;
         apply(&store, &inbound("in-3", second + 7_200)).await;
         let early = announce_at(&store, second + DAY - 3_600).await;
-        assert!(early.is_empty(), "the moved window is not closing yet: {early:?}");
+        assert!(
+            early.is_empty(),
+            "the moved window is not closing yet: {early:?}"
+        );
         assert_eq!(
             announce_at(&store, second + 7_200 + DAY - 3_600).await,
             window("contact.window_closing")
