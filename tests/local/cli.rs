@@ -8,7 +8,7 @@ use crate::helpers::{
     fixtures, message_id, spawn_app, spawn_receiver_only, API_TOKEN, WEBHOOK_SECRET,
 };
 
-fn wati_ingest(data_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+pub fn wati_ingest(data_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_wati-ingest"))
         .args(args)
         .env("DATA_DIR", data_dir)

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod forward;
 mod health;
 mod helpers;
 mod logs;
