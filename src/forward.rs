@@ -21,11 +21,16 @@
 //!   The secret is never logged.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnectorBuilder;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
 use tokio::task::JoinSet;
 
@@ -125,12 +130,18 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<HttpConnector>,
+    Full<hyper::body::Bytes>,
+>;
+
 /// Where changes go, and the key that signs them.
 #[derive(Clone)]
 pub struct ForwardTarget {
-    url: reqwest::Url,
+    url: hyper::Uri,
     key: Vec<u8>,
-    client: reqwest::Client,
+    client: HttpClient,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for ForwardTarget {
@@ -142,64 +153,89 @@ impl std::fmt::Debug for ForwardTarget {
 }
 
 impl ForwardTarget {
-    /// `url` (checked by [`crate::settings::forward_url`]) and `secret` (`whsec_…`).
+    /// `url` (checked by [`crate::settings::forward_url`]) and `secret` (`whsec_…`); each attempt
+    /// is given up after `timeout`. Redirects are not followed (a `3xx` is a failed attempt).
     pub fn new(url: &str, secret: &str, timeout: Duration) -> Result<Self, String> {
-        let url = reqwest::Url::parse(url).map_err(|e| format!("FORWARD_URL: {e}"))?;
+        let url: hyper::Uri = url.parse().map_err(|e| format!("FORWARD_URL: {e}"))?;
         let key = signing_key(secret).map_err(|e| format!("FORWARD_SECRET: {e}"))?;
-        // The AWS SDK brings rustls with aws-lc-rs; reqwest uses the process default provider.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("wati-ingest/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the forwarding HTTP client: {e}"))?;
-        Ok(ForwardTarget { url, key, client })
+        // rustls with aws-lc-rs (what the AWS SDK uses) and the system's root certificates.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls =
+            match HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
+                Ok(tls) => tls,
+                Err(error) if url.scheme_str() == Some("https") => {
+                    return Err(format!(
+                        "FORWARD_URL: no root certificates to verify an https target: {error}"
+                    ))
+                }
+                // A plain http target needs none.
+                Err(_) => HttpsConnectorBuilder::new().with_tls_config(
+                    rustls::ClientConfig::builder_with_provider(provider)
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| format!("TLS: {e}"))?
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                ),
+            };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout));
+        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
+        let client =
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+        Ok(ForwardTarget {
+            url,
+            key,
+            client,
+            timeout,
+        })
     }
 
     /// The target as logs name it: host and port, never the path or query (they may hold a token).
     pub fn host(&self) -> String {
-        let host = self.url.host_str().unwrap_or("?");
-        match self.url.port() {
+        let host = self.url.host().unwrap_or("?");
+        match self.url.port_u16() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         }
     }
 
-    /// One attempt: POSTs `body` signed for `id` at `timestamp` (unix seconds).
+    /// One attempt: POSTs `body` signed for `id` at `timestamp` (unix seconds); given up after the
+    /// timeout (connecting, sending, and the answer's status line and headers).
     pub async fn send(&self, id: &str, timestamp: i64, body: String) -> Attempt {
         let signature = sign(&self.key, id, timestamp, body.as_bytes());
-        let sent = self
-            .client
-            .post(self.url.clone())
+        let request = hyper::Request::post(self.url.clone())
             .header("content-type", "application/json")
+            .header(
+                "user-agent",
+                concat!("wati-ingest/", env!("CARGO_PKG_VERSION")),
+            )
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(body)
-            .send()
-            .await;
-        match sent {
-            Ok(response) if response.status().is_success() => Attempt::Delivered,
-            Ok(response) if response.status() == reqwest::StatusCode::GONE => Attempt::Gone,
-            Ok(response) => Attempt::Failed(format!("HTTP {}", response.status().as_u16())),
-            Err(error) => Attempt::Failed(describe(error)),
+            .body(Full::new(hyper::body::Bytes::from(body)));
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => return Attempt::Failed(format!("cannot build the request: {error}")),
+        };
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => Attempt::Failed(format!("timed out after {:?}", self.timeout)),
+            Ok(Err(error)) => Attempt::Failed(describe(&error)),
+            Ok(Ok(response)) if response.status().is_success() => Attempt::Delivered,
+            Ok(Ok(response)) if response.status() == hyper::StatusCode::GONE => Attempt::Gone,
+            Ok(Ok(response)) => Attempt::Failed(format!("HTTP {}", response.status().as_u16())),
         }
     }
 }
 
-/// A transport error in words, without the URL (reqwest's own text includes it, query and all).
-fn describe(error: reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
+/// A transport error in words: its kind and root cause (hyper's errors hold no URL).
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let kind = if error.is_connect() {
         "cannot connect"
     } else {
         "request failed"
     };
-    let error = error.without_url();
-    let mut cause: &dyn std::error::Error = &error;
+    let mut cause: &dyn std::error::Error = error;
     while let Some(source) = cause.source() {
         cause = source;
     }

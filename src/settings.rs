@@ -114,15 +114,17 @@ pub fn forward_url(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
         name: "FORWARD_URL",
         reason: reason.to_owned(),
     };
-    let url =
-        reqwest::Url::parse(value.trim()).map_err(|e| invalid(&format!("not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") {
+    let url: hyper::Uri = value
+        .trim()
+        .parse()
+        .map_err(|e| invalid(&format!("not a URL ({e})")))?;
+    if !matches!(url.scheme_str(), Some("http" | "https")) {
         return Err(invalid("must be an http:// or https:// URL"));
     }
-    if !url.host_str().is_some_and(|host| !host.is_empty()) {
+    if !url.host().is_some_and(|host| !host.is_empty()) {
         return Err(invalid("has no host"));
     }
-    Ok(Some(url.to_string()))
+    Ok(Some(value.trim().to_owned()))
 }
 
 /// `FORWARD_SECRET`: the Standard Webhooks secret that signs forwarded changes, `whsec_` and a
