@@ -10,7 +10,8 @@ DATA_DIR ?= ./.wati-ingest
 run:
 	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(CARGO) run --release --locked --bin wati-ingest
 
-## demo: post a sample of every Wati event type to the running server, then read the state back
+## demo: post a sample of every Wati event type to the running server, then read the state and
+## the changes it announced back
 demo:
 	PORT=$(PORT) DATA_DIR=$(DATA_DIR) bash scripts/demo.sh
 
@@ -45,7 +46,8 @@ fuzz:
 
 ## test: formatting, lints, template validation, every test (unit, property, HTTP, restart, the
 ## contract suite on both backends and the end-to-end AWS tests: the emulators are downloaded once
-## into .cache/ and stopped afterwards), then the Lambda builds
+## into .cache/ and stopped afterwards; the Standard Webhooks reference verifier the forwarding
+## tests check signatures with goes into .cache/verifier/), then the Lambda builds
 test: lint validate unit build
 
 ## validate: sam validate (SAM and --lint) and cfn-lint on template.yaml, offline
@@ -59,6 +61,7 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 unit:
+	scripts/tools.sh verifier
 	scripts/emulators.sh run -- $(CARGO) test --locked
 
 ## emulators: download DynamoDB Local and moto's SQS + EventBridge server into .cache/ (make test does this too)

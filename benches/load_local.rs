@@ -66,6 +66,7 @@ fn main() {
             dedup_ttl_days: 7,
             max_body_bytes: 256 * 1024,
             window_closing_lead_minutes: 60,
+            forward: None,
         };
         let pipeline = LocalPipeline::open(&config).expect("pipeline");
         let store = pipeline.store.clone();

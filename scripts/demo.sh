@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Post every Wati webhook fixture to a running local wati-ingest (`make run`), in file order,
-# like Wati's "Trigger sample callback" button, then read the resulting state back.
+# like Wati's "Trigger sample callback" button, then read the resulting state back, and the
+# change documents it announced (GET /v1/changes), one line each.
 #
 # Environment: PORT (default 3000), DATA_DIR (default ./.wati-ingest),
 #              WEBHOOK_SECRET (default: $DATA_DIR/webhook_secret),
@@ -116,3 +117,38 @@ for path in \
     /v1/contacts/14155550102; do
     get "$path"
 done
+
+# The changes the fixtures announced, one line each (the feed from its start; `wati-ingest tail`
+# follows it live, `FORWARD_URL` pushes it).
+SUMMARY_PY='
+import json, sys
+page = json.load(sys.stdin)
+changes = page.get("changes", [])
+def who(view):
+    return "wa_id %s" % view["wa_id"] if view.get("wa_id") else "bsuid %s" % view.get("bsuid")
+for c in changes:
+    kind = c.get("type")
+    if kind == "message.updated":
+        m = c["message"]
+        detail = "%s %s (%s)" % (c.get("fact"), m.get("id") or m.get("whatsapp_message_id"), who(m))
+    elif "contact" in c:
+        v = c["contact"]
+        detail = "%s on %s: session %s, window %s" % (
+            who(v), v.get("channel_phone_number") or "the default number",
+            (v.get("session") or {}).get("state"),
+            "open until %s" % v["window_expires_at"] if v.get("window_open") else "closed")
+    else:
+        detail = c.get("id")
+    print("%s %s %s" % (c.get("recorded_at"), kind, detail))
+print("(%d changes; next cursor %s)" % (len(changes), page.get("next")))
+'
+code="$(curl -sS -o "$TMP/resp" -w '%{http_code}' \
+    -K <(printf 'url = "%s/v1/changes?limit=1000"\nheader = "Authorization: Bearer %s"\n' "$BASE" "$TOKEN"))" ||
+    unreachable
+printf '\n== GET /v1/changes?limit=1000  (%s), summarised\n' "$code"
+if [[ "$code" == 200 ]]; then
+    python3 -c "$SUMMARY_PY" <"$TMP/resp"
+else
+    cat "$TMP/resp"
+    printf '\n'
+fi

@@ -5,9 +5,13 @@
 //! wati-ingest inspect <key | message id>        ledger record and message state, as JSON
 //! wati-ingest replay --since T --until T        re-enqueue archived events (T: unix s or RFC 3339)
 //! wati-ingest redrive-dlq                       move dead letters back to the queue
+//! wati-ingest tail [--from-start] [--json]      print change documents as they are recorded
+//! wati-ingest forwards                          list changes whose forwarding was dead-lettered
+//! wati-ingest forwards resend <change id>|--all make dead-lettered changes pending again
 //! ```
 //! `--aws` runs a command against `LEDGER_TABLE`, `STATE_TABLE`, `QUEUE_URL` and `DLQ_URL`
-//! instead of the local store in `DATA_DIR`.
+//! instead of the local store in `DATA_DIR` (`tail` and `forwards` are local only: they read the
+//! outbox and the forwarder's table in `DATA_DIR`, safely beside a running server).
 
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339 as Rfc3339Format;
@@ -19,9 +23,25 @@ use crate::ports::{Ledger, Queue, StateStore, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Serve,
-    Inspect { id: String },
-    Replay { since: i64, until: i64 },
+    Inspect {
+        id: String,
+    },
+    Replay {
+        since: i64,
+        until: i64,
+    },
     RedriveDlq,
+    /// Follow the outbox: from its end, or its start; human lines or one JSON document a line.
+    Tail {
+        from_start: bool,
+        json: bool,
+    },
+    /// List dead-lettered forwards.
+    Forwards,
+    /// Make one dead-lettered change (`Some`) or all (`None`) pending again.
+    ForwardsResend {
+        change: Option<String>,
+    },
     Help,
 }
 
@@ -43,6 +63,8 @@ pub enum UsageError {
     Unexpected(String),
     #[error("--since must not be after --until")]
     EmptyRange,
+    #[error("{0} is local only (it reads DATA_DIR); drop --aws")]
+    LocalOnly(&'static str),
 }
 
 pub const USAGE: &str = "usage:
@@ -50,7 +72,12 @@ pub const USAGE: &str = "usage:
   wati-ingest inspect <key | message id>     ledger record and message state (JSON)
   wati-ingest replay --since T --until T     re-enqueue archived events (T: unix seconds or RFC 3339)
   wati-ingest redrive-dlq                    move dead-lettered events back to the queue
-add --aws to use LEDGER_TABLE, STATE_TABLE, QUEUE_URL and DLQ_URL instead of DATA_DIR";
+  wati-ingest tail [--from-start] [--json]   print change documents as they are recorded (Ctrl-C ends)
+  wati-ingest forwards                       list changes whose forwarding was dead-lettered
+  wati-ingest forwards resend <change id>|--all
+                                             make dead-lettered changes pending again
+add --aws to use LEDGER_TABLE, STATE_TABLE, QUEUE_URL and DLQ_URL instead of DATA_DIR
+(inspect, replay, redrive-dlq)";
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, UsageError> {
@@ -71,6 +98,28 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Usage
             id: words.next().ok_or(UsageError::MissingValue("inspect"))?,
         },
         Some("redrive-dlq") => Command::RedriveDlq,
+        Some("tail") => {
+            let (mut from_start, mut json) = (false, false);
+            for flag in words.by_ref() {
+                match flag.as_str() {
+                    "--from-start" => from_start = true,
+                    "--json" => json = true,
+                    _ => return Err(UsageError::Unexpected(flag)),
+                }
+            }
+            Command::Tail { from_start, json }
+        }
+        Some("forwards") => match words.next().as_deref() {
+            None => Command::Forwards,
+            Some("resend") => match words.next() {
+                None => return Err(UsageError::MissingValue("forwards resend")),
+                Some(all) if all == "--all" => Command::ForwardsResend { change: None },
+                Some(change) => Command::ForwardsResend {
+                    change: Some(change),
+                },
+            },
+            Some(other) => return Err(UsageError::Unexpected(other.to_owned())),
+        },
         Some("replay") => {
             let (mut since, mut until) = (None, None);
             while let Some(flag) = words.next() {
@@ -99,6 +148,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Usage
     };
     if let Some(extra) = words.next() {
         return Err(UsageError::Unexpected(extra));
+    }
+    match command {
+        Command::Tail { .. } if aws => return Err(UsageError::LocalOnly("tail")),
+        Command::Forwards | Command::ForwardsResend { .. } if aws => {
+            return Err(UsageError::LocalOnly("forwards"))
+        }
+        _ => {}
     }
     Ok(Invocation { command, aws })
 }
@@ -139,6 +195,90 @@ pub async fn replay(
     Ok(events.len())
 }
 
+/// A change document as one human line (`wati-ingest tail`), e.g.
+/// `2025-11-27T10:15:19Z message.updated delivered 6734a1b2c3d4e5f601000003 (wa_id 14155550101)`.
+pub fn change_line(document: &Value) -> String {
+    let text = |value: &Value| value.as_str().map(str::to_owned);
+    let kind = text(&document["type"]).unwrap_or_else(|| "?".into());
+    let at = text(&document["recorded_at"]).unwrap_or_else(|| "-".into());
+    let who = |view: &Value| match (text(&view["wa_id"]), text(&view["bsuid"])) {
+        (Some(wa_id), _) => format!("wa_id {wa_id}"),
+        (None, Some(bsuid)) => format!("bsuid {bsuid}"),
+        (None, None) => "no contact".into(),
+    };
+    let number = |view: &Value| match text(&view["channel_phone_number"]) {
+        Some(number) => format!("on {number}"),
+        None => "on the default number".into(),
+    };
+    let contact = &document["contact"];
+    let window_end = text(&contact["window_expires_at"]).unwrap_or_else(|| "-".into());
+    let detail = match kind.as_str() {
+        "message.updated" => {
+            let message = &document["message"];
+            format!(
+                "{} {} ({})",
+                text(&document["fact"]).unwrap_or_else(|| "?".into()),
+                text(&message["id"])
+                    .or_else(|| text(&message["whatsapp_message_id"]))
+                    .unwrap_or_else(|| "?".into()),
+                who(message)
+            )
+        }
+        "contact.updated" => format!(
+            "{} {}: session {}, window {}",
+            who(contact),
+            number(contact),
+            text(&contact["session"]["state"]).unwrap_or_else(|| "none".into()),
+            if contact["window_open"] == Value::Bool(true) {
+                format!("open until {window_end}")
+            } else {
+                "closed".into()
+            }
+        ),
+        "contact.window_closing" => format!(
+            "{} {}: window closes at {window_end}",
+            who(contact),
+            number(contact)
+        ),
+        "contact.window_closed" => format!(
+            "{} {}: window closed at {window_end}",
+            who(contact),
+            number(contact)
+        ),
+        _ => text(&document["id"]).unwrap_or_default(),
+    };
+    format!("{at} {kind} {detail}")
+}
+
+/// `wati-ingest forwards`: one line per dead-lettered change, or a line saying there are none.
+pub fn dead_forward_lines(dead: &[crate::store::embedded::DeadForward]) -> Vec<String> {
+    if dead.is_empty() {
+        return vec!["no dead-lettered forwards".into()];
+    }
+    let at = |ms: Option<i64>| {
+        crate::time::Rfc3339(ms.map(|ms| ms / 1_000))
+            .render()
+            .unwrap_or_else(|| "-".into())
+    };
+    dead.iter()
+        .map(|d| {
+            format!(
+                "{} {} attempts={} first={} last={} reason: {}",
+                d.change_id,
+                if d.change_type.is_empty() {
+                    "?"
+                } else {
+                    &d.change_type
+                },
+                d.attempts,
+                at(d.first_attempt_at),
+                at(d.last_attempt_at),
+                d.reason
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +312,66 @@ mod tests {
             parse(args("redrive-dlq")).unwrap().command,
             Command::RedriveDlq
         );
+        assert_eq!(
+            parse(args("tail")).unwrap().command,
+            Command::Tail {
+                from_start: false,
+                json: false
+            }
+        );
+        assert_eq!(
+            parse(args("tail --json --from-start")).unwrap().command,
+            Command::Tail {
+                from_start: true,
+                json: true
+            }
+        );
+        assert_eq!(parse(args("forwards")).unwrap().command, Command::Forwards);
+        assert_eq!(
+            parse(args("forwards resend chg_1")).unwrap().command,
+            Command::ForwardsResend {
+                change: Some("chg_1".into())
+            }
+        );
+        assert_eq!(
+            parse(args("forwards resend --all")).unwrap().command,
+            Command::ForwardsResend { change: None }
+        );
+    }
+
+    #[test]
+    fn change_lines_are_readable() {
+        let delivered = json!({
+            "id": "chg_1", "type": "message.updated", "fact": "delivered",
+            "recorded_at": "2025-11-27T10:15:19Z",
+            "message": {"id": "6734a1b2c3d4e5f601000003", "wa_id": "14155550101", "bsuid": null}
+        });
+        assert_eq!(
+            change_line(&delivered),
+            "2025-11-27T10:15:19Z message.updated delivered 6734a1b2c3d4e5f601000003 \
+             (wa_id 14155550101)"
+        );
+        let view = json!({
+            "id": "chg_2", "type": "contact.updated", "recorded_at": "2025-11-27T10:15:19Z",
+            "contact": {"wa_id": null, "bsuid": "US.1", "channel_phone_number": "14155550200",
+                "window_open": true, "window_expires_at": "2025-11-28T10:14:13Z",
+                "session": {"state": "active"}}
+        });
+        assert_eq!(
+            change_line(&view),
+            "2025-11-27T10:15:19Z contact.updated bsuid US.1 on 14155550200: session active, \
+             window open until 2025-11-28T10:14:13Z"
+        );
+        let closed = json!({
+            "id": "chg_3", "type": "contact.window_closed", "recorded_at": "2025-11-28T10:14:13Z",
+            "contact": {"wa_id": "14155550101", "channel_phone_number": null,
+                "window_expires_at": "2025-11-28T10:14:13Z"}
+        });
+        assert_eq!(
+            change_line(&closed),
+            "2025-11-28T10:14:13Z contact.window_closed wa_id 14155550101 on the default number: \
+             window closed at 2025-11-28T10:14:13Z"
+        );
     }
 
     #[test]
@@ -199,6 +399,22 @@ mod tests {
         assert_eq!(
             parse(args("redrive-dlq now")).unwrap_err(),
             UsageError::Unexpected("now".into())
+        );
+        assert_eq!(
+            parse(args("tail --follow")).unwrap_err(),
+            UsageError::Unexpected("--follow".into())
+        );
+        assert_eq!(
+            parse(args("forwards resend")).unwrap_err(),
+            UsageError::MissingValue("forwards resend")
+        );
+        assert_eq!(
+            parse(args("forwards --aws")).unwrap_err(),
+            UsageError::LocalOnly("forwards")
+        );
+        assert_eq!(
+            parse(args("tail --aws")).unwrap_err(),
+            UsageError::LocalOnly("tail")
         );
     }
 }

@@ -31,7 +31,10 @@
 //!   queue message in SQS's character set.
 //! - [`store::dynamo_state`]: the state on DynamoDB, as [`message_items`] without read-modify-write.
 //! - [`local`]: the whole pipeline as one process (`make run`).
-//! - [`cli`]: operator commands (inspect, replay, redrive-dlq) on the local store or AWS.
+//! - [`forward`]: push forwarding of the outbox's change documents to `FORWARD_URL`, signed per
+//!   Standard Webhooks, retried, dead-lettered (local).
+//! - [`cli`]: operator commands (inspect, replay, redrive-dlq) on the local store or AWS; `tail`
+//!   and `forwards` on the local store.
 //! - [`notifier`]: the state table's stream to change documents on EventBridge
 //!   (`src/bin/notifier.rs`), with the ids the embedded store gives the same changes.
 //! - [`lambda`]: the AWS composition (configuration, the receiver's router) for `src/bin/receiver.rs`.
@@ -41,6 +44,7 @@ pub mod changes;
 pub mod channel;
 pub mod cli;
 pub mod event;
+pub mod forward;
 pub mod http;
 pub mod lambda;
 pub mod local;

@@ -1,5 +1,6 @@
 //! The whole pipeline as one local process: receiver, durable queue, processor and read API on
-//! the embedded store. What `make run` starts.
+//! the embedded store, the window timer, and (with `FORWARD_URL`) the forwarder. What `make run`
+//! starts.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::auth::{generate_secret, SecretError, SecretSet, MIN_SECRET_LEN};
+use crate::forward::{ForwardSchedule, ForwardTarget};
 use crate::http::{
     health_routes, read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
 };
@@ -28,6 +30,8 @@ const DATABASE_FILE: &str = "wati-ingest.db";
 const STATE_DATABASE_FILE: &str = "wati-ingest.state.db";
 const WEBHOOK_SECRET_FILE: &str = "webhook_secret";
 const API_TOKEN_FILE: &str = "api_token";
+/// The generated `FORWARD_SECRET` (`whsec_…`), when forwarding is on and none is given.
+pub const FORWARD_SECRET_FILE: &str = "forward_secret";
 /// Locked (flock) by the running server; holds its pid for the refusal message.
 const LOCK_FILE: &str = "lock";
 /// Created by hand to start once on a fresh intake database next to an existing state database
@@ -45,6 +49,10 @@ pub enum LocalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the forward secret kept in {path}: {reason}")]
+    KeptForwardSecret { path: PathBuf, reason: String },
+    #[error("cannot forward changes: {0}")]
+    Forward(String),
     #[error("cannot generate a secret: {0}")]
     Random(String),
     #[error(transparent)]
@@ -88,12 +96,16 @@ pub struct LocalSettings {
     pub max_body_bytes: usize,
     /// How long before a customer-service window closes `contact.window_closing` is announced.
     pub window_closing_lead_minutes: i64,
+    /// Where change documents are forwarded (`None`: nowhere).
+    pub forward_url: Option<String>,
+    /// The `whsec_` secret that signs them (`None`: generated once into `DATA_DIR`).
+    pub forward_secret: Option<String>,
 }
 
 impl LocalSettings {
     /// Reads `PORT`, `DATA_DIR`, `WEBHOOK_SECRET`, `API_TOKEN`, `DEDUP_TTL_DAYS`,
-    /// `MAX_BODY_BYTES` and `WINDOW_CLOSING_LEAD_MINUTES` through `var`; refuses any bad value
-    /// with the variable's name.
+    /// `MAX_BODY_BYTES`, `WINDOW_CLOSING_LEAD_MINUTES`, `FORWARD_URL` and `FORWARD_SECRET` through
+    /// `var`; refuses any bad value with the variable's name.
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         // Pure: nothing here may touch the disk (the binary's tests check DATA_DIR stays absent).
         Ok(LocalSettings {
@@ -111,6 +123,8 @@ impl LocalSettings {
             window_closing_lead_minutes: settings::window_closing_lead_minutes(
                 var("WINDOW_CLOSING_LEAD_MINUTES").as_deref(),
             )?,
+            forward_url: settings::forward_url(var("FORWARD_URL").as_deref())?,
+            forward_secret: settings::forward_secret(var("FORWARD_SECRET").as_deref())?,
         })
     }
 }
@@ -126,6 +140,27 @@ pub struct LocalConfig {
     pub dedup_ttl_days: i64,
     pub max_body_bytes: usize,
     pub window_closing_lead_minutes: i64,
+    /// Push forwarding of the change documents, when `FORWARD_URL` is set.
+    pub forward: Option<ForwardConfig>,
+}
+
+/// Where and how change documents are forwarded ([`crate::forward`]).
+#[derive(Clone)]
+pub struct ForwardConfig {
+    pub url: String,
+    /// `whsec_…`.
+    pub secret: String,
+    pub secret_source: SecretSource,
+    pub schedule: ForwardSchedule,
+}
+
+impl std::fmt::Debug for ForwardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardConfig")
+            .field("secret_source", &self.secret_source)
+            .field("schedule", &self.schedule)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalConfig {
@@ -147,6 +182,21 @@ impl LocalConfig {
             secret_or_kept(settings.webhook_secret, &data_dir.join(WEBHOOK_SECRET_FILE))?;
         let (api_token, api_token_source) =
             secret_or_kept(settings.api_token, &data_dir.join(API_TOKEN_FILE))?;
+        let forward = match settings.forward_url {
+            None => None,
+            Some(url) => {
+                let (secret, secret_source) = forward_secret_or_kept(
+                    settings.forward_secret,
+                    &data_dir.join(FORWARD_SECRET_FILE),
+                )?;
+                Some(ForwardConfig {
+                    url,
+                    secret,
+                    secret_source,
+                    schedule: ForwardSchedule::default(),
+                })
+            }
+        };
         Ok(LocalConfig {
             port: settings.port,
             data_dir,
@@ -157,6 +207,7 @@ impl LocalConfig {
             dedup_ttl_days: settings.dedup_ttl_days,
             window_closing_lead_minutes: settings.window_closing_lead_minutes,
             max_body_bytes: settings.max_body_bytes,
+            forward,
         })
     }
 
@@ -318,6 +369,38 @@ fn secret_or_kept(
     Ok((secret, SecretSource::Generated))
 }
 
+/// The given `FORWARD_SECRET` (already checked), else the one kept at `path` (checked), else a new
+/// `whsec_` secret written there (mode 0600).
+fn forward_secret_or_kept(
+    given: Option<String>,
+    path: &Path,
+) -> Result<(String, SecretSource), LocalError> {
+    if let Some(secret) = given {
+        return Ok((secret, SecretSource::Environment));
+    }
+    let io = |source| LocalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(kept) if !kept.trim().is_empty() => {
+            let kept = kept.trim();
+            crate::forward::signing_key(kept).map_err(|reason| LocalError::KeptForwardSecret {
+                path: path.to_owned(),
+                reason,
+            })?;
+            return Ok((kept.to_owned(), SecretSource::DataDir));
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io(error)),
+    }
+    let secret =
+        crate::forward::generate_secret().map_err(|e| LocalError::Random(e.to_string()))?;
+    write_private(path, &secret).map_err(io)?;
+    Ok((secret, SecretSource::Generated))
+}
+
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
@@ -333,6 +416,8 @@ pub struct LocalPipeline {
     pub router: Router,
     dedup_ttl_seconds: i64,
     window_closing_lead_minutes: i64,
+    /// The forward target and its schedule, when forwarding is on.
+    forward: Option<(ForwardTarget, ForwardSchedule)>,
     /// Held until the pipeline is dropped (after `serve` returns).
     _lock: DataDirLock,
 }
@@ -347,6 +432,14 @@ impl LocalPipeline {
         };
         let secrets = secret("WEBHOOK_SECRET", &config.webhook_secret)?;
         let tokens = secret("API_TOKEN", &config.api_token)?;
+        let forward = match &config.forward {
+            None => None,
+            Some(forward) => Some((
+                ForwardTarget::new(&forward.url, &forward.secret, forward.schedule.timeout)
+                    .map_err(LocalError::Forward)?,
+                forward.schedule,
+            )),
+        };
         let store = config.open_store()?;
         let webhook = WebhookService {
             receiver: Receiver::over_intake(
@@ -373,6 +466,7 @@ impl LocalPipeline {
             router,
             dedup_ttl_seconds,
             window_closing_lead_minutes: config.window_closing_lead_minutes,
+            forward,
             _lock: lock,
         })
     }
@@ -404,6 +498,22 @@ impl LocalPipeline {
                 tokio::time::sleep(WINDOW_TIMER_EVERY).await;
             }
         })
+    }
+
+    /// Starts the forwarder when forwarding is on ([`crate::forward::run`]): its own task, which
+    /// ingestion never waits for.
+    pub fn spawn_forwarder(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let (target, schedule) = self.forward.clone()?;
+        Some(tokio::spawn(crate::forward::run(
+            self.store.clone(),
+            target,
+            schedule,
+        )))
+    }
+
+    /// The forward target's host (never its path or query), when forwarding is on.
+    pub fn forward_host(&self) -> Option<String> {
+        self.forward.as_ref().map(|(target, _)| target.host())
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves; the data directory stays locked
@@ -459,6 +569,8 @@ mod tests {
                 dedup_ttl_days: 7,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 window_closing_lead_minutes: 60,
+                forward_url: None,
+                forward_secret: None,
             }
         );
         let empty_is_unset = LocalSettings::from_lookup(lookup(&[("WEBHOOK_SECRET", "")]));
@@ -472,6 +584,11 @@ mod tests {
             ),
             (&[("MAX_BODY_BYTES", "0")][..], "MAX_BODY_BYTES"),
             (&[("PORT", "-1")][..], "PORT"),
+            (&[("FORWARD_URL", "mailto:a@b.c")][..], "FORWARD_URL"),
+            (
+                &[("FORWARD_SECRET", "not-whsec-0123456789")][..],
+                "FORWARD_SECRET",
+            ),
         ] {
             let pairs: &'static [(&'static str, &'static str)] = pairs;
             let error = LocalSettings::from_lookup(lookup(pairs)).unwrap_err();
@@ -527,6 +644,21 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "secret file readable by others: {mode:o}");
         }
+    }
+
+    #[test]
+    fn a_forward_secret_is_generated_once_and_checked_when_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FORWARD_SECRET_FILE);
+        let (first, source) = forward_secret_or_kept(None, &path).unwrap();
+        assert_eq!(source, SecretSource::Generated);
+        assert!(first.starts_with("whsec_"), "{first}");
+        let (again, source) = forward_secret_or_kept(None, &path).unwrap();
+        assert_eq!((again, source), (first, SecretSource::DataDir));
+        std::fs::write(&path, "not-a-whsec-secret").unwrap();
+        let refused = forward_secret_or_kept(None, &path).unwrap_err().to_string();
+        assert!(refused.contains("forward_secret"), "{refused}");
+        assert!(!refused.contains("not-a-whsec-secret"), "{refused}");
     }
 
     #[test]

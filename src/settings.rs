@@ -104,6 +104,43 @@ pub fn window_closing_lead_minutes(raw: Option<&str>) -> Result<i64, ConfigError
     number_in("WINDOW_CLOSING_LEAD_MINUTES", raw, 60, 1..=1_439)
 }
 
+/// `FORWARD_URL`: where change documents are POSTed (`None`: no forwarding). An `http` or `https`
+/// URL with a host; the refusal never repeats the value (its query may hold a token).
+pub fn forward_url(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(value) = text("FORWARD_URL", raw)? else {
+        return Ok(None);
+    };
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name: "FORWARD_URL",
+        reason: reason.to_owned(),
+    };
+    let url: hyper::Uri = value
+        .trim()
+        .parse()
+        .map_err(|e| invalid(&format!("not a URL ({e})")))?;
+    if !matches!(url.scheme_str(), Some("http" | "https")) {
+        return Err(invalid("must be an http:// or https:// URL"));
+    }
+    if !url.host().is_some_and(|host| !host.is_empty()) {
+        return Err(invalid("has no host"));
+    }
+    Ok(Some(value.trim().to_owned()))
+}
+
+/// `FORWARD_SECRET`: the Standard Webhooks secret that signs forwarded changes, `whsec_` and a
+/// base64 key of at least 16 bytes (`None`: generated once and kept in `DATA_DIR`). Never repeated
+/// in a refusal.
+pub fn forward_secret(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(value) = text("FORWARD_SECRET", raw)? else {
+        return Ok(None);
+    };
+    crate::forward::signing_key(value.trim()).map_err(|reason| ConfigError::Invalid {
+        name: "FORWARD_SECRET",
+        reason,
+    })?;
+    Ok(Some(value.trim().to_owned()))
+}
+
 /// The dedup window in seconds. Checked: a window that overflowed would make every `expires_at`
 /// lie in the past and silently turn deduplication off.
 pub fn dedup_ttl_seconds(days: i64) -> Result<i64, ConfigError> {
@@ -199,6 +236,39 @@ mod tests {
         assert_eq!(dedup_ttl_seconds(3650), Ok(3650 * 86_400));
         assert!(dedup_ttl_seconds(106_751_991_167_301).is_err());
         assert!(dedup_ttl_seconds(i64::MAX).is_err());
+    }
+
+    #[test]
+    fn forwarding_settings_are_checked_without_repeating_them() {
+        assert_eq!(forward_url(None), Ok(None));
+        assert_eq!(forward_url(Some("")), Ok(None));
+        assert_eq!(
+            forward_url(Some("https://hooks.example.com/in?token=abc")),
+            Ok(Some("https://hooks.example.com/in?token=abc".into()))
+        );
+        for refused in [
+            "ftp://example.com/",
+            "example.com/hook",
+            "http://",
+            "file:///tmp/x?token=abc",
+            "  ",
+        ] {
+            let error = forward_url(Some(refused)).unwrap_err().to_string();
+            assert!(error.contains("FORWARD_URL"), "{refused}: {error}");
+            assert!(!error.contains("token=abc"), "{error}");
+        }
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        assert_eq!(forward_secret(Some(secret)), Ok(Some(secret.into())));
+        assert_eq!(forward_secret(None), Ok(None));
+        for refused in [
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_!!!!",
+            "whsec_c2hvcnQ=",
+        ] {
+            let error = forward_secret(Some(refused)).unwrap_err().to_string();
+            assert!(error.contains("FORWARD_SECRET"), "{error}");
+            assert!(!error.contains(refused), "{error}");
+        }
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! `wati-ingest`: the whole pipeline as one local process on the embedded store, and the
-//! operator's commands (`inspect`, `replay`, `redrive-dlq`) on the local store or on AWS.
+//! operator's commands (`inspect`, `replay`, `redrive-dlq`) on the local store or on AWS, and
+//! `tail` and `forwards` on the local store.
 
 use std::process::ExitCode;
 
 use wati_ingest::cli::{self, Command, Invocation};
 use wati_ingest::local::{bind, LocalConfig, LocalPipeline, SecretSource};
-use wati_ingest::ports::{Ledger, Queue, StateStore};
+use wati_ingest::ports::{ChangeFeed, Ledger, Queue, StateStore};
 use wati_ingest::settings;
 use wati_ingest::store::aws::{redrive_dlq, DynamoLedger, SqsQueue};
 use wati_ingest::store::dynamo_state::DynamoState;
+use wati_ingest::store::embedded::EmbeddedStore;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -73,8 +75,24 @@ async fn serve() -> Result<(), Error> {
         ),
     }
     println!("data: {}", config.data_dir.display());
+    if let (Some(forward), Some(host)) = (&config.forward, pipeline.forward_host()) {
+        // The host only: the URL's path and query may hold a token.
+        match forward.secret_source {
+            SecretSource::Environment => {
+                println!("forwarding changes to {host}, signed with $FORWARD_SECRET")
+            }
+            SecretSource::DataDir | SecretSource::Generated => println!(
+                "forwarding changes to {host}, signing secret: in {}",
+                config
+                    .data_dir
+                    .join(wati_ingest::local::FORWARD_SECRET_FILE)
+                    .display()
+            ),
+        }
+    }
     let _processor = pipeline.spawn_processor();
     let _window_timer = pipeline.spawn_window_timer();
+    let _forwarder = pipeline.spawn_forwarder();
     pipeline.serve(listener, shutdown_signal()).await?;
     Ok(())
 }
@@ -84,6 +102,46 @@ async fn serve() -> Result<(), Error> {
 async fn run_local(command: Command) -> Result<(), Error> {
     let config = LocalConfig::from_env()?;
     let store = config.open_store()?;
+    match command {
+        Command::Tail { from_start, json } => {
+            let after = if from_start {
+                0
+            } else {
+                store.last_change_seq().await?
+            };
+            eprintln!(
+                "following the changes in {} ({}; Ctrl-C ends)",
+                config.data_dir.display(),
+                if from_start {
+                    "from the start"
+                } else {
+                    "from now"
+                }
+            );
+            return tokio::select! {
+                followed = tail(&store, after, json) => followed,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            };
+        }
+        Command::Forwards => {
+            for line in cli::dead_forward_lines(&store.dead_forwards().await?) {
+                println!("{line}");
+            }
+            return Ok(());
+        }
+        Command::ForwardsResend { change } => {
+            let named = change.clone();
+            let resent = store.resend_forwards(change).await?;
+            if resent == 0 {
+                if let Some(change) = named {
+                    return Err(format!("{change} is not a dead-lettered forward").into());
+                }
+            }
+            println!("{resent} dead-lettered forwards pending again");
+            return Ok(());
+        }
+        _ => {}
+    }
     run(command, &store, &store, &store, || {
         store.redrive_dead_letters()
     })
@@ -134,10 +192,47 @@ where
             println!("replayed {sent} events received between {since} and {until}");
         }
         Command::RedriveDlq => println!("redrove {} dead-lettered events", redrive().await?),
-        // Served and answered by `main` before a store is opened.
-        Command::Serve | Command::Help => {}
+        // Served and answered by `main` before a store is opened; local-only commands are run by
+        // `run_local`.
+        Command::Serve
+        | Command::Help
+        | Command::Tail { .. }
+        | Command::Forwards
+        | Command::ForwardsResend { .. } => {}
     }
     Ok(())
+}
+
+/// Prints every change recorded after `after`, as it is recorded, until stdout closes.
+async fn tail(store: &EmbeddedStore, mut after: i64, json: bool) -> Result<(), Error> {
+    use std::io::Write;
+    loop {
+        let entries = store.changes_after(after, 500).await?;
+        if entries.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        let mut out = std::io::stdout().lock();
+        for entry in &entries {
+            let line = if json {
+                entry.document.clone()
+            } else {
+                match serde_json::from_str(&entry.document) {
+                    Ok(document) => cli::change_line(&document),
+                    Err(_) => entry.document.clone(),
+                }
+            };
+            let written = writeln!(out, "{line}").and_then(|()| out.flush());
+            if let Err(error) = written {
+                // `tail | head`: the reader is gone, which ends the tail.
+                if error.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(error.into());
+            }
+        }
+        after = entries.last().map_or(after, |entry| entry.seq);
+    }
 }
 
 async fn shutdown_signal() {

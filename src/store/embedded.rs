@@ -40,6 +40,8 @@
 //!   in the same transaction as a state change belongs in a file beside it:
 //! - [`outbox`]: the change documents written with the state change they describe, the change
 //!   feed ([`ChangeFeed`](crate::ports::ChangeFeed)) and the window timer's table.
+//! - [`forwards`]: the forwarder's progress through the outbox ([`crate::forward`]): its cursor,
+//!   each change's attempts and status, dead letters and resend.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -50,6 +52,7 @@ use tokio::sync::Notify;
 use crate::message::MessageRecord;
 use crate::ports::StoreError;
 
+mod forwards;
 mod health;
 mod ledger;
 mod message_state;
@@ -58,9 +61,11 @@ mod queue;
 mod schema;
 mod writer;
 
+pub use forwards::{DeadForward, DueForward, ForwardCounts, ForwardOutcome};
 pub use health::Counts;
 pub use queue::Delivery;
 
+use forwards::FORWARDS_SCHEMA;
 use message_state::STATE_SCHEMA;
 use outbox::OUTBOX_SCHEMA;
 use schema::{
@@ -87,7 +92,7 @@ impl EmbeddedStore {
     /// visible again at once.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let state_path = path.with_extension("state.db");
-        let state_schema = format!("{STATE_SCHEMA}{OUTBOX_SCHEMA}{HEALTH_TABLE}");
+        let state_schema = format!("{STATE_SCHEMA}{OUTBOX_SCHEMA}{FORWARDS_SCHEMA}{HEALTH_TABLE}");
         let state = Database::open(&state_path, &state_schema, |writer| {
             message_state::add_linked_column(writer)
                 .map_err(|e| StoreError::unavailable("add linked column", e))

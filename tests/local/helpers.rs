@@ -25,6 +25,8 @@ pub struct TestApp {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
+    /// The forwarder's task, ended by [`TestApp::stop`] (as a process exit would end it).
+    forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub fn config(data_dir: &Path) -> LocalConfig {
@@ -38,6 +40,7 @@ pub fn config(data_dir: &Path) -> LocalConfig {
         dedup_ttl_days: 7,
         max_body_bytes: 256 * 1024,
         window_closing_lead_minutes: 60,
+        forward: None,
     }
 }
 
@@ -53,11 +56,33 @@ pub async fn spawn_receiver_only() -> TestApp {
 
 async fn spawn_with(processor: bool) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let pipeline = LocalPipeline::open(&config(data_dir.path())).expect("open pipeline");
+    let config = config(data_dir.path());
+    spawn_on(data_dir, &config, processor).await
+}
+
+/// The whole pipeline on a fresh data directory, with [`config`] as `edit` changes it (the
+/// forwarder runs when `config.forward` is set).
+pub async fn spawn_app_with(edit: impl FnOnce(&mut LocalConfig)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(data_dir.path());
+    edit(&mut config);
+    spawn_on(data_dir, &config, true).await
+}
+
+/// The whole pipeline again on a data directory a stopped [`TestApp`] left (a restart).
+pub async fn respawn(data_dir: tempfile::TempDir, edit: impl FnOnce(&mut LocalConfig)) -> TestApp {
+    let mut config = config(data_dir.path());
+    edit(&mut config);
+    spawn_on(data_dir, &config, true).await
+}
+
+async fn spawn_on(data_dir: tempfile::TempDir, config: &LocalConfig, processor: bool) -> TestApp {
+    let pipeline = LocalPipeline::open(config).expect("open pipeline");
     let store = pipeline.store.clone();
     if processor {
         pipeline.spawn_processor();
     }
+    let forwarder = pipeline.spawn_forwarder();
     let (listener, address) = bind(0).await.expect("bind");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
@@ -72,6 +97,7 @@ async fn spawn_with(processor: bool) -> TestApp {
         client: reqwest::Client::new(),
         data_dir,
         stop: Some((stop, serving)),
+        forwarder,
     }
 }
 
@@ -82,6 +108,10 @@ impl TestApp {
         if let Some((stop, serving)) = self.stop.take() {
             let _ = stop.send(());
             serving.await.expect("server task");
+        }
+        if let Some(forwarder) = self.forwarder.take() {
+            forwarder.abort();
+            let _ = forwarder.await;
         }
     }
 
