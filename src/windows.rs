@@ -159,7 +159,7 @@ enum Step {
     Announce {
         window: WindowItem,
         kind: ChangeType,
-        document: Option<ChangeDocument>,
+        document: Option<Box<ChangeDocument>>,
     },
     Moved,
     Failed,
@@ -201,13 +201,13 @@ async fn read_window(
         };
     }
     let document = view.map(|view| {
-        window_document(
+        Box::new(window_document(
             kind,
             &view,
             window.window_end,
             due_at(kind, window.window_end, now),
             now,
-        )
+        ))
     });
     Step::Announce {
         window,
@@ -278,7 +278,7 @@ pub async fn announce_due_windows(
     let marks: Vec<Result<(), StoreError>> = futures_util::stream::iter(
         to_mark
             .iter()
-            .filter(|(_, _, entry)| entry.is_none_or(|n| !failed.contains(&n)))
+            .filter(|(_, _, entry)| !entry.is_some_and(|n| failed.contains(&n)))
             .map(|(window, kind, _)| state.window_announced(window, *kind)),
     )
     .buffered(WINDOW_CONCURRENCY)
@@ -368,12 +368,14 @@ mod tests {
         assert_eq!(used.len(), 16, "every shard is used");
     }
 
+    /// (contact, channel) -> (window_end, next_due)
+    type Windows = HashMap<(String, String), (i64, Option<i64>)>;
+
     /// The state table's window items with DynamoDB's conditions, and contacts as messages.
     #[derive(Default)]
     struct FakeState {
         messages: Mutex<Vec<MessageRecord>>,
-        /// pk -> (window_end, next_due)
-        windows: Mutex<HashMap<(String, String), (i64, Option<i64>)>>,
+        windows: Mutex<Windows>,
         fail_marks: Mutex<usize>,
     }
 

@@ -299,6 +299,10 @@ pub(crate) fn event_of(records: &[EventRecord]) -> Event {
     event
 }
 
+/// DynamoDB Local's streams answer `TrimmedDataAccessException` when two tests read streams at
+/// once: the tests that read a stream hold this.
+pub(crate) static STREAMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// An EventBridge bus on moto with a rule sending source `wati-ingest` to a fresh SQS queue.
 pub(crate) struct Bus {
     pub(crate) bus: EventBridgeBus,
@@ -408,6 +412,7 @@ impl Bus {
 /// announces no new id.
 #[tokio::test]
 async fn notifier_announces_every_change_once_per_id() {
+    let _streams = STREAMS.lock().await;
     let stack = Stack::create().await;
     let table = stack.table("StateTable");
     let state = DynamoState::new(stack.dynamodb.clone(), &table);

@@ -190,6 +190,7 @@ fn one(kind: &str, contact: &str, end: i64) -> Vec<(String, String, String)> {
 /// run's ids and documents equal the local store's window timer's for the same history.
 #[tokio::test]
 async fn windows_close_on_time_once_and_not_when_moved() {
+    let _streams = crate::notifier::STREAMS.lock().await;
     let mut both = Both::create().await;
     both.customer(inbound("w-1", CONTACT, T, false), T + 5, true)
         .await;
