@@ -8,11 +8,11 @@ for arch in arm64 x86_64; do
   [ "$arch" = "x86_64" ] && flag="--x86-64"
   cargo lambda build --release --locked "$flag" --output-format zip \
     --lambda-dir "target/lambda/$arch" \
-    --bin receiver --bin processor --bin sweeper --bin api --bin notifier
+    --bin receiver --bin processor --bin sweeper --bin api --bin notifier --bin windows
 done
 echo "| function | arm64 zip | x86_64 zip |"
 echo "|---|---|---|"
-for function in receiver processor sweeper api notifier; do
+for function in receiver processor sweeper api notifier windows; do
   size() { stat -c %s "target/lambda/$1/$function/bootstrap.zip" | awk '{printf "%.2f MB", $1/1048576}'; }
   echo "| $function | $(size arm64) | $(size x86_64) |"
 done

@@ -37,6 +37,8 @@
 //!   and `forwards` on the local store.
 //! - [`notifier`]: the state table's stream to change documents on EventBridge
 //!   (`src/bin/notifier.rs`), with the ids the embedded store gives the same changes.
+//! - [`windows`]: the AWS window timer, `contact.window_closing`/`window_closed` from the state
+//!   table's sparse due-time index (`src/bin/windows.rs`, every minute).
 //! - [`lambda`]: the AWS composition (configuration, the receiver's router) for `src/bin/receiver.rs`.
 
 pub mod auth;
@@ -59,3 +61,4 @@ pub mod session;
 pub mod settings;
 pub mod store;
 pub mod time;
+pub mod windows;

@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::StreamExt;
 
 use crate::changes::{item_changes, write_documents, ChangeDocument, FactChange};
-use crate::message::MessageRecord;
+use crate::message::{Direction, MessageRecord};
 use crate::message_items::MessageItem;
 use crate::metrics::{MetricLine, Unit};
 use crate::ports::StoreError;
@@ -55,11 +55,14 @@ pub const NOTIFIER_METRICS: [&str; 6] = [
     "RecordFailures",
 ];
 
-/// The notifier's settings: `STATE_TABLE` and `CHANGE_BUS_NAME`.
+/// The notifier's (and the window timer's) settings: `STATE_TABLE`, `CHANGE_BUS_NAME` and
+/// `WINDOW_CLOSING_LEAD_MINUTES` (default 60).
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
     pub state_table: String,
     pub bus_name: String,
+    /// How long before a window's end its `contact.window_closing` falls due.
+    pub window_lead_seconds: i64,
 }
 
 impl NotifierConfig {
@@ -71,17 +74,24 @@ impl NotifierConfig {
         Ok(NotifierConfig {
             state_table: settings::required("STATE_TABLE", var("STATE_TABLE").as_deref())?,
             bus_name: settings::required("CHANGE_BUS_NAME", var("CHANGE_BUS_NAME").as_deref())?,
+            window_lead_seconds: settings::window_closing_lead_minutes(
+                var("WINDOW_CLOSING_LEAD_MINUTES").as_deref(),
+            )? * 60,
         })
     }
 }
 
-/// How hard one invocation tries to put its documents on the bus.
+/// How hard one invocation tries to put its documents on the bus, and how early the windows it
+/// records fall due.
 #[derive(Debug, Clone)]
 pub struct PublishSettings {
     /// Rounds of `PutEvents` for the entries still failed (the first included).
     pub attempts: u32,
     /// Wait before the second round; doubled before each next one.
     pub backoff: Duration,
+    /// How long before a window's end its `contact.window_closing` falls due
+    /// (`WINDOW_CLOSING_LEAD_MINUTES`): the `next_due` of the window items the notifier writes.
+    pub window_lead_seconds: i64,
 }
 
 impl Default for PublishSettings {
@@ -89,6 +99,7 @@ impl Default for PublishSettings {
         PublishSettings {
             attempts: 4,
             backoff: Duration::from_millis(100),
+            window_lead_seconds: 3_600,
         }
     }
 }
@@ -197,6 +208,16 @@ pub trait ChangeState: Send + Sync {
     /// Every message of the contact (by either name); may miss or hold stale copies of recent
     /// writes (the indexes are eventually consistent).
     async fn contact_messages(&self, contact: &str) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Records that the window of `contact` on business number `channel` (`""`: the default)
+    /// ends at `window_end` or later, its closing due `lead_seconds` before
+    /// ([`crate::windows`]); an equal or newer end already recorded is kept.
+    async fn track_window(
+        &self,
+        contact: &str,
+        channel: &str,
+        window_end: i64,
+        lead_seconds: i64,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -207,6 +228,16 @@ impl ChangeState for DynamoState {
 
     async fn contact_messages(&self, contact: &str) -> Result<Vec<MessageRecord>, StoreError> {
         DynamoState::contact_messages(self, contact).await
+    }
+
+    async fn track_window(
+        &self,
+        contact: &str,
+        channel: &str,
+        window_end: i64,
+        lead_seconds: i64,
+    ) -> Result<(), StoreError> {
+        DynamoState::track_window(self, contact, channel, window_end, lead_seconds).await
     }
 }
 
@@ -225,12 +256,15 @@ pub fn channel_view_of(
 
 /// The documents of one message item's write: one `message.updated` per changed fact, and one
 /// `contact.updated` for its contact on its business number (none when the message names no
-/// contact yet).
+/// contact yet). A customer's message also records its contact's window end for the window
+/// timer (`lead_seconds`: how early its closing falls due): only a customer's message moves a
+/// window, and the view counts it (read consistently) whatever the indexes have seen.
 pub async fn documents_for(
     state: &dyn ChangeState,
     after: &MessageItem,
     changes: &[FactChange],
     now: i64,
+    lead_seconds: i64,
 ) -> Result<Vec<ChangeDocument>, StoreError> {
     if changes.is_empty() {
         return Ok(Vec::new());
@@ -243,6 +277,16 @@ pub async fn documents_for(
         Some(contact) => channel_view_of(&message, state.contact_messages(contact).await?, now),
         None => None,
     };
+    // Only a customer's message moves a window: record its new end for the window timer.
+    if let Some(view) = &view {
+        let name = view.wa_id.as_deref().or(view.bsuid.as_deref());
+        if let (Some(Direction::Inbound), Some(name), Some(end)) =
+            (message.direction, name, view.window_expires_at.0)
+        {
+            let channel = view.channel_id.as_deref().unwrap_or_default();
+            state.track_window(name, channel, end, lead_seconds).await?;
+        }
+    }
     Ok(write_documents(
         &after.key,
         changes,
@@ -460,7 +504,8 @@ pub async fn handle_stream_batch(
         futures_util::stream::iter(changes.iter().map(|change| async move {
             match change {
                 StreamChange::Message { after, .. } => {
-                    documents_for(state, after, &change.changes(), now).await
+                    let changes = change.changes();
+                    documents_for(state, after, &changes, now, settings.window_lead_seconds).await
                 }
                 StreamChange::Ignored(_) => Ok(Vec::new()),
             }
@@ -824,6 +869,8 @@ mod tests {
     struct FakeState {
         messages: Vec<MessageRecord>,
         failing: Option<String>,
+        /// (contact, channel, end, lead) of every window recorded.
+        tracked: Mutex<Vec<(String, String, i64, i64)>>,
     }
 
     #[async_trait]
@@ -845,6 +892,21 @@ mod tests {
                 .filter(|m| m.contact() == Some(contact))
                 .cloned()
                 .collect())
+        }
+        async fn track_window(
+            &self,
+            contact: &str,
+            channel: &str,
+            window_end: i64,
+            lead_seconds: i64,
+        ) -> Result<(), StoreError> {
+            self.tracked.lock().unwrap().push((
+                contact.to_owned(),
+                channel.to_owned(),
+                window_end,
+                lead_seconds,
+            ));
+            Ok(())
         }
     }
 
@@ -890,6 +952,7 @@ mod tests {
         PublishSettings {
             attempts: 3,
             backoff: Duration::from_millis(1),
+            ..PublishSettings::default()
         }
     }
 
@@ -899,6 +962,7 @@ mod tests {
         let mut state = FakeState {
             messages: Vec::new(),
             failing: None,
+            tracked: Mutex::default(),
         };
         let mut event = Event::default();
         for n in 0..12 {
@@ -1020,6 +1084,42 @@ mod tests {
         assert_eq!(report.published_ids, ids[..10].to_vec());
     }
 
+    /// A customer's message records its contact's window (the end its view shows, on its own
+    /// number); a business message's status does not, nor does a write without changes.
+    #[tokio::test]
+    async fn a_customer_message_records_its_window() {
+        let mut customer = outbound("in", "1");
+        customer.direction = Some(Direction::Inbound);
+        customer.sent_at = Some(100);
+        customer.channel_id = Some("c2".into());
+        let mut reply = outbound("out", "1");
+        reply.delivered_at = Some(150);
+        reply.channel_id = Some("c2".into());
+        let state = FakeState {
+            messages: vec![customer.clone(), reply.clone()],
+            failing: None,
+            tracked: Mutex::default(),
+        };
+        let item = |record: &MessageRecord| MessageItem {
+            key: record.id.clone().unwrap(),
+            record: record.clone(),
+            linked: Default::default(),
+        };
+        for record in [&reply, &customer] {
+            let changes = item_changes(None, record);
+            documents_for(&state, &item(record), &changes, 200, 1_800)
+                .await
+                .unwrap();
+            documents_for(&state, &item(record), &[], 200, 1_800)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            state.tracked.lock().unwrap().clone(),
+            [("1".to_owned(), "c2".to_owned(), 100 + 86_400, 1_800)]
+        );
+    }
+
     #[test]
     fn the_configuration_names_its_variables() {
         let config = NotifierConfig::from_lookup(|name| match name {
@@ -1036,5 +1136,18 @@ mod tests {
             NotifierConfig::from_lookup(|name| (name == "STATE_TABLE").then(|| "state".to_owned()))
                 .unwrap_err();
         assert!(missing.to_string().contains("CHANGE_BUS_NAME"), "{missing}");
+        assert_eq!(config.window_lead_seconds, 3_600, "60 minutes by default");
+        let lead = |value: &'static str| {
+            NotifierConfig::from_lookup(move |name| match name {
+                "STATE_TABLE" | "CHANGE_BUS_NAME" => Some("x".into()),
+                "WINDOW_CLOSING_LEAD_MINUTES" => Some(value.into()),
+                _ => None,
+            })
+        };
+        assert_eq!(lead("15").unwrap().window_lead_seconds, 900);
+        assert!(
+            lead("1440").is_err(),
+            "a lead of a day or more precedes the window"
+        );
     }
 }

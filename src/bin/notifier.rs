@@ -18,7 +18,10 @@ async fn main() -> Result<(), Error> {
         tracing::warn!(%error, "warm-up failed");
     }
     let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), config.bus_name);
-    let settings = PublishSettings::default();
+    let settings = PublishSettings {
+        window_lead_seconds: config.window_lead_seconds,
+        ..PublishSettings::default()
+    };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Event>| {
         let (state, bus, settings) = (&state, &bus, &settings);
         async move {

@@ -36,6 +36,7 @@ use aws_sdk_dynamodb::types::{
     Update,
 };
 
+use crate::changes::ChangeType;
 use crate::message::{Direction, Failure, MessageRecord};
 use crate::message_items::{
     contradiction, distinct_messages, plan, set_once_fields, Contradiction, ItemWrite, MessageItem,
@@ -44,6 +45,9 @@ use crate::message_items::{
 use crate::ports::{MergeOutcome, QuarantineEntry, QueuedEvent, StateStore, StoreError};
 use crate::session::ContactView;
 use crate::store::aws::{bytes, n, number, s, text, unavailable};
+use crate::windows::{
+    due_shard, first_due, window_pk, WindowItem, WindowState, DUE_INDEX, DUE_PAGE,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -592,6 +596,143 @@ impl DynamoState {
         let mut names = vec![contact.to_owned()];
         names.extend(output.items().iter().filter_map(|item| text(item, "sk")));
         Ok(names)
+    }
+}
+
+/// The key of a window item ([`crate::windows`]).
+fn window_key(contact: &str, channel: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), s(window_pk(contact, channel))),
+        ("sk".to_owned(), s("WINDOW")),
+    ])
+}
+
+/// The notifier's window write: the end moves forward only, and the closing falls due `lead`
+/// before it. One `UpdateItem`, commutative and idempotent.
+pub fn window_update(contact: &str, channel: &str, window_end: i64, lead: i64) -> ItemUpdate {
+    let pk = window_pk(contact, channel);
+    ItemUpdate {
+        values: HashMap::from([
+            (":end".to_owned(), n(window_end)),
+            (":due".to_owned(), n(first_due(window_end, lead))),
+            (":shard".to_owned(), s(due_shard(&pk))),
+            (":contact".to_owned(), s(contact)),
+            (":channel".to_owned(), s(channel)),
+        ]),
+        key: pk,
+        update_expression: "SET window_end = :end, next_due = :due, due_shard = :shard, \
+                            window_contact = :contact, window_channel = :channel"
+            .to_owned(),
+        condition_expression: "attribute_not_exists(window_end) OR window_end < :end".to_owned(),
+    }
+}
+
+/// The timer's mark after announcing `kind` for the window ending at `window_end`: nothing if
+/// the window has moved. After a closing the close is due at the end (unless it was announced
+/// already); after a close the item leaves the index.
+pub fn window_mark(window_end: i64, kind: ChangeType) -> ItemUpdate {
+    let (update_expression, condition_expression) = match kind {
+        ChangeType::WindowClosing => (
+            "SET next_due = window_end",
+            "window_end = :end AND next_due < window_end",
+        ),
+        _ => ("REMOVE next_due", "window_end = :end"),
+    };
+    ItemUpdate {
+        key: String::new(),
+        update_expression: update_expression.to_owned(),
+        condition_expression: condition_expression.to_owned(),
+        values: HashMap::from([(":end".to_owned(), n(window_end))]),
+    }
+}
+
+impl DynamoState {
+    /// Records a window end for the timer (see [`window_update`]); an equal or newer end kept is
+    /// not an error.
+    pub async fn track_window(
+        &self,
+        contact: &str,
+        channel: &str,
+        window_end: i64,
+        lead: i64,
+    ) -> Result<(), StoreError> {
+        let update = window_update(contact, channel, window_end, lead);
+        self.conditional_update(window_key(contact, channel), update, "record window")
+            .await
+    }
+
+    /// One `UpdateItem` whose failed condition means "already so": not an error.
+    async fn conditional_update(
+        &self,
+        key: HashMap<String, AttributeValue>,
+        update: ItemUpdate,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(update.update_expression)
+            .condition_expression(update.condition_expression)
+            .set_expression_attribute_values(Some(update.values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(unavailable(what, error)),
+        }
+    }
+}
+
+#[async_trait]
+impl WindowState for DynamoState {
+    async fn due_windows(&self, shard: &str, now: i64) -> Result<Vec<WindowItem>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due_shard = :shard AND next_due <= :now")
+            .expression_attribute_values(":shard", s(shard))
+            .expression_attribute_values(":now", n(now))
+            .limit(DUE_PAGE)
+            .send()
+            .await
+            .map_err(|e| unavailable("query due windows", e))?;
+        Ok(output
+            .items()
+            .iter()
+            .filter_map(|item| {
+                Some(WindowItem {
+                    contact: text(item, "window_contact")?,
+                    channel: text(item, "window_channel").unwrap_or_default(),
+                    window_end: number(item, "window_end")?,
+                    next_due: number(item, "next_due")?,
+                })
+            })
+            .collect())
+    }
+
+    async fn window_announced(
+        &self,
+        window: &WindowItem,
+        kind: ChangeType,
+    ) -> Result<(), StoreError> {
+        self.conditional_update(
+            window_key(&window.contact, &window.channel),
+            window_mark(window.window_end, kind),
+            "mark window announced",
+        )
+        .await
     }
 }
 

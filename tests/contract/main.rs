@@ -10,6 +10,7 @@ mod notifier;
 mod retried_writes;
 mod support;
 mod sweeper;
+mod windows;
 
 use std::collections::HashSet;
 use std::sync::Arc;

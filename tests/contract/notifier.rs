@@ -176,13 +176,13 @@ impl Intercept for Calls {
 
 /// The stream of one table, read from its start like a Lambda event source mapping
 /// (TRIM_HORIZON), one iterator per shard kept between reads.
-struct StreamReader {
+pub(crate) struct StreamReader {
     client: aws_sdk_dynamodbstreams::Client,
     iterators: Vec<Option<String>>,
 }
 
 impl StreamReader {
-    async fn open(stack: &Stack, table: &str) -> StreamReader {
+    pub(crate) async fn open(stack: &Stack, table: &str) -> StreamReader {
         let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
             .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
             .expect("the emulators' DynamoDB endpoint");
@@ -228,7 +228,7 @@ impl StreamReader {
     }
 
     /// Every record written since the last read, as the Lambda's event records.
-    async fn read(&mut self) -> Vec<EventRecord> {
+    pub(crate) async fn read(&mut self) -> Vec<EventRecord> {
         let mut records = Vec::new();
         for iterator in self.iterators.iter_mut() {
             while let Some(current) = iterator.clone() {
@@ -295,21 +295,25 @@ fn lambda_record(record: &aws_sdk_dynamodbstreams::types::Record) -> EventRecord
     lambda
 }
 
-fn event_of(records: &[EventRecord]) -> Event {
+pub(crate) fn event_of(records: &[EventRecord]) -> Event {
     let mut event = Event::default();
     event.records = records.to_vec();
     event
 }
 
+/// DynamoDB Local's streams answer `TrimmedDataAccessException` when two tests read streams at
+/// once: the tests that read a stream hold this.
+pub(crate) static STREAMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// An EventBridge bus on moto with a rule sending source `wati-ingest` to a fresh SQS queue.
-struct Bus {
-    bus: EventBridgeBus,
+pub(crate) struct Bus {
+    pub(crate) bus: EventBridgeBus,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
 }
 
 impl Bus {
-    async fn create(stack: &Stack, name: &str) -> Bus {
+    pub(crate) async fn create(stack: &Stack, name: &str) -> Bus {
         let endpoint = std::env::var("AWS_ENDPOINT_URL_EVENTBRIDGE")
             .or_else(|_| std::env::var("AWS_ENDPOINT_URL_SQS"))
             .expect("moto's endpoint");
@@ -375,7 +379,7 @@ impl Bus {
     }
 
     /// Every EventBridge envelope the rule delivered so far, taken off the queue.
-    async fn drain(&self) -> Vec<Value> {
+    pub(crate) async fn drain(&self) -> Vec<Value> {
         let mut envelopes = Vec::new();
         loop {
             let output = self
@@ -410,6 +414,7 @@ impl Bus {
 /// announces no new id.
 #[tokio::test]
 async fn notifier_announces_every_change_once_per_id() {
+    let _streams = STREAMS.lock().await;
     let tempdir = tempfile::tempdir().unwrap();
     let stack = Stack::create().await;
     let table = stack.table("StateTable");

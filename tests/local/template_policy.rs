@@ -158,9 +158,10 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
         (
             // Reads a message (strongly consistent BatchGetItem) and its contact (links, both
             // indexes), puts on its own bus, sends failed batches' descriptions to its own DLQ.
-            // Writes nothing to any table.
+            // Writes only window items (a conditional UpdateItem moving a window's end forward).
             "NotifierFunction",
             grants(&[
+                (&["dynamodb:UpdateItem"], &["StateTable"]),
                 (
                     &[
                         "dynamodb:GetItem",
@@ -175,6 +176,28 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
                 ),
                 (&["events:PutEvents"], &["ChangeBus"]),
                 (&["sqs:SendMessage"], &["NotifierDeadLetterQueue"]),
+            ]),
+        ),
+        (
+            // Lists due windows on the sparse index, reads their contacts like the notifier,
+            // puts on the bus, marks window items (conditional UpdateItem). No delete, no put.
+            "WindowsFunction",
+            grants(&[
+                (&["dynamodb:Query"], &["StateTable/index/by_next_due"]),
+                (
+                    &[
+                        "dynamodb:GetItem",
+                        "dynamodb:BatchGetItem",
+                        "dynamodb:Query",
+                    ],
+                    &[
+                        "StateTable",
+                        "StateTable/index/by_contact",
+                        "StateTable/index/by_bsuid",
+                    ],
+                ),
+                (&["dynamodb:UpdateItem"], &["StateTable"]),
+                (&["events:PutEvents"], &["ChangeBus"]),
             ]),
         ),
         (
@@ -846,6 +869,95 @@ fn the_notifier_is_wired_and_alarmed() {
         assert!(
             !of_notifier || NOTIFIER_METRICS.contains(&metric),
             "{id:?} alarms on {metric}, which the notifier does not emit"
+        );
+    }
+}
+
+/// The window timer: every minute, one run at a time ending before the next, not retried
+/// asynchronously (the next minute finds the same windows); the same lead time as the notifier;
+/// its Lambda errors alarmed; every windows metric alarmed on is one it emits; the sparse index
+/// it queries is on the state table with the keys the code writes.
+#[test]
+fn the_window_timer_is_wired_and_alarmed() {
+    use wati_ingest::windows::{DUE_INDEX, WINDOWS_METRICS};
+    let template = template();
+    let resources = resources(&template);
+    let windows = &resources["WindowsFunction"]["Properties"];
+    let schedule = windows["Events"]["EveryMinute"]["Properties"]["Schedule"]
+        .as_str()
+        .expect("a schedule");
+    assert_eq!(schedule, "rate(1 minute)");
+    assert!(windows["Timeout"].as_u64().is_some_and(|t| t < 60));
+    assert_eq!(windows["ReservedConcurrentExecutions"].as_u64(), Some(1));
+    assert_eq!(
+        windows["EventInvokeConfig"]["MaximumRetryAttempts"].as_u64(),
+        Some(0)
+    );
+    let notifier = &resources["NotifierFunction"]["Properties"];
+    for function in [windows, notifier] {
+        let variables = &function["Environment"]["Variables"];
+        assert_eq!(
+            resource_name(&variables["WINDOW_CLOSING_LEAD_MINUTES"]).unwrap(),
+            "WindowClosingLeadMinutes"
+        );
+        assert_eq!(
+            resource_name(&variables["CHANGE_BUS_NAME"]).unwrap(),
+            "ChangeBus"
+        );
+    }
+    let lead = &template["Parameters"]["WindowClosingLeadMinutes"];
+    assert_eq!(lead["Default"].as_u64(), Some(60));
+    assert_eq!(lead["MaxValue"].as_u64(), Some(1_439), "under a day");
+
+    let index = resources["StateTable"]["Properties"]["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|i| i["IndexName"] == DUE_INDEX)
+        .expect("the due-time index");
+    let keys: Vec<(&str, &str)> = index["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["AttributeName"].as_str().unwrap(),
+                k["KeyType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [("due_shard", "HASH"), ("next_due", "RANGE")]);
+
+    let errors = alarms_on(
+        &template,
+        "AWS/Lambda",
+        "Errors",
+        "FunctionName",
+        "WindowsFunction",
+    );
+    assert_eq!(errors.len(), 1, "one alarm on the window timer's errors");
+    let alarm = errors[0];
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(alarm["Threshold"].as_f64(), Some(0.0));
+    let actions = one_or_many(&alarm["AlarmActions"]);
+    assert!(actions
+        .iter()
+        .any(|a| resource_name(a).is_ok_and(|t| t == "AlarmTopic")));
+    let minutes = alarm["Period"].as_u64().unwrap() * alarm["EvaluationPeriods"].as_u64().unwrap();
+    assert!(minutes <= 900, "alarmed within 15 minutes of failing");
+    for (id, resource) in resources {
+        let properties = &resource["Properties"];
+        if resource["Type"] != "AWS::CloudWatch::Alarm" || properties["Namespace"] != "wati-ingest"
+        {
+            continue;
+        }
+        let of_windows = one_or_many(&properties["Dimensions"])
+            .iter()
+            .any(|d| d["Name"] == "Function" && d["Value"] == "windows");
+        let metric = properties["MetricName"].as_str().unwrap_or_default();
+        assert!(
+            !of_windows || WINDOWS_METRICS.contains(&metric),
+            "{id:?} alarms on {metric}, which the window timer does not emit"
         );
     }
 }
