@@ -178,7 +178,11 @@ impl Intercept for Calls {
 /// (TRIM_HORIZON), one iterator per shard kept between reads.
 pub(crate) struct StreamReader {
     client: aws_sdk_dynamodbstreams::Client,
-    iterators: Vec<Option<String>>,
+    arn: String,
+    /// Per shard: its id and the iterator to read on from.
+    iterators: Vec<(String, Option<String>)>,
+    /// Sequence numbers already returned: a shard read again from its start returns them again.
+    seen: std::collections::HashSet<String>,
 }
 
 impl StreamReader {
@@ -222,30 +226,81 @@ impl StreamReader {
                 .send()
                 .await
                 .expect("shard iterator");
-            iterators.push(iterator.shard_iterator().map(str::to_owned));
+            iterators.push((
+                shard.shard_id().unwrap().to_owned(),
+                iterator.shard_iterator().map(str::to_owned),
+            ));
         }
-        StreamReader { client, iterators }
+        StreamReader {
+            client,
+            arn,
+            iterators,
+            seen: Default::default(),
+        }
+    }
+
+    /// A new iterator at the start of `shard`.
+    async fn restart(&self, shard: &str) -> Option<String> {
+        self.client
+            .get_shard_iterator()
+            .stream_arn(&self.arn)
+            .shard_id(shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("shard iterator")
+            .shard_iterator()
+            .map(str::to_owned)
     }
 
     /// Every record written since the last read, as the Lambda's event records.
     pub(crate) async fn read(&mut self) -> Vec<EventRecord> {
         let mut records = Vec::new();
-        for iterator in self.iterators.iter_mut() {
-            while let Some(current) = iterator.clone() {
-                let output = self
+        for index in 0..self.iterators.len() {
+            let mut restarts = 0;
+            while let Some(current) = self.iterators[index].1.clone() {
+                let output = match self
                     .client
                     .get_records()
                     .shard_iterator(&current)
                     .send()
                     .await
-                    .expect("get records");
-                *iterator = output.next_shard_iterator().map(str::to_owned);
+                {
+                    Ok(output) => output,
+                    // DynamoDB Local, under the whole suite's load, sometimes answers an iterator
+                    // kept from an empty read with TrimmedDataAccessException although nothing
+                    // was trimmed: read the shard again from its start and skip what was seen.
+                    // A record really trimmed would be missing, and the test fail on its ids.
+                    Err(error)
+                        if restarts < 3
+                            && error
+                                .as_service_error()
+                                .is_some_and(|e| e.is_trimmed_data_access_exception()) =>
+                    {
+                        restarts += 1;
+                        let shard = self.iterators[index].0.clone();
+                        self.iterators[index].1 = self.restart(&shard).await;
+                        continue;
+                    }
+                    Err(error) => panic!("get records: {error:?}"),
+                };
+                self.iterators[index].1 = output.next_shard_iterator().map(str::to_owned);
                 if output.records().is_empty() {
                     // Keep the iterator for the next read.
-                    *iterator = iterator.clone().or(Some(current));
+                    let kept = self.iterators[index].1.clone().or(Some(current));
+                    self.iterators[index].1 = kept;
                     break;
                 }
-                records.extend(output.records().iter().map(lambda_record));
+                for record in output.records() {
+                    let sequence = record
+                        .dynamodb()
+                        .and_then(|d| d.sequence_number())
+                        .unwrap_or_default()
+                        .to_owned();
+                    if self.seen.insert(sequence) {
+                        records.push(lambda_record(record));
+                    }
+                }
             }
         }
         records
@@ -416,7 +471,7 @@ impl Bus {
 async fn notifier_announces_every_change_once_per_id() {
     let _streams = STREAMS.lock().await;
     let tempdir = tempfile::tempdir().unwrap();
-    let stack = Stack::create().await;
+    let stack = Stack::create_streaming(true).await;
     let table = stack.table("StateTable");
     let state = DynamoState::new(stack.dynamodb.clone(), &table);
     let calls = Calls::default();

@@ -166,6 +166,13 @@ static NEXT_STACK: AtomicU32 = AtomicU32::new(0);
 
 impl Stack {
     pub async fn create() -> Stack {
+        Stack::create_streaming(false).await
+    }
+
+    /// With `streams`, the tables get the template's DynamoDB streams (the notifier's and the
+    /// window timer's tests). Only they: DynamoDB Local keeps every stream's records in one store
+    /// and trims the oldest under load (`TrimmedDataAccessException` for a reader behind them).
+    pub async fn create_streaming(streams: bool) -> Stack {
         assert!(
             std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok()
                 && std::env::var("AWS_ENDPOINT_URL_SQS").is_ok(),
@@ -178,14 +185,23 @@ impl Stack {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let sqs = aws_sdk_sqs::Client::new(&config);
-        Stack::create_on(config, dynamodb, sqs).await
+        Stack::create_on_with(config, dynamodb, sqs, streams).await
     }
 
-    /// The template's resources on the emulators these clients talk to.
+    /// The template's resources on the emulators these clients talk to (no streams).
     pub async fn create_on(
         config: aws_config::SdkConfig,
         dynamodb: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
+    ) -> Stack {
+        Stack::create_on_with(config, dynamodb, sqs, false).await
+    }
+
+    async fn create_on_with(
+        config: aws_config::SdkConfig,
+        dynamodb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+        streams: bool,
     ) -> Stack {
         let suffix = format!(
             "{}-{}",
@@ -256,7 +272,7 @@ impl Stack {
             }
             let id = id.as_str().expect("logical id");
             let name = format!("{id}-{suffix}");
-            create_table(&dynamodb, &name, &resource["Properties"]).await;
+            create_table(&dynamodb, &name, &resource["Properties"], streams).await;
             names.insert(id.to_owned(), name);
         }
         Stack {
@@ -300,7 +316,12 @@ fn key_schema(value: &Value) -> Vec<KeySchemaElement> {
         .collect()
 }
 
-async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties: &Value) {
+async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    properties: &Value,
+    streams: bool,
+) {
     let mut create = client
         .create_table()
         .table_name(name)
@@ -343,7 +364,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties:
         );
     }
     // The template's stream (the notifier's source), as DynamoDB Local supports it.
-    if let Some(stream) = properties.get("StreamSpecification") {
+    if let Some(stream) = properties.get("StreamSpecification").filter(|_| streams) {
         create = create.stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)

@@ -50,7 +50,7 @@ struct Both {
 
 impl Both {
     async fn create() -> Both {
-        let stack = Stack::create().await;
+        let stack = Stack::create_streaming(true).await;
         let table = stack.table("StateTable");
         let state = DynamoState::new(stack.dynamodb.clone(), &table);
         let stream = StreamReader::open(&stack, &table).await;
