@@ -342,31 +342,20 @@ fn secret_or_kept(
     given: Option<String>,
     path: &Path,
 ) -> Result<(String, SecretSource), LocalError> {
-    if let Some(secret) = given {
-        return Ok((secret, SecretSource::Environment));
-    }
-    let io = |source| LocalError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    match std::fs::read_to_string(path) {
-        Ok(kept) if !kept.trim().is_empty() => {
-            let kept = kept.trim();
+    given_kept_or_generated(
+        given,
+        path,
+        |kept| {
             if kept.len() < MIN_SECRET_LEN {
                 return Err(LocalError::KeptSecret {
                     path: path.to_owned(),
                     source: SecretError::TooShort,
                 });
             }
-            return Ok((kept.to_owned(), SecretSource::DataDir));
-        }
-        Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(io(error)),
-    }
-    let secret = generate_secret().map_err(|e| LocalError::Random(e.to_string()))?;
-    write_private(path, &secret).map_err(io)?;
-    Ok((secret, SecretSource::Generated))
+            Ok(())
+        },
+        generate_secret,
+    )
 }
 
 /// The given `FORWARD_SECRET` (already checked), else the one kept at `path` (checked), else a new
@@ -374,6 +363,29 @@ fn secret_or_kept(
 fn forward_secret_or_kept(
     given: Option<String>,
     path: &Path,
+) -> Result<(String, SecretSource), LocalError> {
+    given_kept_or_generated(
+        given,
+        path,
+        |kept| {
+            crate::forward::signing_key(kept)
+                .map(|_| ())
+                .map_err(|reason| LocalError::KeptForwardSecret {
+                    path: path.to_owned(),
+                    reason,
+                })
+        },
+        crate::forward::generate_secret,
+    )
+}
+
+/// The one rule for every secret `DATA_DIR` keeps: the given one wins; else the kept one, if
+/// `check` takes it; else a new one from `generate`, written to `path` (mode 0600) first.
+fn given_kept_or_generated<E: ToString>(
+    given: Option<String>,
+    path: &Path,
+    check: impl Fn(&str) -> Result<(), LocalError>,
+    generate: impl Fn() -> Result<String, E>,
 ) -> Result<(String, SecretSource), LocalError> {
     if let Some(secret) = given {
         return Ok((secret, SecretSource::Environment));
@@ -385,18 +397,14 @@ fn forward_secret_or_kept(
     match std::fs::read_to_string(path) {
         Ok(kept) if !kept.trim().is_empty() => {
             let kept = kept.trim();
-            crate::forward::signing_key(kept).map_err(|reason| LocalError::KeptForwardSecret {
-                path: path.to_owned(),
-                reason,
-            })?;
+            check(kept)?;
             return Ok((kept.to_owned(), SecretSource::DataDir));
         }
         Ok(_) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(io(error)),
     }
-    let secret =
-        crate::forward::generate_secret().map_err(|e| LocalError::Random(e.to_string()))?;
+    let secret = generate().map_err(|e| LocalError::Random(e.to_string()))?;
     write_private(path, &secret).map_err(io)?;
     Ok((secret, SecretSource::Generated))
 }
