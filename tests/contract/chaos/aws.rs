@@ -1,8 +1,8 @@
 //! The chaos test on the AWS path: the receiver and the processor on their own DynamoDB Local
 //! (on disk, so it can be stopped and restarted) and their own moto, with SDK-level throttles and
 //! lost responses, the second of two state writes failing after it was done, the processor
-//! crashing mid-batch, and, while webhooks are in flight, DynamoDB Local stopped (SIGTERM) and restarted,
-//! and DynamoDB Local, the SQS emulator, or both, hung (SIGSTOP) for longer than the SDK's
+//! crashing mid-batch, and, while webhooks are in flight, DynamoDB Local stopped (SIGTERM) and
+//! restarted, and DynamoDB Local, the SQS emulator, or both, hung (SIGSTOP) for longer than the SDK's
 //! operation timeout: every webhook must still be answered within the receiver's timeout, by a
 //! redrive mark (SQS hung), the ledger bypass (DynamoDB hung) or a `503` (both).
 
@@ -90,7 +90,8 @@ async fn wait_until_listening(endpoint: &str, what: &str) {
     panic!("{what} did not start at {endpoint}");
 }
 
-/// A DynamoDB Local of this test's own, on disk, so a stop and restart loses nothing it acknowledged.
+/// A DynamoDB Local of this test's own, on disk, so a stop and restart loses nothing it
+/// acknowledged.
 struct OwnDynamo {
     child: Mutex<Child>,
     port: u16,
