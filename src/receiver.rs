@@ -1369,17 +1369,22 @@ mod tests {
         assert_eq!(report.oldest_mark, OldestMark::At(1_002));
     }
 
+    /// Read statuses of distinct messages (`wamid.<n>`), one body each.
+    fn read_statuses(range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
+        range
+            .map(|n| {
+                format!(r#"{{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.{n}"}}"#)
+                    .into_bytes()
+            })
+            .collect()
+    }
+
     /// Pages go on past the failures of earlier pages (a cursor, not the head of the list
     /// again), oldest first, and the sweep ends when the marks do.
     #[tokio::test]
     async fn the_sweep_pages_past_failures() {
         let store = MemoryStore::new();
-        let bodies: Vec<Vec<u8>> = (0..7)
-            .map(|n| {
-                format!(r#"{{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.{n}"}}"#)
-                    .into_bytes()
-            })
-            .collect();
+        let bodies = read_statuses(0..7);
         let bodies: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
         let keys = marked_events(&store, &bodies, 1_000).await;
         for refused in [&keys[0], &keys[2], &keys[4]] {
@@ -1414,12 +1419,7 @@ mod tests {
     #[tokio::test]
     async fn a_page_that_wholly_fails_stops_the_sweep() {
         let store = MemoryStore::new();
-        let bodies: Vec<Vec<u8>> = (0..6)
-            .map(|n| {
-                format!(r#"{{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.{n}"}}"#)
-                    .into_bytes()
-            })
-            .collect();
+        let bodies = read_statuses(0..6);
         let bodies: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
         marked_events(&store, &bodies, 1_000).await;
         store.fail(SEND);
@@ -1456,12 +1456,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_sends_in_batches() {
         let store = MemoryStore::new();
-        let bodies: Vec<Vec<u8>> = (0..23)
-            .map(|n| {
-                format!(r#"{{"eventType":"sentMessageREAD","whatsappMessageId":"wamid.{n}"}}"#)
-                    .into_bytes()
-            })
-            .collect();
+        let bodies = read_statuses(0..23);
         let bodies: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
         marked_events(&store, &bodies, 1_000).await;
         let report = sweep(&*store, &*store, 100).await.unwrap();
