@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::event::sha256_hex;
 use crate::message::{Direction, MessageRecord, MessageView};
-use crate::session::{ChannelView, SessionState};
+use crate::session::{ChannelView, ContactView, SessionState};
 use crate::time::Rfc3339;
 
 /// The kinds of change document.
@@ -219,13 +219,16 @@ pub fn message_updated(
 
 /// Every document one write of a message item announces, on both backends: a
 /// `message.updated` per fact the item gained (`changes`, from [`item_changes`]) and, when there
-/// is any, a `contact.updated` with the view of the message's (business number, contact) after the
-/// write (`None` while the message names no contact). `message` is the whole message after it.
+/// is any, a `contact.updated` for each of the contact's (business number, contact) views after
+/// the write (`contact`: none while the message names no contact). Every number's view, not only
+/// the message's: a message that joins the contact's two names (phone number and BSUID) changes
+/// them all; a view that did not change has the id already sent. `message` is the whole message
+/// after the write.
 pub fn write_documents(
     key: &str,
     changes: &[FactChange],
     message: &MessageRecord,
-    contact: Option<&ChannelView>,
+    contact: Option<&ContactView>,
     now: i64,
 ) -> Vec<ChangeDocument> {
     if changes.is_empty() {
@@ -235,7 +238,8 @@ pub fn write_documents(
         .iter()
         .map(|change| message_updated(key, change, message, now))
         .collect();
-    documents.extend(contact.map(|view| contact_updated(view, now, now)));
+    let views = contact.map_or(&[][..], |c| c.channels.as_slice());
+    documents.extend(views.iter().map(|view| contact_updated(view, now, now)));
     documents
 }
 

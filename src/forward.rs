@@ -336,43 +336,50 @@ pub async fn run(store: EmbeddedStore, target: ForwardTarget, schedule: ForwardS
             );
             return;
         }
-        let finished = tokio::select! {
+        let first = tokio::select! {
             Some(finished) = attempts.join_next(), if !attempts.is_empty() => finished,
             _ = tokio::time::sleep(schedule.poll) => continue,
         };
-        let Ok((due, started_ms, attempt)) = finished else {
-            continue; // A panicked attempt: its change stays pending and is tried again.
-        };
-        in_flight.remove(&due.change_id);
-        let recorded = outcome(&due, &attempt, started_ms, &schedule);
-        match (&attempt, &recorded) {
-            (Attempt::Delivered, _) => {
-                tracing::debug!(change = %due.change_id, %host, "forwarded")
-            }
-            (Attempt::Gone, _) => {
-                paused = true;
-                tracing::error!(
-                    change = %due.change_id, %host,
-                    "forward target answered 410 Gone: change dead-lettered, forwarding paused \
-                     until restart"
-                );
-            }
-            (Attempt::Failed(error), ForwardOutcome::Dead { .. }) => tracing::error!(
-                change = %due.change_id, %host, attempts = due.attempts + 1, %error,
-                "forward dead-lettered: retry horizon passed (wati-ingest forwards resend)"
-            ),
-            (Attempt::Failed(error), _) => tracing::warn!(
-                change = %due.change_id, %host, attempt = due.attempts + 1, %error,
-                "forward failed; will retry"
-            ),
+        // Every attempt that has ended by now, recorded in one write.
+        let mut finished = vec![first];
+        while let Some(more) = attempts.try_join_next() {
+            finished.push(more);
         }
-        if let Err(error) = store
-            .record_forward(&due.change_id, started_ms, recorded)
-            .await
-        {
-            // Still pending: it is sent again (at least once).
-            tracing::error!(%error, change = %due.change_id, "forwarder: record an outcome");
+        let mut outcomes = Vec::with_capacity(finished.len());
+        // A panicked attempt: its change stays pending and is tried again.
+        for (due, started_ms, attempt) in finished.into_iter().flatten() {
+            in_flight.remove(&due.change_id);
+            let recorded = outcome(&due, &attempt, started_ms, &schedule);
+            paused |= attempt == Attempt::Gone;
+            log_attempt(&host, &due, &attempt, &recorded);
+            outcomes.push((due.change_id, started_ms, recorded));
         }
+        if let Err(error) = store.record_forwards(outcomes).await {
+            // Still pending: they are sent again (at least once).
+            tracing::error!(%error, "forwarder: record outcomes");
+        }
+    }
+}
+
+/// One log line per attempt that did not simply deliver.
+fn log_attempt(host: &str, due: &DueForward, attempt: &Attempt, recorded: &ForwardOutcome) {
+    match (attempt, recorded) {
+        (Attempt::Delivered, _) => {
+            tracing::debug!(change = %due.change_id, %host, "forwarded")
+        }
+        (Attempt::Gone, _) => tracing::error!(
+            change = %due.change_id, %host,
+            "forward target answered 410 Gone: change dead-lettered, forwarding paused \
+             until restart"
+        ),
+        (Attempt::Failed(error), ForwardOutcome::Dead { .. }) => tracing::error!(
+            change = %due.change_id, %host, attempts = due.attempts + 1, %error,
+            "forward dead-lettered: retry horizon passed (wati-ingest forwards resend)"
+        ),
+        (Attempt::Failed(error), _) => tracing::warn!(
+            change = %due.change_id, %host, attempt = due.attempts + 1, %error,
+            "forward failed; will retry"
+        ),
     }
 }
 

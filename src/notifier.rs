@@ -32,7 +32,7 @@ use crate::message::{Direction, MessageRecord};
 use crate::message_items::MessageItem;
 use crate::metrics::{MetricLine, Unit};
 use crate::ports::StoreError;
-use crate::session::{ChannelView, ContactView};
+use crate::session::ContactView;
 use crate::settings::{self, ConfigError};
 use crate::store::dynamo_state::{DynamoState, Read};
 
@@ -158,21 +158,20 @@ impl ChangeState for DynamoState {
     }
 }
 
-/// The (business number, contact) view of `message` at `now`: the contact's messages as the
-/// index found them, with `message` (read consistently) replacing any copy of it.
-pub fn channel_view_of(
+/// The contact of `message` at `now`, every business number's view: the contact's messages as
+/// the index found them, with `message` (read consistently) replacing any copy of it.
+pub fn contact_view_of(
     message: &MessageRecord,
     mut contact_messages: Vec<MessageRecord>,
     now: i64,
-) -> Option<ChannelView> {
+) -> Option<ContactView> {
     contact_messages.retain(|m| !m.all_ids().any(|id| message.all_ids().any(|own| own == id)));
     contact_messages.push(message.clone());
-    let view = ContactView::from_messages(&contact_messages, now)?;
-    view.view_of(message).cloned()
+    ContactView::from_messages(&contact_messages, now)
 }
 
-/// The documents of one message item's write: one `message.updated` per changed fact, and one
-/// `contact.updated` for its contact on its business number (none when the message names no
+/// The documents of one message item's write: one `message.updated` per changed fact, and a
+/// `contact.updated` for each of its contact's business numbers (none when the message names no
 /// contact yet). A customer's message also records its contact's window end for the window
 /// timer (`lead_seconds`: how early its closing falls due): only a customer's message moves a
 /// window, and the view counts it (read consistently) whatever the indexes have seen.
@@ -190,12 +189,12 @@ pub async fn documents_for(
         .message_now(&after.key)
         .await?
         .unwrap_or_else(|| after.record.clone());
-    let view = match message.contact() {
-        Some(contact) => channel_view_of(&message, state.contact_messages(contact).await?, now),
+    let contact = match message.contact() {
+        Some(name) => contact_view_of(&message, state.contact_messages(name).await?, now),
         None => None,
     };
     // Only a customer's message moves a window: record its new end for the window timer.
-    if let Some(view) = &view {
+    if let Some(view) = contact.as_ref().and_then(|c| c.view_of(&message)) {
         let name = view.wa_id.as_deref().or(view.bsuid.as_deref());
         if let (Some(Direction::Inbound), Some(name), Some(end)) =
             (message.direction, name, view.window_expires_at.0)
@@ -208,7 +207,7 @@ pub async fn documents_for(
         &after.key,
         changes,
         &message,
-        view.as_ref(),
+        contact.as_ref(),
         now,
     ))
 }

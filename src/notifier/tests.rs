@@ -1,6 +1,7 @@
 //! The notifier's unit tests: stream conversion, record filtering, documents, the bus's
 //! retries and size fallback, and whole batches over a fake state and bus.
 
+use crate::session::ChannelView;
 use std::collections::HashMap;
 
 use aws_lambda_events::event::dynamodb::EventRecord;
@@ -263,14 +264,26 @@ fn the_view_counts_the_message_just_written() {
     let stale = outbound("out", "1");
     let mut fresh = stale.clone();
     fresh.delivered_at = Some(150);
-    let view = channel_view_of(&fresh, vec![inbound.clone(), stale], 200).unwrap();
+    let view = contact_view_of(&fresh, vec![inbound.clone(), stale], 200)
+        .unwrap()
+        .view_of(&fresh)
+        .cloned()
+        .unwrap();
     assert_eq!(view.session.business_messages, 1);
-    let unseen = channel_view_of(&fresh, vec![inbound.clone()], 200).unwrap();
+    let unseen = contact_view_of(&fresh, vec![inbound.clone()], 200)
+        .unwrap()
+        .view_of(&fresh)
+        .cloned()
+        .unwrap();
     assert_eq!(unseen, view);
     let mut other_number = fresh.clone();
     other_number.channel_id = Some("c2".into());
     other_number.channel_phone_number = Some("14155550200".into());
-    let second = channel_view_of(&other_number, vec![inbound], 200).unwrap();
+    let second = contact_view_of(&other_number, vec![inbound], 200)
+        .unwrap()
+        .view_of(&other_number)
+        .cloned()
+        .unwrap();
     assert_eq!(second.channel_id.as_deref(), Some("c2"));
     assert_eq!(second.session.customer_messages, 0);
 }

@@ -228,17 +228,19 @@ impl EmbeddedStore {
             .await
     }
 
-    /// Records how an attempt to forward `change_id` (started at `started_ms`) ended.
-    pub async fn record_forward(
+    /// Records how attempts ended, `(change_id, started_ms, outcome)` each, in one transaction:
+    /// the forwarder records every attempt that ended together, so its writes do not grow with
+    /// the rate of attempts.
+    pub async fn record_forwards(
         &self,
-        change_id: &str,
-        started_ms: i64,
-        outcome: ForwardOutcome,
+        outcomes: Vec<(String, i64, ForwardOutcome)>,
     ) -> Result<(), StoreError> {
-        let change_id = change_id.to_owned();
         self.state()
-            .write("record a forward", move |conn| {
-                record(conn, &change_id, started_ms, &outcome)
+            .write("record forwards", move |conn| {
+                for (change_id, started_ms, outcome) in &outcomes {
+                    record(conn, change_id, *started_ms, outcome)?;
+                }
+                Ok(())
             })
             .await
     }

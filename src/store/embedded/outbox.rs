@@ -49,12 +49,11 @@ pub(super) fn documents(
     contact: Option<&ContactView>,
     now: i64,
 ) -> Vec<ChangeDocument> {
-    let view = contact.and_then(|c| c.view_of(message));
     items
         .iter()
         .flat_map(|(before, after)| {
             let changes = item_changes(before.as_ref().map(|b| &b.record), &after.record);
-            write_documents(&after.key, &changes, message, view, now)
+            write_documents(&after.key, &changes, message, contact, now)
         })
         .collect()
 }
@@ -153,6 +152,18 @@ pub(super) fn announce_window(
         .query_row(params![due.contact, due.channel], |row| row.get(0))
         .optional()?;
     if current != Some(due.window_end) {
+        return Ok(false);
+    }
+    // A newer customer message filed under the contact's other name (its phone number, or its
+    // BSUID) moved the window: this row follows it, and nothing is announced for the old end.
+    if let Some(end) = view
+        .and_then(|v| v.window_expires_at.0)
+        .filter(|end| *end > due.window_end)
+    {
+        conn.execute(
+            "UPDATE windows SET window_end = ?3 WHERE contact = ?1 AND channel = ?2",
+            params![due.contact, due.channel, end],
+        )?;
         return Ok(false);
     }
     let column = match due.kind {

@@ -630,6 +630,7 @@ async fn chaos_on_dynamodb_and_sqs() {
         emulator_faults,
         settled,
         verified,
+        changes: None,
         phases: phases.laps,
         seconds: started.elapsed().as_secs_f64(),
     }

@@ -11,6 +11,7 @@
 //! functions of the seed and the call's place, so a failing seed replays its faults.
 
 mod aws;
+mod changes;
 mod faults;
 mod history;
 mod oracle;
@@ -28,11 +29,12 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use wati_ingest::auth::SecretSet;
+use wati_ingest::forward::{self, ForwardSchedule, ForwardTarget};
 use wati_ingest::http::{
     read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
 };
 use wati_ingest::metrics::MetricsSink;
-use wati_ingest::ports::{Ledger, Queue, StateStore};
+use wati_ingest::ports::{ChangeFeed, Ledger, Queue, StateStore};
 use wati_ingest::processor::{run_local, LocalProcessorSettings};
 use wati_ingest::receiver::{sweep, Receiver, ReceiverSettings};
 use wati_ingest::store::embedded::EmbeddedStore;
@@ -634,6 +636,9 @@ struct Report {
     /// What the pipeline did to settle after the faults stopped.
     settled: BTreeMap<String, usize>,
     verified: Verified,
+    /// The change path: documents delivered against the pipeline's announcements and the rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes: Option<changes::ChangesVerified>,
     /// Wall seconds of delivering the history, settling, and reading everything back.
     phases: BTreeMap<&'static str, f64>,
     seconds: f64,
@@ -693,6 +698,19 @@ impl Report {
             verified.contacts_mismatched,
             verified.unknown_to_oracle,
             verified.examples.join("\n")
+        );
+        let Some(changes) = &self.changes else {
+            return;
+        };
+        assert!(
+            changes.deliveries > changes.distinct && changes.transport.values().sum::<usize>() > 0,
+            "{replay}: the change path was faulted and delivered repeats: {json}"
+        );
+        assert_eq!(
+            changes.mismatches(),
+            0,
+            "{replay}: the change path: {json}\n{}",
+            changes.examples.join("\n")
         );
     }
 }
@@ -792,6 +810,20 @@ async fn chaos_on_the_embedded_store() {
     };
     let processor = std::sync::Mutex::new(spawn());
     let mut processor_crashes = 0;
+    // The change path: the outbox forwarded to a target that fails and hangs; the forwarder
+    // crashes now and then too.
+    let target = changes::FlakyTarget::start(seed ^ 4, FORWARD_HANG).await;
+    let forward_target =
+        ForwardTarget::new(&target.url(), FORWARD_SECRET, FORWARD_TIMEOUT).expect("forward target");
+    let spawn_forwarder = || {
+        tokio::spawn(forward::run(
+            store.clone(),
+            forward_target.clone(),
+            FORWARD_SCHEDULE,
+        ))
+    };
+    let forwarder = std::sync::Mutex::new(spawn_forwarder());
+    let mut forwarder_crashes = 0;
     let mut rng = Rng::new(seed ^ 2);
     let mut crash_rng = Rng::new(seed ^ 3);
     let flight = Arc::new(Flight::default());
@@ -803,6 +835,12 @@ async fn chaos_on_the_embedded_store() {
             let mut running = processor.lock().unwrap();
             running.abort();
             *running = spawn();
+        }
+        if crash_rng.chance(0.05) {
+            forwarder_crashes += 1;
+            let mut running = forwarder.lock().unwrap();
+            running.abort();
+            *running = spawn_forwarder();
         }
     })
     .await;
@@ -834,7 +872,24 @@ async fn chaos_on_the_embedded_store() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     processor.lock().unwrap().abort();
+    settled.insert("forwarder_crashes".to_owned(), forwarder_crashes);
+    // The window timer, once, after the history: every window due now.
+    let timer_now = now_unix();
+    let windows = store
+        .announce_due_windows(timer_now, WINDOW_LEAD)
+        .await
+        .expect("window timer");
+    settled.insert("windows_announced".to_owned(), windows);
     phases.lap("settle");
+    let announced = announced_changes(&store).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !delivered_all(&target, &announced) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    forwarder.lock().unwrap().abort();
+    let dead = store.forward_counts().await.expect("forward counts").dead;
+    settled.insert("forwards_dead_lettered".to_owned(), dead);
+    phases.lap("forward");
 
     let verified = verify(
         &history,
@@ -842,6 +897,15 @@ async fn chaos_on_the_embedded_store() {
         &read_router(Arc::new(store.clone())),
     )
     .await;
+    let mut changes = changes::verify_changes(
+        &history.callbacks,
+        &played.receipts,
+        &target.received(),
+        &announced,
+        timer_now,
+        WINDOW_LEAD,
+    );
+    changes.transport = target.faults();
     phases.lap("verify");
     Report {
         backend: "embedded",
@@ -856,8 +920,52 @@ async fn chaos_on_the_embedded_store() {
         emulator_faults: Vec::new(),
         settled,
         verified,
+        changes: Some(changes),
         phases: phases.laps,
         seconds: started.elapsed().as_secs_f64(),
     }
     .finish();
+}
+
+/// How long before a window's end its closing falls due (the default).
+const WINDOW_LEAD: i64 = 3_600;
+const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// The forwarder gives an attempt this long; a hanging target answers after `FORWARD_HANG`.
+const FORWARD_TIMEOUT: Duration = Duration::from_millis(400);
+const FORWARD_HANG: Duration = Duration::from_millis(1_500);
+const FORWARD_SCHEDULE: ForwardSchedule = ForwardSchedule {
+    first_retry: Duration::from_millis(20),
+    max_retry: Duration::from_millis(200),
+    horizon: Duration::from_secs(3_600),
+    timeout: FORWARD_TIMEOUT,
+    concurrency: 16,
+    poll: Duration::from_millis(20),
+};
+
+/// Every change id the outbox holds.
+async fn announced_changes(store: &EmbeddedStore) -> std::collections::BTreeSet<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut after = 0;
+    loop {
+        let page = store.changes_after(after, 1000).await.expect("feed");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for entry in &page {
+            let document: Value = serde_json::from_str(&entry.document).expect("a document");
+            ids.insert(document["id"].as_str().expect("an id").to_owned());
+        }
+    }
+    ids
+}
+
+fn delivered_all(
+    target: &changes::FlakyTarget,
+    announced: &std::collections::BTreeSet<String>,
+) -> bool {
+    let delivered: std::collections::BTreeSet<String> = target
+        .received()
+        .iter()
+        .filter_map(|d| d["id"].as_str().map(str::to_owned))
+        .collect();
+    announced.is_subset(&delivered)
 }
