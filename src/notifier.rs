@@ -212,6 +212,21 @@ pub async fn documents_for(
     ))
 }
 
+/// The documents of one stream record (none for a record of another item).
+async fn record_documents(
+    state: &dyn ChangeState,
+    change: &StreamChange,
+    now: i64,
+    lead_seconds: i64,
+) -> Result<Vec<ChangeDocument>, StoreError> {
+    match change {
+        StreamChange::Message { after, .. } => {
+            documents_for(state, after, &change.changes(), now, lead_seconds).await
+        }
+        StreamChange::Ignored(_) => Ok(Vec::new()),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // One batch
 
@@ -239,16 +254,13 @@ pub async fn handle_stream_batch(
         .iter()
         .filter(|c| matches!(c, StreamChange::Ignored(_)))
         .count();
-    let built: Vec<Result<Vec<ChangeDocument>, StoreError>> =
-        futures_util::stream::iter(changes.iter().map(|change| async move {
-            match change {
-                StreamChange::Message { after, .. } => {
-                    let changes = change.changes();
-                    documents_for(state, after, &changes, now, settings.window_lead_seconds).await
-                }
-                StreamChange::Ignored(_) => Ok(Vec::new()),
-            }
-        }))
+    // Collected first: a stream over a closure is not `Send` for every lifetime (rustc), and a
+    // batch's future must be spawnable.
+    let reads: Vec<_> = changes
+        .iter()
+        .map(|change| record_documents(state, change, now, settings.window_lead_seconds))
+        .collect();
+    let built: Vec<Result<Vec<ChangeDocument>, StoreError>> = futures_util::stream::iter(reads)
         .buffered(RECORD_CONCURRENCY)
         .collect()
         .await;

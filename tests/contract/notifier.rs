@@ -190,6 +190,11 @@ impl StreamReader {
         let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
             .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
             .expect("the emulators' DynamoDB endpoint");
+        StreamReader::open_at(stack, table, &endpoint).await
+    }
+
+    /// The stream of `table` on the DynamoDB Local at `endpoint`.
+    pub(crate) async fn open_at(stack: &Stack, table: &str, endpoint: &str) -> StreamReader {
         let client = aws_sdk_dynamodbstreams::Client::from_conf(
             aws_sdk_dynamodbstreams::config::Builder::from(&stack.config)
                 .endpoint_url(endpoint)
@@ -240,7 +245,7 @@ impl StreamReader {
     }
 
     /// A new iterator at the start of `shard`.
-    async fn restart(&self, shard: &str) -> Option<String> {
+    async fn restart(&self, shard: &str) -> Result<Option<String>, String> {
         self.client
             .get_shard_iterator()
             .stream_arn(&self.arn)
@@ -248,13 +253,45 @@ impl StreamReader {
             .shard_iterator_type(ShardIteratorType::TrimHorizon)
             .send()
             .await
-            .expect("shard iterator")
-            .shard_iterator()
-            .map(str::to_owned)
+            .map(|output| output.shard_iterator().map(str::to_owned))
+            .map_err(|e| format!("shard iterator: {e:?}"))
+    }
+
+    /// Shards the stream has gained since the last look, read from their start.
+    async fn add_new_shards(&mut self) -> Result<(), String> {
+        let described = self
+            .client
+            .describe_stream()
+            .stream_arn(&self.arn)
+            .send()
+            .await
+            .map_err(|e| format!("describe stream: {e:?}"))?;
+        let shards: Vec<String> = described
+            .stream_description()
+            .map(|d| d.shards())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|shard| shard.shard_id().map(str::to_owned))
+            .collect();
+        for shard in shards {
+            if self.iterators.iter().all(|(known, _)| *known != shard) {
+                let iterator = self.restart(&shard).await?;
+                self.iterators.push((shard, iterator));
+            }
+        }
+        Ok(())
     }
 
     /// Every record written since the last read, as the Lambda's event records.
     pub(crate) async fn read(&mut self) -> Vec<EventRecord> {
+        self.try_read().await.expect("read the stream")
+    }
+
+    /// [`StreamReader::read`] that says why it could not read (an emulator stopped or hung). A
+    /// shard whose iterator was refused is read again from its start (what was seen skipped), and
+    /// shards the stream gained are added, as an event source mapping does.
+    pub(crate) async fn try_read(&mut self) -> Result<Vec<EventRecord>, String> {
+        self.add_new_shards().await?;
         let mut records = Vec::new();
         for index in 0..self.iterators.len() {
             let mut restarts = 0;
@@ -269,20 +306,23 @@ impl StreamReader {
                     Ok(output) => output,
                     // DynamoDB Local, under the whole suite's load, sometimes answers an iterator
                     // kept from an empty read with TrimmedDataAccessException although nothing
-                    // was trimmed: read the shard again from its start and skip what was seen.
-                    // A record really trimmed would be missing, and the test fail on its ids.
+                    // was trimmed, and a restarted one refuses iterators of before: read the
+                    // shard again from its start and skip what was seen. A record really trimmed
+                    // would be missing, and the test fail on its ids.
                     Err(error)
                         if restarts < 3
-                            && error
-                                .as_service_error()
-                                .is_some_and(|e| e.is_trimmed_data_access_exception()) =>
+                            && error.as_service_error().is_some_and(|e| {
+                                e.is_trimmed_data_access_exception()
+                                    || e.is_expired_iterator_exception()
+                                    || e.is_resource_not_found_exception()
+                            }) =>
                     {
                         restarts += 1;
                         let shard = self.iterators[index].0.clone();
-                        self.iterators[index].1 = self.restart(&shard).await;
+                        self.iterators[index].1 = self.restart(&shard).await?;
                         continue;
                     }
-                    Err(error) => panic!("get records: {error:?}"),
+                    Err(error) => return Err(format!("get records: {error:?}")),
                 };
                 self.iterators[index].1 = output.next_shard_iterator().map(str::to_owned);
                 if output.records().is_empty() {
@@ -303,7 +343,7 @@ impl StreamReader {
                 }
             }
         }
-        records
+        Ok(records)
     }
 }
 
@@ -372,6 +412,11 @@ impl Bus {
         let endpoint = std::env::var("AWS_ENDPOINT_URL_EVENTBRIDGE")
             .or_else(|_| std::env::var("AWS_ENDPOINT_URL_SQS"))
             .expect("moto's endpoint");
+        Bus::create_at(stack, name, &endpoint).await
+    }
+
+    /// The bus on the moto at `endpoint` (its rule's queue on the stack's SQS).
+    pub(crate) async fn create_at(stack: &Stack, name: &str, endpoint: &str) -> Bus {
         let events = aws_sdk_eventbridge::Client::from_conf(
             aws_sdk_eventbridge::config::Builder::from(&stack.config)
                 .endpoint_url(endpoint)

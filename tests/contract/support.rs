@@ -197,7 +197,8 @@ impl Stack {
         Stack::create_on_with(config, dynamodb, sqs, false).await
     }
 
-    async fn create_on_with(
+    /// Like [`Stack::create_on`], `streams` as in [`Stack::create_streaming`].
+    pub async fn create_on_with(
         config: aws_config::SdkConfig,
         dynamodb: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,

@@ -25,12 +25,17 @@ use wati_ingest::time::{now_unix, Clock};
 
 use serde_json::{json, Value};
 
+use wati_ingest::notifier::{EventBridgeBus, PublishSettings};
+
+use super::aws_changes::{self, ThrottledBus};
+use super::changes;
 use super::faults::{Faults, FaultyLedger, FaultyQueue, FaultyState, SdkFaults};
 use super::history::{History, Rng};
 use super::{
     named, play, read_router, scale, seed, verify, webhook_router, Flight, Phases, Played, Report,
-    PLAN, RECEIVER_TIMEOUT,
+    PLAN, RECEIVER_TIMEOUT, WINDOW_LEAD,
 };
+use crate::notifier::{Bus, StreamReader};
 use crate::support::Stack;
 
 /// Share of AWS SDK attempts answered with a throttle or a lost response.
@@ -472,7 +477,7 @@ async fn chaos_on_dynamodb_and_sqs() {
         }
         aws_sdk_sqs::Client::from_conf(builder.build())
     };
-    let stack = Stack::create_on(harness.clone(), dynamodb(false), sqs(false)).await;
+    let stack = Stack::create_on_with(harness.clone(), dynamodb(false), sqs(false), true).await;
     let queue_url = stack.queue_url("EventQueue");
     let dlq_url = stack.queue_url("DeadLetterQueue");
     let ledger = DynamoLedger::new(dynamodb(true), stack.table("LedgerTable"));
@@ -511,6 +516,34 @@ async fn chaos_on_dynamodb_and_sqs() {
             ))
         })
         .collect();
+
+    // The change path: the notifier on the state table's stream, putting on a throttled bus
+    // whose rule feeds a queue the test drains at the end.
+    let state_table = stack.table("StateTable");
+    let target = Bus::create_at(&stack, &format!("chaos-{seed}"), &moto.endpoint()).await;
+    let events = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&functions)
+            .endpoint_url(moto.endpoint())
+            .build(),
+    );
+    let bus = Arc::new(ThrottledBus::new(
+        EventBridgeBus::new(events, format!("chaos-{seed}")),
+        seed ^ 5,
+    ));
+    let publish = PublishSettings {
+        window_lead_seconds: WINDOW_LEAD,
+        ..PublishSettings::default()
+    };
+    let notifier_state = DynamoState::new(dynamodb(true), &state_table);
+    let notifier_stop = Arc::new(AtomicBool::new(false));
+    let notifier = tokio::spawn(aws_changes::run_notifier(
+        StreamReader::open_at(&stack, &state_table, &dynamo.endpoint()).await,
+        Arc::new(notifier_state.clone()),
+        Arc::clone(&bus),
+        publish.clone(),
+        seed ^ 6,
+        Arc::clone(&notifier_stop),
+    ));
 
     // Emulator faults strike while webhooks are in flight, at set shares of the run.
     let flight = Arc::new(Flight::default());
@@ -610,8 +643,60 @@ async fn chaos_on_dynamodb_and_sqs() {
     );
 
     phases.lap("settle");
+
+    // The notifier catches up with the stream, the bus heals, the window timer runs until
+    // nothing is due (a window found moved is announced on the next run).
+    notifier_stop.store(true, Ordering::SeqCst);
+    let notified = notifier.await.expect("notifier");
+    bus.heal();
+    let timer_now = now_unix();
+    let mut timer_runs = 0;
+    loop {
+        let report = wati_ingest::windows::announce_due_windows(
+            &notifier_state,
+            bus.as_ref(),
+            &publish,
+            timer_now,
+            WINDOW_LEAD,
+        )
+        .await;
+        timer_runs += 1;
+        *settled.entry("windows_announced".into()).or_default() += report.announced;
+        if report.due == 0 || timer_runs >= 4 {
+            break;
+        }
+    }
+    let delivered = aws_changes::documents_of(&target.drain().await);
+    phases.lap("notify");
+
     let reader = DynamoState::new(dynamodb(false), stack.table("StateTable"));
     let verified = verify(&history, &played.receipts, &read_router(Arc::new(reader))).await;
+    let mut changes = changes::verify_changes(
+        &history.callbacks,
+        &played.receipts,
+        &delivered,
+        &bus.taken(),
+        timer_now,
+        WINDOW_LEAD,
+    );
+    changes.transport = BTreeMap::from([
+        (
+            "put_events_throttled".to_owned(),
+            bus.throttled_calls.load(Ordering::SeqCst),
+        ),
+        (
+            "entries_refused".to_owned(),
+            bus.refused_entries.load(Ordering::SeqCst),
+        ),
+        ("notifier_crashes".to_owned(), notified.crashes),
+        (
+            "notifier_partial_failures".to_owned(),
+            notified.partial_failures,
+        ),
+        ("notifier_invocations".to_owned(), notified.invocations),
+        ("stream_records".to_owned(), notified.records),
+        ("stream_read_errors".to_owned(), notified.read_errors),
+    ]);
     phases.lap("verify");
     let mut injected = named(faults.injected());
     for ((operation, fault), count) in sdk_faults.injected() {
@@ -630,7 +715,7 @@ async fn chaos_on_dynamodb_and_sqs() {
         emulator_faults,
         settled,
         verified,
-        changes: None,
+        changes: Some(changes),
         phases: phases.laps,
         seconds: started.elapsed().as_secs_f64(),
     }

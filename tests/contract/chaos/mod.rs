@@ -11,6 +11,7 @@
 //! functions of the seed and the call's place, so a failing seed replays its faults.
 
 mod aws;
+mod aws_changes;
 mod changes;
 mod faults;
 mod history;
