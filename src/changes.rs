@@ -447,6 +447,35 @@ mod tests {
         ContactView::from_messages(messages, now).unwrap().default
     }
 
+    /// A message that joins the contact's BSUID to its phone number changes the contact's view
+    /// on every number it talks to: each is announced, whichever number the message is on.
+    #[test]
+    fn a_write_announces_the_contacts_view_on_every_number() {
+        let on_second = MessageRecord {
+            bsuid: Some("US.1".into()),
+            channel_id: Some("second".into()),
+            direction: Some(Direction::Inbound),
+            sent_at: Some(100),
+            ..outbound("s")
+        };
+        let joining = MessageRecord {
+            wa_id: Some("1".into()),
+            bsuid: Some("US.1".into()),
+            direction: Some(Direction::Inbound),
+            sent_at: Some(200),
+            ..outbound("d")
+        };
+        let contact = ContactView::from_messages(&[on_second, joining.clone()], 300).unwrap();
+        let changes = item_changes(None, &joining);
+        let documents = write_documents("d", &changes, &joining, Some(&contact), 300);
+        let views: Vec<(Option<&str>, Option<&str>)> = documents
+            .iter()
+            .filter_map(|d| d.contact.as_ref())
+            .map(|v| (v.channel_id.as_deref(), v.wa_id.as_deref()))
+            .collect();
+        assert_eq!(views, [(None, Some("1")), (Some("second"), Some("1"))]);
+    }
+
     #[test]
     fn a_contact_view_read_later_without_a_change_has_the_same_id() {
         let inbound = MessageRecord {

@@ -437,4 +437,43 @@ mod tests {
             window("contact.window_closed")
         );
     }
+
+    /// A BSUID contact writes, then writes again naming its phone number too: the window the
+    /// first message opened (filed under the BSUID) moved with the second, so only the second's
+    /// end is announced, under the phone number.
+    #[tokio::test]
+    async fn a_window_moved_under_the_contacts_other_name_is_not_announced() {
+        let (_dir, store) = open();
+        apply(
+            &store,
+            &format!(
+                r#"{{"eventType":"message","id":"b-1","bsuid":"US.7","owner":false,"timestamp":"{T}"}}"#
+            ),
+        )
+        .await;
+        let later = T + 7_200;
+        apply(
+            &store,
+            &format!(
+                r#"{{"eventType":"message","id":"b-2","bsuid":"US.7","waId":"15550000007","owner":false,"timestamp":"{later}"}}"#
+            ),
+        )
+        .await;
+        assert!(
+            announce_at(&store, T + DAY).await.is_empty(),
+            "the first end is not a window the contact has"
+        );
+        let closed = announce_at(&store, later + DAY).await;
+        assert_eq!(closed, window("contact.window_closed"));
+        let document = feed(&store).await.pop().unwrap();
+        assert_eq!(document["contact"]["wa_id"], "15550000007");
+        assert_eq!(
+            document["contact"]["window_expires_at"],
+            crate::time::Rfc3339(Some(later + DAY)).render().unwrap()
+        );
+        assert!(
+            announce_at(&store, later + DAY + 60).await.is_empty(),
+            "once"
+        );
+    }
 }
