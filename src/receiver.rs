@@ -22,11 +22,11 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::event::sha256_hex;
 use crate::event::{idempotency_key, log_key, quarantine_key, WatiEvent};
+use crate::message::fact_time;
 use crate::ports::{
     Intake, Ledger, LedgerEntry, MarkCursor, Marked, QuarantineEntry, Queue, QueuedEvent, Recorded,
     StoreError,
 };
-use crate::message::fact_time;
 use crate::time::Clock;
 
 /// How the receiver answered one webhook.
@@ -274,7 +274,12 @@ impl Receiver {
 /// An accepted answer for a delivery the ledger knew under `key`: `Duplicate`, by the same path.
 fn duplicate((receipt, path): (Receipt, Path), key: &str) -> (Receipt, Path) {
     match receipt {
-        Receipt::Accepted { .. } => (Receipt::Duplicate { key: key.to_owned() }, path),
+        Receipt::Accepted { .. } => (
+            Receipt::Duplicate {
+                key: key.to_owned(),
+            },
+            path,
+        ),
         other => (other, path),
     }
 }
@@ -1068,7 +1073,9 @@ mod tests {
         let sent = store.sent();
         // Sent at once with the failed ledger write, then a copy that asks to be archived.
         assert_eq!(sent.len(), 2);
-        assert!(sent.iter().all(|q| q.key == READ_KEY && q.body == text(READ_V1)));
+        assert!(sent
+            .iter()
+            .all(|q| q.key == READ_KEY && q.body == text(READ_V1)));
         assert!(!sent[0].unarchived);
         assert!(sent[1].unarchived, "the processor must archive it");
         assert!(store.ledger_keys().is_empty());
