@@ -1304,6 +1304,22 @@ fn the_defaults_absorb_a_broadcast() {
         default_number(&template, "ReceiverReservedConcurrency"),
         100.0
     );
+
+    // What Wati would be refused without the receiver knowing is alarmed: the webhook API's own
+    // 4xx (a 429 over the throttle, a flood's 404s) and the receiver's Lambda throttles.
+    let refused = alarms_on(&template, "AWS/ApiGateway", "4xx", "ApiId", "WebhookApi");
+    assert_eq!(refused.len(), 1, "one alarm on the webhook API's 4xx");
+    assert_fires_on_first_breach(refused[0], "webhook API 4xx");
+    let throttled = alarms_on(
+        &template,
+        "AWS/Lambda",
+        "Throttles",
+        "FunctionName",
+        "ReceiverFunction",
+    );
+    assert_eq!(throttled.len(), 1, "one alarm on the receiver's throttles");
+    assert_fires_on_first_breach(throttled[0], "receiver throttles");
+    assert_eq!(throttled[0]["Threshold"].as_f64(), Some(0.0));
 }
 
 /// What API Gateway sends the receiver for the secret's own route (its route key is the
