@@ -20,6 +20,10 @@
 //! The one IAM resource of the template, the optional `ForwardRole` EventBridge assumes to call
 //! the forwarding API destination, is checked by its own test below, like the forward DLQ's
 //! queue policy.
+//!
+//! Also here, read from the template the same way: the webhook ingress (the secret is the
+//! route: `the_webhook_route_is_the_secret`, `the_secret_route_reaches_the_receiver`) and the
+//! defaults sized for a broadcast (`the_defaults_absorb_a_broadcast`; docs/capacity.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
