@@ -26,23 +26,46 @@ use crate::store::sqs_envelope::MAX_SENDABLE_BODY_BYTES;
 // Every body the settings accept fits in one SQS message once escaped into its envelope.
 const _: () = assert!(*settings::MAX_BODY_BYTES.end() <= MAX_SENDABLE_BODY_BYTES);
 
+/// Attempts per SDK operation: the first and at most two retries (standard mode: throttles,
+/// 5xx, timeouts and connection errors are retried; a failed condition is not).
+pub const SDK_MAX_ATTEMPTS: u32 = 3;
+/// The first retry's backoff (full jitter, doubling per retry).
+pub const SDK_INITIAL_BACKOFF: Duration = Duration::from_millis(25);
+/// The longest backoff between two attempts.
+pub const SDK_MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Opening a TCP + TLS connection (a new one only: connections are pooled and reused).
+pub const SDK_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// One attempt, from sending the request to the end of the response.
+pub const SDK_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// One operation, every attempt and backoff included: no SDK call of any function takes longer.
+pub const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most SDK operations the receiver makes one after the other for one request
+/// (`Receiver::receive` in `src/receiver.rs`): the ledger write and the send together (one
+/// step), then, for a duplicate dated by its first receipt or a v1/v2 twin, a second send or
+/// the twin's ledger write, then a redrive mark, which takes a second write when the key was
+/// marked already. So a slow DynamoDB or SQS holds a request at most this many
+/// [`SDK_OPERATION_TIMEOUT`]s (`template.yaml`'s receiver timeout is above it).
+pub const RECEIVER_SEQUENTIAL_OPERATIONS: u32 = 4;
+
 /// The SDK configuration every function (and the CLI's `--aws`) uses: the default chain for
-/// credentials, region and endpoints, with bounded retries and time. A hung or throttled
-/// dependency then ends in the receiver's fallback (a redrive mark and a `200`) well inside the
-/// function's 10 s timeout, instead of in a Lambda timeout that Wati sees as a 5xx.
+/// credentials, region and endpoints, with bounded retries and time (the `SDK_*` constants;
+/// `infra/README.md`, "AWS SDK settings"). A hung or throttled dependency then ends in the
+/// receiver's fallback (a redrive mark and a `200`) or a `503` within
+/// [`RECEIVER_SEQUENTIAL_OPERATIONS`] × [`SDK_OPERATION_TIMEOUT`], inside the function's
+/// timeout, instead of in a Lambda timeout that Wati sees as a 5xx.
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(
             aws_config::retry::RetryConfig::standard()
-                .with_max_attempts(3)
-                .with_initial_backoff(Duration::from_millis(25))
-                .with_max_backoff(Duration::from_millis(500)),
+                .with_max_attempts(SDK_MAX_ATTEMPTS)
+                .with_initial_backoff(SDK_INITIAL_BACKOFF)
+                .with_max_backoff(SDK_MAX_BACKOFF),
         )
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(1))
-                .operation_attempt_timeout(Duration::from_millis(1500))
-                .operation_timeout(Duration::from_secs(3))
+                .connect_timeout(SDK_CONNECT_TIMEOUT)
+                .operation_attempt_timeout(SDK_ATTEMPT_TIMEOUT)
+                .operation_timeout(SDK_OPERATION_TIMEOUT)
                 .build(),
         )
         .load()

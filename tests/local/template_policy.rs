@@ -20,6 +20,10 @@
 //! The one IAM resource of the template, the optional `ForwardRole` EventBridge assumes to call
 //! the forwarding API destination, is checked by its own test below, like the forward DLQ's
 //! queue policy.
+//!
+//! Also here, read from the template the same way: the webhook ingress (the secret is the
+//! route: `the_webhook_route_is_the_secret`, `the_secret_route_reaches_the_receiver`) and the
+//! defaults sized for a broadcast (`the_defaults_absorb_a_broadcast`; docs/capacity.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -959,5 +963,432 @@ fn the_window_timer_is_wired_and_alarmed() {
             !of_windows || WINDOWS_METRICS.contains(&metric),
             "{id:?} alarms on {metric}, which the window timer does not emit"
         );
+    }
+}
+
+/// The `!Sub` text of a value (`!Sub "..."` or `{"Fn::Sub": "..."}`), if it is one.
+fn sub_text(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "!Sub" => tagged.value.as_str(),
+        Value::Mapping(map) if map.len() == 1 => map.get("Fn::Sub").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// Every template name (parameter, resource, pseudo parameter) a value refers to: `!Ref`,
+/// `!GetAtt` and the `${...}` of `!Sub`, in short and long forms, at any depth.
+fn references(value: &Value) -> BTreeSet<String> {
+    fn in_sub(text: &str, into: &mut BTreeSet<String>) {
+        for part in text.split("${").skip(1) {
+            if let Some((name, _)) = part.split_once('}') {
+                let name = name.split('.').next().unwrap_or_default();
+                if !name.starts_with('!') {
+                    into.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    fn walk(value: &Value, into: &mut BTreeSet<String>) {
+        match value {
+            Value::Tagged(tagged) => {
+                let tag = tagged.tag.to_string();
+                match (tag.as_str(), &tagged.value) {
+                    ("!Ref", Value::String(name)) => {
+                        into.insert(name.clone());
+                    }
+                    ("!GetAtt", Value::String(path)) => {
+                        into.insert(path.split('.').next().unwrap_or_default().to_owned());
+                    }
+                    ("!Sub", Value::String(text)) => in_sub(text, into),
+                    (_, inner) => walk(inner, into),
+                }
+            }
+            Value::Mapping(map) => {
+                for (key, inner) in map {
+                    match (key.as_str(), inner) {
+                        (Some("Ref"), Value::String(name)) => {
+                            into.insert(name.clone());
+                        }
+                        (Some("Fn::Sub"), Value::String(text)) => in_sub(text, into),
+                        _ => walk(inner, into),
+                    }
+                }
+            }
+            Value::Sequence(items) => {
+                // `!Sub [text, {variables}]`: the text's names, then the variables' values.
+                if let Some(Value::String(text)) = items.first() {
+                    in_sub(text, into);
+                }
+                items.iter().for_each(|item| walk(item, into));
+            }
+            _ => {}
+        }
+    }
+    let mut names = BTreeSet::new();
+    walk(value, &mut names);
+    names
+}
+
+/// The `Default` of a numeric parameter.
+fn default_number(template: &Value, parameter: &str) -> f64 {
+    template["Parameters"][parameter]["Default"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{parameter}: a numeric default"))
+}
+
+/// The webhook ingress (docs/capacity.md, "Ingress"): an API whose only routes are the secret
+/// itself, one route per accepted secret, so that a request without it is answered 404 by API
+/// Gateway and neither invokes a Lambda nor takes the webhook route's throttle. The secrets go
+/// only where they must (the receiver's variables and the route keys): not into Outputs, the
+/// receiver's resource policy, per-route metrics or access logs.
+#[test]
+fn the_webhook_route_is_the_secret() {
+    let template = template();
+    let resources = resources(&template);
+
+    let api = &resources["WebhookApi"];
+    assert_eq!(api["Type"], "AWS::ApiGatewayV2::Api");
+    assert_eq!(api["Properties"]["ProtocolType"], "HTTP");
+    for imported in ["Body", "BodyS3Location"] {
+        assert!(
+            api["Properties"].get(imported).is_none(),
+            "an imported definition would delete the routes below when it is next re-imported"
+        );
+    }
+
+    // Every route of the template: (route key's `!Sub` text, condition), by logical id.
+    let mut routes = BTreeMap::new();
+    for (id, resource) in resources {
+        if resource["Type"] != "AWS::ApiGatewayV2::Route" {
+            continue;
+        }
+        let id = id.as_str().unwrap().to_owned();
+        let properties = &resource["Properties"];
+        assert_eq!(resource_name(&properties["ApiId"]).unwrap(), "WebhookApi");
+        assert_eq!(
+            sub_text(&properties["Target"]),
+            Some("integrations/${WebhookIntegration}"),
+            "{id}"
+        );
+        assert!(properties.get("AuthorizationType").is_none(), "{id}");
+        let key = sub_text(&properties["RouteKey"]).expect("a route key naming its secret");
+        routes.insert(id, (key.to_owned(), resource["Condition"].as_str()));
+    }
+    assert_eq!(
+        routes,
+        BTreeMap::from([
+            (
+                "WebhookRoute".to_owned(),
+                ("POST /webhook/${WebhookSecret}".to_owned(), None)
+            ),
+            (
+                "WebhookPreviousRoute".to_owned(),
+                (
+                    "POST /webhook/${WebhookSecretPrevious}".to_owned(),
+                    Some("WithPreviousSecret")
+                )
+            ),
+        ]),
+        "POST /webhook/<secret> for each accepted secret, and no other route"
+    );
+    // The previous secret's route exists only while it is set and differs from the current one
+    // (a second route with the same key would fail the deployment, naming the key).
+    let expected: Value = serde_yaml::from_str(
+        "!And [!Not [!Equals [!Ref WebhookSecretPrevious, '']],
+               !Not [!Equals [!Ref WebhookSecretPrevious, !Ref WebhookSecret]]]",
+    )
+    .unwrap();
+    assert_eq!(template["Conditions"]["WithPreviousSecret"], expected);
+
+    // A secret is one literal path segment: no "/", no "{...}" (a path variable would match
+    // every request), nothing a URL would escape.
+    for (parameter, pattern) in [
+        ("WebhookSecret", "^[A-Za-z0-9._~-]+$"),
+        ("WebhookSecretPrevious", "^([A-Za-z0-9._~-]{16,})?$"),
+    ] {
+        let declared = &template["Parameters"][parameter];
+        assert_eq!(declared["NoEcho"].as_bool(), Some(true), "{parameter}");
+        assert_eq!(declared["AllowedPattern"], pattern, "{parameter}");
+    }
+    assert_eq!(
+        template["Parameters"]["WebhookSecret"]["MinLength"].as_u64(),
+        Some(16)
+    );
+
+    let integration = &resources["WebhookIntegration"]["Properties"];
+    assert_eq!(resource_name(&integration["ApiId"]).unwrap(), "WebhookApi");
+    assert_eq!(integration["IntegrationType"], "AWS_PROXY");
+    assert_eq!(integration["PayloadFormatVersion"], "2.0");
+    assert_eq!(
+        resource_name(&integration["IntegrationUri"]).unwrap(),
+        "ReceiverFunction"
+    );
+
+    let stage = &resources["WebhookApiStage"]["Properties"];
+    assert_eq!(resource_name(&stage["ApiId"]).unwrap(), "WebhookApi");
+    assert_eq!(stage["StageName"], "$default");
+    assert_eq!(stage["AutoDeploy"].as_bool(), Some(true));
+    let defaults = &stage["DefaultRouteSettings"];
+    assert_eq!(
+        resource_name(&defaults["ThrottlingRateLimit"]).unwrap(),
+        "WebhookThrottleRateLimit"
+    );
+    assert_eq!(
+        resource_name(&defaults["ThrottlingBurstLimit"]).unwrap(),
+        "WebhookThrottleBurstLimit"
+    );
+    assert_ne!(
+        defaults["DetailedMetricsEnabled"].as_bool(),
+        Some(true),
+        "per-route metrics carry the route key, i.e. the secret, as a dimension"
+    );
+    for copies_the_key in ["RouteSettings", "AccessLogSettings"] {
+        assert!(
+            stage.get(copies_the_key).is_none(),
+            "{copies_the_key} would name or log the secret's route key"
+        );
+    }
+
+    // No SAM HttpApi event reaches the receiver: its route would be POST /webhook/{secret}, a
+    // path variable every request matches. The read API keeps its own, smaller budget.
+    assert!(resources["ReceiverFunction"]["Properties"]
+        .get("Events")
+        .is_none());
+    for (function, resource) in functions(&template) {
+        for event in resource["Properties"]["Events"]
+            .as_mapping()
+            .map(|events| events.values().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            if event["Type"] == "HttpApi" {
+                assert_eq!(function, "ApiFunction");
+                let path = event["Properties"]["Path"].as_str().unwrap();
+                assert!(!path.starts_with("/webhook"), "{function}: {path}");
+            }
+        }
+    }
+    let read_api = &resources["HttpApi"]["Properties"]["DefaultRouteSettings"];
+    assert_eq!(
+        (
+            read_api["ThrottlingRateLimit"].as_u64(),
+            read_api["ThrottlingBurstLimit"].as_u64()
+        ),
+        (Some(200), Some(500))
+    );
+
+    // API Gateway may invoke the receiver through the webhook API only, by a source ARN that
+    // names no secret (a resource policy is readable with lambda:GetPolicy).
+    let permission = &resources["WebhookInvokePermission"]["Properties"];
+    assert_eq!(
+        resource_name(&permission["FunctionName"]).unwrap(),
+        "ReceiverFunction"
+    );
+    assert_eq!(permission["Principal"], "apigateway.amazonaws.com");
+    assert_eq!(permission["Action"], "lambda:InvokeFunction");
+    let source = sub_text(&permission["SourceArn"]).expect("a source ARN");
+    assert!(
+        source.ends_with(":${WebhookApi}/*/POST/webhook/*"),
+        "{source}"
+    );
+    for (id, resource) in resources {
+        let properties = &resource["Properties"];
+        if resource["Type"] == "AWS::Lambda::Permission"
+            && properties["Principal"] == "apigateway.amazonaws.com"
+        {
+            assert!(
+                properties.get("SourceArn").is_some(),
+                "{id:?}: any API could invoke it"
+            );
+        }
+    }
+
+    // Where each NoEcho parameter may be used: nowhere else, above all not in Outputs (shown in
+    // clear by DescribeStacks) or Metadata.
+    let secrets: Vec<String> = template["Parameters"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, p)| p["NoEcho"].as_bool() == Some(true))
+        .map(|(name, _)| name.as_str().unwrap().to_owned())
+        .collect();
+    assert!(secrets.len() >= 4, "{secrets:?}");
+    let allowed: BTreeSet<(&str, &str)> = BTreeSet::from([
+        ("ReceiverFunction", "WebhookSecret"),
+        ("ReceiverFunction", "WebhookSecretPrevious"),
+        ("WebhookRoute", "WebhookSecret"),
+        ("WebhookPreviousRoute", "WebhookSecretPrevious"),
+        ("ApiFunction", "ApiToken"),
+        ("ForwardConnection", "ForwardAuthHeaderValue"),
+    ]);
+    for (id, resource) in resources {
+        let id = id.as_str().unwrap();
+        for name in references(resource) {
+            if secrets.contains(&name) {
+                assert!(
+                    allowed.contains(&(id, name.as_str())),
+                    "{id} uses the NoEcho parameter {name}"
+                );
+            }
+        }
+    }
+    for (id, output) in template["Outputs"].as_mapping().unwrap() {
+        for name in references(output) {
+            assert!(!secrets.contains(&name), "output {id:?} shows {name}");
+        }
+    }
+    if let Some(metadata) = template.get("Metadata") {
+        for name in references(metadata) {
+            assert!(!secrets.contains(&name), "Metadata shows {name}");
+        }
+    }
+}
+
+/// The deployed defaults absorb a broadcast of 1,000 callbacks/s (docs/capacity.md, inputs
+/// there): the webhook route takes twice that, the processor applies twice that, each SDK call of
+/// the receiver ends within its Lambda's timeout, itself under the integration's, and the
+/// unthrottled Function URL, when on, caps the receiver's share of the account's concurrency.
+#[test]
+fn the_defaults_absorb_a_broadcast() {
+    use wati_ingest::lambda::{RECEIVER_SEQUENTIAL_OPERATIONS, SDK_OPERATION_TIMEOUT};
+    /// Callbacks per second the defaults are sized for (v1 and v2 of a broadcast counted).
+    const BROADCAST_PER_S: f64 = 1_000.0;
+    /// One processor batch of 10 on AWS, an estimate: 5 x the 21 ms the bench measured for
+    /// applying one on DynamoDB Local (docs/capacity.md).
+    const BATCH_SECONDS: f64 = 0.1;
+    let template = template();
+    let resources = resources(&template);
+
+    let rate = default_number(&template, "WebhookThrottleRateLimit");
+    let burst = default_number(&template, "WebhookThrottleBurstLimit");
+    assert!(rate >= 2.0 * BROADCAST_PER_S, "rate {rate}");
+    assert!(burst >= 2.0 * BROADCAST_PER_S, "burst {burst}");
+    assert!(
+        rate <= 2_500.0 && burst <= 5_000.0,
+        "under the account's API Gateway quota in every region (2,500/s where lowest)"
+    );
+
+    let processor = &resources["ProcessorFunction"]["Properties"];
+    let source = &processor["Events"]["Queue"]["Properties"];
+    let batch = source["BatchSize"].as_f64().unwrap();
+    assert_eq!(batch, 10.0, "the batch the apply time was measured on");
+    assert!(source["MaximumBatchingWindowInSeconds"].as_f64().unwrap() <= 1.0);
+    assert_eq!(
+        resource_name(&source["ScalingConfig"]["MaximumConcurrency"]).unwrap(),
+        "ProcessorMaxConcurrency"
+    );
+    let concurrency = default_number(&template, "ProcessorMaxConcurrency");
+    let applied_per_s = concurrency * batch / BATCH_SECONDS;
+    assert!(
+        applied_per_s >= 2.0 * BROADCAST_PER_S,
+        "{applied_per_s} events/s"
+    );
+    // AWS's advice for an SQS event source: a visibility timeout of at least 6 x the function's.
+    let visibility = resources["EventQueue"]["Properties"]["VisibilityTimeout"]
+        .as_u64()
+        .unwrap();
+    assert!(visibility >= 6 * processor["Timeout"].as_u64().unwrap());
+
+    let receiver = &resources["ReceiverFunction"]["Properties"];
+    let timeout = receiver["Timeout"].as_u64().unwrap();
+    let longest = SDK_OPERATION_TIMEOUT.as_secs() * u64::from(RECEIVER_SEQUENTIAL_OPERATIONS);
+    assert!(
+        timeout > longest,
+        "a slow DynamoDB or SQS ends in the receiver's own answer ({longest} s), not a timeout"
+    );
+    let integration = resources["WebhookIntegration"]["Properties"]["TimeoutInMillis"]
+        .as_u64()
+        .unwrap();
+    assert!(timeout * 1000 < integration && integration <= 30_000);
+    let expected: Value = serde_yaml::from_str(
+        "!If [WithFunctionUrl, !Ref ReceiverReservedConcurrency, !Ref AWS::NoValue]",
+    )
+    .unwrap();
+    assert_eq!(receiver["ReservedConcurrentExecutions"], expected);
+    assert_eq!(
+        default_number(&template, "ReceiverReservedConcurrency"),
+        100.0
+    );
+
+    // What Wati would be refused without the receiver knowing is alarmed: the webhook API's own
+    // 4xx (a 429 over the throttle, a flood's 404s) and the receiver's Lambda throttles.
+    let refused = alarms_on(&template, "AWS/ApiGateway", "4xx", "ApiId", "WebhookApi");
+    assert_eq!(refused.len(), 1, "one alarm on the webhook API's 4xx");
+    assert_fires_on_first_breach(refused[0], "webhook API 4xx");
+    let throttled = alarms_on(
+        &template,
+        "AWS/Lambda",
+        "Throttles",
+        "FunctionName",
+        "ReceiverFunction",
+    );
+    assert_eq!(throttled.len(), 1, "one alarm on the receiver's throttles");
+    assert_fires_on_first_breach(throttled[0], "receiver throttles");
+    assert_eq!(throttled[0]["Threshold"].as_f64(), Some(0.0));
+}
+
+/// What API Gateway sends the receiver for the secret's own route (its route key is the
+/// template's, with the secret in it; no path parameters): the receiver's router takes it like
+/// any other shape of the webhook, for the current and, during a rotation, the previous secret.
+#[tokio::test]
+async fn the_secret_route_reaches_the_receiver() {
+    use std::sync::Arc;
+    use tower::ServiceExt;
+    use wati_ingest::auth::SecretSet;
+    use wati_ingest::http::{webhook_routes, WebhookService};
+    use wati_ingest::metrics::MetricsSink;
+    use wati_ingest::receiver::{Receiver, ReceiverSettings};
+    use wati_ingest::store::embedded::EmbeddedStore;
+
+    const CURRENT: &str = "6f1c0d9e8b7a65432100fedcba9876543210aabbccddeeff0011223344556677";
+    const PREVIOUS: &str = "previous-secret-0123456789abcdef";
+    let template = template();
+    let route_key = |id: &str, secret: &str| {
+        let text = sub_text(&template["Resources"][id]["Properties"]["RouteKey"]).unwrap();
+        text.replace("${WebhookSecret}", secret)
+            .replace("${WebhookSecretPrevious}", secret)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("w.db")).unwrap();
+    let router = webhook_routes(Arc::new(WebhookService {
+        receiver: Receiver::over_intake(Arc::new(store), ReceiverSettings::default()),
+        secrets: SecretSet::new([CURRENT, PREVIOUS]).unwrap(),
+        max_body_bytes: 256 * 1024,
+        metrics: MetricsSink::Off,
+    }));
+    for (route, secret, id) in [
+        ("WebhookRoute", CURRENT, "6734a1b2c3d4e5f601000003"),
+        ("WebhookPreviousRoute", PREVIOUS, "6734a1b2c3d4e5f601000004"),
+    ] {
+        let key = route_key(route, secret);
+        let (method, path) = key.split_once(' ').unwrap();
+        assert_eq!(path, format!("/webhook/{secret}"));
+        let body = format!(
+            r#"{{"eventType":"sentMessageDELIVERED","id":"{id}","timestamp":"1764238518"}}"#
+        );
+        let event = serde_json::json!({
+            "version": "2.0",
+            "routeKey": key,
+            "rawPath": path,
+            "rawQueryString": "",
+            "headers": {"content-type": "application/json", "host": "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"},
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "a1b2c3d4e5",
+                "domainName": "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com", "domainPrefix": "a1b2c3d4e5",
+                "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7", "userAgent": "Wati"},
+                "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "routeKey": key, "stage": "$default",
+                "time": "26/Nov/2026:10:00:00 +0000", "timeEpoch": 1_795_600_000_000u64
+            },
+            "body": body,
+            "isBase64Encoded": false
+        });
+        let request = lambda_http::request::from_str(&event.to_string()).expect("a Lambda event");
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{route}");
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(answer["status"], "accepted", "{route}: {answer}");
     }
 }
