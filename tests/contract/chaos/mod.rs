@@ -53,9 +53,10 @@ const RETRY_TICK: i64 = 600;
 const MAX_ATTEMPTS: u32 = 145;
 /// Webhooks in flight at once.
 const CONCURRENCY: usize = 16;
-/// The receiver's Lambda timeout (`template.yaml`): every webhook must be answered within it,
-/// whatever hangs behind it (the SDK's operation timeout is 3 s, and a webhook makes at most
-/// three calls: record, send, mark).
+/// Every webhook must be answered within this, whatever hangs behind it: stricter than the
+/// receiver's Lambda timeout (15 s, `template.yaml`). The SDK's operation timeout is 3 s, and a
+/// webhook waits for at most three in a row (record and send at once, then a second send or a
+/// variant's record, then a redrive mark).
 const RECEIVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The faults of a run: a few percent of every call on the receive and apply paths.
