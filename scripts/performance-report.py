@@ -7,8 +7,9 @@
         emulators and runs scripts/measure-init.py on each; writes the figures to OUT.json.
     scripts/performance-report.py report RAW_DIR [--seconds N] [--failed STAGE ...]
         Reads criterion's estimates (target/criterion/in_process/*/new/estimates.json), the
-        RESULT lines of load_local and load_aws and the cold-start figures in RAW_DIR, the zip
-        sizes, and writes docs/performance.md.
+        RESULT lines of load_local (with and without forwarding) and load_aws, the calls counted
+        by the contract tests (processor_calls.json, notifier_calls.json) and the cold-start
+        figures in RAW_DIR, the zip sizes, and writes docs/performance.md.
 """
 import argparse
 import datetime
@@ -41,6 +42,8 @@ BUDGET_PER_WEBHOOK_US = 10.0
 BUDGET_OVERHEAD = 1.15
 BUDGET_LOCAL_RATE = 5000.0
 BUDGET_LOCAL_P99_MS = 10.0
+BUDGET_FORWARD_RATE = 1000.0     # webhooks/s offered with forwarding on
+BUDGET_CHANGE_LAG_P99_MS = 1000.0
 BUDGET_ZIP_MB = 6.0
 BUDGET_INIT_MS = 50.0
 BUDGET_RSS_MB = 32.0
@@ -322,9 +325,7 @@ def report(raw_dir, seconds, failed):
         offered, requests = float(local["rate"]), int(local["requests"])
         accepted, failures = int(local["accepted"]), int(local["failed"])
         rate, p99 = float(local["accepted_per_s"]), float(local["p99_ms"])
-        # Kept pace: every request accepted, the last one within 1% of the schedule's length.
-        ok = (offered >= BUDGET_LOCAL_RATE and accepted == requests and failures == 0
-              and rate >= 0.99 * offered and p99 <= BUDGET_LOCAL_P99_MS)
+        ok = open_loop_met(local)
         every_run = ", ".join(f"{float(found['p99_ms']):.2f}" for found in results)
         disk = local.get("disk_bytes_per_event")
         disk_note = f"; {float(disk) / 1024:.1f} KiB written to disk per webhook" if disk else ""
@@ -334,6 +335,8 @@ def report(raw_dir, seconds, failed):
                      f"p99 {p99:.2f} ms (p50 {float(local['p50_ms']):.2f} ms, max "
                      f"{float(local['max_ms']):.2f} ms; p99 of each run: {every_run} ms"
                      f"{disk_note})", budget, verdict(ok)))
+    without_forwarding = local if results and len(results) == len(runs) else None
+    rows += forwarding_rows(raw_dir, without_forwarding)
     for concurrency in (16, 64):
         local = results_line(os.path.join(raw_dir, f"load_local_c{concurrency}.txt"))
         label = f"local server, closed loop at concurrency {concurrency}: peak accepted/s"
@@ -414,7 +417,9 @@ def report(raw_dir, seconds, failed):
         "conditional `PutItem` + `SendMessage` with the same clients.",
         "- **Local throughput** (`benches/load_local.rs`): distinct webhooks over HTTP to the "
         "local server (SQLite, fsync'd group commit, the local processor applying them at the "
-        "same time) with the client in the same process on the same cores: a bounded "
+        "same time; each webhook names a new message, 10 consecutive ones share a contact, and "
+        "each change also announces its contact's whole view) with the client in the same "
+        "process on the same cores: a bounded "
         "HTTP/1.1 keep-alive client like wrk's (requests prepared before the clock starts, "
         "each response read to its `Content-Length` and judged by its status line), which leaves "
         "more of the 2 cores to the server than reqwest did. The budget row is "
@@ -426,6 +431,18 @@ def report(raw_dir, seconds, failed):
         "(WAL, checkpoints and the processor's writes together). The closed loops (each of 16 or 64 "
         "clients sends its next request when answered) give the peak rate; their latency is "
         "mostly queueing (Little's law: concurrency / rate).",
+        "- **Local forwarding** (`benches/load_local.rs` with `LOAD_FORWARD=1`): the same server "
+        "with `FORWARD_URL` set (the documented `ForwardSchedule`: 8 changes in flight, 10 s "
+        "timeout) pointing at an HTTP receiver in the same process (axum, answers `204` at once, "
+        "records when each document arrives by its `webhook-id` and `message.id`). Open loop at "
+        "1,000 webhooks/s for 10 s: a webhook's change lag is the arrival of the first document "
+        "naming its message minus the instant its `200` reached the client; the bench then waits "
+        "up to 60 s for every change of the outbox to be delivered, and a message whose change "
+        "has not arrived by then counts as longer than any lag in the percentiles (and fails the "
+        "budget). Then one more open loop at the accept budget's rate with forwarding on "
+        "(waiting 10 s for the forwards afterwards), judged like the runs without it.",
+        "- **Changes out on AWS**: the notifier's calls counted by its end-to-end test on the "
+        "emulators (below).",
         "- **Cold start**: zip sizes of `target/lambda/<arch>/<function>/bootstrap.zip` "
         f"(`make build`; MB = {MB:,} bytes). Init and peak RSS by `scripts/measure-init.py` "
         "(a local Lambda Runtime API) on the x86_64 binaries, the arm64 ones cannot run here, "
@@ -435,13 +452,98 @@ def report(raw_dir, seconds, failed):
         f"Raw outputs of the last run: `{os.path.relpath(raw_dir, ROOT)}/`.",
         "",
         cost_section(ASSUMED_RECEIVER_MS, ASSUMED_PROCESSOR_BATCH_MS, state_wru_per_event(raw_dir)),
-        notifier_cost_section(),
+        notifier_cost_section(raw_dir),
+        WINDOW_TIMER_SECTION,
     ]
     with open(OUTPUT, "w") as out:
         out.write("\n".join(lines))
     print(f"wrote {os.path.relpath(OUTPUT, ROOT)}")
     for figure, value, budget, ok in rows:
         print(f"  {figure}: {value} [{budget}] {ok}")
+
+
+def open_loop_met(found):
+    """The accept budget of an open-loop run: it kept pace (every request accepted, the last one
+    within 1% of the schedule's length) at the budget's rate or more, with p99 within budget."""
+    offered, requests = float(found["rate"]), int(found["requests"])
+    accepted, failures = int(found["accepted"]), int(found["failed"])
+    return (offered >= BUDGET_LOCAL_RATE and accepted == requests and failures == 0
+            and float(found["accepted_per_s"]) >= 0.99 * offered
+            and float(found["p99_ms"]) <= BUDGET_LOCAL_P99_MS)
+
+
+def fmt_lag(found, key):
+    """A change lag of a forwarding run: ms, or why there is none."""
+    value = float(found.get(key, "nan"))
+    if value == float("inf"):
+        return "not arrived in time"
+    if value != value:  # NaN: no change arrived at all
+        return "no change arrived"
+    return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
+
+
+def forwarding_rows(raw_dir, without_forwarding):
+    """Local forwarding (`LOAD_FORWARD=1`): change lag at 1,000 webhooks/s, and the accept budgets
+    with forwarding on (the same budgets as without)."""
+    rows = []
+    lag_run = results_line(os.path.join(raw_dir, "load_local_forward_lag.txt"))
+    lag_label = "local forwarding: change lag, 200 to the first document of the message at " \
+                "a receiver (open loop"
+    lag_budget = (f"p99 ≤ {BUDGET_CHANGE_LAG_P99_MS / 1000:.0f} s at "
+                  f"≥ {BUDGET_FORWARD_RATE:,.0f} webhooks/s, none missing")
+    accept_budget = f"p99 ≤ {BUDGET_LOCAL_P99_MS:.0f} ms (the accept budget)"
+    if lag_run is None or lag_run.get("forward") != "1":
+        rows.append((lag_label + ")", "no result (`load_local` with `LOAD_FORWARD=1` did not run)",
+                     lag_budget, "**missed**"))
+        rows.append(("local forwarding: accept latency of the same run", "no result",
+                     accept_budget, "**missed**"))
+    else:
+        offered, requests = float(lag_run["rate"]), int(lag_run["requests"])
+        messages, missing = int(lag_run["messages"]), int(lag_run["missing"])
+        p99 = float(lag_run["lag_p99_ms"])
+        ok = (offered >= BUDGET_FORWARD_RATE and int(lag_run["accepted"]) == requests
+              and missing == 0 and p99 <= BUDGET_CHANGE_LAG_P99_MS)
+        drained = "" if lag_run.get("forward_drained") == "1" else " (gave up waiting)"
+        rows.append((
+            f"{lag_label} at {offered:,.0f}/s for {requests / offered:.0f} s, {requests:,} "
+            f"webhooks, every change forwarded)",
+            f"p99 {fmt_lag(lag_run, 'lag_p99_ms')} (p50 {fmt_lag(lag_run, 'lag_p50_ms')}, p95 "
+            f"{fmt_lag(lag_run, 'lag_p95_ms')}, max of those that arrived "
+            f"{fmt_lag(lag_run, 'lag_max_ms')}); {messages - missing:,} of {messages:,} messages' "
+            f"changes arrived, {missing:,} missing; {int(lag_run['delivered']):,} of "
+            f"{int(lag_run['outbox']):,} changes delivered "
+            f"{float(lag_run['forward_drain_s']):.0f} s after the last accept{drained}, "
+            f"{float(lag_run.get('delivered_per_s', 'nan')):,.0f} delivered/s",
+            lag_budget, verdict(ok)))
+        lag_p99 = float(lag_run["p99_ms"])
+        rows.append((
+            f"local forwarding: accept latency of the same run ({offered:,.0f}/s)",
+            f"p99 {lag_p99:.2f} ms (p50 {float(lag_run['p50_ms']):.2f} ms, max "
+            f"{float(lag_run['max_ms']):.2f} ms), {int(lag_run['accepted']):,} accepted, "
+            f"{lag_run['failed']} failed", accept_budget,
+            verdict(int(lag_run["accepted"]) == requests and lag_p99 <= BUDGET_LOCAL_P99_MS)))
+    accept = results_line(os.path.join(raw_dir, "load_local_forward_accept.txt"))
+    label = "local server with forwarding on, open loop: accept p99"
+    budget = f"≥ {BUDGET_LOCAL_RATE:,.0f}/s sustained, p99 ≤ {BUDGET_LOCAL_P99_MS:.0f} ms (as without)"
+    if accept is None or accept.get("forward") != "1":
+        rows.append((label, "no result (`load_local` with `LOAD_FORWARD=1` did not run)", budget,
+                     "**missed**"))
+        return rows
+    offered, requests = float(accept["rate"]), int(accept["requests"])
+    compare = ""
+    if without_forwarding is not None:
+        compare = (f"; without forwarding (median run above): p99 "
+                   f"{float(without_forwarding['p99_ms']):.2f} ms, p50 "
+                   f"{float(without_forwarding['p50_ms']):.2f} ms")
+    rows.append((
+        f"{label} ({offered:,.0f}/s for {requests / offered:.0f} s, {requests:,} requests; one run)",
+        f"{int(accept['accepted']):,} accepted, {accept['failed']} failed, "
+        f"{float(accept['accepted_per_s']):,.0f}/s over the run; p99 {float(accept['p99_ms']):.2f} ms "
+        f"(p50 {float(accept['p50_ms']):.2f} ms, max {float(accept['max_ms']):.2f} ms){compare}; "
+        f"{int(accept['delivered']):,} of {int(accept['outbox']):,} changes forwarded "
+        f"{float(accept['forward_drain_s']):.0f} s after the last accept",
+        budget, verdict(open_loop_met(accept))))
+    return rows
 
 
 def write_units(calls):
@@ -570,82 +672,200 @@ def cost_section(receiver_ms, processor_batch_ms, state_wru, log_kb_per_event=1.
     return "\n".join(out)
 
 
-# --- Changes out (the notifier): an estimate, not a measurement -------------------------------
+# --- Changes out (the notifier): calls counted on the emulators, list prices ------------------
 NOTIFIER_PRICE = {
-    "put_events_entry": 1.00 / 1e6,        # EventBridge custom events, per 64 KB chunk
+    "put_events_entry": 1.00 / 1e6,        # EventBridge custom events, per 64 KB chunk of an entry
     "archive_gb": 0.10,                     # EventBridge archive, per GB archived
     "api_destination": 0.20 / 1e6,          # per invocation of an API destination
 }
-# Inputs per stream record with changes (one message item's write that gained a fact):
-NOTIFIER_INPUTS = {
-    "documents": 2,          # one message.updated (one fact per status event) + one contact.updated
-    "document_kb": 1.0,      # a message or contact view: 0.6-1 KB of JSON
-    "message_keys": 6,       # 2 BatchGetItem rounds x (MSG#, ID#) for 3 ids, strongly consistent: 1 RRU each
-    "contact_messages": 10,  # a contact with 10 messages: its 3 Query's and eventual reads of their items
+# Not measurable on the emulators (they are far slower than AWS): assumed, labelled as such.
+NOTIFIER_ASSUMED = {
     "record_ms": 10,         # Lambda time per record: 8 records at once, ~40 ms of DynamoDB calls each
     "records_per_batch": 10, # batching window 1 s at low traffic (100 at most)
+    "window_index_wru": 2,   # a window item's write moves its entry in the by_next_due index
 }
 
 
-def notifier_cost_rows():
-    i = NOTIFIER_INPUTS
+def notifier_calls(raw_dir):
+    path = os.path.join(raw_dir, "notifier_calls.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def notifier_per_change(counted):
+    """Per stream record with changes, on its first delivery: the counted calls and units."""
+    records = counted["records_with_changes"]
+    dynamodb = counted["first_deliveries"]["dynamodb"]
+    bus = counted["first_deliveries"]["eventbridge"]
+    calls = dynamodb["calls"]
+    return {
+        "BatchGetItem": calls.get("BatchGetItem", 0) / records,
+        "BatchGetItem strongly consistent": dynamodb["batch_get_strong"] / records,
+        "keys asked, strongly consistent": dynamodb["keys_strong"] / records,
+        "keys asked, eventually consistent": dynamodb["keys_eventual"] / records,
+        "Query": calls.get("Query", 0) / records,
+        "items read": dynamodb["items_read"] / records,
+        "RRU": dynamodb["read_units"] / records,
+        "UpdateItem (window item)": calls.get("UpdateItem", 0) / records,
+        "PutEvents calls": bus["PutEvents"] / records,
+        "PutEvents entries": bus["entries"] / records,
+        "PutEvents billed events (64 KB chunks)": bus["billed_events"] / records,
+        "bytes per entry": bus["entry_bytes"] / max(1, bus["entries"]),
+    }
+
+
+def notifier_cost_rows(per):
+    a = NOTIFIER_ASSUMED
     rows = {}
-    rows["PutEvents: %d entries" % i["documents"]] = i["documents"] * NOTIFIER_PRICE["put_events_entry"]
-    message_rru = i["message_keys"] * 1.0
-    # Links query + two index queries (0.5 RRU per 4 KB of ~3 KB of items per message) + one
-    # eventually consistent BatchGetItem of the other ids of each message (4 keys x 0.5 RRU).
-    contact_rru = 0.5 + 0.5 * max(1, -(-3 * i["contact_messages"] // 4)) + 0.5 + 2.0 * i["contact_messages"]
-    rows["DynamoDB reads: %.0f RRU (message, strongly consistent) + %.1f RRU (contact of %d messages)"
-         % (message_rru, contact_rru, i["contact_messages"])] = (message_rru + contact_rru) * PRICE["dynamodb_rru"]
-    rows["Notifier Lambda (%d ms at 128 MB, 1/%d invocation)" % (i["record_ms"], i["records_per_batch"])] = (
-        PRICE["lambda_request"] / i["records_per_batch"]
-        + i["record_ms"] / 1000 * MEMORY_GB * PRICE["lambda_gb_s_arm64"])
+    rows["PutEvents: %.2f entries (%.2f billed 64 KB events)"
+         % (per["PutEvents entries"], per["PutEvents billed events (64 KB chunks)"])] = (
+        per["PutEvents billed events (64 KB chunks)"] * NOTIFIER_PRICE["put_events_entry"])
+    rows["DynamoDB reads: %.1f RRU (%.2f BatchGetItem, %.2f Query; %.1f items)"
+         % (per["RRU"], per["BatchGetItem"], per["Query"], per["items read"])] = (
+        per["RRU"] * PRICE["dynamodb_rru"])
+    window_wru = per["UpdateItem (window item)"] * (1 + a["window_index_wru"])
+    rows["Window item writes: %.2f UpdateItem x (1 WRU + up to %d on the due index)"
+         % (per["UpdateItem (window item)"], a["window_index_wru"])] = window_wru * PRICE["dynamodb_wru"]
+    rows["Notifier Lambda (assumed %d ms per record at 128 MB, 1/%d invocation)"
+         % (a["record_ms"], a["records_per_batch"])] = (
+        PRICE["lambda_request"] / a["records_per_batch"]
+        + a["record_ms"] / 1000 * MEMORY_GB * PRICE["lambda_gb_s_arm64"])
     rows["Stream reads (GetRecords by the Lambda trigger)"] = 0.0
-    rows["Archive (%d x %.1f KB)" % (i["documents"], i["document_kb"])] = (
-        i["documents"] * i["document_kb"] / 1e6 * NOTIFIER_PRICE["archive_gb"])
+    kb = per["PutEvents entries"] * per["bytes per entry"] / 1000
+    rows["Archive (%.2f entries x %.2f KB)" % (per["PutEvents entries"], per["bytes per entry"] / 1000)] = (
+        kb / 1e6 * NOTIFIER_PRICE["archive_gb"])
     return rows
 
 
-def notifier_cost_section():
-    rows = notifier_cost_rows()
+def notifier_cost_section(raw_dir):
+    counted = notifier_calls(raw_dir)
+    out = ["## Changes out: AWS calls and cost per change", ""]
+    if counted is None:
+        out += ["No result: `notifier::notifier_announces_every_change_once_per_id` (the "
+                "notifier's end-to-end test on the emulators, which writes "
+                "`notifier_calls.json`) did not run.", ""]
+        return "\n".join(out)
+    per = notifier_per_change(counted)
+    rows = notifier_cost_rows(per)
     million = 1e6
     total = sum(rows.values()) * million
-    forward = NOTIFIER_INPUTS["documents"] * NOTIFIER_PRICE["api_destination"] * million
-    out = ["## Changes out: AWS calls and cost per change (an estimate)", ""]
+    forward = per["PutEvents entries"] * NOTIFIER_PRICE["api_destination"] * million
+    first = counted["first_deliveries"]
+    again = counted["redeliveries"]
     out.append(
-        "Not measured on AWS: list prices (us-east-1, 2026: PutEvents $1.00 per million entries, "
-        "archive $0.10 per GB, API destinations $0.20 per million, Lambda arm64 "
-        "$0.0000133334 per GB-s and $0.20 per million requests, DynamoDB on-demand $0.125 per "
-        "million RRU; stream reads are free for a Lambda trigger) and the calls counted by "
-        "`tests/contract/notifier.rs` on the emulators (per record with changes, handled twice: "
-        "2 BatchGetItem rounds strongly consistent for the message, then about 3 Query and 1 "
-        "eventually consistent BatchGetItem for the contact). A *change* here is one stream "
-        "record with changes: one message item's write that gained a fact. A record without "
-        "changes (a duplicate webhook writes none) or of another item costs only its share of "
-        "the invocation.")
+        "Calls counted on the wire by `tests/contract/notifier.rs` "
+        "(`notifier_announces_every_change_once_per_id`) on the emulators (DynamoDB Local's "
+        "stream, moto EventBridge): the fixtures applied through the processor, the stream read "
+        "and handed to the notifier's handler in batches of 7 records. A *change* here is one "
+        "stream record with changes: one message item's write that gained a fact; the figures "
+        "are the first delivery of each batch divided by those records (each batch is delivered "
+        "again, as after a crash; the redelivery costs the same again). Read units are billed as "
+        "DynamoDB does, from the sizes of the items each read returned: a BatchGetItem key 1 RRU "
+        "per 4 KB strongly consistent, 0.5 eventually (a key without an item still 1 unit), a "
+        "Query 0.5 RRU per 4 KB of the items it returned (at least one unit).")
     out.append("")
-    out.append("| input | value |")
+    out.append(
+        f"Measured: {counted['fixtures']} fixture webhooks, {counted['deliveries']} deliveries with "
+        f"duplicates, made {counted['stream_records']} stream records, "
+        f"{counted['records_with_changes']} of them with changes; their first deliveries made "
+        f"{sum(first['dynamodb']['calls'].values())} DynamoDB calls "
+        f"({', '.join(f'{n} {op}' for op, n in sorted(first['dynamodb']['calls'].items()))}), "
+        f"{first['eventbridge']['PutEvents']} PutEvents of {first['eventbridge']['entries']} "
+        f"entries ({counted['distinct_documents']} distinct documents, "
+        f"{counted['message_updated']} `message.updated`); the redeliveries "
+        f"{sum(again['dynamodb']['calls'].values())} DynamoDB calls and "
+        f"{again['eventbridge']['entries']} entries. Every webhook applied once more made "
+        f"{counted['duplicates_again']['stream_records']} stream records and "
+        f"{counted['duplicates_again']['eventbridge']['entries']} entries. Raw counts: "
+        "`notifier_calls.json`.")
+    out.append("")
+    out.append("| per stream record with changes (first delivery) | counted |")
     out.append("|---|---|")
-    for name, value in NOTIFIER_INPUTS.items():
-        out.append(f"| {name} | {value} |")
+    for name, value in per.items():
+        out.append(f"| {name} | {value:,.0f} |" if name == "bytes per entry"
+                   else f"| {name} | {value:.2f} |")
+    out.append("")
+    out.append(
+        "Prices: list prices, us-east-1, on-demand, 2026 (PutEvents $1.00 per million 64 KB "
+        "events, archive $0.10 per GB, API destinations $0.20 per million invocations, DynamoDB "
+        "$0.125 per million RRU and $0.625 per million WRU, Lambda arm64 $0.0000133334 per GB-s "
+        "and $0.20 per million requests; stream reads are free for a Lambda trigger). Assumed, "
+        "not measured: " + ", ".join(f"{k} = {v}" for k, v in NOTIFIER_ASSUMED.items()) + ".")
     out.append("")
     out.append("| item | USD per million changes |")
     out.append("|---|---|")
     for name, value in rows.items():
         out.append(f"| {name} | {value * million:.2f} |")
     out.append(f"| **total** | **{total:.2f}** |")
-    out.append(f"| with forwarding (API destination, {NOTIFIER_INPUTS['documents']} invocations) "
+    out.append(f"| per million documents put ({per['PutEvents entries']:.2f} per change) "
+               f"| {total / per['PutEvents entries']:.2f} |")
+    out.append(f"| with forwarding (API destination, {per['PutEvents entries']:.2f} invocations) "
                f"| +{forward:.2f} |")
     out.append("")
     out.append(
-        "The contact's reads dominate and grow with its history (every message it ever had is "
-        "read, like `GET /v1/contacts`); a `contact.updated` is built and put for every record "
-        "with changes, even when its id was already sent (consumers drop it by `id`). Measured on "
-        "the emulators: the 26 fixture webhooks (12 messages, 4 contacts; 35 deliveries with "
-        "duplicates) made 42 stream records, 18 of them with changes, and 46 distinct documents "
-        "(37 `message.updated`); the duplicates made no stream record.")
+        "The contact's reads grow with its history (every message it ever had is read, like "
+        "`GET /v1/contacts`): the fixtures have 12 messages of 4 contacts, so a contact with "
+        "a long history costs more reads per change than counted here. A "
+        "`contact.updated` is built and put for every record with changes, even when its id was "
+        "already sent (consumers drop it by `id`).")
     out.append("")
     return "\n".join(out)
+
+
+# --- Window timer: the design's reasoning and its estimate (not generated from a run) ---------
+WINDOW_TIMER_SECTION = """
+## Window timer on AWS: why a sparse due-time index, and its cost (an estimate)
+
+`contact.window_closing`/`contact.window_closed` need a timer (`src/windows.rs`, `infra/README.md`).
+**Chosen:** window items on the state table, with a sparse `by_next_due` GSI over 16 shards,
+written by the notifier (one conditional `UpdateItem` per record of a *customer's* message: only
+those move a window) and drained every minute by the `windows` function (one `Query` per shard,
+then per due window: the contact's view, one `PutEvents` entry, one conditional `UpdateItem`).
+
+Why, under our rules (no read-modify-write, no read-your-own-write, no delete-and-recreate; every
+write commutative, idempotent, safe to retry and reorder):
+- Every write is one conditional `UpdateItem` whose condition makes it commutative: the end only
+  moves forward (`window_end < :end`), a mark only applies to the end it announced
+  (`window_end = :end`), a closing mark never undoes a close (`next_due < window_end`). A failed
+  condition means "already so". Nothing is read before a write, nothing deleted.
+- Batching: one run a minute serves every due window (16 queries of an index that holds only the
+  windows still to announce). A quiet minute costs 16 × 0.5 RRU and one invocation.
+- Only customer messages write the window item: statuses (most records) cost nothing extra. Writing
+  it on every record with a view would add 1–3 WRU to each of them (≈ $1.7 per million events).
+- **EventBridge Scheduler one-time schedules** (`at(...)`, $1.00 per million invocations after 14
+  million free a month) were considered: every customer message would have to create two
+  schedules (closing, closed) from the notifier. Moving one with `UpdateSchedule` is
+  last-writer-wins (not conditional: an older stream record handled late would move a window
+  backward), so schedules would have to be named by window end and the stale ones (a window moved
+  by each further customer message) left to fire, each firing invoking a Lambda that must still
+  check a window item to know it moved (deleting them needs the old end: a read before the
+  write). That is the same window item and the same reads plus one schedule invocation and one
+  Lambda invocation per schedule, unbatched, under the account's schedule quota (1 million by
+  default: two per open window) and a second service to alarm on. It also fires on time to the
+  second, which these documents do not need (a minute is within the lead time).
+
+Inputs (labelled assumptions, not measured on AWS): us-east-1 list prices as above (DynamoDB
+on-demand $0.625 per million WRU, $0.125 per million RRU; PutEvents $1.00 per million entries;
+Lambda arm64 128 MB); 3 customer messages per window (each moves it: 1 WRU on the table + up to 2
+on the index, as a changed `next_due` is a delete and a put in the GSI); the contact's view read as
+the notifier reads it (contact of 10 messages: 25 RRU eventually consistent); items under 1 KB;
+27 webhook events per window (3 customer messages, 3 replies of 8 callbacks each).
+
+| item, per window (closing + closed) | USD per million windows |
+|---|---|
+| notifier: 3 × conditional `UpdateItem` (≤ 3 WRU each, index included) | 5.63 |
+| 2 contact views (2 × 25 RRU) | 6.25 |
+| 2 `PutEvents` entries | 2.00 |
+| closing mark (1 WRU + 2 on the index) + close mark (1 WRU + 1 on the index) | 3.13 |
+| `windows` function duration, due-index reads per window | 0.05 |
+| **total** | **≈ 17.1** |
+| per million webhook events (27 events per window) | **≈ 0.63** |
+| fixed, whatever the volume: 43,200 runs a month, 16 queries each | ≈ $0.06 a month |
+
+The same with Scheduler: the window item writes (without the index: ≈ 1.9), 6 schedules fired per
+window (3 moves × 2; ≈ 6.0 for the invocations, ≈ 1.2 for their Lambda requests and checks), plus
+the same 2 views and 2 entries (8.25): ≈ $17.4 per million windows, no cheaper, with more moving
+parts.
+"""
 
 
 def main():

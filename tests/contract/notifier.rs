@@ -10,10 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::interceptors::{
+    AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
 use aws_sdk_sqs::types::QueueAttributeName;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wati_ingest::notifier::{classify, handle_stream_batch, EventBridgeBus, PublishSettings};
@@ -131,13 +134,278 @@ fn alice_final_view_id(channel_id: &str, number: &str, start: i64, outbound: i64
     change_id(&["contact", ALICE, channel_id, &content])
 }
 
-/// Counts the notifier's DynamoDB calls, and its BatchGetItems asking for strong reads.
+/// What the notifier's DynamoDB calls cost, counted on the wire: calls per operation, the
+/// BatchGetItems asking for strong reads, the keys they ask for, the items the reads return, and
+/// the read units DynamoDB bills for them (from the items' sizes, by its rounding rules).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Tally {
+    calls: BTreeMap<String, usize>,
+    strong_batch_gets: usize,
+    keys_strong: usize,
+    keys_eventual: usize,
+    /// Items returned by BatchGetItem and Query.
+    items_read: usize,
+    read_units: f64,
+}
+
+impl Tally {
+    fn add(&mut self, other: &Tally) {
+        for (operation, n) in &other.calls {
+            *self.calls.entry(operation.clone()).or_default() += n;
+        }
+        self.strong_batch_gets += other.strong_batch_gets;
+        self.keys_strong += other.keys_strong;
+        self.keys_eventual += other.keys_eventual;
+        self.items_read += other.items_read;
+        self.read_units += other.read_units;
+    }
+
+    /// What was counted since `before`.
+    fn since(&self, before: &Tally) -> Tally {
+        let mut calls = self.calls.clone();
+        for (operation, n) in &before.calls {
+            *calls.entry(operation.clone()).or_default() -= n;
+        }
+        calls.retain(|_, n| *n > 0);
+        Tally {
+            calls,
+            strong_batch_gets: self.strong_batch_gets - before.strong_batch_gets,
+            keys_strong: self.keys_strong - before.keys_strong,
+            keys_eventual: self.keys_eventual - before.keys_eventual,
+            items_read: self.items_read - before.items_read,
+            read_units: self.read_units - before.read_units,
+        }
+    }
+
+    fn json(&self) -> Value {
+        serde_json::json!({
+            "calls": self.calls,
+            "batch_get_strong": self.strong_batch_gets,
+            "keys_strong": self.keys_strong,
+            "keys_eventual": self.keys_eventual,
+            "items_read": self.items_read,
+            "read_units": self.read_units,
+        })
+    }
+}
+
+/// Counts the notifier's DynamoDB calls into a [`Tally`].
 #[derive(Debug, Clone, Default)]
-struct Calls(Arc<Mutex<(BTreeMap<String, usize>, usize)>>);
+struct Calls(Arc<Mutex<Tally>>);
+
+impl Calls {
+    fn tally(&self) -> Tally {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// What a BatchGetItem asked for, kept from its request to its response.
+#[derive(Debug, Clone)]
+struct BatchGetAsked {
+    strong: bool,
+    keys: usize,
+}
+
+impl Storable for BatchGetAsked {
+    type Storer = StoreReplace<Self>;
+}
+
+/// The size DynamoDB gives an attribute value in its JSON wire form (names count on top).
+fn value_size(value: &Value) -> usize {
+    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
+    let text = |v: &Value| v.as_str().map_or(0, str::len);
+    // A number: 1 byte per 2 significant digits, plus 1.
+    let number = |v: &Value| {
+        let digits = v.as_str().unwrap_or("0");
+        let significant = digits
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>();
+        let significant = significant.trim_matches('0').len().max(1);
+        significant.div_ceil(2) + 1
+    };
+    let binary = |v: &Value| text(v) * 3 / 4;
+    let elements = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    match kind.as_str() {
+        "S" => text(inner),
+        "N" => number(inner),
+        "B" => binary(inner),
+        "BOOL" | "NULL" => 1,
+        "SS" => elements(inner).iter().map(text).sum(),
+        "NS" => elements(inner).iter().map(number).sum(),
+        "BS" => elements(inner).iter().map(binary).sum(),
+        "L" => {
+            3 + elements(inner)
+                .iter()
+                .map(|v| 1 + value_size(v))
+                .sum::<usize>()
+        }
+        "M" => {
+            3 + inner.as_object().map_or(0, |map| {
+                map.iter()
+                    .map(|(name, v)| 1 + name.len() + value_size(v))
+                    .sum::<usize>()
+            })
+        }
+        _ => 0,
+    }
+}
+
+/// An item's size as DynamoDB bills it: its attribute names and values.
+fn item_size(item: &Value) -> usize {
+    item.as_object().map_or(0, |attributes| {
+        attributes
+            .iter()
+            .map(|(name, value)| name.len() + value_size(value))
+            .sum()
+    })
+}
+
+fn body_json(bytes: Option<&[u8]>) -> Value {
+    bytes
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default()
+}
 
 impl Intercept for Calls {
     fn name(&self) -> &'static str {
         "calls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("?");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        let mut calls = self.0.lock().unwrap();
+        if operation == "BatchGetItem" {
+            let body = body_json(context.request().body().bytes());
+            let tables = body["RequestItems"].as_object();
+            let strong = tables
+                .into_iter()
+                .flat_map(|tables| tables.values())
+                .all(|t| t["ConsistentRead"] == Value::Bool(true));
+            let keys = tables
+                .into_iter()
+                .flat_map(|tables| tables.values())
+                .map(|t| t["Keys"].as_array().map_or(0, Vec::len))
+                .sum();
+            if strong {
+                calls.strong_batch_gets += 1;
+                calls.keys_strong += keys;
+            } else {
+                calls.keys_eventual += keys;
+            }
+            cfg.interceptor_state()
+                .store_put(BatchGetAsked { strong, keys });
+        }
+        *calls.calls.entry(operation).or_default() += 1;
+        Ok(())
+    }
+
+    /// The items each read returned, and the read units they cost: a BatchGetItem is a GetItem
+    /// per key (each item rounded up to 4 KB, a key without an item 1 unit), a Query the sum of
+    /// its items rounded up to 4 KB (at least 1 unit); a strong read 1 RRU a unit, an eventual
+    /// one (every Query here) 0.5.
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if !context.response().status().is_success() {
+            return Ok(());
+        }
+        let body = body_json(context.response().body().bytes());
+        let units = |size: usize| size.div_ceil(4096).max(1);
+        let mut calls = self.0.lock().unwrap();
+        if let Some(asked) = cfg.load::<BatchGetAsked>() {
+            let items: Vec<&Value> = body["Responses"]
+                .as_object()
+                .into_iter()
+                .flat_map(|tables| tables.values())
+                .flat_map(|items| items.as_array().into_iter().flatten())
+                .collect();
+            let unprocessed: usize = body["UnprocessedKeys"]
+                .as_object()
+                .into_iter()
+                .flat_map(|tables| tables.values())
+                .map(|t| t["Keys"].as_array().map_or(0, Vec::len))
+                .sum();
+            let absent = asked.keys.saturating_sub(unprocessed + items.len());
+            let found: usize = items.iter().map(|item| units(item_size(item))).sum();
+            let rate = if asked.strong { 1.0 } else { 0.5 };
+            calls.items_read += items.len();
+            calls.read_units += rate * (found + absent) as f64;
+        } else if let Some(items) = body["Items"].as_array() {
+            let size: usize = items.iter().map(item_size).sum();
+            calls.items_read += items.len();
+            calls.read_units += 0.5 * units(size) as f64;
+        }
+        Ok(())
+    }
+}
+
+/// Counts the `PutEvents` calls on a bus, their entries and the bytes EventBridge bills for
+/// them (`Source`, `DetailType` and `Detail` of each entry).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Puts(Arc<Mutex<PutTally>>);
+
+impl Puts {
+    pub(crate) fn tally(&self) -> PutTally {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PutTally {
+    pub(crate) calls: usize,
+    pub(crate) entries: usize,
+    pub(crate) entry_bytes: usize,
+    /// Entries over 64 KB count as one more billed event per 64 KB chunk.
+    pub(crate) billed_events: usize,
+}
+
+impl PutTally {
+    fn add(&mut self, other: &PutTally) {
+        self.calls += other.calls;
+        self.entries += other.entries;
+        self.entry_bytes += other.entry_bytes;
+        self.billed_events += other.billed_events;
+    }
+
+    fn since(&self, before: &PutTally) -> PutTally {
+        PutTally {
+            calls: self.calls - before.calls,
+            entries: self.entries - before.entries,
+            entry_bytes: self.entry_bytes - before.entry_bytes,
+            billed_events: self.billed_events - before.billed_events,
+        }
+    }
+
+    fn json(&self) -> Value {
+        serde_json::json!({
+            "PutEvents": self.calls,
+            "entries": self.entries,
+            "entry_bytes": self.entry_bytes,
+            "billed_events": self.billed_events,
+        })
+    }
+}
+
+/// (One interceptor trait for every AWS SDK client.)
+impl Intercept for Puts {
+    fn name(&self) -> &'static str {
+        "puts"
     }
 
     fn read_before_transmit(
@@ -151,25 +419,21 @@ impl Intercept for Calls {
             .headers()
             .get("x-amz-target")
             .unwrap_or("?");
-        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
-        let mut calls = self.0.lock().unwrap();
-        if operation == "BatchGetItem" {
-            let body: Value = context
-                .request()
-                .body()
-                .bytes()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
-            let strong = body["RequestItems"]
-                .as_object()
-                .into_iter()
-                .flat_map(|tables| tables.values())
-                .all(|t| t["ConsistentRead"] == Value::Bool(true));
-            if strong {
-                calls.1 += 1;
-            }
+        if !target.ends_with(".PutEvents") {
+            return Ok(());
         }
-        *calls.0.entry(operation).or_default() += 1;
+        let body = body_json(context.request().body().bytes());
+        let mut tally = self.0.lock().unwrap();
+        tally.calls += 1;
+        for entry in body["Entries"].as_array().into_iter().flatten() {
+            let size: usize = ["Source", "DetailType", "Detail"]
+                .iter()
+                .map(|field| entry[field].as_str().map_or(0, str::len))
+                .sum();
+            tally.entries += 1;
+            tally.entry_bytes += size;
+            tally.billed_events += size.div_ceil(64 * 1024).max(1);
+        }
         Ok(())
     }
 }
@@ -403,6 +667,8 @@ pub(crate) static STREAMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_ne
 /// An EventBridge bus on moto with a rule sending source `wati-ingest` to a fresh SQS queue.
 pub(crate) struct Bus {
     pub(crate) bus: EventBridgeBus,
+    /// The `PutEvents` calls made on it.
+    pub(crate) puts: Puts,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
 }
@@ -417,9 +683,11 @@ impl Bus {
 
     /// The bus on the moto at `endpoint` (its rule's queue on the stack's SQS).
     pub(crate) async fn create_at(stack: &Stack, name: &str, endpoint: &str) -> Bus {
+        let puts = Puts::default();
         let events = aws_sdk_eventbridge::Client::from_conf(
             aws_sdk_eventbridge::config::Builder::from(&stack.config)
                 .endpoint_url(endpoint)
+                .interceptor(puts.clone())
                 .build(),
         );
         events
@@ -473,6 +741,7 @@ impl Bus {
             .expect("put targets");
         Bus {
             bus: EventBridgeBus::new(events, name),
+            puts,
             sqs: stack.sqs.clone(),
             queue_url,
         }
@@ -541,6 +810,9 @@ async fn notifier_announces_every_change_once_per_id() {
     let mut published: BTreeSet<String> = BTreeSet::new();
     let (mut records_seen, mut handler_time) = (0usize, std::time::Duration::ZERO);
     let mut with_changes = 0usize;
+    // The notifier's calls on the first delivery of each batch, and on its redelivery.
+    let (mut first_reads, mut first_puts) = (Tally::default(), PutTally::default());
+    let (mut redelivered_reads, mut redelivered_puts) = (Tally::default(), PutTally::default());
     for (round, chunk) in deliveries.chunks(6).enumerate() {
         for (n, body) in chunk.iter().enumerate() {
             let queued = QueuedEvent::archived(
@@ -557,6 +829,7 @@ async fn notifier_announces_every_change_once_per_id() {
             .filter(|r| !classify(r).changes().is_empty())
             .count();
         for batch in records.chunks(7) {
+            let (reads_before, puts_before) = (calls.tally(), bus.puts.tally());
             let started = Instant::now();
             let report = handle_stream_batch(
                 &notifier_state,
@@ -567,6 +840,9 @@ async fn notifier_announces_every_change_once_per_id() {
             )
             .await;
             handler_time += started.elapsed();
+            let (reads_first, puts_first) = (calls.tally(), bus.puts.tally());
+            first_reads.add(&reads_first.since(&reads_before));
+            first_puts.add(&puts_first.since(&puts_before));
             assert!(
                 report.response.batch_item_failures.is_empty(),
                 "{:?}",
@@ -585,6 +861,8 @@ async fn notifier_announces_every_change_once_per_id() {
                 again.published_ids, report.published_ids,
                 "a redelivered batch announces the same ids"
             );
+            redelivered_reads.add(&calls.tally().since(&reads_first));
+            redelivered_puts.add(&bus.puts.tally().since(&puts_first));
             published.extend(report.published_ids);
         }
     }
@@ -718,6 +996,7 @@ async fn notifier_announces_every_change_once_per_id() {
     }
 
     // Every webhook again, in another order: nothing new is announced.
+    let (again_reads_before, again_puts_before) = (calls.tally(), bus.puts.tally());
     let mut again = fixtures.clone();
     shuffle(&mut again, 99);
     for (n, body) in again.iter().enumerate() {
@@ -750,9 +1029,16 @@ async fn notifier_announces_every_change_once_per_id() {
         );
     }
 
+    let again_records = records.len();
+    let (again_reads, again_puts) = (
+        calls.tally().since(&again_reads_before),
+        bus.puts.tally().since(&again_puts_before),
+    );
+
     // Each record with changes (handled twice) starts with a strongly consistent read of its
     // message; the contact's other messages are read eventually consistent, like the indexes.
-    let (by_operation, strong_reads) = calls.0.lock().unwrap().clone();
+    let total = calls.tally();
+    let (by_operation, strong_reads) = (total.calls.clone(), total.strong_batch_gets);
     assert!(
         strong_reads >= 2 * with_changes,
         "{strong_reads} strongly consistent BatchGetItems for {with_changes} records with changes"
@@ -767,6 +1053,40 @@ async fn notifier_announces_every_change_once_per_id() {
         received.len(),
         message_updates.len(),
         handler_time.as_secs_f64() * 1000.0,
-        records.len(),
+        again_records,
     );
+
+    // The counts for docs/performance.md (`make bench`): its cost per change is computed from
+    // the first deliveries, per stream record with changes.
+    let counted = serde_json::json!({
+        "test": "notifier::notifier_announces_every_change_once_per_id",
+        "fixtures": fixtures.len(),
+        "deliveries": deliveries.len(),
+        "stream_records": records_seen,
+        "records_with_changes": with_changes,
+        "distinct_documents": received.len(),
+        "message_updated": message_updates.len(),
+        "first_deliveries": {
+            "dynamodb": first_reads.json(),
+            "eventbridge": first_puts.json(),
+            "handler_ms": handler_time.as_secs_f64() * 1000.0,
+        },
+        "redeliveries": {
+            "dynamodb": redelivered_reads.json(),
+            "eventbridge": redelivered_puts.json(),
+        },
+        "duplicates_again": {
+            "webhooks": fixtures.len(),
+            "stream_records": again_records,
+            "dynamodb": again_reads.json(),
+            "eventbridge": again_puts.json(),
+        },
+    });
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("notifier_calls.json"),
+        serde_json::to_vec_pretty(&counted).unwrap(),
+    )
+    .unwrap();
 }
