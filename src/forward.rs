@@ -66,7 +66,7 @@ impl Default for ForwardSchedule {
             max_retry: Duration::from_secs(3_600),
             horizon: Duration::from_secs(24 * 3_600),
             timeout: Duration::from_secs(10),
-            concurrency: 8,
+            concurrency: 32,
             poll: Duration::from_millis(250),
         }
     }
@@ -297,10 +297,14 @@ pub async fn run(store: EmbeddedStore, target: ForwardTarget, schedule: ForwardS
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut attempts: JoinSet<(DueForward, i64, Attempt)> = JoinSet::new();
     let mut paused = false;
+    // Set when the last outcomes' write took the new changes too (one write, not two).
+    let mut taken = false;
     loop {
         if !paused {
-            if let Err(error) = store.take_changes_to_forward(TAKE_AT_ONCE).await {
-                tracing::error!(%error, "forwarder: take new changes");
+            if !std::mem::take(&mut taken) {
+                if let Err(error) = store.take_changes_to_forward(TAKE_AT_ONCE).await {
+                    tracing::error!(%error, "forwarder: take new changes");
+                }
             }
             if in_flight.len() < concurrency {
                 // Ask for enough to skip those in flight (still pending in the table).
@@ -354,9 +358,11 @@ pub async fn run(store: EmbeddedStore, target: ForwardTarget, schedule: ForwardS
             log_attempt(&host, &due, &attempt, &recorded);
             outcomes.push((due.change_id, started_ms, recorded));
         }
-        if let Err(error) = store.record_forwards(outcomes).await {
+        let take = if paused { 0 } else { TAKE_AT_ONCE };
+        match store.record_forwards(outcomes, take).await {
+            Ok(_) => taken = take > 0,
             // Still pending: they are sent again (at least once).
-            tracing::error!(%error, "forwarder: record outcomes");
+            Err(error) => tracing::error!(%error, "forwarder: record outcomes"),
         }
     }
 }

@@ -228,19 +228,24 @@ impl EmbeddedStore {
             .await
     }
 
-    /// Records how attempts ended, `(change_id, started_ms, outcome)` each, in one transaction:
-    /// the forwarder records every attempt that ended together, so its writes do not grow with
-    /// the rate of attempts.
+    /// Records how attempts ended, `(change_id, started_ms, outcome)` each, and takes up to
+    /// `take` new changes for forwarding, in one transaction: the forwarder records every attempt
+    /// that ended together, so its writes do not grow with the rate of attempts. Returns how many
+    /// changes it took.
     pub async fn record_forwards(
         &self,
         outcomes: Vec<(String, i64, ForwardOutcome)>,
-    ) -> Result<(), StoreError> {
+        take: usize,
+    ) -> Result<usize, StoreError> {
         self.state()
             .write("record forwards", move |conn| {
                 for (change_id, started_ms, outcome) in &outcomes {
                     record(conn, change_id, *started_ms, outcome)?;
                 }
-                Ok(())
+                if take == 0 || last_seq(conn)? <= cursor(conn)? {
+                    return Ok(0);
+                }
+                take_changes(conn, take)
             })
             .await
     }
