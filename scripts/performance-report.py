@@ -804,7 +804,9 @@ def notifier_cost_section(raw_dir):
     out.append(
         "The contact's reads grow with its history (every message it ever had is read, like "
         "`GET /v1/contacts`): the fixtures have 12 messages of 4 contacts, so a contact with "
-        "a long history costs more reads per change than counted here. A "
+        "a long history costs more reads per change than counted here. A stream record "
+        "without changes (the write of another item, or one that gained no fact) makes no call: "
+        "it costs only its share of the invocation. A "
         "`contact.updated` is built and put for every record with changes, even when its id was "
         "already sent (consumers drop it by `id`).")
     out.append("")
