@@ -29,7 +29,11 @@ CREATE TABLE IF NOT EXISTS forwards (
     next_attempt_at  INTEGER NOT NULL,
     last_error       TEXT
 );
-CREATE INDEX IF NOT EXISTS forwards_due ON forwards(next_attempt_at) WHERE status = 'pending';
+-- The due query's order: with every new change due at 0, an index on the time alone left SQLite
+-- sorting every pending row by seq for each pass (80 ms at 40,000 pending).
+DROP INDEX IF EXISTS forwards_due;
+CREATE INDEX IF NOT EXISTS forwards_due_in_order ON forwards(next_attempt_at, seq)
+    WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS forwards_dead ON forwards(seq) WHERE status = 'dead';
 "#;
 
@@ -119,26 +123,27 @@ pub(super) fn take_changes(conn: &Connection, limit: usize) -> rusqlite::Result<
     Ok(taken)
 }
 
+/// Pending changes due at `?1`, the longest due first, at most `?2`.
+const DUE: &str = "SELECT f.change_id, c.document, f.attempts, f.first_attempt_at
+    FROM forwards f JOIN changes c ON c.id = f.change_id
+    WHERE f.status = 'pending' AND f.next_attempt_at <= ?1
+    ORDER BY f.next_attempt_at, f.seq LIMIT ?2";
+
 pub(super) fn due(
     conn: &Connection,
     now_ms: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<DueForward>> {
-    conn.prepare_cached(
-        "SELECT f.change_id, c.document, f.attempts, f.first_attempt_at
-         FROM forwards f JOIN changes c ON c.id = f.change_id
-         WHERE f.status = 'pending' AND f.next_attempt_at <= ?1
-         ORDER BY f.next_attempt_at, f.seq LIMIT ?2",
-    )?
-    .query_map(params![now_ms, limit as i64], |row| {
-        Ok(DueForward {
-            change_id: row.get(0)?,
-            document: row.get(1)?,
-            attempts: row.get(2)?,
-            first_attempt_at: row.get(3)?,
-        })
-    })?
-    .collect()
+    conn.prepare_cached(DUE)?
+        .query_map(params![now_ms, limit as i64], |row| {
+            Ok(DueForward {
+                change_id: row.get(0)?,
+                document: row.get(1)?,
+                attempts: row.get(2)?,
+                first_attempt_at: row.get(3)?,
+            })
+        })?
+        .collect()
 }
 
 /// Records the outcome of an attempt started at `started_ms`.
@@ -367,5 +372,22 @@ mod tests {
         let again = due(&conn, 1_000, 10).unwrap();
         assert_eq!(ids(&again), ["c", "d"]);
         assert_eq!((again[0].attempts, again[0].first_attempt_at), (0, None));
+    }
+
+    /// The forwarder asks for due changes on every pass: the index gives them in order, so the
+    /// pass does not sort every pending change (SQLite's plan says so).
+    #[test]
+    fn due_changes_come_from_the_index_in_order() {
+        let (_dir, conn) = open();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {DUE}"))
+            .unwrap()
+            .query_map(params![1, 8], |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("; ");
+        assert!(plan.contains("forwards_due_in_order"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 }
