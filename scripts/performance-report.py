@@ -432,7 +432,7 @@ def report(raw_dir, seconds, failed):
         "clients sends its next request when answered) give the peak rate; their latency is "
         "mostly queueing (Little's law: concurrency / rate).",
         "- **Local forwarding** (`benches/load_local.rs` with `LOAD_FORWARD=1`): the same server "
-        "with `FORWARD_URL` set (the documented `ForwardSchedule`: 8 changes in flight, 10 s "
+        "with `FORWARD_URL` set (the documented `ForwardSchedule`: 32 changes in flight, 10 s "
         "timeout) pointing at an HTTP receiver in the same process (axum, answers `204` at once, "
         "records when each document arrives by its `webhook-id` and `message.id`). Open loop at "
         "1,000 webhooks/s for 10 s: a webhook's change lag is the arrival of the first document "
