@@ -55,8 +55,7 @@ const MAX_ATTEMPTS: u32 = 145;
 const CONCURRENCY: usize = 16;
 /// Every webhook must be answered within this, whatever hangs behind it: stricter than the
 /// receiver's Lambda timeout (15 s, `template.yaml`). The SDK's operation timeout is 3 s, and a
-/// webhook waits for at most three in a row (record and send at once, then a second send or a
-/// variant's record, then a redrive mark).
+/// webhook makes at most three calls: record, send, mark.
 const RECEIVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The faults of a run: a few percent of every call on the receive and apply paths.
