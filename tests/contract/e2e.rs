@@ -64,12 +64,7 @@ impl Intercept for TapHandle {
         _: &RuntimeComponents,
         _: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or("?");
-        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        let operation = crate::support::operation_of(context.request());
         let mut calls = self.0.calls.lock().unwrap();
         *calls.entry(operation.clone()).or_default() += 1;
         // A transaction is billed per item it writes (twice a plain write's units).

@@ -280,12 +280,7 @@ impl Intercept for Calls {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or("?");
-        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        let operation = crate::support::operation_of(context.request());
         let mut calls = self.0.lock().unwrap();
         if operation == "BatchGetItem" {
             let body = body_json(context.request().body().bytes());
@@ -414,12 +409,7 @@ impl Intercept for Puts {
         _: &RuntimeComponents,
         _: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or("?");
-        if !target.ends_with(".PutEvents") {
+        if crate::support::operation_of(context.request()) != "PutEvents" {
             return Ok(());
         }
         let body = body_json(context.request().body().bytes());

@@ -65,12 +65,7 @@ impl Intercept for WireFaults {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or("?");
-        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        let operation = crate::support::operation_of(context.request());
         let mut planned = self.planned.lock().unwrap();
         let fault = match planned.front() {
             Some((wanted, fault)) if *wanted == operation => {

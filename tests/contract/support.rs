@@ -401,3 +401,10 @@ async fn create_table(
             .expect("update ttl");
     }
 }
+
+/// The operation an AWS SDK request calls (`PutItem`, `SendMessage`, `PutEvents`…), from its
+/// `x-amz-target` header, as the tests' interceptors count and fault it; `?` without one.
+pub fn operation_of(request: &aws_sdk_dynamodb::config::http::HttpRequest) -> String {
+    let target = request.headers().get("x-amz-target").unwrap_or("?");
+    target.rsplit('.').next().unwrap_or(target).to_owned()
+}
