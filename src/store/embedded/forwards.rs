@@ -80,6 +80,15 @@ pub struct ForwardCounts {
     pub pending: usize,
     pub delivered: usize,
     pub dead: usize,
+    /// Changes in the outbox the forwarder has not taken yet.
+    pub not_taken: usize,
+}
+
+impl ForwardCounts {
+    /// Changes not yet delivered or dead-lettered.
+    pub fn backlog(&self) -> usize {
+        self.pending + self.not_taken
+    }
 }
 
 fn cursor(conn: &Connection) -> rusqlite::Result<i64> {
@@ -287,6 +296,10 @@ impl EmbeddedStore {
                         _ => counts.dead += count,
                     }
                 }
+                counts.not_taken = conn
+                    .prepare_cached("SELECT count(*) FROM changes WHERE seq > ?1")?
+                    .query_row([cursor(conn)?], |row| row.get::<_, i64>(0))?
+                    as usize;
                 Ok(counts)
             })
             .await
