@@ -23,11 +23,23 @@ load:
 load-aws:
 	scripts/emulators.sh run -- $(CARGO) bench --locked --bench load_aws
 
-## bench: criterion in-process benches, load at concurrency 16 and 64, load-aws and Lambda cold
-## start on the emulators; writes every figure against its budget to docs/performance.md
+## bench: criterion in-process benches, load at concurrency 16 and 64, the broadcast replay,
+## load-aws (and its broadcast profile) and Lambda cold start on the emulators; writes every
+## figure to docs/performance.md
 .PHONY: bench
 bench:
 	CARGO=$(CARGO) bash scripts/bench.sh
+
+## broadcast: a broadcast replayed as Wati would post it (benches/broadcast.rs): BROADCAST_CONTACTS
+## (50,000) contacts' callbacks, v1 + v2, to the local server at BROADCAST_RATE (2,000/s): accept
+## p99, apply lag p99, time to drain; then BROADCAST_AWS_CONTACTS (150) through the AWS receiver
+## and processor on the emulators: processor events/s (the receiver's metric lines not shown)
+BROADCAST_AWS_CONTACTS ?= 150
+.PHONY: broadcast
+broadcast:
+	$(CARGO) bench --locked --bench broadcast
+	set -o pipefail; LOAD_PROFILE=broadcast BROADCAST_CONTACTS=$(BROADCAST_AWS_CONTACTS) \
+	  scripts/emulators.sh run -- $(CARGO) bench --locked --bench load_aws | { grep -v '^{' || true; }
 
 ## chaos: the chaos + fault-injection test at a large size on both backends (make test runs a
 ## CI-sized one); figures in target/chaos/*.json. CHAOS_CONTACTS, CHAOS_AWS_CONTACTS, CHAOS_SEED.

@@ -2,9 +2,19 @@
 //! rate and latency, its overhead over the bare `PutItem` + `SendMessage` it must make, and the
 //! processor's apply rate. Run with `make load-aws` (starts the emulators).
 //!
-//! Settings: `LOAD_REQUESTS` (default 2000), `LOAD_CONCURRENCY` (16: Lambda instances at once).
+//! Settings: `LOAD_REQUESTS` (default 2000), `LOAD_CONCURRENCY` (16: Lambda instances at once),
+//! `LOAD_PROCESSOR_CONCURRENCY` (batches applied at once: 1, or 4 with the broadcast).
+//!
+//! `LOAD_PROFILE=broadcast` (`make broadcast`, `make bench`): instead of `LOAD_REQUESTS` synthetic
+//! events, the callbacks of a broadcast to `BROADCAST_CONTACTS` (150) contacts, the profile
+//! `benches/broadcast.rs` replays on the local server (`common/broadcast.rs`, `BROADCAST_SEED`):
+//! through the receiver in arrival order, then the processor; no floors. Reports the processor's
+//! events/s.
 
 mod common;
+#[path = "common/broadcast.rs"]
+#[allow(dead_code)]
+mod profile;
 
 #[path = "../tests/contract/support.rs"]
 #[allow(dead_code)]
@@ -87,8 +97,19 @@ fn row(name: &str, latencies: &[Duration], elapsed: Duration) {
 
 #[tokio::main]
 async fn main() {
-    let requests = setting("LOAD_REQUESTS", 2000);
+    let broadcast = std::env::var("LOAD_PROFILE").is_ok_and(|profile| profile == "broadcast");
     let concurrency = setting("LOAD_CONCURRENCY", 16);
+    let processors = setting("LOAD_PROCESSOR_CONCURRENCY", if broadcast { 4 } else { 1 }).max(1);
+    let contacts = setting("BROADCAST_CONTACTS", 150);
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(if broadcast {
+        profile::broadcast(contacts, setting("BROADCAST_SEED", 18) as u64)
+            .into_iter()
+            .map(|callback| callback.body)
+            .collect()
+    } else {
+        (0..setting("LOAD_REQUESTS", 2000)).map(body).collect()
+    });
+    let requests = bodies.len();
     let stack = support::Stack::create().await;
     let ledger = DynamoLedger::new(stack.dynamodb.clone(), stack.table("LedgerTable"));
     let queue_url = stack.queue_url("EventQueue");
@@ -102,14 +123,93 @@ async fn main() {
         max_body_bytes: 256 * 1024,
     };
     let router = receiver_router(&config, ledger, queue);
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..requests).map(body).collect());
 
-    println!("| step ({requests} events, concurrency {concurrency}) | rate | p50 | p99 |");
+    if broadcast {
+        println!(
+            "| step (broadcast to {contacts} contacts: {requests} callbacks, v1 + v2; receiver \
+             concurrency {concurrency}, {processors} batches applied at once) | rate | p50 | p99 |"
+        );
+    } else {
+        println!("| step ({requests} events, concurrency {concurrency}) | rate | p50 | p99 |");
+    }
     println!("|---|---|---|---|");
+    let floors = match broadcast {
+        true => None,
+        false => Some(floors(&stack, &queue_url, &bodies, concurrency).await),
+    };
 
-    // The floors: the two calls the receiver must make, with the same clients, nothing else;
-    // one after the other (the receiver before it issued them together), then at once (its
-    // floor now).
+    let receiver_bodies = Arc::clone(&bodies);
+    let (latencies, elapsed) = drive(requests, concurrency, move |n| {
+        let (router, bodies) = (router.clone(), Arc::clone(&receiver_bodies));
+        async move {
+            let request = axum::http::Request::post(format!("/webhook/{SECRET}"))
+                .body(axum::body::Body::from(bodies[n].clone()))
+                .expect("request");
+            let response = router.oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), 200);
+        }
+    })
+    .await;
+    let receiver_p50 = percentile(&latencies, 0.5);
+    row("receiver: request to 200", &latencies, elapsed);
+    let receiver = result_fields("receiver", &latencies, elapsed);
+
+    let processed = process(&stack, &queue_url, processors).await;
+    let (applied, failed) = (processed.applied, processed.failed);
+    let batches = &processed.batches;
+    println!(
+        "| processor: batches of 10, {processors} at once (rate incl. SQS receive/delete; latency = apply only) | {:.0}/s | {:.2} ms per batch | {:.2} ms per batch |",
+        processed.per_s(),
+        percentile(batches, 0.5).as_secs_f64() * 1e3,
+        percentile(batches, 0.99).as_secs_f64() * 1e3
+    );
+    println!();
+    let Some(((sequential_p50, sequential), (floor_p50, floor))) = floors else {
+        println!("events applied: {applied} of {requests}; records failed: {failed}");
+        // One machine-readable line for scripts (`make bench`).
+        println!(
+            "RESULT bench=load_aws_broadcast contacts={contacts} callbacks={requests} \
+             concurrency={concurrency} processors={processors} {receiver} processor_per_s={:.1} \
+             processor_s={:.3} processor_batch_p50_ms={:.3} processor_batch_p99_ms={:.3} \
+             applied={applied} failed={failed}",
+            processed.per_s(),
+            processed.elapsed.as_secs_f64(),
+            percentile(batches, 0.5).as_secs_f64() * 1e3,
+            percentile(batches, 0.99).as_secs_f64() * 1e3,
+        );
+        return;
+    };
+    assert_eq!(failed, 0, "records failed");
+    println!(
+        "receiver p50 over the floor (both calls at once): {:.3}, over the sequential floor: \
+         {:.3}; events applied: {applied}",
+        receiver_p50.as_secs_f64() / floor_p50.as_secs_f64(),
+        receiver_p50.as_secs_f64() / sequential_p50.as_secs_f64()
+    );
+    // One machine-readable line for scripts/performance-report.py (`make bench`).
+    println!(
+        "RESULT bench=load_aws requests={requests} concurrency={concurrency} {sequential} {floor} \
+         {receiver} processor_per_s={:.1} processor_batch_p50_ms={:.3} \
+         processor_batch_p99_ms={:.3} overhead_p50={:.4} overhead_concurrent_p50={:.4} \
+         applied={applied}",
+        processed.per_s(),
+        percentile(batches, 0.5).as_secs_f64() * 1e3,
+        percentile(batches, 0.99).as_secs_f64() * 1e3,
+        receiver_p50.as_secs_f64() / sequential_p50.as_secs_f64(),
+        receiver_p50.as_secs_f64() / floor_p50.as_secs_f64()
+    );
+}
+
+/// The floors: the two calls the receiver must make, with the same clients, nothing else; one
+/// after the other (the receiver before it issued them together), then at once (its floor now).
+/// Each floor's p50 and its `RESULT` fields; the queue is purged afterwards.
+async fn floors(
+    stack: &support::Stack,
+    queue_url: &str,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    concurrency: usize,
+) -> ((Duration, String), (Duration, String)) {
+    let requests = bodies.len();
     let mut floors = Vec::new();
     for (concurrently, name, label) in [
         (
@@ -127,9 +227,9 @@ async fn main() {
             stack.dynamodb.clone(),
             stack.sqs.clone(),
             stack.table("LedgerTable"),
-            queue_url.clone(),
+            queue_url.to_owned(),
         );
-        let floor_bodies = Arc::clone(&bodies);
+        let floor_bodies = Arc::clone(bodies);
         let (latencies, elapsed) = drive(requests, concurrency, move |n| {
             let (dynamodb, sqs, table, url, bodies) = (
                 dynamodb.clone(),
@@ -168,33 +268,37 @@ async fn main() {
             result_fields(name, &latencies, elapsed),
         ));
     }
-    let (sequential_p50, sequential) = floors.remove(0);
-    let (floor_p50, floor) = floors.remove(0);
     // Drop the floor's messages so the processor sees only receiver output.
     stack
         .sqs
         .purge_queue()
-        .queue_url(&queue_url)
+        .queue_url(queue_url)
         .send()
         .await
         .expect("purge");
+    let concurrent = floors.pop().expect("two floors");
+    (floors.pop().expect("two floors"), concurrent)
+}
 
-    let receiver_bodies = Arc::clone(&bodies);
-    let (latencies, elapsed) = drive(requests, concurrency, move |n| {
-        let (router, bodies) = (router.clone(), Arc::clone(&receiver_bodies));
-        async move {
-            let request = axum::http::Request::post(format!("/webhook/{SECRET}"))
-                .body(axum::body::Body::from(bodies[n].clone()))
-                .expect("request");
-            let response = router.oneshot(request).await.expect("infallible");
-            assert_eq!(response.status(), 200);
-        }
-    })
-    .await;
-    let receiver_p50 = percentile(&latencies, 0.5);
-    row("receiver: request to 200", &latencies, elapsed);
-    let receiver = result_fields("receiver", &latencies, elapsed);
+/// What the processor did with the queue.
+struct Processed {
+    applied: usize,
+    /// Records the processor reported failed (left on the queue).
+    failed: usize,
+    /// Each batch's apply time, sorted.
+    batches: Vec<Duration>,
+    elapsed: Duration,
+}
 
+impl Processed {
+    fn per_s(&self) -> f64 {
+        self.applied as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Drains the queue as the Lambda event source does: `processors` pollers, each receiving up to
+/// 10 messages, applying them with [`process_sqs_batch`] and deleting those applied.
+async fn process(stack: &support::Stack, queue_url: &str, processors: usize) -> Processed {
     let state: Arc<dyn StateStore> = Arc::new(DynamoState::new(
         stack.dynamodb.clone(),
         stack.table("StateTable"),
@@ -207,74 +311,78 @@ async fn main() {
         7 * 86_400,
     );
     let started = Instant::now();
-    let mut applied = 0usize;
-    let mut batches = Vec::new();
-    loop {
-        let output = stack
-            .sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .expect("receive");
-        let messages = output.messages();
-        if messages.is_empty() {
-            break;
-        }
-        let mut event = SqsEvent::default();
-        for message in messages {
-            let mut record = SqsMessage::default();
-            record.message_id = message.message_id().map(str::to_owned);
-            record.body = message.body().map(str::to_owned);
-            event.records.push(record);
-        }
-        let batch_started = Instant::now();
-        let response = process_sqs_batch(Arc::clone(&state), archive.clone(), event)
-            .await
-            .response;
-        batches.push(batch_started.elapsed());
-        assert!(response.batch_item_failures.is_empty());
-        applied += messages.len();
-        let mut delete = stack.sqs.delete_message_batch().queue_url(&queue_url);
-        for (i, message) in messages.iter().enumerate() {
-            delete = delete.entries(
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(message.receipt_handle().unwrap_or_default())
-                    .build()
-                    .expect("entry"),
-            );
-        }
-        delete.send().await.expect("delete batch");
+    let mut pollers = tokio::task::JoinSet::new();
+    for _ in 0..processors {
+        let (sqs, queue_url) = (stack.sqs.clone(), queue_url.to_owned());
+        let (state, archive) = (Arc::clone(&state), archive.clone());
+        pollers.spawn(async move {
+            let (mut applied, mut failed, mut batches) = (0, 0, Vec::new());
+            loop {
+                let output = sqs
+                    .receive_message()
+                    .queue_url(&queue_url)
+                    .max_number_of_messages(10)
+                    .send()
+                    .await
+                    .expect("receive");
+                let messages = output.messages();
+                if messages.is_empty() {
+                    return (applied, failed, batches);
+                }
+                let mut event = SqsEvent::default();
+                for message in messages {
+                    let mut record = SqsMessage::default();
+                    record.message_id = message.message_id().map(str::to_owned);
+                    record.body = message.body().map(str::to_owned);
+                    event.records.push(record);
+                }
+                let batch_started = Instant::now();
+                let response = process_sqs_batch(Arc::clone(&state), archive.clone(), event)
+                    .await
+                    .response;
+                batches.push(batch_started.elapsed());
+                let failures: Vec<String> = response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|failure| failure.item_identifier)
+                    .collect();
+                failed += failures.len();
+                applied += messages.len() - failures.len();
+                let mut delete = sqs.delete_message_batch().queue_url(&queue_url);
+                for (i, message) in messages.iter().enumerate() {
+                    let id = message.message_id().unwrap_or_default();
+                    if failures.iter().any(|failure| failure == id) {
+                        continue;
+                    }
+                    delete = delete.entries(
+                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(message.receipt_handle().unwrap_or_default())
+                            .build()
+                            .expect("entry"),
+                    );
+                }
+                if failures.len() < messages.len() {
+                    delete.send().await.expect("delete batch");
+                }
+            }
+        });
+    }
+    let (mut applied, mut failed, mut batches) = (0, 0, Vec::new());
+    while let Some(poller) = pollers.join_next().await {
+        let (poller_applied, poller_failed, poller_batches) = poller.expect("poller");
+        applied += poller_applied;
+        failed += poller_failed;
+        batches.extend(poller_batches);
     }
     let elapsed = started.elapsed();
     batches.sort_unstable();
-    println!(
-        "| processor: batches of 10 (rate incl. SQS receive/delete; latency = apply only) | {:.0}/s | {:.2} ms per batch | {:.2} ms per batch |",
-        applied as f64 / elapsed.as_secs_f64(),
-        percentile(&batches, 0.5).as_secs_f64() * 1e3,
-        percentile(&batches, 0.99).as_secs_f64() * 1e3
-    );
-    println!();
-    println!(
-        "receiver p50 over the floor (both calls at once): {:.3}, over the sequential floor: \
-         {:.3}; events applied: {applied}",
-        receiver_p50.as_secs_f64() / floor_p50.as_secs_f64(),
-        receiver_p50.as_secs_f64() / sequential_p50.as_secs_f64()
-    );
-    // One machine-readable line for scripts/performance-report.py (`make bench`).
-    println!(
-        "RESULT bench=load_aws requests={requests} concurrency={concurrency} {sequential} {floor} \
-         {receiver} processor_per_s={:.1} processor_batch_p50_ms={:.3} \
-         processor_batch_p99_ms={:.3} overhead_p50={:.4} overhead_concurrent_p50={:.4} \
-         applied={applied}",
-        applied as f64 / elapsed.as_secs_f64(),
-        percentile(&batches, 0.5).as_secs_f64() * 1e3,
-        percentile(&batches, 0.99).as_secs_f64() * 1e3,
-        receiver_p50.as_secs_f64() / sequential_p50.as_secs_f64(),
-        receiver_p50.as_secs_f64() / floor_p50.as_secs_f64()
-    );
+    Processed {
+        applied,
+        failed,
+        batches,
+        elapsed,
+    }
 }
 
 /// `<name>_per_s=… <name>_p50_ms=… <name>_p99_ms=…` for the RESULT line.

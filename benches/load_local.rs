@@ -27,9 +27,10 @@
 //! ([`Http1Client`]) so that it takes as little of them as it can.
 
 mod common;
+#[path = "common/local.rs"]
+mod local;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,12 +39,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::{percentile, setting};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use local::{collect, disk_bytes_written, open_loop, Answer, Http1Client, LocalServer};
+use tokio::net::TcpListener;
 use wati_ingest::forward::ForwardSchedule;
-use wati_ingest::local::{bind, ForwardConfig, LocalConfig, LocalPipeline, SecretSource};
-
-const SECRET: &str = "load-test-webhook-secret-0123456789";
+use wati_ingest::local::{ForwardConfig, SecretSource};
 /// Signs the forwarded changes (the receiver does not check: the forward tests do).
 const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -90,47 +89,30 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let dir = tempfile::tempdir().expect("temp dir");
         let receiver = if forward {
             Some(ChangeReceiver::start().await)
         } else {
             None
         };
-        let config = LocalConfig {
-            port: 0,
-            data_dir: dir.path().to_owned(),
-            webhook_secret: SECRET.into(),
-            webhook_secret_source: SecretSource::Environment,
-            api_token: SECRET.into(),
-            api_token_source: SecretSource::Environment,
-            dedup_ttl_days: 7,
-            max_body_bytes: 256 * 1024,
-            window_closing_lead_minutes: 60,
-            // What `make run` does with FORWARD_URL set: the documented schedule.
-            forward: receiver.as_ref().map(|receiver| ForwardConfig {
-                url: receiver.url.clone(),
-                secret: FORWARD_SECRET.into(),
-                secret_source: SecretSource::Environment,
-                schedule: ForwardSchedule::default(),
-            }),
-        };
-        let pipeline = LocalPipeline::open(&config).expect("pipeline");
-        let store = pipeline.store.clone();
-        pipeline.spawn_processor();
-        pipeline.spawn_forwarder();
-        let (listener, address) = bind(0).await.expect("bind");
-        tokio::spawn(pipeline.serve(listener, std::future::pending()));
-        let path = format!("/webhook/{SECRET}");
+        // What `make run` does with FORWARD_URL set: the documented schedule.
+        let server = LocalServer::start(receiver.as_ref().map(|receiver| ForwardConfig {
+            url: receiver.url.clone(),
+            secret: FORWARD_SECRET.into(),
+            secret_source: SecretSource::Environment,
+            schedule: ForwardSchedule::default(),
+        }))
+        .await;
+        let (store, address) = (server.store.clone(), server.address);
         let prepared: Arc<Vec<Vec<u8>>> = Arc::new(
             (0..requests)
-                .map(|n| request_bytes(address, &path, &body(n, per_contact)))
+                .map(|n| server.webhook(&body(n, per_contact)))
                 .collect(),
         );
         let client = Arc::new(Http1Client::new(address));
         let written_before = disk_bytes_written();
         let started = Instant::now();
         let (answers, failures) = if rate > 0 {
-            open_loop(&client, &prepared, rate, concurrency).await
+            open_loop(&client, &prepared, rate, concurrency, |_, _| {}).await
         } else {
             closed_loop(&client, &prepared, concurrency).await
         };
@@ -140,12 +122,8 @@ fn main() {
         latencies.sort_unstable();
         // The processor catches up after the load; a run never waits more than LOAD_DRAIN_SECONDS.
         let drain_limit = Duration::from_secs(setting("LOAD_DRAIN_SECONDS", 300) as u64);
-        while store.counts().await.map(|c| c.queued).unwrap_or(1) > 0 {
-            if last_answer.elapsed() > drain_limit {
-                eprintln!("load_local: the queue not drained {drain_limit:?} after the load");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !server.drain(Duration::from_millis(10), drain_limit).await {
+            eprintln!("load_local: the queue not drained {drain_limit:?} after the load");
         }
         let processor_drain = last_answer.elapsed();
         let counts = store.counts().await.expect("counts");
@@ -485,129 +463,6 @@ impl Forwarded {
     }
 }
 
-/// `write_bytes` of /proc/self/io: what this process caused to be written to storage.
-fn disk_bytes_written() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|io| {
-            io.lines()
-                .find_map(|line| line.strip_prefix("write_bytes:"))
-                .and_then(|value| value.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// A bounded HTTP/1.1 keep-alive client, like wrk's: each request's bytes are built before the
-/// clock starts, and a response is read up to its `Content-Length` and judged by its status line.
-/// reqwest builds a request (URL parse, header map, pool checkout) per call; this leaves the shared
-/// 2 cores to the server under test. Connections are reused; at most one request per connection.
-struct Http1Client {
-    address: SocketAddr,
-    idle: Mutex<Vec<TcpStream>>,
-}
-
-impl Http1Client {
-    fn new(address: SocketAddr) -> Self {
-        Http1Client {
-            address,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Sends one prepared request; whether it was answered `200`.
-    async fn post(&self, request: &[u8]) -> bool {
-        let idle = self.idle.lock().expect("pool lock").pop();
-        let mut connection = match idle {
-            Some(connection) => connection,
-            None => match TcpStream::connect(self.address).await {
-                Ok(connection) if connection.set_nodelay(true).is_ok() => connection,
-                _ => return false,
-            },
-        };
-        match exchange(&mut connection, request).await {
-            Ok((status, keep_alive)) => {
-                if keep_alive {
-                    self.idle.lock().expect("pool lock").push(connection);
-                }
-                status == 200
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-/// Writes `request` and reads one response: its status and whether the connection stays open.
-async fn exchange(connection: &mut TcpStream, request: &[u8]) -> std::io::Result<(u16, bool)> {
-    let malformed =
-        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    connection.write_all(request).await?;
-    let mut response = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    // A read of 0 bytes is the server closing mid-response.
-    let mut read_some = async |chunk: &mut [u8]| match connection.read(chunk).await? {
-        0 => Err(malformed("closed inside the response")),
-        read => Ok(read),
-    };
-    let head_end = loop {
-        let read = read_some(&mut chunk).await?;
-        response.extend_from_slice(&chunk[..read]);
-        if let Some(at) = response.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-    };
-    let head =
-        std::str::from_utf8(&response[..head_end]).map_err(|_| malformed("head not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.strip_prefix("HTTP/1.1 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| malformed("no HTTP/1.1 status line"))?;
-    let mut content_length = None;
-    let mut keep_alive = true;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("content-length") {
-            content_length = value.parse::<usize>().ok();
-        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
-            keep_alive = false;
-        }
-    }
-    // Chunked or unsized bodies never come from this server; treat one as a failure, not a guess.
-    let length = content_length.ok_or_else(|| malformed("no Content-Length"))?;
-    let mut body_read = response.len() - head_end;
-    while body_read < length {
-        body_read += read_some(&mut chunk).await?;
-    }
-    if body_read > length {
-        return Err(malformed("more bytes than one response"));
-    }
-    Ok((status, keep_alive))
-}
-
-/// The bytes of a `POST` of `body` to `path`.
-fn request_bytes(address: SocketAddr, path: &str, body: &[u8]) -> Vec<u8> {
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    request
-}
-
-/// One request answered `200`: which, its latency, and when the answer was read.
-struct Answer {
-    n: usize,
-    latency: Duration,
-    at: Instant,
-}
-
 /// `concurrency` clients, each sending its next request when the last was answered.
 async fn closed_loop(
     client: &Arc<Http1Client>,
@@ -642,51 +497,4 @@ async fn closed_loop(
         });
     }
     collect(workers).await
-}
-
-/// Request `n` starts at `n / rate` seconds, answered or not; latency counts from that moment.
-async fn open_loop(
-    client: &Arc<Http1Client>,
-    prepared: &Arc<Vec<Vec<u8>>>,
-    rate: usize,
-    max_in_flight: usize,
-) -> (Vec<Answer>, usize) {
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = Instant::now();
-    let mut requests = tokio::task::JoinSet::new();
-    for n in 0..prepared.len() {
-        let scheduled = start + interval * n as u32;
-        // The timer wheel ticks in milliseconds: requests due within the same tick leave together.
-        tokio::time::sleep_until(scheduled.into()).await;
-        let permit = in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
-        let (client, prepared) = (client.clone(), prepared.clone());
-        requests.spawn(async move {
-            let answered = client.post(&prepared[n]).await;
-            drop(permit);
-            if answered {
-                let at = Instant::now();
-                let latency = at - scheduled;
-                (vec![Answer { n, latency, at }], 0)
-            } else {
-                (Vec::new(), 1)
-            }
-        });
-    }
-    collect(requests).await
-}
-
-async fn collect(mut tasks: tokio::task::JoinSet<(Vec<Answer>, usize)>) -> (Vec<Answer>, usize) {
-    let mut answers = Vec::new();
-    let mut failures = 0;
-    while let Some(result) = tasks.join_next().await {
-        let (mut answered, failed) = result.expect("load task");
-        answers.append(&mut answered);
-        failures += failed;
-    }
-    (answers, failures)
 }

@@ -7,16 +7,53 @@
 #   3. benches/load_local.rs with forwarding on (LOAD_FORWARD=1: every change POSTed to a
 #      receiver in the bench): an open loop at LOAD_FORWARD_RATE (1000/s) for LOAD_RATE_SECONDS
 #      measuring the change lag, then one open loop at LOAD_RATE for the accept budgets;
-#   4. on the emulators: benches/load_aws.rs (LOAD_AWS_REQUESTS, default 2000), the DynamoDB
-#      calls per processor path (the contract test that asserts them writes
+#   4. benches/broadcast.rs: a broadcast replayed on the local server (BROADCAST_CONTACTS,
+#      default 50,000 contacts, at BROADCAST_RATE, default 2000/s): accept p99, apply lag p99,
+#      time to drain;
+#   5. on the emulators: benches/load_aws.rs (LOAD_AWS_REQUESTS, default 2000), the same with
+#      the broadcast profile at BROADCAST_AWS_CONTACTS (150) contacts (processor events/s), the
+#      DynamoDB calls per processor path (the contract test that asserts them writes
 #      target/bench/processor_calls.json), the notifier's calls per change (its end-to-end test
 #      writes target/bench/notifier_calls.json), then the cold start of the x86_64 receiver and
 #      processor zips (scripts/measure-init.py), if built;
-#   5. scripts/performance-report.py writes docs/performance.md.
+#   6. scripts/performance-report.py writes docs/performance.md; the broadcast replay's tables
+#      (which it does not read) are appended to it here.
 # Raw outputs go to target/bench/. A stage that fails is reported in the page, and the script
 # then exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The broadcast replay's section of docs/performance.md: the method, and the tables both runs
+# printed (scripts/performance-report.py does not read them).
+broadcast_section() {
+  echo
+  cat <<'EOF'
+
+## Broadcast replay
+
+Method (`benches/broadcast.rs`, `benches/common/broadcast.rs`; `make broadcast`): one template
+message to each of `BROADCAST_CONTACTS` contacts and the callbacks Wati would post for it, v1 and
+v2 of each: sent (the only ones naming the contact), 95% delivered, 60% read, 10% a reply (the
+contact's `message` and `sentMessageREPLIED`), with the field sets of `tests/fixtures/events/`;
+the sends first, then deliveries, reads and replies interleaved as their times fall (seeded).
+Offered to the local server (in the bench's process, as `load_local`) in an open loop at
+`BROADCAST_RATE`, at most 1024 in flight; accept latency counts from each callback's scheduled
+start. **Apply lag**: for every 100th callback whose fact is new (the first of its v1/v2 pair),
+from its `200` to the first `GET /v1/messages/{id}` that shows the fact (`sent_at`,
+`delivered_at`, `read_at`, `replied_at`, or the reply itself), read every max(2 ms, lag so far /
+10): at most 10% (or 2 ms) high. **Drain**: from the last `200` to an empty queue. **Events
+applied per second**: every callback, over the time from the first request to the empty queue.
+On the emulators (`LOAD_PROFILE=broadcast` of `benches/load_aws.rs`): the same profile at
+`BROADCAST_AWS_CONTACTS` contacts through the receiver's router (concurrency 16, in arrival
+order), then 4 pollers draining the queue through `process_sqs_batch` in batches of 10 (as 4
+concurrent Lambda batches): processor events/s includes SQS receive and delete.
+
+EOF
+  printf 'Local server (`%s/broadcast.txt`):\n\n' "$raw"
+  grep '^|' "$raw/broadcast.txt" || echo "(no result)"
+  printf '\nAWS receiver and processor on the emulators (`%s/load_aws_broadcast.txt`):\n\n' "$raw"
+  grep '^|' "$raw/load_aws_broadcast.txt" || echo "(no result)"
+}
 CARGO="${CARGO:-cargo}"
 raw="target/bench"
 started=$(date +%s)
@@ -63,15 +100,25 @@ if ! LOAD_FORWARD=1 LOAD_FORWARD_DRAIN_SECONDS=10 LOAD_REQUESTS=$((rate * ${LOAD
   failed+=(load_local_forward_accept)
 fi
 
+echo "bench: broadcast replay on the local server" >&2
+if ! $CARGO bench --locked --bench broadcast | tee "$raw/broadcast.txt"; then
+  failed+=(broadcast)
+fi
+
 echo "bench: AWS path on the emulators, then cold start" >&2
 # One emulator session for both; the cold start does not fail the run (its rows say why).
 # shellcheck disable=SC2016  # expanded by the inner shell
 if ! LOAD_REQUESTS="${LOAD_AWS_REQUESTS:-2000}" CARGO="$CARGO" RAW="$raw" \
+  BROADCAST_AWS_CONTACTS="${BROADCAST_AWS_CONTACTS:-150}" \
   scripts/emulators.sh run -- bash -c '
     set -o pipefail
     # The receiver prints one metric (EMF JSON) line per request: kept in the file, not shown.
     $CARGO bench --locked --bench load_aws | tee "$RAW/load_aws.txt" | { grep -v "^{" || true; }
     status=$?
+    # The broadcast profile through the receiver and the processor (processor events/s).
+    LOAD_PROFILE=broadcast BROADCAST_CONTACTS="$BROADCAST_AWS_CONTACTS" \
+      $CARGO bench --locked --bench load_aws | tee "$RAW/load_aws_broadcast.txt" \
+      | { grep -v "^{" || true; } || status=1
     # The DynamoDB calls per processor path, counted by the contract test that asserts them.
     $CARGO test --locked --test contract -- --exact \
       e2e::aws_calls_per_processor_path >"$RAW/processor_calls.txt" 2>&1 || status=1
@@ -86,6 +133,7 @@ fi
 
 seconds=$(($(date +%s) - started))
 python3 scripts/performance-report.py report "$raw" --seconds "$seconds" --failed "${failed[@]}"
+broadcast_section >>docs/performance.md
 if [ ${#failed[@]} -gt 0 ]; then
   echo "bench: failed stages: ${failed[*]}" >&2
   exit 1
