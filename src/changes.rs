@@ -266,6 +266,7 @@ fn stable_content(view: &ChannelView) -> String {
         opened.then_some(session.started_at),
         session.business_messages,
         session.customer_messages,
+        view.reads_from,
     ])
     .to_string()
 }
@@ -493,6 +494,7 @@ mod tests {
         assert_eq!(early.id, expired.id, "the clock alone changes nothing");
         let reply = MessageRecord {
             wa_id: Some("1".into()),
+            sent_at: Some(140),
             delivered_at: Some(150),
             ..outbound("r")
         };

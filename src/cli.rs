@@ -8,10 +8,12 @@
 //! wati-ingest tail [--from-start] [--json]      print change documents as they are recorded
 //! wati-ingest forwards                          list changes whose forwarding was dead-lettered
 //! wati-ingest forwards resend <change id>|--all make dead-lettered changes pending again
+//! wati-ingest backfill-contact-index --aws      give older items their contact index key
 //! ```
 //! `--aws` runs a command against `LEDGER_TABLE`, `STATE_TABLE`, `QUEUE_URL` and `DLQ_URL`
 //! instead of the local store in `DATA_DIR` (`tail` and `forwards` are local only: they read the
-//! outbox and the forwarder's table in `DATA_DIR`, safely beside a running server).
+//! outbox and the forwarder's table in `DATA_DIR`, safely beside a running server;
+//! `backfill-contact-index` is AWS only: the local store migrates itself at start-up).
 
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339 as Rfc3339Format;
@@ -42,6 +44,8 @@ pub enum Command {
     ForwardsResend {
         change: Option<String>,
     },
+    /// Give every message item of the state table its `by_contact_sent` key, then mark the table.
+    BackfillContactIndex,
     Help,
 }
 
@@ -65,6 +69,8 @@ pub enum UsageError {
     EmptyRange,
     #[error("{0} is local only (it reads DATA_DIR); drop --aws")]
     LocalOnly(&'static str),
+    #[error("{0} is for AWS only (the local store needs none); add --aws")]
+    AwsOnly(&'static str),
 }
 
 pub const USAGE: &str = "usage:
@@ -76,6 +82,8 @@ pub const USAGE: &str = "usage:
   wati-ingest forwards                       list changes whose forwarding was dead-lettered
   wati-ingest forwards resend <change id>|--all
                                              make dead-lettered changes pending again
+  wati-ingest backfill-contact-index --aws   give older state items their contact index key
+                                             (once, after deploying the by_contact_sent index)
 add --aws to use LEDGER_TABLE, STATE_TABLE, QUEUE_URL and DLQ_URL instead of DATA_DIR
 (inspect, replay, redrive-dlq)";
 
@@ -98,6 +106,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Usage
             id: words.next().ok_or(UsageError::MissingValue("inspect"))?,
         },
         Some("redrive-dlq") => Command::RedriveDlq,
+        Some("backfill-contact-index") => Command::BackfillContactIndex,
         Some("tail") => {
             let (mut from_start, mut json) = (false, false);
             for flag in words.by_ref() {
@@ -153,6 +162,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Usage
         Command::Tail { .. } if aws => return Err(UsageError::LocalOnly("tail")),
         Command::Forwards | Command::ForwardsResend { .. } if aws => {
             return Err(UsageError::LocalOnly("forwards"))
+        }
+        Command::BackfillContactIndex if !aws => {
+            return Err(UsageError::AwsOnly("backfill-contact-index"))
         }
         _ => {}
     }
@@ -415,6 +427,17 @@ mod tests {
         assert_eq!(
             parse(args("tail --aws")).unwrap_err(),
             UsageError::LocalOnly("tail")
+        );
+        assert_eq!(
+            parse(args("backfill-contact-index")).unwrap_err(),
+            UsageError::AwsOnly("backfill-contact-index")
+        );
+        assert_eq!(
+            parse(args("backfill-contact-index --aws")).unwrap(),
+            Invocation {
+                command: Command::BackfillContactIndex,
+                aws: true
+            }
         );
     }
 }

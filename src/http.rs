@@ -1,7 +1,8 @@
 //! The one HTTP router, served by the local server and (through `lambda_http`) by Lambda.
 //!
 //! - `POST /webhook/{secret}`: authenticate first (401, no I/O), then size (413), then receive.
-//! - `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}[?channel=<business number>]`: the read
+//! - `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}[?channel=<business number>]`,
+//!   `GET /v1/contacts/{waId}/messages[?before=<cursor>&limit=<n>]`: the read
 //!   API, behind a bearer token; `GET /v1/changes?after=<cursor>&limit=<n>&wait=<seconds>`: the
 //!   change feed where the store keeps one (locally).
 //! - `GET /healthz`: 200 when the store can take writes now ([`StateStore::ping`]: locally a real
@@ -25,6 +26,7 @@ use serde_json::json;
 
 use crate::auth::SecretSet;
 use crate::channel::parse_channel_query;
+use crate::contact_page::{decode_cursor, encode_cursor, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::event::log_key;
 use crate::message::MessageView;
 use crate::message::MAX_ID_BYTES;
@@ -185,10 +187,13 @@ async fn read_message(
     }
 }
 
-/// `?channel=<business number>`: one number's view instead of the default number's and the list.
+/// `?channel=<business number>`: one number's view instead of the default number's and the list;
+/// `?before=<cursor>&limit=<n>`: a page of `/v1/contacts/{waId}/messages`.
 #[derive(Debug, Deserialize)]
 struct ContactQuery {
     channel: Option<String>,
+    before: Option<String>,
+    limit: Option<String>,
 }
 
 async fn read_contact(
@@ -200,13 +205,19 @@ async fn read_contact(
     if !bearer_matches(&service.tokens, &headers) {
         return bearer_required();
     }
-    let channel = match query {
-        Ok(Query(ContactQuery { channel: None })) => None,
-        Ok(Query(ContactQuery { channel: Some(raw) })) => match parse_channel_query(&raw) {
+    let Ok(Query(query)) = query else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    // Contact names hold no `/` (digits, or a BSUID such as `US.1349…`).
+    if let Some(contact) = contact.strip_suffix("/messages") {
+        return read_contact_messages(&service, contact, query).await;
+    }
+    let channel = match query.channel {
+        None => None,
+        Some(raw) => match parse_channel_query(&raw) {
             Ok(number) => Some(number),
             Err(malformed) => return error(StatusCode::BAD_REQUEST, &malformed.to_string()),
         },
-        Err(_) => return error(StatusCode::BAD_REQUEST, "malformed query string"),
     };
     if contact.len() > MAX_ID_BYTES {
         return error(StatusCode::NOT_FOUND, "contact not found");
@@ -225,6 +236,53 @@ async fn read_contact(
         Ok(None) => error(StatusCode::NOT_FOUND, "contact not found"),
         Err(failure) => {
             tracing::error!(error = %failure, "read contact");
+            error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+        }
+    }
+}
+
+/// `GET /v1/contacts/{waId}/messages?before=<cursor>&limit=<n>`: the contact's messages, newest
+/// sent first (`{"messages": [...], "next": <cursor or null>}`); 400 for a cursor this API did
+/// not give or a limit outside 1 to 100.
+async fn read_contact_messages(
+    service: &ReadService,
+    contact: &str,
+    query: ContactQuery,
+) -> Response {
+    let limit = match query.limit.as_deref().map(str::parse::<usize>) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(limit)) if (1..=MAX_LIMIT).contains(&limit) => limit,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "limit: 1 to 100"),
+    };
+    let before = match query.before.as_deref().map(decode_cursor) {
+        None => None,
+        Some(Some(position)) => Some(position),
+        Some(None) => return error(StatusCode::BAD_REQUEST, "before: not a cursor of this list"),
+    };
+    if query.channel.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "channel: not a parameter of this list",
+        );
+    }
+    if contact.len() > MAX_ID_BYTES {
+        return Json(json!({"messages": [], "next": null})).into_response();
+    }
+    match service
+        .state
+        .contact_messages_page(contact, before.as_ref(), limit)
+        .await
+    {
+        Ok(page) => {
+            let messages: Vec<MessageView> = page.messages.iter().map(MessageView::from).collect();
+            Json(json!({
+                "messages": messages,
+                "next": page.next.as_ref().map(encode_cursor),
+            }))
+            .into_response()
+        }
+        Err(failure) => {
+            tracing::error!(error = %failure, "read contact messages");
             error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
         }
     }

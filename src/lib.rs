@@ -14,6 +14,9 @@
 //! - [`message_items`]: how both state stores file a message under each of its ids without
 //!   read-modify-write, refuse contradictions, and join the items back at read time.
 //! - [`session`]: a contact's 24-hour sessions and service window, folded from its timeline.
+//! - [`recent`]: how much of a contact's history its view reads (48 hours and the latest message
+//!   of each direction), so that a contact read does not grow with its history.
+//! - [`contact_page`]: a contact's messages a page at a time, newest first (cursor, merge).
 //! - [`auth`]: constant-time secret checks; [`time`]: unix seconds to RFC 3339.
 //! - [`settings`]: environment variables checked (each refusal names its variable).
 //!
@@ -45,6 +48,7 @@ pub mod auth;
 pub mod changes;
 pub mod channel;
 pub mod cli;
+pub mod contact_page;
 pub mod event;
 pub mod forward;
 pub mod http;
@@ -57,6 +61,7 @@ pub mod notifier;
 pub mod ports;
 pub mod processor;
 pub mod receiver;
+pub mod recent;
 pub mod session;
 pub mod settings;
 pub mod store;

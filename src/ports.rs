@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::contact_page::{MessagePage, Position};
 use crate::message::MessageRecord;
 use crate::message_items::Contradiction;
 use crate::session::ContactView;
@@ -223,6 +224,14 @@ pub trait StateStore: Send + Sync {
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError>;
     /// A contact by phone number or BSUID, as seen at `now`.
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError>;
+    /// A page of a contact's messages (by either name), newest sent first, after `before`
+    /// ([`crate::contact_page`]).
+    async fn contact_messages_page(
+        &self,
+        contact: &str,
+        before: Option<&Position>,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError>;
     /// Whether the store can take writes now (the embedded store: a real write in each of its
     /// databases, the ledger and queue tables included; DynamoDB: the state table answers).
     async fn ping(&self) -> Result<(), StoreError>;

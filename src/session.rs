@@ -122,6 +122,11 @@ pub struct ChannelView {
     pub window_open: bool,
     pub window_expires_at: Rfc3339,
     pub session: SessionView,
+    /// Where the history this view was folded from starts ([`crate::recent`]'s horizon). As that
+    /// window moves, a view can come back to what it showed before: its `contact.updated` id
+    /// carries this too, so the newest document is always the view as it is. Not served.
+    #[serde(skip)]
+    pub reads_from: Option<i64>,
 }
 
 /// What `GET /v1/contacts/{waId}` answers: the default number's view at the top level (today's
@@ -135,20 +140,23 @@ pub struct ContactView {
 }
 
 impl ContactView {
-    /// The contact's view at `now` from all its messages; `None` when it has none.
+    /// The contact's view at `now` from its messages (all, or a superset of those
+    /// [`crate::recent`] reads): folded from those it reads; `None` when that is none.
     pub fn from_messages(messages: &[MessageRecord], now: i64) -> Option<Self> {
+        let reads_from = crate::recent::Horizon::of(messages).map(|h| h.from);
+        let messages = crate::recent::recent(messages);
         if messages.is_empty() {
             return None;
         }
         let wa_id = messages.iter().filter_map(|m| m.wa_id.clone()).min();
         let bsuid = messages.iter().filter_map(|m| m.bsuid.clone()).min();
-        let channels: Vec<ChannelView> =
-            group_by_channel(messages.iter().collect(), |m| m.channel())
-                .into_iter()
-                .map(|(channel, mine)| {
-                    ChannelView::from_messages(&mine, channel, &wa_id, &bsuid, now)
-                })
-                .collect();
+        let channels: Vec<ChannelView> = group_by_channel(messages.clone(), |m| m.channel())
+            .into_iter()
+            .map(|(channel, mine)| ChannelView {
+                reads_from,
+                ..ChannelView::from_messages(&mine, channel, &wa_id, &bsuid, now)
+            })
+            .collect();
         let default = match channels.first() {
             Some(first) if first.channel_id.is_none() => first.clone(),
             _ => ChannelView::from_messages(
@@ -218,6 +226,7 @@ impl ChannelView {
             window_open: window_expires_at.is_some_and(|expires| now < expires),
             window_expires_at: Rfc3339(window_expires_at),
             session: session_view(sessions(&timeline).last(), now),
+            reads_from: None,
         }
     }
 }

@@ -112,12 +112,18 @@ pub struct WindowItem {
 
 /// The view of `channel` (`""`: the default number) among a contact's views, as the local timer
 /// picks it.
+///
+/// `None` also when the view holds no window on that number: the contact's view reads 48 hours
+/// before its latest message ([`crate::recent`]), so a timer that reaches a window more than a
+/// day after it closed, once later messages on another number moved the view past it, finds no
+/// window there to announce (the row is marked, nothing is sent: `docs/changes.md`).
 pub fn window_view(contact: &ContactView, channel: &str) -> Option<ChannelView> {
     let channel = (!channel.is_empty()).then_some(channel);
     contact
         .channels
         .iter()
         .find(|v| v.channel_id.as_deref() == channel)
+        .filter(|v| v.window_expires_at.0.is_some())
         .cloned()
 }
 

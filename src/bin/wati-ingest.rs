@@ -164,6 +164,13 @@ async fn run_aws(command: Command) -> Result<(), Error> {
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let ledger = DynamoLedger::new(dynamodb.clone(), ledger_table);
     let state = DynamoState::new(dynamodb, state_table);
+    if command == Command::BackfillContactIndex {
+        let keyed = state.backfill_contact_index().await?;
+        println!(
+            "gave {keyed} items their contact index key; contact reads now use by_contact_sent"
+        );
+        return Ok(());
+    }
     let queue = SqsQueue::new(sqs.clone(), &queue_url);
     run(command, &ledger, &queue, &state, || async move {
         redrive_dlq(&sqs, &dlq_url, &queue_url).await
@@ -193,12 +200,13 @@ where
         }
         Command::RedriveDlq => println!("redrove {} dead-lettered events", redrive().await?),
         // Served and answered by `main` before a store is opened; local-only commands are run by
-        // `run_local`.
+        // `run_local`, the backfill by `run_aws`.
         Command::Serve
         | Command::Help
         | Command::Tail { .. }
         | Command::Forwards
-        | Command::ForwardsResend { .. } => {}
+        | Command::ForwardsResend { .. }
+        | Command::BackfillContactIndex => {}
     }
     Ok(())
 }

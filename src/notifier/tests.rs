@@ -197,11 +197,13 @@ fn other_records_are_ignored() {
     );
 }
 
+/// A business message to `wa_id`, sent (a contact's view reads sent messages only).
 fn outbound(id: &str, wa_id: &str) -> MessageRecord {
     MessageRecord {
         id: Some(id.into()),
         wa_id: Some(wa_id.into()),
         direction: Some(Direction::Outbound),
+        sent_at: Some(90),
         ..MessageRecord::default()
     }
 }

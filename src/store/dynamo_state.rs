@@ -25,7 +25,11 @@
 //! Items of the earlier model read as they are: a merged message item is a home holding all its
 //! ids, and an alias `pk = ID#<id>, sk = ID` reads as a copy of the message it names.
 
+mod contacts;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -37,10 +41,10 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::changes::ChangeType;
+use crate::contact_page::{MessagePage, Position};
 use crate::message::{Direction, Failure, MessageRecord};
 use crate::message_items::{
-    contradiction, distinct_messages, plan, set_once_fields, Contradiction, ItemWrite, MessageItem,
-    Plan, Resolution,
+    contradiction, plan, set_once_fields, Contradiction, ItemWrite, MessageItem, Plan, Resolution,
 };
 use crate::ports::{MergeOutcome, QuarantineEntry, QueuedEvent, StateStore, StoreError};
 use crate::session::ContactView;
@@ -51,10 +55,7 @@ use crate::windows::{
 
 type Item = HashMap<String, AttributeValue>;
 
-/// Items by `contact` (the phone number, else the BSUID) and by `bsuid`: together every item
-/// that names a contact by either name, like the embedded store's two indexes.
-const CONTACT_INDEX: &str = "by_contact";
-const BSUID_INDEX: &str = "by_bsuid";
+pub use contacts::CONTACT_SENT_INDEX;
 
 /// Rounds of `UnprocessedKeys` retried (with backoff) before a read gives up.
 const BATCH_GET_ATTEMPTS: u32 = 8;
@@ -76,6 +77,8 @@ const LEGACY_TIMES: [&str; 4] = ["sent_at", "delivered_at", "read_at", "replied_
 pub struct DynamoState {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// Set once the contact index's backfill marker has been seen ([`contacts`]).
+    contact_index_ready: Arc<AtomicBool>,
 }
 
 /// The key of an alias item of the earlier model.
@@ -111,6 +114,38 @@ fn decode_failure(encoded: &str) -> Option<Failure> {
     Some(Failure { at, code, detail })
 }
 
+/// An item's place in the `by_contact_sent` index (under its `contact`): `I#` (inbound) or `O#`,
+/// the sent time in 12 digits, `#` and the item's key, e.g. `O#001764238523#<id>`. Set by the
+/// first write that reports the send and names the contact (`if_not_exists`: never moved), so
+/// its time is one of the item's sent times, never earlier than the least: a contact read that
+/// takes every key from a time on finds every item sent since ([`crate::recent`]). `None` for a
+/// write that names no contact or reports no send.
+pub fn sent_key(write: &ItemWrite) -> Option<String> {
+    let record = &write.record;
+    let sent_at = record.sent_at?;
+    record.contact()?;
+    Some(sent_key_at(record.direction(), sent_at, &write.key))
+}
+
+/// The `by_contact_sent` key of an item sent at `sent_at` in `direction`.
+pub fn sent_key_at(direction: Direction, sent_at: i64, key: &str) -> String {
+    format!("{}{key}", sent_key_prefix(direction, sent_at))
+}
+
+/// The start of the `by_contact_sent` keys of `direction` sent at `sent_at`: `O#001764238523#`.
+fn sent_key_prefix(direction: Direction, sent_at: i64) -> String {
+    let side = match direction {
+        Direction::Inbound => 'I',
+        Direction::Outbound => 'O',
+    };
+    format!("{side}#{:012}#", sent_at.clamp(0, 999_999_999_999))
+}
+
+/// The sent time a `by_contact_sent` key holds.
+fn sent_time_of_key(key: &str) -> Option<i64> {
+    key.get(2..14)?.parse().ok()
+}
+
 /// One `UpdateItem` (alone or in a transaction): the expression, its condition and values.
 #[derive(Debug, Default, PartialEq)]
 pub struct ItemUpdate {
@@ -142,6 +177,10 @@ pub fn item_update(write: &ItemWrite, required: Option<&str>) -> ItemUpdate {
         (Some(_), _) => set.push("contact = :wa_id".to_owned()),
         (None, Some(_)) => set.push("contact = if_not_exists(contact, :bsuid)".to_owned()),
         (None, None) => {}
+    }
+    if let Some(key) = sent_key(write) {
+        set.push("sent_key = if_not_exists(sent_key, :sent_key)".to_owned());
+        values.insert(":sent_key".to_owned(), s(key));
     }
     let times = [
         record.sent_at,
@@ -287,25 +326,11 @@ impl DynamoState {
         Ok(resolution.message())
     }
 
-    /// Every message of a contact (named by either name), one record each. Found through the
-    /// indexes, which are eventually consistent: a write made just now may be missing or stale.
-    pub async fn contact_messages(&self, contact: &str) -> Result<Vec<MessageRecord>, StoreError> {
-        let mut resolutions = Vec::new();
-        for name in self.names_of(contact).await? {
-            for home in self.homes_of(&name).await? {
-                let mut resolution = Resolution::new(&home.key);
-                resolution.offer(&home.key.clone(), Some(home));
-                resolutions.push(resolution);
-            }
-        }
-        self.resolve_all(&mut resolutions, false).await?;
-        Ok(distinct_messages(resolutions))
-    }
-
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         DynamoState {
             client,
             table: table.into(),
+            contact_index_ready: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -545,58 +570,6 @@ impl DynamoState {
             }
         }
     }
-
-    /// The items that name `contact` as their phone number or their BSUID.
-    async fn homes_of(&self, contact: &str) -> Result<Vec<MessageItem>, StoreError> {
-        let mut items = self.query_index(CONTACT_INDEX, "contact", contact).await?;
-        items.extend(self.query_index(BSUID_INDEX, "bsuid", contact).await?);
-        Ok(items)
-    }
-
-    async fn query_index(
-        &self,
-        index: &str,
-        attribute: &str,
-        value: &str,
-    ) -> Result<Vec<MessageItem>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(index)
-                .key_condition_expression(format!("{attribute} = :value"))
-                .expression_attribute_values(":value", s(value))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable("query contact messages", e))?;
-            items.extend(output.items().iter().filter_map(|item| {
-                message_item_key(item).map(|key| item_from_attributes(key, item))
-            }));
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
-    }
-
-    async fn names_of(&self, contact: &str) -> Result<Vec<String>, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("LINK#{contact}")))
-            .send()
-            .await
-            .map_err(|e| unavailable("query contact links", e))?;
-        let mut names = vec![contact.to_owned()];
-        names.extend(output.items().iter().filter_map(|item| text(item, "sk")));
-        Ok(names)
-    }
 }
 
 /// The key of a window item ([`crate::windows`]).
@@ -790,6 +763,15 @@ impl StateStore for DynamoState {
             &self.contact_messages(contact).await?,
             now,
         ))
+    }
+
+    async fn contact_messages_page(
+        &self,
+        contact: &str,
+        before: Option<&Position>,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError> {
+        self.contact_page(contact, before, limit).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

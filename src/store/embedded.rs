@@ -95,7 +95,9 @@ impl EmbeddedStore {
         let state_schema = format!("{STATE_SCHEMA}{OUTBOX_SCHEMA}{FORWARDS_SCHEMA}{HEALTH_TABLE}");
         let state = Database::open(&state_path, &state_schema, |writer| {
             message_state::add_linked_column(writer)
-                .map_err(|e| StoreError::unavailable("add linked column", e))
+                .map_err(|e| StoreError::unavailable("add linked column", e))?;
+            message_state::add_sent_columns(writer)
+                .map_err(|e| StoreError::unavailable("add sent columns", e))
         })?;
         let intake_schema = format!("{INTAKE_SCHEMA}{QUEUE_TABLE}{HEALTH_TABLE}");
         let intake = Database::open(path, &intake_schema, |writer| {

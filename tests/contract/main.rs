@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod chaos;
+mod contact_reads;
 mod e2e;
 mod lambda;
 mod log_hygiene;

@@ -116,7 +116,9 @@ fn expected_message_ids() -> BTreeMap<String, String> {
 }
 
 /// The `contact.updated` id of Alice's final view with one number: the view's stable content
-/// (names, number, last times, window, session start and counts) as the README states it.
+/// (names, number, last times, window, session start and counts) as the README states it, and
+/// where the 48 hours her view reads start (`docs/changes.md`): before her latest message, ...12
+/// sent at +430.
 fn alice_final_view_id(channel_id: &str, number: &str, start: i64, outbound: i64) -> String {
     let rfc = |offset: i64| wati_ingest::time::Rfc3339(Some(T0 + offset)).render();
     let content = serde_json::json!([
@@ -128,7 +130,8 @@ fn alice_final_view_id(channel_id: &str, number: &str, start: i64, outbound: i64
         rfc(start + 86_400),
         rfc(start),
         1,
-        1
+        1,
+        T0 + 430 - 2 * 86_400
     ])
     .to_string();
     change_id(&["contact", ALICE, channel_id, &content])

@@ -247,6 +247,9 @@ async fn items_of_the_earlier_model_read_and_take_new_events() {
             .await
             .unwrap();
     }
+    // What the runbook has operators run after deploying the contact index: the earlier items
+    // get their `sent_key` (the contact read below finds them through it).
+    assert_eq!(state.backfill_contact_index().await.unwrap(), 1);
     assert_one_message(&state, Some(1_700_000_250), None).await;
     // An earlier delivery time naming only the wamid arrives under the new model: it files a
     // new item under the wamid, which the alias still joins to the message.

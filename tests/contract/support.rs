@@ -197,12 +197,38 @@ impl Stack {
         Stack::create_on_with(config, dynamodb, sqs, false).await
     }
 
-    /// Like [`Stack::create_on`], `streams` as in [`Stack::create_streaming`].
+    /// Like [`Stack::create_on`], `streams` as in [`Stack::create_streaming`]. As a deployment
+    /// would, it then runs `wati-ingest backfill-contact-index` (on the empty state table: it
+    /// only writes the marker that lets contact reads use `by_contact_sent`).
     pub async fn create_on_with(
         config: aws_config::SdkConfig,
         dynamodb: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
         streams: bool,
+    ) -> Stack {
+        let stack = Stack::build(config, dynamodb, sqs, streams, None).await;
+        DynamoState::new(stack.dynamodb.clone(), stack.table("StateTable"))
+            .backfill_contact_index()
+            .await
+            .expect("backfill the contact index of an empty table");
+        stack
+    }
+
+    /// The stack as a release before the state table's `index` was deployed: the table without
+    /// that index, and no backfill run.
+    pub async fn create_without_index(index: &str) -> Stack {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        Stack::build(config, dynamodb, sqs, false, Some(index)).await
+    }
+
+    async fn build(
+        config: aws_config::SdkConfig,
+        dynamodb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+        streams: bool,
+        without_index: Option<&str>,
     ) -> Stack {
         let suffix = format!(
             "{}-{}",
@@ -273,7 +299,34 @@ impl Stack {
             }
             let id = id.as_str().expect("logical id");
             let name = format!("{id}-{suffix}");
-            create_table(&dynamodb, &name, &resource["Properties"], streams).await;
+            let mut properties = resource["Properties"].clone();
+            if let (Some(index), Some(indexes)) = (
+                without_index,
+                properties
+                    .get_mut("GlobalSecondaryIndexes")
+                    .and_then(Value::as_sequence_mut),
+            ) {
+                indexes.retain(|i| i["IndexName"].as_str() != Some(index));
+                // DynamoDB refuses an attribute definition no key uses.
+                let keyed: Vec<Value> = std::iter::once(&properties["KeySchema"])
+                    .chain(
+                        properties["GlobalSecondaryIndexes"]
+                            .as_sequence()
+                            .into_iter()
+                            .flatten()
+                            .map(|i| &i["KeySchema"]),
+                    )
+                    .flat_map(|k| k.as_sequence().cloned().unwrap_or_default())
+                    .map(|k| k["AttributeName"].clone())
+                    .collect();
+                if let Some(definitions) = properties
+                    .get_mut("AttributeDefinitions")
+                    .and_then(Value::as_sequence_mut)
+                {
+                    definitions.retain(|d| keyed.contains(&d["AttributeName"]));
+                }
+            }
+            create_table(&dynamodb, &name, &properties, streams).await;
             names.insert(id.to_owned(), name);
         }
         Stack {

@@ -13,6 +13,7 @@ async fn reads_need_the_bearer_token() {
     for path in [
         "/v1/messages/6734a1b2c3d4e5f601000001",
         "/v1/contacts/14155550101",
+        "/v1/contacts/14155550101/messages",
     ] {
         for token in [None, Some("wrong-token-0123456789"), Some("")] {
             let (status, body) = app.get_with_token(path, token).await;
@@ -47,6 +48,63 @@ async fn unknown_ids_are_not_found() {
         let (status, body) = app.get(path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
     }
+}
+
+/// A contact's message list pages newest first with an opaque cursor; a cursor it did not give
+/// or a limit outside 1 to 100 is a 400, an unknown contact an empty list.
+#[tokio::test]
+async fn a_contacts_messages_are_listed_a_page_at_a_time() {
+    let app = spawn_app().await;
+    app.post_all(&crate::helpers::fixtures()).await;
+    app.wait_until_applied().await;
+    let mut listed = Vec::new();
+    let mut path = "/v1/contacts/14155550101/messages?limit=2".to_owned();
+    loop {
+        let (status, body) = app.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let messages = body["messages"].as_array().unwrap();
+        assert!(messages.len() <= 2, "{body}");
+        listed.extend(messages.iter().map(|m| {
+            (
+                m["sent_at"].as_str().unwrap_or_default().to_owned(),
+                m["id"].clone(),
+            )
+        }));
+        match body["next"].as_str() {
+            Some(cursor) => {
+                path = format!("/v1/contacts/14155550101/messages?limit=2&before={cursor}")
+            }
+            None => break,
+        }
+    }
+    assert!(listed.len() >= 3, "{listed:?}");
+    let mut newest_first = listed.clone();
+    newest_first.sort_by(|a, b| b.0.cmp(&a.0));
+    assert_eq!(
+        listed.iter().map(|m| &m.0).collect::<Vec<_>>(),
+        newest_first.iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
+    let (_, whole) = app.get("/v1/contacts/14155550101/messages?limit=100").await;
+    assert_eq!(whole["messages"].as_array().unwrap().len(), listed.len());
+    assert_eq!(whole["next"], serde_json::Value::Null);
+
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=ten",
+        "before=p1.!!",
+        "before=c1.10",
+        "before=",
+        "channel=14155550000",
+    ] {
+        let (status, body) = app
+            .get(&format!("/v1/contacts/14155550101/messages?{bad}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, body) = app.get("/v1/contacts/19999999999/messages").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"messages": [], "next": null}));
 }
 
 /// Health is 200 while the store answers.

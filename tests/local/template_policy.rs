@@ -175,6 +175,7 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
                     &[
                         "StateTable",
                         "StateTable/index/by_contact",
+                        "StateTable/index/by_contact_sent",
                         "StateTable/index/by_bsuid",
                     ],
                 ),
@@ -197,6 +198,7 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
                     &[
                         "StateTable",
                         "StateTable/index/by_contact",
+                        "StateTable/index/by_contact_sent",
                         "StateTable/index/by_bsuid",
                     ],
                 ),
@@ -205,7 +207,7 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
             ]),
         ),
         (
-            // Reads only: messages and aliases by key, contacts through links and by_contact.
+            // Reads only: messages and aliases by key, contacts through links and the contact indexes.
             "ApiFunction",
             grants(&[(
                 &[
@@ -216,6 +218,7 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
                 &[
                     "StateTable",
                     "StateTable/index/by_contact",
+                    "StateTable/index/by_contact_sent",
                     "StateTable/index/by_bsuid",
                 ],
             )]),

@@ -3,10 +3,12 @@
 //! DynamoDB, so both backends give one answer for any history, conflicting ones included.
 //!
 //! Table `messages`: `id` (the item's key), `wa_id` and `bsuid` (the contact names an event filed
-//! there, indexed for contact reads), `record` (the item's [`MessageRecord`] as JSON), `linked`
-//! (JSON array of link tokens, or NULL). Table `contact_ids`: a contact's phone number and BSUID.
+//! there), `sent_at` and `direction` (the item's own, so a contact read finds its recent messages
+//! by an index on name, direction and sent time: [`crate::recent`]), `record` (the item's
+//! [`MessageRecord`] as JSON), `linked` (JSON array of link tokens, or NULL). Table
+//! `contact_ids`: a contact's phone number and BSUID.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -17,24 +19,26 @@ use super::outbox;
 use super::schema::{connect, returns_a_row};
 use super::{decode, now_ms, to_sql_error, EmbeddedStore};
 use crate::changes::item_changes;
-use crate::message::MessageRecord;
+use crate::contact_page::{cut, MessagePage, Position};
+use crate::message::{Direction, MessageRecord};
 use crate::message_items::{
     absorb, distinct_messages, plan, Contradiction, MessageItem, Resolution,
 };
 use crate::ports::{MergeOutcome, QuarantineEntry, QueuedEvent, StateStore, StoreError};
+use crate::recent::Horizon;
 use crate::session::ContactView;
 use crate::time::now_unix;
 
 pub(super) const STATE_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
-    id     TEXT PRIMARY KEY,
-    wa_id  TEXT,
-    bsuid  TEXT,
-    record TEXT NOT NULL,
-    linked TEXT
+    id        TEXT PRIMARY KEY,
+    wa_id     TEXT,
+    bsuid     TEXT,
+    record    TEXT NOT NULL,
+    linked    TEXT,
+    sent_at   INTEGER,
+    direction TEXT
 );
-CREATE INDEX IF NOT EXISTS messages_by_wa_id ON messages(wa_id) WHERE wa_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_by_bsuid ON messages(bsuid) WHERE bsuid IS NOT NULL;
 CREATE TABLE IF NOT EXISTS message_ids (
     alias TEXT PRIMARY KEY,
     id    TEXT NOT NULL
@@ -58,6 +62,36 @@ pub(super) fn add_linked_column(state: &Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     state.execute_batch("ALTER TABLE messages ADD COLUMN linked TEXT")
+}
+
+/// The indexes of contact reads and pages: by name, direction, sent time and key (items with a
+/// sent time only).
+const CONTACT_INDEXES: &str = "
+DROP INDEX IF EXISTS messages_by_wa_id;
+DROP INDEX IF EXISTS messages_by_bsuid;
+CREATE INDEX IF NOT EXISTS messages_by_wa_id_sent ON messages(wa_id, direction, sent_at, id)
+    WHERE wa_id IS NOT NULL AND sent_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_by_bsuid_sent ON messages(bsuid, direction, sent_at, id)
+    WHERE bsuid IS NOT NULL AND sent_at IS NOT NULL;
+";
+
+/// Stores made before contact reads were bounded: give `messages` its `sent_at` and `direction`
+/// columns, filled from each item's record; then the indexes contact reads use.
+pub(super) fn add_sent_columns(state: &Connection) -> rusqlite::Result<()> {
+    if !returns_a_row(
+        state,
+        "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'sent_at'",
+    )? {
+        state.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE messages ADD COLUMN sent_at INTEGER;
+             ALTER TABLE messages ADD COLUMN direction TEXT;
+             UPDATE messages SET sent_at = json_extract(record, '$.sent_at'),
+                 direction = coalesce(json_extract(record, '$.direction'), 'outbound');
+             COMMIT;",
+        )?;
+    }
+    state.execute_batch(CONTACT_INDEXES)
 }
 
 /// Turns the aliases of the earlier layout into edge items: a merged record already holds every
@@ -125,16 +159,20 @@ fn store_item(conn: &Connection, item: &MessageItem) -> rusqlite::Result<()> {
         false => Some(serde_json::to_string(&item.linked).map_err(to_sql_error)?),
     };
     conn.prepare_cached(
-        "INSERT INTO messages (id, wa_id, bsuid, record, linked) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO messages (id, wa_id, bsuid, record, linked, sent_at, direction)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (id) DO UPDATE SET wa_id = excluded.wa_id, bsuid = excluded.bsuid,
-         record = excluded.record, linked = excluded.linked",
+         record = excluded.record, linked = excluded.linked, sent_at = excluded.sent_at,
+         direction = excluded.direction",
     )?
     .execute(params![
         item.key,
         item.record.wa_id,
         item.record.bsuid,
         record,
-        linked
+        linked,
+        item.record.sent_at,
+        direction_name(item.record.direction()),
     ])?;
     Ok(())
 }
@@ -215,34 +253,106 @@ fn resolve_all(conn: &Connection, resolutions: &mut [Resolution]) -> rusqlite::R
     }
 }
 
-/// Every message of a contact named by phone number or BSUID, by either of its names.
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    }
+}
+
+/// The items naming `?1` in `column` (`wa_id` or `bsuid`), of direction `?2`, sent at or after
+/// `?3`.
+fn since_sql(column: &str) -> String {
+    format!(
+        "SELECT id, record, linked FROM messages
+         WHERE {column} = ?1 AND direction = ?2 AND sent_at >= ?3"
+    )
+}
+
+/// Up to `?5` of those items before `(?3, ?4)` in `(sent_at, id)` order, newest first.
+fn page_sql(column: &str) -> String {
+    format!(
+        "SELECT id, record, linked, sent_at FROM messages
+         WHERE {column} = ?1 AND direction = ?2 AND sent_at IS NOT NULL
+           AND (sent_at < ?3 OR (sent_at = ?3 AND id < ?4))
+         ORDER BY sent_at DESC, id DESC LIMIT ?5"
+    )
+}
+
+/// A contact's names: the one asked for and those linked to it.
+fn names_of(conn: &Connection, contact: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT ?1 UNION SELECT bsuid FROM contact_ids WHERE wa_id = ?1
+         UNION SELECT wa_id FROM contact_ids WHERE bsuid = ?1",
+    )?
+    .query_map([contact], |row| row.get(0))?
+    .collect()
+}
+
+/// The messages of a contact (named by phone number or BSUID, by either of its names) that its
+/// view reads ([`crate::recent`]), and maybe a few more. Bounded: for each name and direction the
+/// index is read newest first only until no item left can hold a later send than the latest
+/// message found (an item's sent time is never before its message's: usually one item), then
+/// the range of the lookback before the latest message of either direction.
 pub(super) fn contact_messages(
     conn: &Connection,
     contact: &str,
 ) -> rusqlite::Result<Vec<MessageRecord>> {
-    let homes: Vec<MessageItem> = conn
-        .prepare_cached(
-            "WITH names(name) AS (
-                 SELECT ?1
-                 UNION SELECT bsuid FROM contact_ids WHERE wa_id = ?1
-                 UNION SELECT wa_id FROM contact_ids WHERE bsuid = ?1)
-             SELECT id, record, linked FROM messages WHERE wa_id IN (SELECT name FROM names)
-             UNION
-             SELECT id, record, linked FROM messages WHERE bsuid IN (SELECT name FROM names)",
-        )?
-        .query_map([contact], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, Option<String>>(2)?,
-            ))
-        })?
-        .map(|row| {
-            row.and_then(|(key, record, linked)| item_from_row(key, &record, linked.as_deref()))
-        })
-        .collect::<rusqlite::Result<_>>()?;
+    // (column, name, direction) for every way an item can name this contact.
+    let mut filings = Vec::new();
+    for name in names_of(conn, contact)? {
+        for column in ["wa_id", "bsuid"] {
+            for direction in [Direction::Inbound, Direction::Outbound] {
+                filings.push((column, name.clone(), direction));
+            }
+        }
+    }
+    let mut homes: BTreeMap<String, MessageItem> = BTreeMap::new();
+    let mut latest: [Option<i64>; 2] = [None, None];
+    let side = |direction: Direction| usize::from(direction == Direction::Outbound);
+    for (column, name, direction) in &filings {
+        let mut cursor = (i64::MAX, String::new());
+        loop {
+            let Some((sent_at, item)) =
+                index_page(conn, column, name, *direction, &cursor, 1)?.pop()
+            else {
+                break;
+            };
+            let message = message_from(conn, item.clone())?;
+            if let Some(message) = &message {
+                let slot = side(message.direction());
+                latest[slot] = latest[slot].max(message.sent_at);
+            }
+            cursor = (sent_at, item.key.clone());
+            homes.insert(item.key.clone(), item);
+            if latest[side(*direction)].is_some_and(|best| sent_at <= best) {
+                break;
+            }
+        }
+    }
+    let Some(horizon) = Horizon::new(latest[0], latest[1]) else {
+        return Ok(Vec::new());
+    };
+    for (column, name, direction) in &filings {
+        let mut query = conn.prepare_cached(&since_sql(column))?;
+        let rows = query.query_map(
+            params![name, direction_name(*direction), horizon.from],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                ))
+            },
+        )?;
+        for row in rows {
+            let (key, record, linked) = row?;
+            let item = item_from_row(key.clone(), &record, linked.as_deref())?;
+            homes.insert(key, item);
+        }
+    }
     let mut resolutions: Vec<Resolution> = homes
-        .into_iter()
+        .into_values()
         .map(|home| {
             let mut resolution = Resolution::new(&home.key);
             resolution.offer(&home.key.clone(), Some(home));
@@ -251,6 +361,98 @@ pub(super) fn contact_messages(
         .collect();
     resolve_all(conn, &mut resolutions)?;
     Ok(distinct_messages(resolutions))
+}
+
+/// The message `home` belongs to, joined from its items.
+fn message_from(conn: &Connection, home: MessageItem) -> rusqlite::Result<Option<MessageRecord>> {
+    let mut resolution = Resolution::new(&home.key);
+    resolution.offer(&home.key.clone(), Some(home));
+    let mut resolution = [resolution];
+    resolve_all(conn, &mut resolution)?;
+    let [resolution] = resolution;
+    Ok(resolution.message())
+}
+
+/// Up to `limit` items naming `name` in `column`, of `direction`, before `cursor` in
+/// `(sent_at, id)` order, newest first, with their sent time.
+fn index_page(
+    conn: &Connection,
+    column: &str,
+    name: &str,
+    direction: Direction,
+    cursor: &(i64, String),
+    limit: usize,
+) -> rusqlite::Result<Vec<(i64, MessageItem)>> {
+    let mut query = conn.prepare_cached(&page_sql(column))?;
+    let rows = query.query_map(
+        params![
+            name,
+            direction_name(direction),
+            cursor.0,
+            cursor.1,
+            limit as i64
+        ],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    rows.map(|row| {
+        let (key, record, linked, sent_at) = row?;
+        Ok((sent_at, item_from_row(key, &record, linked.as_deref())?))
+    })
+    .collect()
+}
+
+/// A page of the contact's messages after `before`, newest sent first: every name and direction
+/// an index range in `(sent_at, id)` order, cut by [`cut`].
+fn contact_page(
+    conn: &Connection,
+    contact: &str,
+    before: Option<&Position>,
+    limit: usize,
+) -> rusqlite::Result<MessagePage> {
+    let (below_time, below_key) = match before {
+        Some(cursor) => (cursor.sent_at, cursor.key.clone()),
+        None => (i64::MAX, String::new()),
+    };
+    let cursor = (below_time, below_key);
+    let mut found = Vec::new();
+    for name in names_of(conn, contact)? {
+        for column in ["wa_id", "bsuid"] {
+            for direction in [Direction::Inbound, Direction::Outbound] {
+                for (sent_at, item) in
+                    index_page(conn, column, &name, direction, &cursor, limit + 1)?
+                {
+                    found.push((
+                        Position {
+                            sent_at,
+                            key: item.key.clone(),
+                        },
+                        item,
+                    ));
+                }
+            }
+        }
+    }
+    let (page, next) = cut(found, before, limit);
+    let mut resolutions: Vec<Resolution> = page
+        .into_iter()
+        .map(|(_, home)| {
+            let mut resolution = Resolution::new(&home.key);
+            resolution.offer(&home.key.clone(), Some(home));
+            resolution
+        })
+        .collect();
+    resolve_all(conn, &mut resolutions)?;
+    Ok(MessagePage {
+        messages: resolutions.iter().filter_map(Resolution::message).collect(),
+        next,
+    })
 }
 
 #[async_trait]
@@ -325,6 +527,20 @@ impl StateStore for EmbeddedStore {
         Ok(ContactView::from_messages(&messages, now))
     }
 
+    async fn contact_messages_page(
+        &self,
+        contact: &str,
+        before: Option<&Position>,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError> {
+        let (contact, before) = (contact.to_owned(), before.cloned());
+        self.state()
+            .read("read a contact's messages", move |conn| {
+                contact_page(conn, &contact, before.as_ref(), limit)
+            })
+            .await
+    }
+
     /// A real write in each database, committed and synced like a webhook's: the intake's also
     /// writes (and removes) a ledger and a queue row, so a full disk, a read-only file or a broken
     /// ledger or queue table fails it. Then each reader must see the write.
@@ -348,5 +564,41 @@ impl StateStore for EmbeddedStore {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Contact reads and pages run on every applied event and every read: each of their queries
+    /// is served by the index on (name, direction, sent time, key), never by a scan of the
+    /// table or a sort of a contact's messages (SQLite's plan says so).
+    #[test]
+    fn contact_queries_are_served_by_the_sent_index() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(super::super::EmbeddedStore::open(&dir.path().join("t.db")).unwrap());
+        let conn = connect(&dir.path().join("t.state.db")).unwrap();
+        for column in ["wa_id", "bsuid"] {
+            for (sql, parameters) in [(since_sql(column), 3), (page_sql(column), 5)] {
+                let values = [1, 2, 3, 4, 5];
+                let plan: Vec<String> = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .unwrap()
+                    .query_map(rusqlite::params_from_iter(&values[..parameters]), |row| {
+                        row.get::<_, String>(3)
+                    })
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                let plan = plan.join("; ");
+                assert!(
+                    plan.contains(&format!("messages_by_{column}_sent")),
+                    "{plan}"
+                );
+                assert!(!plan.contains("SCAN messages"), "{plan}");
+                assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{plan}");
+            }
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::message::MessageRecord;
 use crate::message_items::MessageItem;
 use crate::ports::{ChangeFeed, FeedEntry, StoreError};
 use crate::session::{ChannelView, ContactView};
+use crate::windows::window_view;
 
 pub(super) const OUTBOX_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS changes (
@@ -228,13 +229,8 @@ impl EmbeddedStore {
                 for due in due_windows(conn, now, lead_seconds, 500)? {
                     let contact =
                         ContactView::from_messages(&contact_messages(conn, &due.contact)?, now);
-                    let channel = (!due.channel.is_empty()).then_some(due.channel.as_str());
-                    let view = contact.as_ref().and_then(|c| {
-                        c.channels
-                            .iter()
-                            .find(|v| v.channel_id.as_deref() == channel)
-                    });
-                    if announce_window(conn, &due, view, now)? {
+                    let view = contact.and_then(|c| window_view(&c, &due.channel));
+                    if announce_window(conn, &due, view.as_ref(), now)? {
                         announced += 1;
                     }
                 }

@@ -171,8 +171,10 @@ pub(super) fn move_state_out_of_intake(
     )?;
     let moved = intake.execute_batch(
         "BEGIN;
-         INSERT OR IGNORE INTO state.messages (id, wa_id, bsuid, record)
-             SELECT id, wa_id, bsuid, record FROM main.messages;
+         INSERT OR IGNORE INTO state.messages (id, wa_id, bsuid, record, sent_at, direction)
+             SELECT id, wa_id, bsuid, record, json_extract(record, '$.sent_at'),
+                 coalesce(json_extract(record, '$.direction'), 'outbound')
+             FROM main.messages;
          INSERT OR IGNORE INTO state.message_ids (alias, id) SELECT alias, id FROM main.message_ids;
          INSERT OR IGNORE INTO state.contact_ids (bsuid, wa_id)
              SELECT bsuid, wa_id FROM main.contact_ids;

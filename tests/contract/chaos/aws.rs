@@ -675,7 +675,7 @@ async fn chaos_on_dynamodb_and_sqs() {
         &history.callbacks,
         &played.receipts,
         &delivered,
-        &bus.taken(),
+        &bus.taken(&delivered),
         timer_now,
         WINDOW_LEAD,
     );

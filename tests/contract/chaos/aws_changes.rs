@@ -43,6 +43,9 @@ pub struct ThrottledBus {
     pub throttled_calls: AtomicUsize,
     pub refused_entries: AtomicUsize,
     taken: Mutex<BTreeSet<String>>,
+    /// Ids of entries whose call failed at the SDK (a timeout under load): EventBridge may have
+    /// taken them all the same, and the notifier puts them again.
+    unanswered: Mutex<BTreeSet<String>>,
 }
 
 impl ThrottledBus {
@@ -55,6 +58,7 @@ impl ThrottledBus {
             throttled_calls: AtomicUsize::new(0),
             refused_entries: AtomicUsize::new(0),
             taken: Mutex::new(BTreeSet::new()),
+            unanswered: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -63,8 +67,19 @@ impl ThrottledBus {
     }
 
     /// The ids of every entry the bus took.
-    pub fn taken(&self) -> BTreeSet<String> {
-        self.taken.lock().unwrap().clone()
+    /// The ids the bus took, and those of `delivered` it may have taken without the notifier
+    /// hearing so (the answer lost: the document was published all the same).
+    pub fn taken(&self, delivered: &[Value]) -> BTreeSet<String> {
+        let mut taken = self.taken.lock().unwrap().clone();
+        let unanswered = self.unanswered.lock().unwrap();
+        taken.extend(
+            delivered
+                .iter()
+                .filter_map(|d| d["id"].as_str())
+                .filter(|id| unanswered.contains(*id))
+                .map(str::to_owned),
+        );
+        taken
     }
 }
 
@@ -89,7 +104,14 @@ impl ChangeBus for ThrottledBus {
         let mut answers = if sent.is_empty() {
             Vec::new()
         } else {
-            self.inner.put_events(&sent).await?
+            match self.inner.put_events(&sent).await {
+                Ok(answers) => answers,
+                Err(error) => {
+                    let mut unanswered = self.unanswered.lock().unwrap();
+                    unanswered.extend(sent.iter().map(|entry| entry.id.clone()));
+                    return Err(error);
+                }
+            }
         }
         .into_iter();
         {

@@ -435,6 +435,16 @@ impl StateStore for FaultyState {
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
         self.inner.contact(contact, now).await
     }
+    async fn contact_messages_page(
+        &self,
+        contact: &str,
+        before: Option<&wati_ingest::contact_page::Position>,
+        limit: usize,
+    ) -> Result<wati_ingest::contact_page::MessagePage, StoreError> {
+        self.inner
+            .contact_messages_page(contact, before, limit)
+            .await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

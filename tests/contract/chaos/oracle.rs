@@ -442,7 +442,7 @@ pub fn expect(callbacks: &[Callback], receipts: &[Option<i64>], now: i64) -> Ora
                 .collect();
             Expected {
                 names,
-                view: contact_view(mine, &phones, &bsuids, now, &mut observed),
+                view: contact_view(mine, now, &mut observed),
             }
         })
         .collect();
@@ -465,13 +465,18 @@ fn message_ids(report: &Report) -> impl Iterator<Item = (Name, &String)> {
 
 /// One contact at `now`, from all its messages: the default number's view with every number's
 /// in `channels`.
-fn contact_view(
-    mine: &[&Message],
-    phones: &BTreeSet<String>,
-    bsuids: &BTreeSet<String>,
-    now: i64,
-    observed: &mut BTreeMap<&'static str, usize>,
-) -> Value {
+fn contact_view(all: &[&Message], now: i64, observed: &mut BTreeMap<&'static str, usize>) -> Value {
+    let mine = read_by_the_view(all);
+    let mine = &mine[..];
+    if mine.len() < all.len() {
+        *observed
+            .entry("contacts_with_messages_before_what_their_view_reads")
+            .or_default() += 1;
+    }
+    // The view's names are those its messages state.
+    let phones: BTreeSet<String> = mine.iter().flat_map(|m| m.phone.clone()).collect();
+    let bsuids: BTreeSet<String> = mine.iter().flat_map(|m| m.bsuid.clone()).collect();
+    let (phones, bsuids) = (&phones, &bsuids);
     assert!(
         phones.len() <= 1 && bsuids.len() <= 1,
         "one phone, one BSUID"
@@ -510,6 +515,36 @@ fn contact_view(
     }
     view["channels"] = Value::Array(channels);
     view
+}
+
+/// What a contact's view reads (the rule of `src/recent.rs`, written here from its text): the
+/// messages sent in the 48 hours before the contact's latest sent message, and its latest
+/// inbound and latest outbound message; none whose send was never reported.
+fn read_by_the_view<'a>(all: &[&'a Message]) -> Vec<&'a Message> {
+    let latest = |inbound: bool| {
+        all.iter()
+            .filter(|m| m.inbound == inbound)
+            .filter_map(|m| m.earliest(SENT))
+            .max()
+    };
+    let (latest_inbound, latest_outbound) = (latest(true), latest(false));
+    let Some(newest) = latest_inbound.max(latest_outbound) else {
+        return Vec::new();
+    };
+    all.iter()
+        .copied()
+        .filter(|m| match m.earliest(SENT) {
+            None => false,
+            Some(sent) => {
+                let latest_of_its_side = if m.inbound {
+                    latest_inbound
+                } else {
+                    latest_outbound
+                };
+                sent >= newest - 2 * DAY || Some(sent) == latest_of_its_side
+            }
+        })
+        .collect()
 }
 
 /// A contact's view with one business number, from its messages on that number (none: the

@@ -1,0 +1,342 @@
+//! Contact reads that do not grow with history (`src/recent.rs`): a contact with a long history
+//! reads a bounded number of items on DynamoDB (counted on the wire), both stores give the pure
+//! model's view, and an older table gains the `by_contact_sent` index without a message lost
+//! from any read (the runbook's steps, on DynamoDB Local).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use wati_ingest::event::WatiEvent;
+use wati_ingest::message::MessageRecord;
+use wati_ingest::ports::{QueuedEvent, StateStore};
+use wati_ingest::session::ContactView;
+use wati_ingest::store::dynamo_state::DynamoState;
+use wati_ingest::store::embedded::EmbeddedStore;
+
+use crate::support::Stack;
+
+const HOUR: i64 = 3_600;
+const START: i64 = 1_730_000_000;
+const LONG: &str = "14155550900";
+const SHORT: &str = "14155550901";
+
+/// A history of `count` messages 8 hours apart for `wa_id`: every fifth one the customer's, the
+/// others the business's (delivered a minute later); none of the customer's in the last 10 days,
+/// so its latest lies far before the 48 hours a view reads. Returns the bodies (with receipt
+/// times) and the times of the latest inbound and outbound message.
+fn history(wa_id: &str, count: i64) -> (Vec<(i64, Value)>, Option<i64>, Option<i64>) {
+    let mut events = Vec::new();
+    let (mut last_in, mut last_out) = (None, None);
+    let end = START + (count - 1) * 8 * HOUR;
+    for n in 0..count {
+        let at = START + n * 8 * HOUR;
+        let id = format!("{wa_id}-m{n}");
+        if n % 5 == 0 && at < end - 10 * 24 * HOUR {
+            events.push((
+                at,
+                json!({"eventType": "message", "id": id, "waId": wa_id,
+                "owner": false, "text": "hi", "timestamp": at.to_string()}),
+            ));
+            last_in = Some(at);
+        } else {
+            events.push((
+                at,
+                json!({"eventType": "templateMessageSent", "id": id,
+                "whatsappMessageId": format!("wamid.{id}"), "waId": wa_id,
+                "timestamp": at.to_string()}),
+            ));
+            events.push((
+                at + 60,
+                json!({"eventType": "sentMessageDELIVERED", "id": id,
+                "whatsappMessageId": format!("wamid.{id}"), "timestamp": (at + 60).to_string()}),
+            ));
+            last_out = Some(at);
+        }
+    }
+    (events, last_in, last_out)
+}
+
+/// Applies every event, 16 at a time; one that fails is applied again, as SQS would deliver
+/// it again (DynamoDB Local fails a transaction now and then while it builds a new index).
+async fn apply_all(state: &dyn StateStore, events: &[(i64, Value)]) {
+    stream::iter(events.iter().enumerate())
+        .for_each_concurrent(16, |(n, (at, body))| async move {
+            let queued = QueuedEvent::archived(format!("k{n}"), at + 1, body.to_string());
+            let mut attempts = 0;
+            while let Err(error) = wati_ingest::processor::apply(state, &queued).await {
+                attempts += 1;
+                assert!(attempts < 10, "{error:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+}
+
+/// The pure model's view of `wa_id` from every event (merged per message by the test).
+fn model(events: &[(i64, Value)], now: i64) -> Value {
+    let mut messages: std::collections::BTreeMap<String, MessageRecord> = Default::default();
+    for (at, body) in events {
+        let event = WatiEvent::parse(body.to_string().as_bytes()).expect("parses");
+        if let Some(facts) = MessageRecord::from_event(&event, at + 1) {
+            messages
+                .entry(facts.id.clone().expect("ids"))
+                .or_default()
+                .merge(&facts);
+        }
+    }
+    let all: Vec<MessageRecord> = messages.into_values().collect();
+    serde_json::to_value(ContactView::from_messages(&all, now)).expect("json")
+}
+
+/// Counts the items DynamoDB answers with (`Items` of a Query or Scan, `Item` of a GetItem,
+/// every table's `Responses` of a BatchGetItem): what a read is billed for.
+#[derive(Debug, Clone, Default)]
+struct ItemsRead(Arc<AtomicUsize>);
+
+impl ItemsRead {
+    fn take(&self) -> usize {
+        self.0.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Intercept for ItemsRead {
+    fn name(&self) -> &'static str {
+        "items read"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let body: Value = context
+            .response()
+            .and_then(|r| r.body().bytes())
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .unwrap_or_default();
+        let batch: usize = body["Responses"].as_object().map_or(0, |tables| {
+            tables
+                .values()
+                .filter_map(Value::as_array)
+                .map(Vec::len)
+                .sum()
+        });
+        let items = body["Items"].as_array().map_or(0, Vec::len)
+            + usize::from(body["Item"].is_object())
+            + batch;
+        self.0.fetch_add(items, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn counted(stack: &Stack) -> (DynamoState, ItemsRead) {
+    let tap = ItemsRead::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(&stack.config)
+        .interceptor(tap.clone())
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    (DynamoState::new(client, stack.table("StateTable")), tap)
+}
+
+/// 1,200 messages over 400 days against one: the long history's read takes a bounded number of
+/// items (the 48 hours before its latest message, the latest of each direction, their edges),
+/// and both stores answer the pure model's view, whose latest inbound lies 10 days back.
+#[tokio::test]
+async fn a_contact_read_does_not_grow_with_history() {
+    let (long, last_in, last_out) = history(LONG, 1_200);
+    let (short, _, _) = history(SHORT, 1);
+    let now = last_out.expect("outbound") + HOUR;
+    let stack = Stack::create().await;
+    let (aws, items) = counted(&stack);
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(&dir.path().join("reads.db")).unwrap();
+    for state in [&aws as &dyn StateStore, &embedded] {
+        apply_all(state, &long).await;
+        apply_all(state, &short).await;
+    }
+    let expected = model(&long, now);
+    assert_eq!(
+        expected["last_inbound_at"],
+        json!(wati_ingest::time::Rfc3339(last_in)),
+        "the test's own latest inbound time"
+    );
+    items.take();
+    let read = aws.contact(LONG, now).await.unwrap();
+    let long_items = items.take();
+    assert_eq!(serde_json::to_value(read).unwrap(), expected, "DynamoDB");
+    let local = embedded.contact(LONG, now).await.unwrap();
+    assert_eq!(serde_json::to_value(local).unwrap(), expected, "SQLite");
+
+    aws.contact(SHORT, now).await.unwrap().expect("short");
+    let short_items = items.take();
+    println!("items read: 1,200-message contact {long_items}, one-message contact {short_items}");
+    assert!(long_items <= 100, "{long_items} items read for one contact");
+}
+
+/// The runbook's upgrade on DynamoDB Local: a table from before `by_contact_sent` whose items
+/// have no `sent_key`; the new code deployed (it writes the key) with the index added by
+/// `UpdateTable` as CloudFormation does; reads go through the earlier indexes until the backfill
+/// has run (while events keep coming) and written its marker, then through the new index, and
+/// every read in between equals the pure model.
+#[tokio::test]
+async fn an_older_table_gains_the_contact_index_without_losing_a_message() {
+    let stack = Stack::create_without_index("by_contact_sent").await;
+    let table = stack.table("StateTable");
+    let state = DynamoState::new(stack.dynamodb.clone(), &table);
+    let (events, _, last_out) = history(LONG, 300);
+    let now = last_out.expect("outbound") + HOUR;
+    let (early, late) = events.split_at(events.len() / 2);
+    apply_all(&state, early).await;
+    // The earlier release wrote no sent_key: take it off, as those items would be.
+    let mut stripped = 0;
+    let mut start = None;
+    loop {
+        let page = stack
+            .dynamodb
+            .scan()
+            .table_name(&table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            if item.contains_key("sent_key") {
+                stack
+                    .dynamodb
+                    .update_item()
+                    .table_name(&table)
+                    .key("pk", item["pk"].clone())
+                    .key("sk", item["sk"].clone())
+                    .update_expression("REMOVE sent_key")
+                    .send()
+                    .await
+                    .unwrap();
+                stripped += 1;
+            }
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            break;
+        }
+    }
+    assert!(stripped > 100, "{stripped}");
+    let early_view = model(early, now);
+    let read = |state: DynamoState| async move {
+        serde_json::to_value(state.contact(LONG, now).await.unwrap()).unwrap()
+    };
+    assert_eq!(read(state.clone()).await, early_view, "before the index");
+
+    // CloudFormation's update: one new index on the live table.
+    stack
+        .dynamodb
+        .update_table()
+        .table_name(&table)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("sent_key")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .global_secondary_index_updates(
+            aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                .create(
+                    aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+                        .index_name("by_contact_sent")
+                        .key_schema(key("contact", aws_sdk_dynamodb::types::KeyType::Hash))
+                        .key_schema(key("sent_key", aws_sdk_dynamodb::types::KeyType::Range))
+                        .projection(
+                            aws_sdk_dynamodb::types::Projection::builder()
+                                .projection_type(aws_sdk_dynamodb::types::ProjectionType::All)
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("add the index");
+    assert_eq!(
+        read(state.clone()).await,
+        early_view,
+        "index added, not backfilled"
+    );
+
+    // The backfill, while the rest of the history arrives.
+    let (keyed, ()) = tokio::join!(state.backfill_contact_index(), apply_all(&state, late));
+    let keyed = keyed.expect("backfill");
+    assert!(keyed > 0 && keyed <= stripped, "{keyed} of {stripped}");
+    let fresh = DynamoState::new(stack.dynamodb.clone(), &table);
+    assert_eq!(
+        read(fresh.clone()).await,
+        model(&events, now),
+        "after the backfill"
+    );
+    // Every item that names a contact and reports a send now has its key.
+    let again = fresh.backfill_contact_index().await.expect("again");
+    assert_eq!(again, 0, "a second run finds nothing left");
+}
+
+fn key(
+    name: &str,
+    key_type: aws_sdk_dynamodb::types::KeyType,
+) -> aws_sdk_dynamodb::types::KeySchemaElement {
+    aws_sdk_dynamodb::types::KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(key_type)
+        .build()
+        .unwrap()
+}
+
+/// Paging through a contact's messages 7 at a time lists each once, newest sent first (ties by
+/// key, descending), the same on both stores; the order is the test's own, from the history.
+#[tokio::test]
+async fn the_message_list_pages_newest_first_on_both_stores() {
+    let (events, _, _) = history(LONG, 60);
+    let mut expected: Vec<(i64, String)> = events
+        .iter()
+        .filter(|(_, body)| body["waId"].is_string())
+        .map(|(at, body)| (*at, body["id"].as_str().unwrap().to_owned()))
+        .collect();
+    expected.sort();
+    expected.reverse();
+    let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+    let stack = Stack::create().await;
+    let aws = DynamoState::new(stack.dynamodb.clone(), stack.table("StateTable"));
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(&dir.path().join("pages.db")).unwrap();
+    for (name, state) in [("DynamoDB", &aws as &dyn StateStore), ("SQLite", &embedded)] {
+        apply_all(state, &events).await;
+        let mut listed = Vec::new();
+        let mut before = None;
+        loop {
+            let page = state
+                .contact_messages_page(LONG, before.as_ref(), 7)
+                .await
+                .unwrap();
+            assert!(page.messages.len() <= 7);
+            listed.extend(page.messages.iter().map(|m| m.id.clone().unwrap()));
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(listed, expected, "{name}");
+        let delivered = state
+            .contact_messages_page(LONG, None, 1)
+            .await
+            .unwrap()
+            .messages;
+        assert!(
+            delivered[0].delivered_at.is_some(),
+            "{name}: a page's messages are whole (the status joined in)"
+        );
+    }
+}
