@@ -243,6 +243,13 @@ impl Resolution {
         }
     }
 
+    /// A resolution that starts at `home`, already fetched (an index found it).
+    pub fn from_home(home: MessageItem) -> Resolution {
+        let mut resolution = Resolution::new(&home.key);
+        resolution.offer(&home.key.clone(), Some(home));
+        resolution
+    }
+
     /// Keys to fetch next; empty when the message is complete.
     pub fn wanted(&self) -> Vec<String> {
         if !self.fetched.contains_key(&self.start) {

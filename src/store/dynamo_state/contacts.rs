@@ -61,14 +61,8 @@ impl DynamoState {
         } else {
             self.all_homes(&names).await?
         };
-        let mut resolutions: Vec<Resolution> = homes
-            .into_values()
-            .map(|home| {
-                let mut resolution = Resolution::new(&home.key);
-                resolution.offer(&home.key.clone(), Some(home));
-                resolution
-            })
-            .collect();
+        let mut resolutions: Vec<Resolution> =
+            homes.into_values().map(Resolution::from_home).collect();
         self.resolve_all(&mut resolutions, false).await?;
         Ok(distinct_messages(resolutions))
     }
@@ -123,8 +117,7 @@ impl DynamoState {
                 let Some((key, item)) = page.into_iter().next() else {
                     break;
                 };
-                let mut resolution = [Resolution::new(&item.key)];
-                resolution[0].offer(&item.key.clone(), Some(item.clone()));
+                let mut resolution = [Resolution::from_home(item.clone())];
                 self.resolve_all(&mut resolution, false).await?;
                 if let Some(message) = resolution[0].message() {
                     let slot = side(message.direction());
@@ -253,11 +246,7 @@ impl DynamoState {
         let (page, next) = cut(found, before, limit);
         let mut resolutions: Vec<Resolution> = page
             .into_iter()
-            .map(|(_, home)| {
-                let mut resolution = Resolution::new(&home.key);
-                resolution.offer(&home.key.clone(), Some(home));
-                resolution
-            })
+            .map(|(_, home)| Resolution::from_home(home))
             .collect();
         self.resolve_all(&mut resolutions, false).await?;
         Ok(MessagePage {

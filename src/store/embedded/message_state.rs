@@ -351,23 +351,14 @@ pub(super) fn contact_messages(
             homes.insert(key, item);
         }
     }
-    let mut resolutions: Vec<Resolution> = homes
-        .into_values()
-        .map(|home| {
-            let mut resolution = Resolution::new(&home.key);
-            resolution.offer(&home.key.clone(), Some(home));
-            resolution
-        })
-        .collect();
+    let mut resolutions: Vec<Resolution> = homes.into_values().map(Resolution::from_home).collect();
     resolve_all(conn, &mut resolutions)?;
     Ok(distinct_messages(resolutions))
 }
 
 /// The message `home` belongs to, joined from its items.
 fn message_from(conn: &Connection, home: MessageItem) -> rusqlite::Result<Option<MessageRecord>> {
-    let mut resolution = Resolution::new(&home.key);
-    resolution.offer(&home.key.clone(), Some(home));
-    let mut resolution = [resolution];
+    let mut resolution = [Resolution::from_home(home)];
     resolve_all(conn, &mut resolution)?;
     let [resolution] = resolution;
     Ok(resolution.message())
@@ -442,11 +433,7 @@ fn contact_page(
     let (page, next) = cut(found, before, limit);
     let mut resolutions: Vec<Resolution> = page
         .into_iter()
-        .map(|(_, home)| {
-            let mut resolution = Resolution::new(&home.key);
-            resolution.offer(&home.key.clone(), Some(home));
-            resolution
-        })
+        .map(|(_, home)| Resolution::from_home(home))
         .collect();
     resolve_all(conn, &mut resolutions)?;
     Ok(MessagePage {
