@@ -41,6 +41,14 @@ broadcast:
 	set -o pipefail; LOAD_PROFILE=broadcast BROADCAST_CONTACTS=$(BROADCAST_AWS_CONTACTS) \
 	  scripts/emulators.sh run -- $(CARGO) bench --locked --bench load_aws | { grep -v '^{' || true; }
 
+## contact-reads: a contact with 20,000 messages (CONTACT_READS_MESSAGES) against one with one
+## message (issue 18 §2): read p50/p99 and the ratio of the p50s on SQLite, then on DynamoDB Local
+## (as much of the history as loads in CONTACT_READS_AWS_LOAD_SECONDS, 120) with the items read
+## per contact read (benches/contact_reads.rs)
+.PHONY: contact-reads
+contact-reads:
+	scripts/emulators.sh run -- $(CARGO) bench --locked --bench contact_reads
+
 ## chaos: the chaos + fault-injection test at a large size on both backends (make test runs a
 ## CI-sized one); figures in target/chaos/*.json. CHAOS_CONTACTS, CHAOS_AWS_CONTACTS, CHAOS_SEED.
 CHAOS_CONTACTS ?= 2000

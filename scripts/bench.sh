@@ -16,8 +16,10 @@
 #      target/bench/processor_calls.json), the notifier's calls per change (its end-to-end test
 #      writes target/bench/notifier_calls.json), then the cold start of the x86_64 receiver and
 #      processor zips (scripts/measure-init.py), if built;
-#   6. scripts/performance-report.py writes docs/performance.md; the broadcast replay's tables
-#      (which it does not read) are appended to it here.
+#   6. benches/contact_reads.rs under the emulators: a contact with 20,000 messages against one
+#      with one, on SQLite and on DynamoDB Local (read p50/p99, ratio, items read per read);
+#   7. scripts/performance-report.py writes docs/performance.md; the broadcast replay's and the
+#      contact reads' tables (which it does not read) are appended to it here.
 # Raw outputs go to target/bench/. A stage that fails is reported in the page, and the script
 # then exits non-zero.
 set -euo pipefail
@@ -53,6 +55,27 @@ EOF
   grep '^|' "$raw/broadcast.txt" || echo "(no result)"
   printf '\nAWS receiver and processor on the emulators (`%s/load_aws_broadcast.txt`):\n\n' "$raw"
   grep '^|' "$raw/load_aws_broadcast.txt" || echo "(no result)"
+}
+# The contact reads' section of docs/performance.md: the method, and what the run printed.
+contact_reads_section() {
+  cat <<'EOF'
+
+## Contact reads by history length
+
+Method (`benches/contact_reads.rs`, `make contact-reads`; issue 18 §2: a contact with 20,000
+messages reads within 2× of a contact with one, ≤ 100 items read per contact read): contact A has
+`CONTACT_READS_MESSAGES` (20,000) messages over 400 days (50 a day; every fifth the customer's,
+none in its last 10 days; the others template messages delivered a minute later), contact B one.
+Applied through `processor::apply` newest message first (32 at a time on SQLite, 64 on DynamoDB
+Local), then `StateStore::contact` read alternately for A and B after a warm-up (200 reads each on
+SQLite, 50 on DynamoDB Local), each view checked. On DynamoDB Local: the template's `StateTable`,
+`backfill_contact_index()` on it while empty, and only as much of A's history (the newest) as
+loads in `CONTACT_READS_AWS_LOAD_SECONDS` (120); items read counted on the wire (`Items`, `Item`,
+`Responses`), the most for one read.
+
+EOF
+  printf 'Run (`%s/contact_reads.txt`):\n\n' "$raw"
+  grep -E '^\||budget ≤ 2|^RESULT' "$raw/contact_reads.txt" || echo "(no result)"
 }
 CARGO="${CARGO:-cargo}"
 raw="target/bench"
@@ -131,9 +154,16 @@ if ! LOAD_REQUESTS="${LOAD_AWS_REQUESTS:-2000}" CARGO="$CARGO" RAW="$raw" \
   failed+=(load_aws)
 fi
 
+echo "bench: contact reads by history length (SQLite, then DynamoDB Local)" >&2
+if ! scripts/emulators.sh run -- $CARGO bench --locked --bench contact_reads \
+  | tee "$raw/contact_reads.txt"; then
+  failed+=(contact_reads)
+fi
+
 seconds=$(($(date +%s) - started))
 python3 scripts/performance-report.py report "$raw" --seconds "$seconds" --failed "${failed[@]}"
 broadcast_section >>docs/performance.md
+contact_reads_section >>docs/performance.md
 if [ ${#failed[@]} -gt 0 ]; then
   echo "bench: failed stages: ${failed[*]}" >&2
   exit 1
