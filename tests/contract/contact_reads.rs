@@ -61,7 +61,8 @@ fn history(wa_id: &str, count: i64) -> (Vec<(i64, Value)>, Option<i64>, Option<i
 }
 
 /// Applies every event, 16 at a time; one that fails is applied again, as SQS would deliver
-/// it again (DynamoDB Local fails a transaction now and then while it builds a new index).
+/// it again (DynamoDB Local fails a transaction now and then with `InternalFailure` after an
+/// index was added to a live table; AWS builds it without failing writes).
 async fn apply_all(state: &dyn StateStore, events: &[(i64, Value)]) {
     stream::iter(events.iter().enumerate())
         .for_each_concurrent(16, |(n, (at, body))| async move {
@@ -69,8 +70,8 @@ async fn apply_all(state: &dyn StateStore, events: &[(i64, Value)]) {
             let mut attempts = 0;
             while let Err(error) = wati_ingest::processor::apply(state, &queued).await {
                 attempts += 1;
-                assert!(attempts < 10, "{error:?}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                assert!(attempts < 60, "{error:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         })
         .await;
@@ -263,6 +264,26 @@ async fn an_older_table_gains_the_contact_index_without_losing_a_message() {
         .send()
         .await
         .expect("add the index");
+    // As CloudFormation does before the update completes: the index is ACTIVE.
+    for _ in 0..600 {
+        let table = stack
+            .dynamodb
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap();
+        let active = table.table().is_some_and(|t| {
+            t.global_secondary_indexes().iter().any(|i| {
+                i.index_name() == Some("by_contact_sent")
+                    && i.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
+            })
+        });
+        if active {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(
         read(state.clone()).await,
         early_view,
