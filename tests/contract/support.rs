@@ -215,12 +215,12 @@ impl Stack {
     }
 
     /// The stack as a release before the state table's `index` was deployed: the table without
-    /// that index, and no backfill run.
-    pub async fn create_without_index(index: &str) -> Stack {
+    /// that index (`None`: with every index), and no backfill run.
+    pub async fn create_without_index(index: Option<&str>) -> Stack {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let sqs = aws_sdk_sqs::Client::new(&config);
-        Stack::build(config, dynamodb, sqs, false, Some(index)).await
+        Stack::build(config, dynamodb, sqs, false, index).await
     }
 
     async fn build(
