@@ -200,6 +200,12 @@ pub fn quarantine_key(body: &[u8]) -> String {
     format!("quarantine:body-sha256:{}", sha256_hex(body))
 }
 
+/// The key of another body under an existing key (a v1/v2 twin: one change, two bodies): the key
+/// and a digest of the body, so each body is kept once and the same body lands on one record.
+pub fn variant_key(key: &str, body: &[u8]) -> String {
+    format!("{key}:variant:{}", &sha256_hex(body)[..16])
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

@@ -216,7 +216,9 @@ pub trait StateStore: Send + Sync {
     /// Merges one event's facts into its message, all or nothing. Idempotent and
     /// order-independent; an event that contradicts stored ids or contact names is refused.
     async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError>;
-    /// Keeps an event that was accepted but can never be applied, with its body.
+    /// Keeps an event that was accepted but can never be applied, with its body, under its key;
+    /// when the key already holds another body (a v1/v2 twin, sent under the key its body names),
+    /// under [`crate::event::variant_key`] of it. Idempotent: the same body lands on one record.
     async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError>;
     /// What [`StateStore::quarantine`] kept under `key`, body included.
     async fn quarantined(&self, key: &str) -> Result<Option<QuarantineEntry>, StoreError>;

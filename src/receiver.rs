@@ -1,14 +1,17 @@
-//! The receive algorithm: one ledger write and one enqueue on the happy path, and an answer Wati
-//! will not needlessly retry on every other path.
+//! The receive algorithm: one ledger write and one send, issued together, on the happy path,
+//! and an answer Wati will not needlessly retry on every other path.
 //!
 //! ```text
-//! unusable body        -> quarantine (raw body kept)            -> Quarantined | Unavailable
-//! ledger: new          -> enqueue ok (one write with an Intake)  -> Accepted
-//!                         enqueue failed -> mark for redrive ok -> Accepted (the sweeper re-sends)
-//!                                                          fail -> Unavailable (Wati retries)
-//! ledger: seen, same body  -> enqueue again (a crash may have lost the first send) -> Duplicate
-//! ledger: seen, other body -> enqueue it (v2 adds fields v1 lacks)               -> Duplicate
-//! ledger unavailable   -> enqueue anyway (the processor is idempotent) -> Accepted | Unavailable
+//! unusable body  -> quarantine (raw body kept)                        -> Quarantined | Unavailable
+//! otherwise      -> ledger write || send (at once; one write with an Intake store), then by the
+//!                   ledger's answer:
+//!   new                -> sent: Accepted; send failed -> redrive mark -> Accepted | Unavailable
+//!   seen, same body    -> Duplicate (sent again: a crash may have lost the first send; a fact
+//!                         dated by its receipt is sent once more with the first receipt)
+//!   seen, other body   -> Duplicate (v2 adds fields v1 lacks: applied too; if its send failed,
+//!                         recorded under its variant key and marked)
+//!   ledger unavailable -> sent: a copy marked unarchived (the processor archives it) -> Accepted;
+//!                         either send failed -> Unavailable (Wati retries)
 //! ```
 
 use std::sync::Arc;
@@ -17,8 +20,8 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use crate::event::sha256_hex;
-use crate::event::{idempotency_key, log_key, quarantine_key, WatiEvent};
+use crate::event::{idempotency_key, log_key, quarantine_key, variant_key, WatiEvent};
+use crate::message::fact_time;
 use crate::ports::{
     Intake, Ledger, LedgerEntry, MarkCursor, Marked, QuarantineEntry, Queue, QueuedEvent, Recorded,
     StoreError,
@@ -123,47 +126,65 @@ impl Receiver {
             received_at,
             self.settings.dedup_ttl_seconds,
         );
-        let recorded = match &self.intake {
+        // Every delivery is sent, a duplicate again: a crash after the first delivery's ledger
+        // write could have lost its send. The ledger's answer decides what else it needs.
+        let (recorded, sent, sent_unarchived) = match &self.intake {
+            // One store for both: one write records a new event and queues it.
             Some(intake) => match intake.record_and_send(&entry, &queued).await {
                 Ok(Recorded::New) => return (Receipt::Accepted { key }, Path::Enqueued),
-                other => other,
+                Ok(existing) => (Ok(existing), self.queue.send(&queued).await, false),
+                Err(error) => {
+                    let unarchived = QueuedEvent {
+                        unarchived: true,
+                        ..queued.clone()
+                    };
+                    (Err(error), self.queue.send(&unarchived).await, true)
+                }
             },
-            None => self.ledger.record(&entry).await,
+            // The ledger write and the send at once: the answer waits for the slower of the
+            // two, not their sum.
+            None => {
+                let (recorded, sent) =
+                    futures_util::join!(self.ledger.record(&entry), self.queue.send(&queued));
+                (recorded, sent, false)
+            }
         };
         match recorded {
-            Ok(Recorded::New) => self.enqueue(queued, Path::Enqueued, None).await,
+            Ok(Recorded::New) => self.settle(sent, &key, Path::Enqueued, None).await,
+            Ok(Recorded::Existing { body: original, .. }) if original != body => {
+                // A twin with other fields (v1 and v2 of one change share a key, and
+                // `localMessageId` is only in v2): applied like any event; if its send failed
+                // it is recorded under its own key and marked.
+                let variant = variant_entry(entry);
+                let settled = self
+                    .settle(sent, &variant.key, Path::VariantEnqueued, Some(&variant))
+                    .await;
+                duplicate(settled, &key)
+            }
             Ok(Recorded::Existing {
-                body: original,
                 received_at: first_received_at,
+                ..
             }) => {
-                let duplicate = |(receipt, path)| match receipt {
-                    Receipt::Accepted { .. } => (Receipt::Duplicate { key: key.clone() }, path),
-                    other => (other, path),
+                // A fact without a credible timestamp is dated by the first receipt, as the
+                // ledger archives it (so every copy and a replay agree): this copy went out with
+                // its own receipt, so one with the first goes too (rare: Wati's events carry a
+                // timestamp).
+                let dated_later = fact_time(event.timestamp, first_received_at)
+                    != fact_time(event.timestamp, received_at);
+                let sent = match sent {
+                    Ok(()) if dated_later => {
+                        let first = QueuedEvent {
+                            received_at: first_received_at,
+                            ..queued
+                        };
+                        self.queue.send(&first).await
+                    }
+                    other => other,
                 };
-                if original != body {
-                    // The v1 and v2 callbacks of one change share a key but not their fields
-                    // (`localMessageId` is only in v2): apply this variant too, under its own key.
-                    let variant = variant_entry(entry);
-                    let queued = QueuedEvent {
-                        key: variant.key.clone(),
-                        ..queued
-                    };
-                    return duplicate(
-                        self.enqueue(queued, Path::VariantEnqueued, Some(&variant))
-                            .await,
-                    );
-                }
-                // Dated by the first receipt, as the ledger archives it: a fact without a
-                // credible timestamp then gets the same time from every copy and from a replay.
-                let queued = QueuedEvent {
-                    received_at: first_received_at,
-                    ..queued
-                };
-                // Sent again: a crash between the first call's ledger write and its send would
-                // otherwise lose the event, and no timing rule tells that crash from a send still
-                // in flight (Wati's retry job may come back a second later). The processor is
-                // idempotent, so the copy costs one send and changes nothing.
-                duplicate(self.enqueue(queued, Path::DuplicateResent, None).await)
+                duplicate(
+                    self.settle(sent, &key, Path::DuplicateResent, None).await,
+                    &key,
+                )
             }
             Err(error) => {
                 // Loud: until the ledger is back, nothing is deduplicated and the processor has to
@@ -173,11 +194,19 @@ impl Receiver {
                     %error,
                     "ledger unavailable; enqueueing without it, to be archived by the processor"
                 );
-                let queued = QueuedEvent {
-                    unarchived: true,
-                    ..queued
+                let sent = match sent {
+                    // The copy sent is not archived: one that says so makes the processor
+                    // archive it. Without it Wati must retry, or the archive would miss it.
+                    Ok(()) if !sent_unarchived => {
+                        let unarchived = QueuedEvent {
+                            unarchived: true,
+                            ..queued
+                        };
+                        self.queue.send(&unarchived).await
+                    }
+                    other => other,
                 };
-                match self.queue.send(&queued).await {
+                match sent {
                     Ok(()) => (Receipt::Accepted { key }, Path::LedgerBypassed),
                     Err(error) => {
                         tracing::error!(key = %log_key(&key), %error, "ledger and queue both unavailable");
@@ -188,16 +217,18 @@ impl Receiver {
         }
     }
 
-    /// Enqueues an event; if the queue fails, leaves a redrive mark in the ledger for the sweeper
-    /// (recording `unrecorded` first when the ledger does not hold this body yet).
-    async fn enqueue(
+    /// The answer once the event's send is done: accepted when it was sent; else a redrive mark
+    /// in the ledger for the sweeper (recording `unrecorded` first when the ledger does not hold
+    /// this body yet), and unavailable when that fails too.
+    async fn settle(
         &self,
-        queued: QueuedEvent,
+        sent: Result<(), StoreError>,
+        key: &str,
         path: Path,
         unrecorded: Option<&LedgerEntry>,
     ) -> (Receipt, Path) {
-        let key = queued.key.clone();
-        let Err(error) = self.queue.send(&queued).await else {
+        let key = key.to_owned();
+        let Err(error) = sent else {
             return (Receipt::Accepted { key }, path);
         };
         tracing::warn!(key = %log_key(&key), %error, "enqueue failed; marking for redrive");
@@ -236,6 +267,19 @@ impl Receiver {
                 (Receipt::Unavailable, Path::Failed)
             }
         }
+    }
+}
+
+/// An accepted answer for a delivery the ledger knew under `key`: `Duplicate`, by the same path.
+fn duplicate((receipt, path): (Receipt, Path), key: &str) -> (Receipt, Path) {
+    match receipt {
+        Receipt::Accepted { .. } => (
+            Receipt::Duplicate {
+                key: key.to_owned(),
+            },
+            path,
+        ),
+        other => (other, path),
     }
 }
 
@@ -502,9 +546,8 @@ async fn clear_if_sent(ledger: &dyn Ledger, mark: &Marked, sent: Result<(), Stor
 
 /// The ledger entry of a variant body under an existing key: its own key, derived from its body.
 fn variant_entry(entry: LedgerEntry) -> LedgerEntry {
-    let digest = sha256_hex(&entry.body);
     LedgerEntry {
-        key: format!("{}:variant:{}", entry.key, &digest[..16]),
+        key: variant_key(&entry.key, &entry.body),
         ..entry
     }
 }
@@ -512,6 +555,8 @@ fn variant_entry(entry: LedgerEntry) -> LedgerEntry {
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, HashSet};
+
+    use crate::event::sha256_hex;
     use std::sync::Mutex;
 
     use async_trait::async_trait;
@@ -565,6 +610,9 @@ mod tests {
         /// The size of each `send_batch` call.
         batches: Mutex<Vec<usize>>,
         calls: Mutex<HashMap<&'static str, usize>>,
+        /// Set: a ledger write waits (up to a second) for a send to start, and fails without.
+        record_waits_for_send: std::sync::atomic::AtomicBool,
+        send_started: tokio::sync::Notify,
     }
 
     impl MemoryStore {
@@ -647,6 +695,15 @@ mod tests {
     #[async_trait]
     impl Ledger for MemoryStore {
         async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, StoreError> {
+            if self
+                .record_waits_for_send
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                let started = self.send_started.notified();
+                tokio::time::timeout(std::time::Duration::from_secs(1), started)
+                    .await
+                    .map_err(|_| StoreError::unavailable(RECORD, "no send started meanwhile"))?;
+            }
             self.enter(RECORD)?;
             let mut ledger = self.ledger.lock().unwrap();
             match ledger.get(&entry.key) {
@@ -778,6 +835,7 @@ mod tests {
     #[async_trait]
     impl Queue for MemoryStore {
         async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError> {
+            self.send_started.notify_one();
             self.enter(SEND)?;
             if self.refused.lock().unwrap().contains(&event.key) {
                 return Err(StoreError::unavailable(SEND, "refused"));
@@ -802,10 +860,6 @@ mod tests {
 
     fn text(body: &[u8]) -> String {
         String::from_utf8(body.to_vec()).unwrap()
-    }
-
-    fn variant_key(original: &str, body: &[u8]) -> String {
-        format!("{original}:variant:{}", &sha256_hex(body)[..16])
     }
 
     /// How many events a sweep of at most `limit` marks redrove.
@@ -896,10 +950,31 @@ mod tests {
         );
         assert_eq!(path, Path::DuplicateResent);
         let sent = store.sent();
-        assert_eq!(sent.len(), 1);
+        assert_eq!(sent.len(), 1, "its timestamp dates it: one copy");
         assert_eq!(sent[0].key, READ_KEY);
         assert_eq!(sent[0].body, text(READ_V1));
-        assert_eq!(sent[0].received_at, first, "dated by the first receipt");
+    }
+
+    /// A duplicate whose fact the receipt dates (no credible timestamp) also goes out with the
+    /// first receipt, as the ledger archived it, so a replay and every copy agree on its time.
+    #[tokio::test]
+    async fn a_duplicate_dated_by_its_receipt_is_sent_with_the_first() {
+        let store = MemoryStore::new();
+        let first = now_unix() - 3600;
+        let key = "sentMessageDELIVERED:wamid.X";
+        store.seed(LedgerEntry {
+            key: key.into(),
+            event_type: "sentMessageDELIVERED".into(),
+            body: DELIVERED.to_vec(),
+            received_at: first,
+            expires_at: first + 7 * DAY,
+        });
+        let (receipt, _) = receiver(&store).receive(DELIVERED).await;
+
+        assert_eq!(receipt, Receipt::Duplicate { key: key.into() });
+        let times: Vec<i64> = store.sent().iter().map(|q| q.received_at).collect();
+        assert_eq!(times.len(), 2, "{times:?}");
+        assert_eq!(times[1], first, "the last copy dated by the first receipt");
     }
 
     /// The v2 twin of a received v1 callback shares its key but adds fields: it is answered
@@ -920,12 +995,9 @@ mod tests {
         assert_eq!(path, Path::VariantEnqueued);
         let sent = store.sent();
         assert_eq!(sent.len(), 2);
-        assert!(
-            sent[1].key.starts_with(&format!("{READ_KEY}:variant:")),
-            "{}",
-            sent[1].key
-        );
-        assert_eq!(sent[1].key, variant_key(READ_KEY, READ_V2));
+        // Sent at once with the ledger write, before the ledger says it is a twin: under the
+        // key it names (the processor uses a key for logs only).
+        assert_eq!(sent[1].key, READ_KEY);
         assert_eq!(sent[1].body, text(READ_V2));
         assert_eq!(
             store.row(READ_KEY).unwrap().entry.body,
@@ -995,11 +1067,36 @@ mod tests {
         );
         assert_eq!(path, Path::LedgerBypassed);
         let sent = store.sent();
-        assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].key, READ_KEY);
-        assert_eq!(sent[0].body, text(READ_V1));
-        assert!(sent[0].unarchived, "the processor must archive it");
+        // Sent at once with the failed ledger write, then a copy that asks to be archived.
+        assert_eq!(sent.len(), 2);
+        assert!(sent
+            .iter()
+            .all(|q| q.key == READ_KEY && q.body == text(READ_V1)));
+        assert!(!sent[0].unarchived);
+        assert!(sent[1].unarchived, "the processor must archive it");
         assert!(store.ledger_keys().is_empty());
+    }
+
+    /// The ledger write and the send are in flight together: a ledger that answers only once a
+    /// send has started still sees a new event accepted (a receiver that waited for the ledger
+    /// before sending would find it unavailable and bypass it).
+    #[tokio::test]
+    async fn the_ledger_write_and_the_send_are_issued_together() {
+        let store = MemoryStore::new();
+        store
+            .record_waits_for_send
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (receipt, path) = receiver(&store).receive(READ_V1).await;
+
+        assert_eq!(
+            receipt,
+            Receipt::Accepted {
+                key: READ_KEY.into()
+            }
+        );
+        assert_eq!(path, Path::Enqueued);
+        assert_eq!(store.sent().len(), 1);
+        assert!(store.ledger_keys().contains(READ_KEY));
     }
 
     /// What the receiver could not record, the processor records with the very entry the receiver
@@ -1012,8 +1109,8 @@ mod tests {
         receiver.receive(READ_V1).await;
         receiver.receive(READ_V2).await;
         store.heal(RECORD);
-        let sent = store.sent();
-        assert!(sent.iter().all(|queued| queued.unarchived));
+        let sent: Vec<QueuedEvent> = store.sent().into_iter().filter(|q| q.unarchived).collect();
+        assert_eq!(sent.len(), 2, "one copy to archive each");
 
         for queued in &sent {
             let event = WatiEvent::parse(queued.body.as_bytes()).unwrap();

@@ -32,6 +32,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -42,6 +43,7 @@ use aws_sdk_dynamodb::types::{
 
 use crate::changes::ChangeType;
 use crate::contact_page::{MessagePage, Position};
+use crate::event::variant_key;
 use crate::message::{Direction, Failure, MessageRecord};
 use crate::message_items::{
     contradiction, plan, set_once_fields, Contradiction, ItemWrite, MessageItem, Plan, Resolution,
@@ -722,18 +724,40 @@ impl StateStore for DynamoState {
     }
 
     async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("QUARANTINE#{}", event.key)))
-            .item("sk", s("QUARANTINE"))
-            .item("reason", s(reason))
-            .item("received_at", n(event.received_at))
-            .item("body", AttributeValue::B(Blob::new(event.body.as_bytes())))
+        let body = AttributeValue::B(Blob::new(event.body.as_bytes()));
+        let put = |key: &str| {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(format!("QUARANTINE#{key}")))
+                .item("sk", s("QUARANTINE"))
+                .item("reason", s(reason))
+                .item("received_at", n(event.received_at))
+                .item("body", body.clone())
+        };
+        // No read: the put under the key succeeds when the key is free or holds this very body;
+        // otherwise the key holds a twin's body, and this one goes under its variant key.
+        let first = put(&event.key)
+            .condition_expression("attribute_not_exists(pk) OR body = :body")
+            .expression_attribute_values(":body", body.clone())
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| unavailable("quarantine", e))
+            .await;
+        match first {
+            Ok(_) => Ok(()),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                put(&variant_key(&event.key, event.body.as_bytes()))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| unavailable("quarantine a variant", e))
+            }
+            Err(error) => Err(unavailable("quarantine", error)),
+        }
     }
 
     async fn quarantined(&self, key: &str) -> Result<Option<QuarantineEntry>, StoreError> {

@@ -540,7 +540,17 @@ async fn very_long_ids_are_quarantined_not_retried() {
         .collect();
     assert!(!message_events.is_empty(), "no message event to check");
     for event in message_events {
-        match aws.state.quarantined(&event.key).await.unwrap() {
+        // A v1/v2 twin shares its key with its twin: the second body quarantined under the key
+        // is kept under its variant key.
+        let mut kept = aws.state.quarantined(&event.key).await.unwrap();
+        if kept
+            .as_ref()
+            .is_some_and(|k| k.body != event.body.as_bytes())
+        {
+            let variant = wati_ingest::event::variant_key(&event.key, event.body.as_bytes());
+            kept = aws.state.quarantined(&variant).await.unwrap();
+        }
+        match kept {
             Some(kept) if kept.body == event.body.as_bytes() && kept.reason.contains("longer") => {}
             other => failures.push(format!("{}: quarantined as {other:?}", event.key)),
         }

@@ -412,7 +412,8 @@ async fn queue_outage_is_absorbed_by_the_ledger_and_the_sweeper() {
     );
 }
 
-/// DynamoDB down for the receiver: the event is enqueued anyway and applied.
+/// DynamoDB down for the receiver: the event is enqueued anyway (sent with the failed ledger
+/// write, then a copy the processor archives) and applied.
 #[tokio::test]
 async fn ledger_outage_is_bypassed() {
     let deployment = Deployment::new().await;
@@ -429,7 +430,7 @@ async fn ledger_outage_is_bypassed() {
         deployment
             .process_until_empty(Arc::new(deployment.state.clone()))
             .await,
-        1
+        2
     );
     let (status, message) = deployment
         .read("/v1/messages/6734a1b2c3d4e5f601000001")
@@ -700,12 +701,13 @@ async fn aws_calls_per_receive_path() {
     calls(&[("PutItem", 1), ("SendMessage", 1), ("UpdateItem", 1)]);
     tap.heal();
 
+    // The send went out with the failed ledger write; a copy asks the processor to archive it.
     tap.fail("PutItem");
     assert_eq!(
         deployment.webhook(3, &fixtures[2]).await.1["status"],
         "accepted"
     );
-    calls(&[("PutItem", 1), ("SendMessage", 1)]);
+    calls(&[("PutItem", 1), ("SendMessage", 2)]);
     tap.heal();
 
     // A crash after the ledger write lost the send: Wati's retry re-sends.
@@ -735,8 +737,9 @@ async fn aws_calls_per_receive_path() {
         .process_until_empty(Arc::new(deployment.state.clone()))
         .await;
     assert_eq!(
-        applied, 4,
-        "the duplicate's copy is applied again; the event marked for redrive waits for the sweeper"
+        applied, 5,
+        "the ledger outage's two copies and the duplicate's copy are applied again; the event \
+         marked for redrive waits for the sweeper"
     );
     let (status, template) = deployment
         .read("/v1/messages/6734a1b2c3d4e5f601000004")

@@ -276,6 +276,43 @@ async fn an_event_that_contradicts_a_message_is_refused_whole(backend: Backend) 
     assert!(state.contact("0", t).await.unwrap().is_none());
 }
 
+contract!(twins_in_quarantine_keep_both_bodies);
+/// The receiver sends a v1/v2 twin under the key its body names, before the ledger can tell it
+/// is one: two bodies under one key both reach quarantine whole (the second under its variant
+/// key), in either order and however often each comes. Keys and variant keys written out.
+async fn twins_in_quarantine_keep_both_bodies(backend: Backend) {
+    let t = 1_700_000_500;
+    process(&backend, "k-sent", SENT, t).await;
+    // Both contradict the stored message (a second phone number); v2 adds a local id.
+    let v1 = r#"{"eventType":"sessionMessageSent","id":"R1","waId":"14155550999","timestamp":"1700000101"}"#;
+    let v2 = r#"{"eventType":"sessionMessageSent_v2","id":"R1","waId":"14155550999","localMessageId":"l-1","timestamp":"1700000101"}"#;
+    let key = "sessionMessageSent:R1";
+    for body in [v2, v1, v2, v1] {
+        let applied = process(&backend, key, body, t).await;
+        assert!(
+            matches!(applied, Applied::Quarantined { .. }),
+            "{applied:?}"
+        );
+    }
+    let state = backend.state();
+    let at_key = state
+        .quarantined(key)
+        .await
+        .unwrap()
+        .expect("under the key");
+    assert_eq!(at_key.body, v2.as_bytes(), "the first body keeps the key");
+    // sha256 of v1's body, its first 16 hex digits (computed once with sha256sum).
+    let variant = "sessionMessageSent:R1:variant:67332179e4b8dd24";
+    let at_variant = state.quarantined(variant).await.unwrap().expect("variant");
+    assert_eq!(at_variant.body, v1.as_bytes());
+    let v2_variant = "sessionMessageSent:R1:variant:0e0ef616b14e1dd3";
+    assert_eq!(
+        state.quarantined(v2_variant).await.unwrap(),
+        None,
+        "the same body again is the same record"
+    );
+}
+
 contract!(conflicting_facts_keep_the_least_value_whole);
 /// Values that are not identities may differ between events: each keeps its least value (the
 /// earliest time; the earliest failure with its own code and detail, never mixed).

@@ -20,6 +20,7 @@ use super::schema::{connect, returns_a_row};
 use super::{decode, now_ms, to_sql_error, EmbeddedStore};
 use crate::changes::item_changes;
 use crate::contact_page::{cut, MessagePage, Position};
+use crate::event::variant_key;
 use crate::message::{Direction, MessageRecord};
 use crate::message_items::{
     absorb, distinct_messages, plan, Contradiction, MessageItem, Resolution,
@@ -462,11 +463,24 @@ impl StateStore for EmbeddedStore {
         let (event, reason) = (event.clone(), reason.to_owned());
         self.intake()
             .write("quarantine", move |conn| {
-                conn.execute(
-                    "INSERT INTO quarantine (key, reason, body, received_at, stage)
-                 VALUES (?1, ?2, ?3, ?4, 'processor') ON CONFLICT (key) DO NOTHING",
-                    params![event.key, reason, event.body.as_bytes(), event.received_at],
-                )?;
+                let body = event.body.as_bytes();
+                let insert = |key: &str| {
+                    conn.execute(
+                        "INSERT INTO quarantine (key, reason, body, received_at, stage)
+                         VALUES (?1, ?2, ?3, ?4, 'processor') ON CONFLICT (key) DO NOTHING",
+                        params![key, reason, body, event.received_at],
+                    )
+                };
+                if insert(&event.key)? == 0 {
+                    let kept: Option<Vec<u8>> = conn.query_row(
+                        "SELECT body FROM quarantine WHERE key = ?1",
+                        [&event.key],
+                        |row| row.get(0),
+                    )?;
+                    if kept.as_deref() != Some(body) {
+                        insert(&variant_key(&event.key, body))?;
+                    }
+                }
                 Ok(())
             })
             .await

@@ -55,7 +55,8 @@ const MAX_ATTEMPTS: u32 = 145;
 const CONCURRENCY: usize = 16;
 /// Every webhook must be answered within this, whatever hangs behind it: stricter than the
 /// receiver's Lambda timeout (15 s, `template.yaml`). The SDK's operation timeout is 3 s, and a
-/// webhook makes at most three calls: record, send, mark.
+/// webhook waits for at most three in a row (record and send at once, then a second send or a
+/// variant's record, then a redrive mark).
 const RECEIVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The faults of a run: a few percent of every call on the receive and apply paths.
@@ -161,6 +162,8 @@ struct Trace {
     send_failed: bool,
     record_failed: bool,
     marked: bool,
+    /// A `503` whose calls explain it (a send failed, and so did the write that could replace it).
+    unavailable_explained: bool,
 }
 
 /// What the deliveries saw.
@@ -288,6 +291,7 @@ async fn play(
                 send_failed: log.failed_for_real(Call::Send),
                 record_failed: log.failed_for_real(Call::Record),
                 marked: log.succeeded(Call::Mark),
+                unavailable_explained: log.explains_unavailable(),
             });
             *played.answers.entry(answer.label()).or_default() += 1;
             if retry {
