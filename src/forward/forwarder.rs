@@ -78,7 +78,15 @@ pub async fn run(store: EmbeddedStore, target: ForwardTarget, schedule: ForwardS
                 }
             }
         }
-        while !paused && attempts.len() < concurrency {
+        // Ingestion first: while the processor is behind, one attempt at a time, so the
+        // forwarder's CPU goes to accepting webhooks and applying them (on a small machine the
+        // three share the cores); the backlog of changes is forwarded once it has caught up.
+        let in_flight = if store.queue_backlogged() {
+            1
+        } else {
+            concurrency
+        };
+        while !paused && attempts.len() < in_flight {
             let Some(due) = ready.pop_front() else { break };
             let target = target.clone();
             attempts.spawn(async move {

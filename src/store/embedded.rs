@@ -44,6 +44,7 @@
 //!   each change's attempts and status, dead letters and resend.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -84,6 +85,8 @@ struct Inner {
     state: Database,
     /// Woken after each enqueue so the local processor does not poll.
     queue_ready: Notify,
+    /// Whether the last receive from the queue took all it asked for: the processor is behind.
+    backlogged: AtomicBool,
 }
 
 impl EmbeddedStore {
@@ -118,6 +121,7 @@ impl EmbeddedStore {
                 intake,
                 state,
                 queue_ready: Notify::new(),
+                backlogged: AtomicBool::new(false),
             }),
         })
     }
@@ -135,6 +139,12 @@ impl EmbeddedStore {
     /// Waits until something may have been enqueued (or returns at once if it already was).
     pub async fn queue_ready(&self) {
         self.inner.queue_ready.notified().await
+    }
+
+    /// Whether the processor is behind: its last receive found a whole batch waiting (the
+    /// forwarder steps back meanwhile, [`crate::forward`]).
+    pub fn queue_backlogged(&self) -> bool {
+        self.inner.backlogged.load(Ordering::Relaxed)
     }
 }
 

@@ -561,3 +561,59 @@ async fn dead_letters_are_listed_and_resent() {
     assert!(ok);
     assert_eq!(listed.trim(), "no dead-lettered forwards");
 }
+
+/// Ingestion first: while the processor is behind (its last receive took a whole batch) the
+/// forwarder keeps one attempt in flight; once it has caught up, up to `concurrency`. The target
+/// hangs, so every request it has received is still in flight.
+#[tokio::test]
+async fn the_forwarder_steps_back_while_the_processor_is_behind() {
+    use wati_ingest::event::WatiEvent;
+    use wati_ingest::forward::ForwardTarget;
+    use wati_ingest::message::MessageRecord;
+    use wati_ingest::ports::{Queue, QueuedEvent, StateStore};
+    use wati_ingest::store::embedded::EmbeddedStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("wati.db")).unwrap();
+    // Changes to forward: the fixtures applied straight to the state.
+    for fixture in fixtures() {
+        let Ok(event) = WatiEvent::parse(&fixture.body) else {
+            continue;
+        };
+        if let Some(facts) = MessageRecord::from_event(&event, 1_764_238_000) {
+            store.apply(&facts).await.unwrap();
+        }
+    }
+    // Two events waiting; a receive of one takes a whole batch: the processor is behind.
+    for n in 0..2 {
+        let queued = QueuedEvent {
+            key: format!("k-{n}"),
+            received_at: 1_764_238_000,
+            body: r#"{"eventType":"paymentCaptured"}"#.into(),
+            ..Default::default()
+        };
+        store.send(&queued).await.unwrap();
+    }
+    assert_eq!(store.receive(1, 60_000).await.unwrap().len(), 1);
+    assert!(store.queue_backlogged());
+
+    let target = Target::start(Behaviour::Hang).await;
+    let schedule = ForwardSchedule {
+        timeout: Duration::from_secs(5),
+        ..fast()
+    };
+    let forward = ForwardTarget::new(&target.url(), SECRET, schedule.timeout).unwrap();
+    let forwarder = tokio::spawn(wati_ingest::forward::run(store.clone(), forward, schedule));
+    wait_for("a first attempt", 10, || !target.received().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(target.received().len(), 1, "one attempt while behind");
+
+    // The processor catches up: a receive finds less than it asked for.
+    assert_eq!(store.receive(64, 60_000).await.unwrap().len(), 1);
+    assert!(!store.queue_backlogged());
+    wait_for("attempts up to the concurrency", 10, || {
+        target.received().len() == schedule.concurrency
+    })
+    .await;
+    forwarder.abort();
+}

@@ -2,6 +2,8 @@
 //! retries and dead-letters (like SQS with a redrive), and [`Queue`] and [`Intake`] for the
 //! store. A queue row written with its ledger row refers to the ledger's copy of the body.
 
+use std::sync::atomic::Ordering;
+
 use async_trait::async_trait;
 use rusqlite::{params, Connection};
 
@@ -30,7 +32,8 @@ impl EmbeddedStore {
         limit: u32,
         visibility_ms: i64,
     ) -> Result<Vec<Delivery>, StoreError> {
-        self.intake()
+        let received = self
+            .intake()
             .write("receive from queue", move |conn| {
                 let now = now_ms();
                 let mut statement = conn.prepare_cached(&format!(
@@ -55,7 +58,10 @@ impl EmbeddedStore {
                 deliveries.sort_by_key(|d| d.seq);
                 Ok(deliveries)
             })
-            .await
+            .await?;
+        let full = u32::try_from(received.len()).is_ok_and(|taken| taken >= limit.max(1));
+        self.inner.backlogged.store(full, Ordering::Relaxed);
+        Ok(received)
     }
 
     /// Removes processed events from the queue.
