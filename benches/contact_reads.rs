@@ -22,8 +22,12 @@
 //! outbound times. `make contact-reads` runs both parts.
 
 mod common;
-#[path = "common/state_table.rs"]
-mod state_table;
+#[path = "../tests/common/contact_history.rs"]
+#[allow(dead_code)]
+mod contact_history;
+#[path = "../tests/contract/support.rs"]
+#[allow(dead_code)]
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use common::{percentile, setting};
+use contact_history::Message;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use wati_ingest::ports::{QueuedEvent, StateStore};
@@ -45,69 +50,17 @@ const START: i64 = 1_730_000_000;
 const LONG: &str = "14155550900";
 const SHORT: &str = "14155550901";
 
-/// One message of a history: when it was sent, whether it is the customer's, its events (with
-/// receipt times).
-struct Message {
-    at: i64,
-    inbound: bool,
-    events: Vec<(i64, Value)>,
-}
-
-/// `count` messages of `wa_id` spread evenly over 400 days, as the contract test's `history`.
+/// `count` messages of `wa_id` spread evenly over 400 days (`contact_history`).
 fn history(wa_id: &str, count: i64) -> Vec<Message> {
-    let spacing = DAYS * DAY / count.max(1);
-    let end = START + (count - 1) * spacing;
-    (0..count)
-        .map(|n| {
-            let at = START + n * spacing;
-            let id = format!("{wa_id}-m{n}");
-            if n % 5 == 0 && at < end - 10 * DAY {
-                Message {
-                    at,
-                    inbound: true,
-                    events: vec![(
-                        at,
-                        json!({"eventType": "message", "id": id, "waId": wa_id,
-                        "owner": false, "text": "hi", "timestamp": at.to_string()}),
-                    )],
-                }
-            } else {
-                Message {
-                    at,
-                    inbound: false,
-                    events: vec![
-                        (
-                            at,
-                            json!({"eventType": "templateMessageSent", "id": id,
-                            "whatsappMessageId": format!("wamid.{id}"), "waId": wa_id,
-                            "templateName": "order_update", "type": "template",
-                            "timestamp": at.to_string()}),
-                        ),
-                        (
-                            at + 60,
-                            json!({"eventType": "sentMessageDELIVERED", "id": id,
-                            "whatsappMessageId": format!("wamid.{id}"),
-                            "timestamp": (at + 60).to_string()}),
-                        ),
-                    ],
-                }
-            }
-        })
-        .collect()
+    contact_history::history(wa_id, count, START, DAYS * DAY / count.max(1))
 }
 
 /// The latest inbound and outbound send among `messages`, as the view shows them.
 fn latest(messages: &[Message]) -> (Value, Value) {
-    let last = |inbound: bool| {
-        messages
-            .iter()
-            .filter(|m| m.inbound == inbound)
-            .map(|m| m.at)
-            .max()
-    };
+    let (last_in, last_out) = contact_history::latest(messages);
     (
-        json!(wati_ingest::time::Rfc3339(last(true))),
-        json!(wati_ingest::time::Rfc3339(last(false))),
+        json!(wati_ingest::time::Rfc3339(last_in)),
+        json!(wati_ingest::time::Rfc3339(last_out)),
     )
 }
 
@@ -350,7 +303,7 @@ async fn main() {
                 .build(),
         );
         let table = format!("StateTable-contact-reads-{}", std::process::id());
-        state_table::create_state_table(&client, &table).await;
+        support::create_template_table(&client, "StateTable", &table).await;
         let state = DynamoState::new(client, &table);
         state
             .backfill_contact_index()

@@ -19,45 +19,20 @@ use wati_ingest::store::embedded::EmbeddedStore;
 
 use crate::support::Stack;
 
+#[path = "../common/contact_history.rs"]
+mod contact_history;
+
 const HOUR: i64 = 3_600;
 const START: i64 = 1_730_000_000;
 const LONG: &str = "14155550900";
 const SHORT: &str = "14155550901";
 
-/// A history of `count` messages 8 hours apart for `wa_id`: every fifth one the customer's, the
-/// others the business's (delivered a minute later); none of the customer's in the last 10 days,
-/// so its latest lies far before the 48 hours a view reads. Returns the bodies (with receipt
-/// times) and the times of the latest inbound and outbound message.
+/// A history of `count` messages 8 hours apart for `wa_id` (`contact_history`): the bodies
+/// (with receipt times) and the times of the latest inbound and outbound message.
 fn history(wa_id: &str, count: i64) -> (Vec<(i64, Value)>, Option<i64>, Option<i64>) {
-    let mut events = Vec::new();
-    let (mut last_in, mut last_out) = (None, None);
-    let end = START + (count - 1) * 8 * HOUR;
-    for n in 0..count {
-        let at = START + n * 8 * HOUR;
-        let id = format!("{wa_id}-m{n}");
-        if n % 5 == 0 && at < end - 10 * 24 * HOUR {
-            events.push((
-                at,
-                json!({"eventType": "message", "id": id, "waId": wa_id,
-                "owner": false, "text": "hi", "timestamp": at.to_string()}),
-            ));
-            last_in = Some(at);
-        } else {
-            events.push((
-                at,
-                json!({"eventType": "templateMessageSent", "id": id,
-                "whatsappMessageId": format!("wamid.{id}"), "waId": wa_id,
-                "timestamp": at.to_string()}),
-            ));
-            events.push((
-                at + 60,
-                json!({"eventType": "sentMessageDELIVERED", "id": id,
-                "whatsappMessageId": format!("wamid.{id}"), "timestamp": (at + 60).to_string()}),
-            ));
-            last_out = Some(at);
-        }
-    }
-    (events, last_in, last_out)
+    let messages = contact_history::history(wa_id, count, START, 8 * HOUR);
+    let (last_in, last_out) = contact_history::latest(&messages);
+    (contact_history::events(&messages), last_in, last_out)
 }
 
 /// Applies every event, 16 at a time; one that fails is applied again, as SQS would deliver

@@ -235,11 +235,7 @@ impl Stack {
             std::process::id(),
             NEXT_STACK.fetch_add(1, Ordering::Relaxed)
         );
-        let template: Value = serde_yaml::from_str(
-            &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
-                .expect("template.yaml"),
-        )
-        .expect("template.yaml parses");
+        let template = template();
         let resources = template["Resources"].as_mapping().expect("Resources");
         let mut names = HashMap::new();
         let mut arns = HashMap::new();
@@ -344,6 +340,27 @@ impl Stack {
     pub fn queue_url(&self, logical_id: &str) -> String {
         self.names[logical_id].clone()
     }
+}
+
+/// `template.yaml`, parsed.
+fn template() -> Value {
+    serde_yaml::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
+            .expect("template.yaml"),
+    )
+    .expect("template.yaml parses")
+}
+
+/// Creates the template's table `logical_id` as `name`, without its stream (for benches that
+/// need one table, not a stack: `benches/contact_reads.rs`).
+#[allow(dead_code)]
+pub async fn create_template_table(
+    client: &aws_sdk_dynamodb::Client,
+    logical_id: &str,
+    name: &str,
+) {
+    let properties = &template()["Resources"][logical_id]["Properties"];
+    create_table(client, name, properties, false).await;
 }
 
 fn scalar(value: &Value) -> String {
