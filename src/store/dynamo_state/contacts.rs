@@ -88,9 +88,10 @@ impl DynamoState {
     }
 
     /// The items holding the latest send of each direction, then every item sent since the
-    /// horizon. For each name and direction the index is read newest key first until no key left
-    /// can hold a later send than the latest message found (a key's time is never before its
-    /// item's send, nor an item's before its message's): usually one item each.
+    /// horizon. Each name and direction (a filing) is read at once with the others, newest key
+    /// first, until no key left can hold a later send than the latest message it found (a key's
+    /// time is never before its item's send, nor an item's before its message's): usually one
+    /// item each.
     async fn recent_homes(
         &self,
         names: &[String],
@@ -99,39 +100,19 @@ impl DynamoState {
             .iter()
             .flat_map(|name| [Direction::Inbound, Direction::Outbound].map(|d| (name.as_str(), d)))
             .collect();
-        let side = |direction: Direction| usize::from(direction == Direction::Outbound);
+        let latest_of_each = try_join_all(
+            filings
+                .iter()
+                .map(|(name, direction)| self.latest_of_filing(name, *direction)),
+        )
+        .await?;
         let mut homes = BTreeMap::new();
         let mut latest: [Option<i64>; 2] = [None, None];
-        for (name, direction) in &filings {
-            let mut start = None;
-            loop {
-                let (page, next) = self
-                    .query_sent_page(
-                        name,
-                        sent_key_prefix(*direction, 0),
-                        range_end(*direction),
-                        Some(1),
-                        start,
-                    )
-                    .await?;
-                let Some((key, item)) = page.into_iter().next() else {
-                    break;
-                };
-                let mut resolution = [Resolution::from_home(item.clone())];
-                self.resolve_all(&mut resolution, false).await?;
-                if let Some(message) = resolution[0].message() {
-                    let slot = side(message.direction());
-                    latest[slot] = latest[slot].max(message.sent_at);
-                }
+        for (items, found) in latest_of_each {
+            for item in items {
                 homes.insert(item.key.clone(), item);
-                let best = latest[side(*direction)];
-                let done =
-                    matches!((sent_time_of_key(&key), best), (Some(at), Some(best)) if at <= best);
-                if done || next.is_none() {
-                    break;
-                }
-                start = next;
             }
+            latest = [latest[0].max(found[0]), latest[1].max(found[1])];
         }
         let Some(horizon) = Horizon::new(latest[0], latest[1]) else {
             return Ok(homes);
@@ -148,6 +129,48 @@ impl DynamoState {
             homes.insert(item.key.clone(), item);
         }
         Ok(homes)
+    }
+
+    /// The newest items of one filing down to the one holding its latest message, and the latest
+    /// send found of each direction (inbound, outbound).
+    async fn latest_of_filing(
+        &self,
+        name: &str,
+        direction: Direction,
+    ) -> Result<(Vec<MessageItem>, [Option<i64>; 2]), StoreError> {
+        let side = |direction: Direction| usize::from(direction == Direction::Outbound);
+        let mut items = Vec::new();
+        let mut latest: [Option<i64>; 2] = [None, None];
+        let mut start = None;
+        loop {
+            let (page, next) = self
+                .query_sent_page(
+                    name,
+                    sent_key_prefix(direction, 0),
+                    range_end(direction),
+                    Some(1),
+                    start,
+                )
+                .await?;
+            let Some((key, item)) = page.into_iter().next() else {
+                break;
+            };
+            let mut resolution = [Resolution::from_home(item.clone())];
+            self.resolve_all(&mut resolution, false).await?;
+            if let Some(message) = resolution[0].message() {
+                let slot = side(message.direction());
+                latest[slot] = latest[slot].max(message.sent_at);
+            }
+            items.push(item);
+            let best = latest[side(direction)];
+            let done =
+                matches!((sent_time_of_key(&key), best), (Some(at), Some(best)) if at <= best);
+            if done || next.is_none() {
+                break;
+            }
+            start = next;
+        }
+        Ok((items, latest))
     }
 
     /// Every item of `name` whose `sent_key` is between `low` and `high`, newest first.
