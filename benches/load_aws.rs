@@ -202,7 +202,8 @@ async fn main() {
 
 /// The floors: the two calls the receiver must make, with the same clients, nothing else; one
 /// after the other (the receiver before it issued them together), then at once (its floor now).
-/// Each floor's p50 and its `RESULT` fields; the queue is purged after each (moto only: AWS allows one purge a minute).
+/// Each floor's p50 and its `RESULT` fields; the queue is purged after each (on moto: AWS allows
+/// one purge a minute).
 async fn floors(
     stack: &support::Stack,
     queue_url: &str,
