@@ -13,9 +13,10 @@
 //!   process restarts (logged at `ERROR`): the target said it does not want any more.
 //! - **Independence**: the forwarder is its own task; ingestion never waits for it. Up to
 //!   [`ForwardSchedule::concurrency`] changes are in flight at once, each on its own schedule, so
-//!   one failing change does not hold back the others (order is not guaranteed anyway); while
-//!   the local processor is behind (its last receive took a whole batch) only one, so that
-//!   forwarding does not take the CPU that accepting and applying webhooks need. Outcomes
+//!   one failing change does not hold back the others (order is not guaranteed anyway). While
+//!   the local processor is behind (its last receive took a whole batch) a round of attempts
+//!   starts at most every 2 s, so that the forwarder's writes and CPU do not slow accepting and
+//!   applying webhooks; the backlog goes out once the processor has caught up. Outcomes
 //!   are written in the background, one write for all the attempts that ended meanwhile, so
 //!   sending does not wait for the disk ([`run`]).
 //!

@@ -10,6 +10,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -23,6 +24,9 @@ const TAKE_AT_ONCE: usize = 500;
 
 /// How many due changes one read brings (read again when fewer are left than can be in flight).
 const READ_AHEAD: usize = 256;
+
+/// While the local processor is behind, rounds of attempts start at most this often.
+const STEP_BACK_ROUND: Duration = Duration::from_secs(2);
 
 /// The write under way: the changes whose outcomes it records, and how many new changes it took.
 type Recording = Pin<Box<dyn Future<Output = (Vec<String>, Result<usize, StoreError>)> + Send>>;
@@ -52,14 +56,24 @@ pub async fn run(store: EmbeddedStore, target: ForwardTarget, schedule: ForwardS
     let mut paused = false;
     let mut tick = tokio::time::interval(schedule.poll);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // When the last round of attempts started while the processor was behind.
+    let mut last_round_behind: Option<Instant> = None;
     loop {
-        if recording.is_none() && (!unrecorded.is_empty() || (take_wanted && !paused)) {
+        // Ingestion first: while the processor is behind, one round of attempts (and the takes
+        // and reads it needs) every STEP_BACK_ROUND, so that the forwarder's writes and CPU go to
+        // accepting and applying webhooks (on a small machine they share the cores and the state
+        // database's writer); the backlog of changes goes out once it has caught up.
+        let behind = store.queue_backlogged();
+        let stepping_back =
+            behind && last_round_behind.is_some_and(|at| at.elapsed() < STEP_BACK_ROUND);
+        let active = !paused && !stepping_back;
+        if recording.is_none() && (!unrecorded.is_empty() || (take_wanted && active)) {
             let outcomes = std::mem::take(&mut unrecorded);
-            let take = if paused { 0 } else { TAKE_AT_ONCE };
+            let take = if active { TAKE_AT_ONCE } else { 0 };
             recording = Some(record(store.clone(), outcomes, take));
-            take_wanted = false;
+            take_wanted &= take == 0;
         }
-        if !paused && look_again && ready.len() < concurrency {
+        if active && look_again && ready.len() < concurrency {
             // Ask for enough to skip those held (still pending in the table).
             let limit = READ_AHEAD + held.len();
             match store.due_forwards(now_ms(), limit).await {
@@ -78,16 +92,10 @@ pub async fn run(store: EmbeddedStore, target: ForwardTarget, schedule: ForwardS
                 }
             }
         }
-        // Ingestion first: while the processor is behind, one attempt at a time, so the
-        // forwarder's CPU goes to accepting webhooks and applying them (on a small machine the
-        // three share the cores); the backlog of changes is forwarded once it has caught up.
-        let in_flight = if store.queue_backlogged() {
-            1
-        } else {
-            concurrency
-        };
-        while !paused && attempts.len() < in_flight {
+        let mut started = false;
+        while active && attempts.len() < concurrency {
             let Some(due) = ready.pop_front() else { break };
+            started = true;
             let target = target.clone();
             attempts.spawn(async move {
                 let started_ms = now_ms();
@@ -96,6 +104,9 @@ pub async fn run(store: EmbeddedStore, target: ForwardTarget, schedule: ForwardS
                     .await;
                 (due, started_ms, attempt)
             });
+        }
+        if started && behind {
+            last_round_behind = Some(Instant::now());
         }
         if paused && attempts.is_empty() && unrecorded.is_empty() && recording.is_none() {
             tracing::error!(
