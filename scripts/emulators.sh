@@ -66,8 +66,10 @@ run() {
   local logs="$cache/logs"
   mkdir -p "$logs"
   trap stop EXIT
-  java -Djava.library.path="$dynamo_dir/DynamoDBLocal_lib" -jar "$dynamo_dir/DynamoDBLocal.jar" \
-    -inMemory -sharedDb -port "$dynamo_port" >"$logs/dynamodb.log" 2>&1 &
+  # Telemetry off; run from the cache, where DynamoDB Local writes any file of its own.
+  (cd "$cache/dynamodb" && DDB_LOCAL_TELEMETRY=0 exec java \
+    -Djava.library.path="$dynamo_dir/DynamoDBLocal_lib" -jar "$dynamo_dir/DynamoDBLocal.jar" \
+    -inMemory -sharedDb -disableTelemetry -port "$dynamo_port") >"$logs/dynamodb.log" 2>&1 &
   pids+=($!)
   "$cache/moto/bin/moto_server" -H 127.0.0.1 -p "$sqs_port" >"$logs/moto.log" 2>&1 &
   pids+=($!)
