@@ -519,8 +519,8 @@ fn environment_names_the_granted_resources() {
 
 /// No IAM resource of its own (they would escape the checks above) but the forwarding role
 /// (checked by `forwarding_grants_only_its_destination_and_dead_letter_queue`), and the only
-/// public invoke permission is the optional Function URL of the receiver, which authenticates by
-/// the secret in its path.
+/// public invoke permissions are the optional Function URL's of the receiver (`InvokeFunctionUrl`
+/// and, only through the URL, `InvokeFunction`), which authenticates by the secret in its path.
 #[test]
 fn no_other_principal_or_role_is_granted_anything() {
     let template = template();
@@ -537,9 +537,20 @@ fn no_other_principal_or_role_is_granted_anything() {
         if kind == "AWS::Lambda::Permission" {
             let properties = &resource["Properties"];
             if properties["Principal"] == "*" {
-                assert_eq!(id.as_str(), Some("ReceiverUrlPermission"));
-                assert_eq!(properties["Action"], "lambda:InvokeFunctionUrl");
-                assert_eq!(properties["FunctionUrlAuthType"], "NONE");
+                match id.as_str() {
+                    Some("ReceiverUrlPermission") => {
+                        assert_eq!(properties["Action"], "lambda:InvokeFunctionUrl");
+                        assert_eq!(properties["FunctionUrlAuthType"], "NONE");
+                    }
+                    // Since October 2025 a function URL also needs InvokeFunction: only through
+                    // the URL, never for any caller of the Lambda API.
+                    Some("ReceiverUrlInvokePermission") => {
+                        assert_eq!(properties["Action"], "lambda:InvokeFunction");
+                        assert_eq!(properties["InvokedViaFunctionUrl"], true);
+                    }
+                    other => panic!("{other:?}: a public invoke permission"),
+                }
+                assert_eq!(resource["Condition"], "WithFunctionUrl", "{id:?}");
                 assert_eq!(
                     resource_name(&properties["FunctionName"]).unwrap(),
                     "ReceiverFunction"
