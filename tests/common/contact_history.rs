@@ -15,10 +15,16 @@ pub struct Message {
 
 /// `count` messages of `wa_id`, the first at `start`, `spacing` seconds apart.
 pub fn history(wa_id: &str, count: i64, start: i64, spacing: i64) -> Vec<Message> {
-    let end = start + (count - 1) * spacing;
-    (0..count)
-        .map(|n| {
-            let at = start + n * spacing;
+    let times: Vec<i64> = (0..count).map(|n| start + n * spacing).collect();
+    history_at(wa_id, &times)
+}
+
+/// Messages of `wa_id` sent at `times` (ascending).
+pub fn history_at(wa_id: &str, times: &[i64]) -> Vec<Message> {
+    let end = times.last().copied().unwrap_or_default();
+    (0_i64..)
+        .zip(times)
+        .map(|(n, &at)| {
             let id = format!("{wa_id}-m{n}");
             if n % 5 == 0 && at < end - 10 * 24 * 3_600 {
                 let message = json!({"eventType": "message", "id": id, "waId": wa_id,

@@ -154,6 +154,43 @@ async fn a_contact_read_does_not_grow_with_history() {
     assert!(long_items <= 100, "{long_items} items read for one contact");
 }
 
+/// Contacts of 120 and of 1,200 messages (8 hours apart), each then quiet for 3 days before one
+/// more message: a read takes the same number of items for both (the new message, the latest
+/// inbound one, their edges), whatever came before; both equal the pure model's view.
+#[tokio::test]
+async fn a_contact_read_costs_the_same_after_120_or_1200_messages() {
+    let quiet = |wa_id: &str, count: i64| {
+        let mut times: Vec<i64> = (0..count).map(|n| START + n * 8 * HOUR).collect();
+        times.push(START + (count - 1) * 8 * HOUR + 3 * 24 * HOUR);
+        contact_history::events(&contact_history::history_at(wa_id, &times))
+    };
+    let (fewer, more) = ("14155550902", "14155550903");
+    let (fewer_events, more_events) = (quiet(fewer, 120), quiet(more, 1_200));
+    let stack = Stack::create().await;
+    let (aws, items) = counted(&stack);
+    apply_all(&aws, &fewer_events).await;
+    apply_all(&aws, &more_events).await;
+    // The first read also reads the backfill's marker (then remembered): not counted.
+    aws.contact(fewer, START).await.unwrap();
+    let mut read_items = Vec::new();
+    for (contact, events) in [(fewer, &fewer_events), (more, &more_events)] {
+        let now = events.last().expect("events").0 + HOUR;
+        items.take();
+        let read = aws.contact(contact, now).await.unwrap();
+        read_items.push(items.take());
+        assert_eq!(
+            serde_json::to_value(read).unwrap(),
+            model(events, now),
+            "{contact}"
+        );
+    }
+    println!(
+        "items read: 120 messages {}, 1,200 messages {}",
+        read_items[0], read_items[1]
+    );
+    assert_eq!(read_items[0], read_items[1], "items read grew with history");
+}
+
 /// The runbook's upgrade on DynamoDB Local: a table from before `by_contact_sent` whose items
 /// have no `sent_key`; the new code deployed (it writes the key) with the index added by
 /// CloudFormation (here from the start: see below); reads go through the earlier indexes until the backfill
