@@ -68,7 +68,17 @@ pub fn read_routes(service: Arc<ReadService>) -> Router {
         .route("/v1/messages/{*id}", get(read_message))
         .route("/v1/contacts/{*contact}", get(read_contact))
         .route("/v1/changes", get(read_changes))
+        .layer(axum::middleware::map_response(no_store))
         .with_state(service)
+}
+
+/// Read answers hold customer data (and a `401` is no answer to keep): no cache, a proxy's or a
+/// browser's, may store them.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 pub fn health_routes(state: Arc<dyn StateStore>) -> Router {

@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{fixture, spawn_app};
+use crate::helpers::{fixture, spawn_app, API_TOKEN};
 
 /// Without the right bearer token nothing is readable, and the answer says how to authenticate.
 #[tokio::test]
@@ -31,6 +31,48 @@ async fn reads_need_the_bearer_token() {
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         let (status, _) = app.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}
+
+/// Every read answer (found, not found, unauthorized, a bad query) says `Cache-Control:
+/// no-store`: customer data must not stay in a proxy's or a browser's cache.
+#[tokio::test]
+async fn read_answers_are_not_cached() {
+    let app = spawn_app().await;
+    app.post_all(&[fixture("01-")]).await;
+    app.wait_until_applied().await;
+    for (path, token, expected) in [
+        (
+            "/v1/messages/6734a1b2c3d4e5f601000001",
+            Some(API_TOKEN),
+            StatusCode::OK,
+        ),
+        ("/v1/contacts/14155550101", Some(API_TOKEN), StatusCode::OK),
+        (
+            "/v1/contacts/14155550101/messages",
+            Some(API_TOKEN),
+            StatusCode::OK,
+        ),
+        (
+            "/v1/contacts/14155550101/messages?limit=0",
+            Some(API_TOKEN),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/v1/changes", Some(API_TOKEN), StatusCode::OK),
+        (
+            "/v1/messages/unknown-id",
+            Some(API_TOKEN),
+            StatusCode::NOT_FOUND,
+        ),
+        ("/v1/contacts/14155550101", None, StatusCode::UNAUTHORIZED),
+    ] {
+        let mut request = app.client.get(format!("{}{path}", app.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), expected, "{path}");
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
     }
 }
 
