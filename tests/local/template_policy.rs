@@ -1406,3 +1406,24 @@ async fn the_secret_route_reaches_the_receiver() {
         assert_eq!(answer["status"], "accepted", "{route}: {answer}");
     }
 }
+
+/// Every table holds customer data (or the archive of it): deleting the stack or replacing a
+/// table keeps it (`DeletionPolicy` and `UpdateReplacePolicy: Retain`), and a `DeleteTable` is
+/// refused until deletion protection is turned off (docs/runbook.md, "Removing a stack").
+#[test]
+fn tables_survive_the_stack() {
+    let template = template();
+    let tables: Vec<_> = resources(&template)
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::DynamoDB::Table")
+        .collect();
+    assert!(tables.len() >= 2, "the ledger and the state table");
+    for (id, table) in tables {
+        assert_eq!(table["DeletionPolicy"], "Retain", "{id:?}");
+        assert_eq!(table["UpdateReplacePolicy"], "Retain", "{id:?}");
+        assert_eq!(
+            table["Properties"]["DeletionProtectionEnabled"], true,
+            "{id:?}"
+        );
+    }
+}
