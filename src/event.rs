@@ -76,6 +76,16 @@ impl EventKind {
         }
     }
 
+    /// The name metrics and logs show: the normalised name, or `other` for an event type we do
+    /// not know, whose raw value comes from the body (each value would be a new billed custom
+    /// metric, and it could carry a phone number or a forged log line).
+    pub fn label(&self) -> &str {
+        match self {
+            EventKind::Other(_) => "other",
+            known => known.name(),
+        }
+    }
+
     /// Whether the event is about one WhatsApp message (and so is keyed by its identity).
     pub fn is_message_event(&self) -> bool {
         !matches!(

@@ -415,6 +415,12 @@ mod tests {
         let count = |name: &str| lines.iter().filter(|l| l.get(name).is_some()).count();
         assert_eq!(count("Applied"), 23, "one per message event");
         assert_eq!(count("Archived"), 3, "template events and the unknown type");
+        let kinds: std::collections::BTreeSet<&str> =
+            lines.iter().filter_map(|l| l["Kind"].as_str()).collect();
+        assert!(
+            kinds.contains("other") && !kinds.contains("paymentCaptured"),
+            "an unknown type is the dimension `other`, not its raw name: {kinds:?}"
+        );
         let batch = lines.last().unwrap();
         assert_eq!(
             (

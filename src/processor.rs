@@ -105,7 +105,7 @@ async fn apply_event(
     queued: &QueuedEvent,
     event: &WatiEvent,
 ) -> Result<Applied, StoreError> {
-    let kind = event.kind.name().to_owned();
+    let kind = event.kind.label().to_owned();
     match MessageRecord::from_event(event, queued.received_at) {
         Some(facts) if facts.oversized_id().is_some() => {
             let reason = format!("{kind} has an id longer than {MAX_ID_BYTES} bytes");
