@@ -223,7 +223,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// An idempotency key as logs show it: the event kind and a digest of the whole key. The key
 /// itself holds the wamid, and a wamid is the customer's phone number in base64.
 pub fn log_key(key: &str) -> String {
-    let kind = key.split(':').next().unwrap_or_default();
+    let parsed;
+    let kind = match key.split(':').next().unwrap_or_default() {
+        // Keys of our own making: a hashed long key, a quarantined body.
+        own @ ("sha256" | "quarantine") => own,
+        // An unknown type's name comes from the body: `other`, never the raw value.
+        kind => {
+            parsed = EventKind::parse(kind);
+            parsed.label()
+        }
+    };
     format!("{kind}:#{}", &sha256_hex(key.as_bytes())[..16])
 }
 
@@ -482,6 +491,22 @@ mod tests {
         assert!(!logged.contains("HBgL"), "{logged}");
         assert_eq!(logged, log_key(key), "stable, so log lines correlate");
         assert_ne!(logged, log_key("sentMessageREAD:wamid.other"));
+    }
+
+    /// A type we do not know is logged as `other`: its name comes from the body, and could hold
+    /// a phone number or a forged log line.
+    #[test]
+    fn logged_keys_of_unknown_types_say_other() {
+        let forged = "x\n{\"level\":\"ERROR\"} 14155550101:body-sha256:00";
+        let logged = log_key(forged);
+        assert!(logged.starts_with("other:#"), "{logged}");
+        assert!(
+            !logged.contains('\n') && !logged.contains("1415"),
+            "{logged}"
+        );
+        assert!(log_key("sha256:abcd").starts_with("sha256:#"));
+        assert!(log_key("quarantine:body-sha256:ab").starts_with("quarantine:#"));
+        assert!(log_key("message:wamid.X").starts_with("message:#"));
     }
 
     #[test]
