@@ -8,7 +8,7 @@ DATA_DIR ?= ./.wati-ingest
 
 ## run: build and start the whole pipeline locally (receiver, queue, processor, read API)
 run:
-	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(CARGO) run --release --locked --bin wati-ingest
+	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(CARGO) run --profile local --locked --bin wati-ingest
 
 ## demo: post a sample of every Wati event type to the running server, then read the state and
 ## the changes it announced back
