@@ -1232,6 +1232,7 @@ fn the_webhook_route_is_the_secret() {
         ("WebhookRoute", "WebhookSecret"),
         ("WebhookPreviousRoute", "WebhookSecretPrevious"),
         ("ApiFunction", "ApiToken"),
+        ("ApiFunction", "ApiTokenPrevious"),
         ("ForwardConnection", "ForwardAuthHeaderValue"),
     ]);
     for (id, resource) in resources {
