@@ -225,8 +225,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn log_key(key: &str) -> String {
     let parsed;
     let kind = match key.split(':').next().unwrap_or_default() {
-        // Keys of our own making: a hashed long key, a quarantined body.
-        own @ ("sha256" | "quarantine") => own,
+        // Keys of our own making: a hashed long key, a quarantined body, an undecodable SQS
+        // record's.
+        own @ ("sha256" | "quarantine" | "sqs") => own,
         // An unknown type's name comes from the body: `other`, never the raw value.
         kind => {
             parsed = EventKind::parse(kind);
@@ -506,6 +507,7 @@ mod tests {
         );
         assert!(log_key("sha256:abcd").starts_with("sha256:#"));
         assert!(log_key("quarantine:body-sha256:ab").starts_with("quarantine:#"));
+        assert!(log_key("sqs:message-id").starts_with("sqs:#"));
         assert!(log_key("message:wamid.X").starts_with("message:#"));
     }
 

@@ -58,10 +58,14 @@ impl EmbeddedStore {
                 deliveries.sort_by_key(|d| d.seq);
                 Ok(deliveries)
             })
-            .await?;
-        let full = u32::try_from(received.len()).is_ok_and(|taken| taken >= limit.max(1));
+            .await;
+        // A failed receive says nothing about a backlog: not behind, so forwarding is not held
+        // back for as long as receives fail.
+        let full = received.as_ref().is_ok_and(|received| {
+            u32::try_from(received.len()).is_ok_and(|taken| taken >= limit.max(1))
+        });
         self.inner.backlogged.store(full, Ordering::Relaxed);
-        Ok(received)
+        received
     }
 
     /// Removes processed events from the queue.
