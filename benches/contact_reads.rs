@@ -25,19 +25,19 @@ mod common;
 #[path = "../tests/common/contact_history.rs"]
 #[allow(dead_code)]
 mod contact_history;
+#[path = "../tests/common/items_read.rs"]
+mod items_read;
 #[path = "../tests/contract/support.rs"]
 #[allow(dead_code)]
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use common::{percentile, setting};
 use contact_history::Message;
 use futures_util::stream::{self, StreamExt};
+use items_read::ItemsRead;
 use serde_json::{json, Value};
 use wati_ingest::ports::{QueuedEvent, StateStore};
 use wati_ingest::store::dynamo_state::DynamoState;
@@ -94,48 +94,6 @@ async fn load(
         })
         .await;
     (loaded.into_inner(), started.elapsed())
-}
-
-/// Counts the items DynamoDB answers with (`Items` of a Query or Scan, `Item` of a GetItem,
-/// every table's `Responses` of a BatchGetItem), as the contract test's `ItemsRead`.
-#[derive(Debug, Clone, Default)]
-struct ItemsRead(Arc<AtomicUsize>);
-
-impl ItemsRead {
-    fn take(&self) -> usize {
-        self.0.swap(0, Ordering::Relaxed)
-    }
-}
-
-impl Intercept for ItemsRead {
-    fn name(&self) -> &'static str {
-        "items read"
-    }
-
-    fn read_after_execution(
-        &self,
-        context: &FinalizerInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let body: Value = context
-            .response()
-            .and_then(|r| r.body().bytes())
-            .and_then(|bytes| serde_json::from_slice(bytes).ok())
-            .unwrap_or_default();
-        let batch: usize = body["Responses"].as_object().map_or(0, |tables| {
-            tables
-                .values()
-                .filter_map(Value::as_array)
-                .map(Vec::len)
-                .sum()
-        });
-        let items = body["Items"].as_array().map_or(0, Vec::len)
-            + usize::from(body["Item"].is_object())
-            + batch;
-        self.0.fetch_add(items, Ordering::Relaxed);
-        Ok(())
-    }
 }
 
 /// The reads of one contact: latencies (sorted) and the most items one read took (if counted).

@@ -3,11 +3,6 @@
 //! model's view, and an older table gains the `by_contact_sent` index without a message lost
 //! from any read (the runbook's steps, on DynamoDB Local).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use wati_ingest::event::WatiEvent;
@@ -18,9 +13,12 @@ use wati_ingest::store::dynamo_state::DynamoState;
 use wati_ingest::store::embedded::EmbeddedStore;
 
 use crate::support::Stack;
+use items_read::ItemsRead;
 
 #[path = "../common/contact_history.rs"]
 mod contact_history;
+#[path = "../common/items_read.rs"]
+mod items_read;
 
 const HOUR: i64 = 3_600;
 const START: i64 = 1_730_000_000;
@@ -66,48 +64,6 @@ fn model(events: &[(i64, Value)], now: i64) -> Value {
     }
     let all: Vec<MessageRecord> = messages.into_values().collect();
     serde_json::to_value(ContactView::from_messages(&all, now)).expect("json")
-}
-
-/// Counts the items DynamoDB answers with (`Items` of a Query or Scan, `Item` of a GetItem,
-/// every table's `Responses` of a BatchGetItem): what a read is billed for.
-#[derive(Debug, Clone, Default)]
-struct ItemsRead(Arc<AtomicUsize>);
-
-impl ItemsRead {
-    fn take(&self) -> usize {
-        self.0.swap(0, Ordering::Relaxed)
-    }
-}
-
-impl Intercept for ItemsRead {
-    fn name(&self) -> &'static str {
-        "items read"
-    }
-
-    fn read_after_execution(
-        &self,
-        context: &FinalizerInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let body: Value = context
-            .response()
-            .and_then(|r| r.body().bytes())
-            .and_then(|bytes| serde_json::from_slice(bytes).ok())
-            .unwrap_or_default();
-        let batch: usize = body["Responses"].as_object().map_or(0, |tables| {
-            tables
-                .values()
-                .filter_map(Value::as_array)
-                .map(Vec::len)
-                .sum()
-        });
-        let items = body["Items"].as_array().map_or(0, Vec::len)
-            + usize::from(body["Item"].is_object())
-            + batch;
-        self.0.fetch_add(items, Ordering::Relaxed);
-        Ok(())
-    }
 }
 
 fn counted(stack: &Stack) -> (DynamoState, ItemsRead) {
