@@ -1,26 +1,39 @@
-//! The operator's commands, over the same ports as the pipeline, against the local store or AWS:
+//! The operator's commands, over the same ports as the pipeline, against the local store or AWS
+//! (`wati-ingest --help`, and `--help` after any command):
 //!
 //! ```text
-//! wati-ingest [serve]                           the local pipeline (make run)
-//! wati-ingest inspect <key | message id>        ledger record and message state, as JSON
-//! wati-ingest replay --since T --until T        re-enqueue archived events (T: unix s or RFC 3339)
-//! wati-ingest redrive-dlq                       move dead letters back to the queue
-//! wati-ingest tail [--from-start] [--json]      print change documents as they are recorded
-//! wati-ingest forwards                          list changes whose forwarding was dead-lettered
-//! wati-ingest forwards resend <change id>|--all make dead-lettered changes pending again
-//! wati-ingest backfill-contact-index --aws      give older items their contact index key
+//! wati-ingest [serve]                                the local pipeline (make run)
+//! wati-ingest inspect <key | message id> [--aws]     ledger record, quarantine, message (JSON)
+//! wati-ingest replay --since T --until T [--include-quarantined] [--aws]
+//! wati-ingest dead-letters [--limit N] [--aws]       what the processor gave up on, and why
+//! wati-ingest redrive-dlq [--key K] [--aws]          dead letters back to the queue
+//! wati-ingest quarantine [--limit N] [--aws]         quarantined bodies, newest first
+//! wati-ingest tail [--from-start] [--json]           change documents as they are recorded
+//! wati-ingest forwards [resend <change id> | resend --all]
+//! wati-ingest backfill-contact-index --aws           give older items their contact index key
 //! ```
-//! `--aws` runs a command against `LEDGER_TABLE`, `STATE_TABLE`, `QUEUE_URL` and `DLQ_URL`
-//! instead of the local store in `DATA_DIR` (`tail` and `forwards` are local only: they read the
-//! outbox and the forwarder's table in `DATA_DIR`, safely beside a running server;
-//! `backfill-contact-index` is AWS only: the local store migrates itself at start-up).
+//! Local commands read only `DATA_DIR` and refuse one that holds no store (they never create
+//! one); `--aws` uses `LEDGER_TABLE`, `STATE_TABLE`, `QUEUE_URL` and `DLQ_URL`. Exit status: 0
+//! done, 1 failed, 2 usage error (clap's), 3 nothing found.
 
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339 as Rfc3339Format;
 use time::OffsetDateTime;
 
+use crate::event::{log_key, WatiEvent};
 use crate::message::MessageView;
-use crate::ports::{Ledger, Queue, StateStore, StoreError};
+use crate::ports::{
+    DeadLetter, Ledger, QuarantineArchive, QuarantineStage, QuarantinedBody, Queue, StateStore,
+    StoreError,
+};
+
+/// What to run, and where: the local store in `DATA_DIR` or the deployed stack (`--aws`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub command: Command,
+    pub aws: bool,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -31,8 +44,21 @@ pub enum Command {
     Replay {
         since: i64,
         until: i64,
+        /// Also the bodies the receiver quarantined (after a parser fix, the recovery path).
+        include_quarantined: bool,
     },
-    RedriveDlq,
+    /// Move dead letters back to the queue: the one under `key`, or all (`None`).
+    RedriveDlq {
+        key: Option<String>,
+    },
+    /// List dead letters (at most `limit`) with why they failed.
+    DeadLetters {
+        limit: usize,
+    },
+    /// List quarantined bodies (the newest `limit`) with their reasons.
+    Quarantine {
+        limit: usize,
+    },
     /// Follow the outbox: from its end, or its start; human lines or one JSON document a line.
     Tail {
         from_start: bool,
@@ -46,165 +72,324 @@ pub enum Command {
     },
     /// Give every message item of the state table its `by_contact_sent` key, then mark the table.
     BackfillContactIndex,
-    Help,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
-    pub command: Command,
-    pub aws: bool,
+/// Exit status of `inspect` when nothing is kept under the id (0: found, 1: failed, 2: usage).
+pub const EXIT_NOT_FOUND: u8 = 3;
+
+const ENVIRONMENT: &str = "\
+Local commands read only DATA_DIR (default ./.wati-ingest), and refuse a directory that holds no
+store. With --aws: LEDGER_TABLE, STATE_TABLE, QUEUE_URL and DLQ_URL (the stack's outputs of the
+same names), and the usual AWS credentials and region.
+Exit status: 0 done, 1 failed, 2 usage error, 3 nothing found (inspect).";
+
+/// wati-ingest: Wati's webhooks into message and session state; the local pipeline and the
+/// operator's commands.
+#[derive(Debug, Parser)]
+#[command(name = "wati-ingest", version, after_help = ENVIRONMENT)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<CliCommand>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UsageError {
-    #[error("unknown command {0:?}; try `wati-ingest help`")]
-    UnknownCommand(String),
-    #[error("{0} needs a value")]
-    MissingValue(&'static str),
-    #[error("{0:?} is neither unix seconds nor an RFC 3339 time")]
-    BadTime(String),
-    #[error("unexpected argument {0:?}")]
-    Unexpected(String),
-    #[error("--since must not be after --until")]
-    EmptyRange,
-    #[error("{0} is local only (it reads DATA_DIR); drop --aws")]
-    LocalOnly(&'static str),
-    #[error("{0} is for AWS only (the local store needs none); add --aws")]
-    AwsOnly(&'static str),
+#[derive(Debug, Subcommand)]
+enum CliCommand {
+    /// Run the whole pipeline locally: receiver, queue, processor, read API (the default)
+    Serve,
+    /// Show what is kept under an idempotency key or a message id: the ledger record, any
+    /// quarantined body and the message state, as JSON (exit 3 when nothing is)
+    Inspect {
+        /// The key Wati was answered with, or any id of the message (Wati's, Meta's wamid,
+        /// localMessageId)
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Put archived events received in a time range back on the queue (applying is idempotent)
+    Replay {
+        /// From this time (unix seconds or RFC 3339), inclusive
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        since: i64,
+        /// Until this time (unix seconds or RFC 3339), inclusive
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        until: i64,
+        /// Also the bodies the receiver quarantined (after a parser fix)
+        #[arg(long)]
+        include_quarantined: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Move dead-lettered events back to the queue: all, or the one under --key
+    RedriveDlq {
+        /// Only the dead letter with this idempotency key
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List dead-lettered events with why they failed
+    DeadLetters {
+        /// At most this many
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List quarantined bodies (newest first) with their reasons
+    Quarantine {
+        /// At most this many
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print change documents as they are recorded (local; Ctrl-C ends)
+    Tail {
+        /// From the first change kept, not from now
+        #[arg(long)]
+        from_start: bool,
+        /// One JSON document a line instead of a human line
+        #[arg(long)]
+        json: bool,
+    },
+    /// List changes whose forwarding was dead-lettered (local), or resend them
+    Forwards {
+        #[command(subcommand)]
+        action: Option<ForwardsAction>,
+    },
+    /// Give older state items their contact index key, once, after deploying the
+    /// by_contact_sent index (AWS only)
+    BackfillContactIndex {
+        /// Required: this command runs against the deployed state table
+        #[arg(long, required = true)]
+        aws: bool,
+    },
 }
 
-pub const USAGE: &str = "usage:
-  wati-ingest [serve]                        run the local pipeline
-  wati-ingest inspect <key | message id>     ledger record and message state (JSON)
-  wati-ingest replay --since T --until T     re-enqueue archived events (T: unix seconds or RFC 3339)
-  wati-ingest redrive-dlq                    move dead-lettered events back to the queue
-  wati-ingest tail [--from-start] [--json]   print change documents as they are recorded (Ctrl-C ends)
-  wati-ingest forwards                       list changes whose forwarding was dead-lettered
-  wati-ingest forwards resend <change id>|--all
-                                             make dead-lettered changes pending again
-  wati-ingest backfill-contact-index --aws   give older state items their contact index key
-                                             (once, after deploying the by_contact_sent index)
-add --aws to use LEDGER_TABLE, STATE_TABLE, QUEUE_URL and DLQ_URL instead of DATA_DIR
-(inspect, replay, redrive-dlq)";
+#[derive(Debug, Args)]
+struct Target {
+    /// Run against the deployed tables and queues (LEDGER_TABLE, STATE_TABLE, QUEUE_URL,
+    /// DLQ_URL) instead of DATA_DIR
+    #[arg(long)]
+    aws: bool,
+}
 
-/// Parses the arguments after the program name.
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, UsageError> {
-    let mut aws = false;
-    let mut words = Vec::new();
-    for arg in args {
-        if arg == "--aws" {
-            aws = true;
-        } else {
-            words.push(arg);
-        }
-    }
-    let mut words = words.into_iter();
-    let command = match words.next().as_deref() {
-        None | Some("serve") => Command::Serve,
-        Some("help" | "--help" | "-h") => Command::Help,
-        Some("inspect") => Command::Inspect {
-            id: words.next().ok_or(UsageError::MissingValue("inspect"))?,
-        },
-        Some("redrive-dlq") => Command::RedriveDlq,
-        Some("backfill-contact-index") => Command::BackfillContactIndex,
-        Some("tail") => {
-            let (mut from_start, mut json) = (false, false);
-            for flag in words.by_ref() {
-                match flag.as_str() {
-                    "--from-start" => from_start = true,
-                    "--json" => json = true,
-                    _ => return Err(UsageError::Unexpected(flag)),
-                }
-            }
-            Command::Tail { from_start, json }
-        }
-        Some("forwards") => match words.next().as_deref() {
-            None => Command::Forwards,
-            Some("resend") => match words.next() {
-                None => return Err(UsageError::MissingValue("forwards resend")),
-                Some(all) if all == "--all" => Command::ForwardsResend { change: None },
-                Some(change) => Command::ForwardsResend {
-                    change: Some(change),
-                },
-            },
-            Some(other) => return Err(UsageError::Unexpected(other.to_owned())),
-        },
-        Some("replay") => {
-            let (mut since, mut until) = (None, None);
-            while let Some(flag) = words.next() {
-                let slot = match flag.as_str() {
-                    "--since" => &mut since,
-                    "--until" => &mut until,
-                    _ => return Err(UsageError::Unexpected(flag)),
-                };
-                let name = if flag == "--since" {
-                    "--since"
-                } else {
-                    "--until"
-                };
-                *slot = Some(parse_time(
-                    &words.next().ok_or(UsageError::MissingValue(name))?,
-                )?);
-            }
-            let since = since.ok_or(UsageError::MissingValue("--since"))?;
-            let until = until.ok_or(UsageError::MissingValue("--until"))?;
-            if since > until {
-                return Err(UsageError::EmptyRange);
-            }
-            Command::Replay { since, until }
-        }
-        Some(other) => return Err(UsageError::UnknownCommand(other.to_owned())),
+#[derive(Debug, Subcommand)]
+enum ForwardsAction {
+    /// Make dead-lettered changes pending again: one by its id, or --all
+    Resend {
+        /// The change id (chg_...)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        change: Option<String>,
+        /// Every dead-lettered change
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Parses the arguments after the program name. `--help` and `--version` come back as errors
+/// too: [`clap::Error::exit`] prints them on stdout and exits 0, usage errors on stderr with 2.
+pub fn parse<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let program = std::iter::once(std::ffi::OsString::from("wati-ingest"));
+    let cli = Cli::try_parse_from(program.chain(args.into_iter().map(Into::into)))?;
+    let local = |command| Invocation {
+        command,
+        aws: false,
     };
-    if let Some(extra) = words.next() {
-        return Err(UsageError::Unexpected(extra));
-    }
-    match command {
-        Command::Tail { .. } if aws => return Err(UsageError::LocalOnly("tail")),
-        Command::Forwards | Command::ForwardsResend { .. } if aws => {
-            return Err(UsageError::LocalOnly("forwards"))
+    Ok(match cli.command.unwrap_or(CliCommand::Serve) {
+        CliCommand::Serve => local(Command::Serve),
+        CliCommand::Inspect { id, target } => Invocation {
+            command: Command::Inspect { id },
+            aws: target.aws,
+        },
+        CliCommand::Replay {
+            since,
+            until,
+            include_quarantined,
+            target,
+        } => {
+            if since > until {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    "--since must not be after --until",
+                ));
+            }
+            Invocation {
+                command: Command::Replay {
+                    since,
+                    until,
+                    include_quarantined,
+                },
+                aws: target.aws,
+            }
         }
-        Command::BackfillContactIndex if !aws => {
-            return Err(UsageError::AwsOnly("backfill-contact-index"))
-        }
-        _ => {}
-    }
-    Ok(Invocation { command, aws })
+        CliCommand::RedriveDlq { key, target } => Invocation {
+            command: Command::RedriveDlq { key },
+            aws: target.aws,
+        },
+        CliCommand::DeadLetters { limit, target } => Invocation {
+            command: Command::DeadLetters { limit },
+            aws: target.aws,
+        },
+        CliCommand::Quarantine { limit, target } => Invocation {
+            command: Command::Quarantine { limit },
+            aws: target.aws,
+        },
+        CliCommand::Tail { from_start, json } => local(Command::Tail { from_start, json }),
+        CliCommand::Forwards { action: None } => local(Command::Forwards),
+        CliCommand::Forwards {
+            action: Some(ForwardsAction::Resend { change, .. }),
+        } => local(Command::ForwardsResend { change }),
+        CliCommand::BackfillContactIndex { .. } => Invocation {
+            command: Command::BackfillContactIndex,
+            aws: true,
+        },
+    })
 }
 
-fn parse_time(text: &str) -> Result<i64, UsageError> {
+fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(seconds) = text.parse::<i64>() {
         return Ok(seconds);
     }
     OffsetDateTime::parse(text, &Rfc3339Format)
         .map(|t| t.unix_timestamp())
-        .map_err(|_| UsageError::BadTime(text.to_owned()))
+        .map_err(|_| format!("{text:?} is neither unix seconds nor an RFC 3339 time"))
 }
 
-/// The ledger record under `id` (an idempotency key) and the message `id` names, as JSON.
+/// Everything kept under `id` (an idempotency key or a message id), as JSON: the key and the
+/// form logs show it in, the ledger's archived event, any quarantined bodies, and the message the
+/// id names (or, for a key, the message its archived event is about). `None` when nothing is.
 pub async fn inspect(
     ledger: &dyn Ledger,
     state: &dyn StateStore,
+    quarantines: &dyn QuarantineArchive,
     id: &str,
-) -> Result<Value, StoreError> {
-    let archived = ledger.archived(id).await?.map(
-        |event| json!({ "key": event.key, "received_at": event.received_at, "body": event.body }),
-    );
-    let message = state.message(id).await?.map(|m| MessageView::from(&m));
-    Ok(json!({ "ledger": archived, "message": message }))
+) -> Result<Option<Value>, StoreError> {
+    let archived = ledger.archived(id).await?;
+    let quarantined = quarantines.quarantined_under(id).await?;
+    let mut message = state.message(id).await?;
+    if message.is_none() {
+        let body = archived.as_ref().map(|event| event.body.as_bytes());
+        let about = body.and_then(|body| WatiEvent::parse(body).ok());
+        if let Some(named) = about.as_ref().and_then(WatiEvent::message_identity) {
+            message = state.message(named).await?;
+        }
+    }
+    if archived.is_none() && quarantined.is_empty() && message.is_none() {
+        return Ok(None);
+    }
+    let quarantine: Vec<Value> = quarantined.iter().map(quarantined_json).collect();
+    Ok(Some(json!({
+        "id": id,
+        "log_key": log_key(id),
+        "ledger": archived.map(|event| json!({
+            "key": event.key, "received_at": event.received_at, "body": event.body
+        })),
+        "quarantine": quarantine,
+        "message": message.as_ref().map(MessageView::from),
+    })))
 }
 
-/// Re-enqueues every archived event received in `since..=until`; returns how many.
+fn quarantined_json(kept: &QuarantinedBody) -> Value {
+    json!({
+        "stage": kept.stage.name(),
+        "key": kept.entry.key,
+        "log_key": log_key(&kept.entry.key),
+        "reason": kept.entry.reason,
+        "received_at": kept.entry.received_at,
+        "body": String::from_utf8_lossy(&kept.entry.body),
+    })
+}
+
+/// Re-enqueues every archived event received in `since..=until`, and with `quarantines` the
+/// bodies the receiver quarantined then; returns how many.
 pub async fn replay(
     ledger: &dyn Ledger,
     queue: &dyn Queue,
+    quarantines: Option<&dyn QuarantineArchive>,
     since: i64,
     until: i64,
 ) -> Result<usize, StoreError> {
-    let events = ledger.archived_between(since, until).await?;
+    let mut events = ledger.archived_between(since, until).await?;
+    if let Some(quarantines) = quarantines {
+        events.extend(
+            quarantines
+                .receiver_quarantined_between(since, until)
+                .await?,
+        );
+    }
     for event in &events {
         queue.send(event).await?;
     }
     Ok(events.len())
+}
+
+/// `wati-ingest quarantine`: one line per quarantined body (stage, time, key as logs show it,
+/// size, reason), or a line saying there are none.
+pub fn quarantine_lines(kept: &[QuarantinedBody]) -> Vec<String> {
+    if kept.is_empty() {
+        return vec!["no quarantined bodies".into()];
+    }
+    kept.iter()
+        .map(|kept| {
+            format!(
+                "{} {} {} key={} ({}) bytes={} reason: {}",
+                at(kept.entry.received_at),
+                kept.stage.name(),
+                log_key(&kept.entry.key),
+                kept.entry.key,
+                if kept.stage == QuarantineStage::Receiver {
+                    "never parsed"
+                } else {
+                    "accepted, not applicable"
+                },
+                kept.entry.body.len(),
+                one_line(&kept.entry.reason)
+            )
+        })
+        .collect()
+}
+
+/// `wati-ingest dead-letters`: one line per dead letter, or a line saying there are none.
+pub fn dead_letter_lines(dead: &[DeadLetter]) -> Vec<String> {
+    if dead.is_empty() {
+        return vec!["no dead letters".into()];
+    }
+    dead.iter()
+        .map(|d| {
+            format!(
+                "{} {} key={} attempts={} reason: {}",
+                at(d.received_at),
+                log_key(&d.key),
+                d.key,
+                d.attempts,
+                one_line(&d.reason)
+            )
+        })
+        .collect()
+}
+
+fn at(unix_seconds: i64) -> String {
+    crate::time::Rfc3339(Some(unix_seconds))
+        .render()
+        .unwrap_or_else(|| unix_seconds.to_string())
+}
+
+/// A stored reason on one terminal line: control characters (a forged newline) escaped.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A change document as one human line (`wati-ingest tail`), e.g.
@@ -299,11 +484,20 @@ mod tests {
         text.split_whitespace().map(str::to_owned).collect()
     }
 
+    fn parsed(text: &str) -> Invocation {
+        parse(args(text)).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn refused(text: &str) -> clap::error::ErrorKind {
+        parse(args(text)).expect_err(text).kind()
+    }
+
     #[test]
     fn parses_every_command() {
-        assert_eq!(parse(args("")).unwrap().command, Command::Serve);
+        assert_eq!(parsed("").command, Command::Serve);
+        assert_eq!(parsed("serve").command, Command::Serve);
         assert_eq!(
-            parse(args("inspect local-0003 --aws")).unwrap(),
+            parsed("inspect local-0003 --aws"),
             Invocation {
                 command: Command::Inspect {
                     id: "local-0003".into()
@@ -312,43 +506,104 @@ mod tests {
             }
         );
         assert_eq!(
-            parse(args("replay --since 100 --until 2025-11-27T10:14:13Z"))
-                .unwrap()
-                .command,
+            parsed("replay --since 100 --until 2025-11-27T10:14:13Z").command,
             Command::Replay {
                 since: 100,
-                until: 1_764_238_453
+                until: 1_764_238_453,
+                include_quarantined: false
             }
         );
         assert_eq!(
-            parse(args("redrive-dlq")).unwrap().command,
-            Command::RedriveDlq
+            parsed("replay --since -5 --until 0 --include-quarantined"),
+            Invocation {
+                command: Command::Replay {
+                    since: -5,
+                    until: 0,
+                    include_quarantined: true
+                },
+                aws: false
+            }
         );
         assert_eq!(
-            parse(args("tail")).unwrap().command,
+            parsed("redrive-dlq").command,
+            Command::RedriveDlq { key: None }
+        );
+        assert_eq!(
+            parsed("redrive-dlq --key k1 --aws"),
+            Invocation {
+                command: Command::RedriveDlq {
+                    key: Some("k1".into())
+                },
+                aws: true
+            }
+        );
+        assert_eq!(
+            parsed("dead-letters").command,
+            Command::DeadLetters { limit: 100 }
+        );
+        assert_eq!(
+            parsed("quarantine --limit 5 --aws"),
+            Invocation {
+                command: Command::Quarantine { limit: 5 },
+                aws: true
+            }
+        );
+        assert_eq!(
+            parsed("tail").command,
             Command::Tail {
                 from_start: false,
                 json: false
             }
         );
         assert_eq!(
-            parse(args("tail --json --from-start")).unwrap().command,
+            parsed("tail --json --from-start").command,
             Command::Tail {
                 from_start: true,
                 json: true
             }
         );
-        assert_eq!(parse(args("forwards")).unwrap().command, Command::Forwards);
+        assert_eq!(parsed("forwards").command, Command::Forwards);
         assert_eq!(
-            parse(args("forwards resend chg_1")).unwrap().command,
+            parsed("forwards resend chg_1").command,
             Command::ForwardsResend {
                 change: Some("chg_1".into())
             }
         );
         assert_eq!(
-            parse(args("forwards resend --all")).unwrap().command,
+            parsed("forwards resend --all").command,
             Command::ForwardsResend { change: None }
         );
+        assert_eq!(
+            parsed("backfill-contact-index --aws"),
+            Invocation {
+                command: Command::BackfillContactIndex,
+                aws: true
+            }
+        );
+    }
+
+    /// Help and version are answers, not commands: `inspect --help` does not look up "--help".
+    #[test]
+    fn help_and_version_are_answered_by_clap() {
+        use clap::error::ErrorKind;
+        assert_eq!(refused("--help"), ErrorKind::DisplayHelp);
+        assert_eq!(refused("inspect --help"), ErrorKind::DisplayHelp);
+        assert_eq!(refused("replay -h"), ErrorKind::DisplayHelp);
+        assert_eq!(refused("--version"), ErrorKind::DisplayVersion);
+        let help = parse(args("--help")).unwrap_err().to_string();
+        for command in [
+            "inspect",
+            "replay",
+            "redrive-dlq",
+            "dead-letters",
+            "quarantine",
+            "tail",
+            "forwards",
+        ] {
+            assert!(help.contains(command), "{command} missing from:\n{help}");
+        }
+        assert!(help.contains("DATA_DIR"), "{help}");
+        Cli::command().debug_assert();
     }
 
     #[test]
@@ -388,56 +643,66 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_do() {
+        use clap::error::ErrorKind;
+        assert_eq!(refused("delete"), ErrorKind::InvalidSubcommand);
+        // `--aws` alone is not a command: it used to start a local server.
+        assert_eq!(refused("--aws"), ErrorKind::UnknownArgument);
+        assert_eq!(refused("serve --aws"), ErrorKind::UnknownArgument);
+        assert_eq!(refused("inspect"), ErrorKind::MissingRequiredArgument);
         assert_eq!(
-            parse(args("delete")).unwrap_err(),
-            UsageError::UnknownCommand("delete".into())
+            refused("replay --since 5"),
+            ErrorKind::MissingRequiredArgument
         );
         assert_eq!(
-            parse(args("inspect")).unwrap_err(),
-            UsageError::MissingValue("inspect")
+            refused("replay --since 9 --until 5"),
+            ErrorKind::ValueValidation
         );
         assert_eq!(
-            parse(args("replay --since 5")).unwrap_err(),
-            UsageError::MissingValue("--until")
+            refused("replay --since soon --until 5"),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(refused("redrive-dlq now"), ErrorKind::UnknownArgument);
+        assert_eq!(
+            refused("dead-letters --limit many"),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(refused("tail --follow"), ErrorKind::UnknownArgument);
+        assert_eq!(
+            refused("forwards resend"),
+            ErrorKind::MissingRequiredArgument
         );
         assert_eq!(
-            parse(args("replay --since 9 --until 5")).unwrap_err(),
-            UsageError::EmptyRange
+            refused("forwards resend chg_1 --all"),
+            ErrorKind::ArgumentConflict
         );
+        assert_eq!(refused("forwards --aws"), ErrorKind::UnknownArgument);
+        assert_eq!(refused("tail --aws"), ErrorKind::UnknownArgument);
         assert_eq!(
-            parse(args("replay --since soon --until 5")).unwrap_err(),
-            UsageError::BadTime("soon".into())
+            refused("backfill-contact-index"),
+            ErrorKind::MissingRequiredArgument
         );
-        assert_eq!(
-            parse(args("redrive-dlq now")).unwrap_err(),
-            UsageError::Unexpected("now".into())
+    }
+
+    /// A reason read from the store cannot forge a second line on the operator's terminal.
+    #[test]
+    fn listed_reasons_stay_on_one_line() {
+        let lines = dead_letter_lines(&[DeadLetter {
+            key: "k".into(),
+            received_at: 0,
+            attempts: 3,
+            reason: "boom\n2025-01-01T00:00:00Z forged".into(),
+        }]);
+        assert_eq!(lines.len(), 1);
+        assert!(!lines[0].contains('\n'), "{}", lines[0]);
+        assert!(
+            lines[0].ends_with("reason: boom\\n2025-01-01T00:00:00Z forged"),
+            "{}",
+            lines[0]
         );
+        assert_eq!(dead_letter_lines(&[]), vec!["no dead letters".to_owned()]);
         assert_eq!(
-            parse(args("tail --follow")).unwrap_err(),
-            UsageError::Unexpected("--follow".into())
-        );
-        assert_eq!(
-            parse(args("forwards resend")).unwrap_err(),
-            UsageError::MissingValue("forwards resend")
-        );
-        assert_eq!(
-            parse(args("forwards --aws")).unwrap_err(),
-            UsageError::LocalOnly("forwards")
-        );
-        assert_eq!(
-            parse(args("tail --aws")).unwrap_err(),
-            UsageError::LocalOnly("tail")
-        );
-        assert_eq!(
-            parse(args("backfill-contact-index")).unwrap_err(),
-            UsageError::AwsOnly("backfill-contact-index")
-        );
-        assert_eq!(
-            parse(args("backfill-contact-index --aws")).unwrap(),
-            Invocation {
-                command: Command::BackfillContactIndex,
-                aws: true
-            }
+            quarantine_lines(&[]),
+            vec!["no quarantined bodies".to_owned()]
         );
     }
 }

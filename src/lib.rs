@@ -27,6 +27,8 @@
 //!   queue consumer.
 //! - [`http`]: the one router (webhook, read API, health) for the local server and Lambda.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines (no API calls on the hot path).
+//! - [`logging`]: every binary's log filter (the libraries that would log a raw request pinned at
+//!   INFO).
 //!
 //! Adapters and runtimes:
 //! - [`store::embedded`]: SQLite ledger, durable queue and state, with group commit.
@@ -36,8 +38,8 @@
 //! - [`local`]: the whole pipeline as one process (`make run`).
 //! - [`forward`]: push forwarding of the outbox's change documents to `FORWARD_URL`, signed per
 //!   Standard Webhooks, retried, dead-lettered (local).
-//! - [`cli`]: operator commands (inspect, replay, redrive-dlq) on the local store or AWS; `tail`
-//!   and `forwards` on the local store.
+//! - [`cli`]: operator commands (inspect, replay, dead-letters, redrive-dlq, quarantine) on the
+//!   local store or AWS; `tail` and `forwards` on the local store.
 //! - [`notifier`]: the state table's stream to change documents on EventBridge
 //!   (`src/bin/notifier.rs`), with the ids the embedded store gives the same changes.
 //! - [`windows`]: the AWS window timer, `contact.window_closing`/`window_closed` from the state
@@ -54,6 +56,7 @@ pub mod forward;
 pub mod http;
 pub mod lambda;
 pub mod local;
+pub mod logging;
 pub mod message;
 pub mod message_items;
 pub mod metrics;

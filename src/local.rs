@@ -25,6 +25,9 @@ use crate::time::now_unix;
 /// How often the window timer looks for windows closing or closed.
 pub const WINDOW_TIMER_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// Where the local store lives when `DATA_DIR` is unset.
+pub const DEFAULT_DATA_DIR: &str = "./.wati-ingest";
+
 /// File names inside `DATA_DIR`.
 const DATABASE_FILE: &str = "wati-ingest.db";
 const STATE_DATABASE_FILE: &str = "wati-ingest.state.db";
@@ -75,6 +78,11 @@ pub enum LocalError {
         state: PathBuf,
         accept: PathBuf,
     },
+    #[error(
+        "{data_dir} holds no wati-ingest store (no {missing}): set DATA_DIR to the directory \
+         the server uses (`make run`: ./.wati-ingest)"
+    )]
+    NoStore { data_dir: PathBuf, missing: PathBuf },
 }
 
 /// Where a secret came from: a generated one is shown in full at start-up, a given one is not.
@@ -110,9 +118,7 @@ impl LocalSettings {
         // Pure: nothing here may touch the disk (the binary's tests check DATA_DIR stays absent).
         Ok(LocalSettings {
             port: settings::number_in("PORT", var("PORT").as_deref(), 3000, 0..=u16::MAX)?,
-            data_dir: PathBuf::from(
-                settings::text("DATA_DIR", var("DATA_DIR").as_deref())?.unwrap_or("./.wati-ingest"),
-            ),
+            data_dir: data_dir_setting(&var)?,
             webhook_secret: settings::secret("WEBHOOK_SECRET", var("WEBHOOK_SECRET").as_deref())?,
             api_token: settings::secret("API_TOKEN", var("API_TOKEN").as_deref())?,
             dedup_ttl_days: settings::dedup_ttl_days(var("DEDUP_TTL_DAYS").as_deref())?,
@@ -241,6 +247,40 @@ impl LocalConfig {
         }
         Ok(store)
     }
+}
+
+/// `DATA_DIR`, `./.wati-ingest` when unset.
+fn data_dir_setting(var: &impl Fn(&str) -> Option<String>) -> Result<PathBuf, ConfigError> {
+    Ok(PathBuf::from(
+        settings::text("DATA_DIR", var("DATA_DIR").as_deref())?.unwrap_or(DEFAULT_DATA_DIR),
+    ))
+}
+
+/// The store in `DATA_DIR` for the operator's commands. Only `DATA_DIR` is read (a command needs
+/// none of the server's settings), and a directory without both databases is refused, never
+/// created: a mistyped `DATA_DIR` would otherwise open an empty store and answer "nothing there".
+pub fn open_existing_store(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<(PathBuf, EmbeddedStore), LocalError> {
+    let data_dir = data_dir_setting(&var)?;
+    let (intake, state) = (
+        data_dir.join(DATABASE_FILE),
+        data_dir.join(STATE_DATABASE_FILE),
+    );
+    // Refused like the server refuses it; a command never takes `accept-empty-intake`.
+    if let Some(lost) = intake_lost(&intake, &state)? {
+        return Err(lost);
+    }
+    for path in [intake, state] {
+        if !path.is_file() {
+            return Err(LocalError::NoStore {
+                data_dir,
+                missing: path,
+            });
+        }
+    }
+    let store = EmbeddedStore::open(&data_dir.join(DATABASE_FILE))?;
+    Ok((data_dir, store))
 }
 
 /// `Some(error)` when the intake database at `intake` is missing or empty while the state
@@ -571,7 +611,7 @@ mod tests {
             defaults,
             LocalSettings {
                 port: 3000,
-                data_dir: PathBuf::from("./.wati-ingest"),
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR),
                 webhook_secret: None,
                 api_token: None,
                 dedup_ttl_days: 7,

@@ -1,8 +1,10 @@
 //! CloudWatch metrics as Embedded Metric Format (EMF) log lines: one JSON object per line on
 //! stdout, which CloudWatch Logs turns into metrics. No API call on the hot path.
 //!
-//! Namespace `wati-ingest`; every line has the `Function` dimension, and lines about one event kind
-//! also the `Function, Kind` pair. Metric names are listed in `docs/runbook.md`.
+//! Namespace `wati-ingest`; every line has the `Stack, Function` dimensions (the stack from
+//! `STACK_NAME`, which the template sets: two stacks in one account keep apart metrics), and lines
+//! about one event kind also `Stack, Function, Kind`. Metric names are listed in
+//! `docs/runbook.md`.
 
 use serde_json::{json, Map, Value};
 
@@ -57,13 +59,20 @@ impl MetricLine {
         self.metric(name, Unit::Count, 1.0)
     }
 
-    /// The JSON line, stamped `timestamp_ms` (milliseconds since the epoch).
+    /// The JSON line of this process's stack, stamped `timestamp_ms` (milliseconds since the
+    /// epoch).
     pub fn render(&self, timestamp_ms: i64) -> String {
-        let mut dimensions = vec![json!(["Function"])];
+        self.render_in(stack_name(), timestamp_ms)
+    }
+
+    /// The JSON line of `stack`'s metrics, stamped `timestamp_ms`.
+    pub fn render_in(&self, stack: &str, timestamp_ms: i64) -> String {
+        let mut dimensions = vec![json!(["Stack", "Function"])];
         let mut line = Map::new();
+        line.insert("Stack".into(), Value::String(stack.to_owned()));
         line.insert("Function".into(), Value::String(self.function.clone()));
         if let Some(kind) = &self.kind {
-            dimensions.push(json!(["Function", "Kind"]));
+            dimensions.push(json!(["Stack", "Function", "Kind"]));
             line.insert("Kind".into(), Value::String(kind.clone()));
         }
         let definitions: Vec<Value> = self
@@ -96,6 +105,18 @@ impl MetricLine {
             .unwrap_or_default();
         println!("{}", self.render(now_ms));
     }
+}
+
+/// The `Stack` dimension's value: `STACK_NAME` (the template sets it to the stack's name), read
+/// once; `unnamed` where it is unset (a dimension value cannot be empty).
+pub fn stack_name() -> &'static str {
+    static STACK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STACK.get_or_init(|| {
+        std::env::var("STACK_NAME")
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "unnamed".into())
+    })
 }
 
 /// Where the router sends its metrics: nowhere locally, EMF on Lambda.
@@ -181,18 +202,20 @@ mod tests {
             .kind("sentMessageREAD")
             .count("Applied")
             .metric("ApplyLag", Unit::Seconds, 3.0)
-            .render(1_764_238_453_000);
+            .render_in("wati-prod", 1_764_238_453_000);
         validate(&line).unwrap();
         let value: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["Applied"], 1.0);
         assert_eq!(value["Kind"], "sentMessageREAD");
+        assert_eq!(value["Stack"], "wati-prod");
+        assert_eq!(
+            value["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Stack", "Function"], ["Stack", "Function", "Kind"]]),
+            "every set names the stack: two stacks in one account do not share a metric"
+        );
         assert_eq!(
             value["_aws"]["CloudWatchMetrics"][0]["Namespace"],
             "wati-ingest"
-        );
-        assert_eq!(
-            value["_aws"]["CloudWatchMetrics"][0]["Dimensions"][1][1],
-            "Kind"
         );
     }
 

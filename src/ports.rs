@@ -239,6 +239,68 @@ pub trait StateStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// Which stage kept a quarantined body: the receiver (it never parsed as an event; the ledger
+/// holds it under a `quarantine:` key) or the processor (accepted, archived, never applicable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineStage {
+    Receiver,
+    Processor,
+}
+
+impl QuarantineStage {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuarantineStage::Receiver => "receiver",
+            QuarantineStage::Processor => "processor",
+        }
+    }
+}
+
+/// A quarantined body and the stage that kept it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedBody {
+    pub stage: QuarantineStage,
+    pub entry: QuarantineEntry,
+}
+
+/// The operator's view of both quarantines (`wati-ingest inspect`, `quarantine`, `replay
+/// --include-quarantined`). Not on any request path.
+#[async_trait]
+pub trait QuarantineArchive: Send + Sync {
+    /// Everything either stage kept under `key`.
+    async fn quarantined_under(&self, key: &str) -> Result<Vec<QuarantinedBody>, StoreError>;
+    /// The newest `limit` quarantined bodies of both stages, newest first.
+    async fn recent_quarantined(&self, limit: usize) -> Result<Vec<QuarantinedBody>, StoreError>;
+    /// The bodies the receiver quarantined in `since..=until` (unix seconds), oldest first, as
+    /// events to replay under their quarantine keys (the processor's quarantined events are in
+    /// the ledger's archive already).
+    async fn receiver_quarantined_between(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<QueuedEvent>, StoreError>;
+}
+
+/// An event the processor gave up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub key: String,
+    pub received_at: i64,
+    /// How many times it was tried.
+    pub attempts: i64,
+    /// Why: the last error locally; on SQS (which keeps none) where to read it.
+    pub reason: String,
+}
+
+/// The dead-letter queue, for the operator (`dead-letters`, `redrive-dlq`).
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// At most `limit` dead letters (all of them when there are fewer), without consuming them.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Moves the dead letters under `key` (`None`: all) back to the queue; returns how many.
+    async fn redrive(&self, key: Option<&str>) -> Result<usize, StoreError>;
+}
+
 /// One change document as the feed serves it: its place in the feed and its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedEntry {

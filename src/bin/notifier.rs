@@ -10,7 +10,7 @@ use wati_ingest::store::dynamo_state::DynamoState;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    wati_ingest::logging::init_lambda();
     let config = NotifierConfig::from_env()?;
     let aws = wati_ingest::lambda::aws_sdk_config().await;
     let state = DynamoState::new(aws_sdk_dynamodb::Client::new(&aws), config.state_table);

@@ -5,7 +5,7 @@ use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    wati_ingest::logging::init_lambda();
     let config = ReceiverConfig::from_env()?;
     let aws = wati_ingest::lambda::aws_sdk_config().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.ledger_table);

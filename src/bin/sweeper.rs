@@ -11,7 +11,7 @@ use wati_ingest::time::now_unix;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    wati_ingest::logging::init_lambda();
     let var = |name: &'static str| std::env::var(name).map_err(|_| ConfigError::Missing(name));
     let aws = wati_ingest::lambda::aws_sdk_config().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), var("LEDGER_TABLE")?);

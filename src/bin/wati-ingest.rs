@@ -1,46 +1,38 @@
 //! `wati-ingest`: the whole pipeline as one local process on the embedded store, and the
-//! operator's commands (`inspect`, `replay`, `redrive-dlq`) on the local store or on AWS, and
-//! `tail` and `forwards` on the local store.
+//! operator's commands on the local store or on AWS (see [`wati_ingest::cli`]).
 
 use std::process::ExitCode;
 
-use wati_ingest::cli::{self, Command, Invocation};
-use wati_ingest::local::{bind, LocalConfig, LocalPipeline, SecretSource};
-use wati_ingest::ports::{ChangeFeed, Ledger, Queue, StateStore};
+use wati_ingest::cli::{self, Command, Invocation, EXIT_NOT_FOUND};
+use wati_ingest::local::{bind, open_existing_store, LocalConfig, LocalPipeline, SecretSource};
+use wati_ingest::ports::{ChangeFeed, DeadLetters, Ledger, QuarantineArchive, Queue, StateStore};
 use wati_ingest::settings;
-use wati_ingest::store::aws::{redrive_dlq, DynamoLedger, SqsQueue};
+use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
+use wati_ingest::store::aws_operator::{AwsQuarantine, SqsDeadLetters};
 use wati_ingest::store::dynamo_state::DynamoState;
 use wati_ingest::store::embedded::EmbeddedStore;
 
 type Error = Box<dyn std::error::Error>;
 
+/// How a command ended, beyond success and failure.
+enum Done {
+    Ok,
+    NotFound,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let invocation = match cli::parse(std::env::args().skip(1)) {
+    let invocation = match cli::parse(std::env::args_os().skip(1)) {
         Ok(invocation) => invocation,
-        Err(error) => {
-            eprintln!("wati-ingest: {error}\n{}", cli::USAGE);
-            return ExitCode::from(2);
-        }
+        // Help and version on stdout with 0; usage errors on stderr with 2.
+        Err(error) => error.exit(),
     };
+    wati_ingest::logging::init_local();
     let outcome = match invocation {
-        Invocation {
-            command: Command::Help,
-            ..
-        } => {
-            println!("{}", cli::USAGE);
-            Ok(())
-        }
         Invocation {
             command: Command::Serve,
             ..
-        } => serve().await,
+        } => serve().await.map(|()| Done::Ok),
         Invocation {
             command,
             aws: false,
@@ -48,7 +40,8 @@ async fn main() -> ExitCode {
         Invocation { command, aws: true } => run_aws(command).await,
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Done::Ok) => ExitCode::SUCCESS,
+        Ok(Done::NotFound) => ExitCode::from(EXIT_NOT_FOUND),
         Err(error) => {
             eprintln!("wati-ingest: {error}");
             ExitCode::FAILURE
@@ -98,10 +91,9 @@ async fn serve() -> Result<(), Error> {
 }
 
 /// A command on the store in `DATA_DIR` (safe while `make run` serves it: SQLite WAL, so it takes
-/// no lock on the directory).
-async fn run_local(command: Command) -> Result<(), Error> {
-    let config = LocalConfig::from_env()?;
-    let store = config.open_store()?;
+/// no lock on the directory). Reads no other setting.
+async fn run_local(command: Command) -> Result<Done, Error> {
+    let (data_dir, store) = open_existing_store(|name| std::env::var(name).ok())?;
     match command {
         Command::Tail { from_start, json } => {
             let after = if from_start {
@@ -111,50 +103,68 @@ async fn run_local(command: Command) -> Result<(), Error> {
             };
             eprintln!(
                 "following the changes in {} ({}; Ctrl-C ends)",
-                config.data_dir.display(),
+                data_dir.display(),
                 if from_start {
                     "from the start"
                 } else {
                     "from now"
                 }
             );
-            return tokio::select! {
-                followed = tail(&store, after, json) => followed,
-                _ = tokio::signal::ctrl_c() => Ok(()),
+            tokio::select! {
+                followed = tail(&store, after, json) => followed?,
+                _ = tokio::signal::ctrl_c() => {},
             };
+            Ok(Done::Ok)
         }
         Command::Forwards => {
             for line in cli::dead_forward_lines(&store.dead_forwards().await?) {
                 println!("{line}");
             }
-            return Ok(());
+            Ok(Done::Ok)
         }
         Command::ForwardsResend { change } => {
             let named = change.clone();
             let resent = store.resend_forwards(change).await?;
             if resent == 0 {
                 if let Some(change) = named {
-                    return Err(format!("{change} is not a dead-lettered forward").into());
+                    eprintln!("wati-ingest: {change} is not a dead-lettered forward");
+                    return Ok(Done::NotFound);
                 }
             }
             println!("{resent} dead-lettered forwards pending again");
-            return Ok(());
+            Ok(Done::Ok)
         }
-        _ => {}
+        command => {
+            let stores = Stores {
+                ledger: &store,
+                queue: &store,
+                state: &store,
+                quarantines: &store,
+                dead_letters: &store,
+            };
+            run(command, stores).await
+        }
     }
-    run(command, &store, &store, &store, || {
-        store.redrive_dead_letters()
-    })
-    .await
 }
 
 /// A command on the deployed tables and queues named by the environment.
-async fn run_aws(command: Command) -> Result<(), Error> {
+async fn run_aws(command: Command) -> Result<Done, Error> {
     let var = |name: &'static str| settings::required(name, std::env::var(name).ok().as_deref());
     // Every variable first: a missing one is reported before any AWS call is made.
-    let (ledger_table, state_table, queue_url) =
-        (var("LEDGER_TABLE")?, var("STATE_TABLE")?, var("QUEUE_URL")?);
-    let dlq_url = if command == Command::RedriveDlq {
+    let (ledger_table, state_table) = (var("LEDGER_TABLE")?, var("STATE_TABLE")?);
+    let needs_queue = matches!(
+        command,
+        Command::Replay { .. } | Command::RedriveDlq { .. } | Command::DeadLetters { .. }
+    );
+    let queue_url = if needs_queue {
+        var("QUEUE_URL")?
+    } else {
+        String::new()
+    };
+    let dlq_url = if matches!(
+        command,
+        Command::RedriveDlq { .. } | Command::DeadLetters { .. }
+    ) {
         var("DLQ_URL")?
     } else {
         String::new()
@@ -162,53 +172,95 @@ async fn run_aws(command: Command) -> Result<(), Error> {
     let aws = wati_ingest::lambda::aws_sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let ledger = DynamoLedger::new(dynamodb.clone(), ledger_table);
-    let state = DynamoState::new(dynamodb, state_table);
+    let ledger = DynamoLedger::new(dynamodb.clone(), ledger_table.clone());
+    let state = DynamoState::new(dynamodb.clone(), state_table.clone());
     if command == Command::BackfillContactIndex {
         let keyed = state.backfill_contact_index().await?;
         println!(
             "gave {keyed} items their contact index key; contact reads now use by_contact_sent"
         );
-        return Ok(());
+        return Ok(Done::Ok);
     }
     let queue = SqsQueue::new(sqs.clone(), &queue_url);
-    run(command, &ledger, &queue, &state, || async move {
-        redrive_dlq(&sqs, &dlq_url, &queue_url).await
-    })
-    .await
+    let quarantines = AwsQuarantine {
+        client: dynamodb,
+        ledger_table,
+        state_table,
+    };
+    let dead_letters = SqsDeadLetters {
+        client: sqs,
+        dlq_url,
+        queue_url,
+    };
+    let stores = Stores {
+        ledger: &ledger,
+        queue: &queue,
+        state: &state,
+        quarantines: &quarantines,
+        dead_letters: &dead_letters,
+    };
+    run(command, stores).await
 }
 
-async fn run<R, F>(
-    command: Command,
-    ledger: &dyn Ledger,
-    queue: &dyn Queue,
-    state: &dyn StateStore,
-    redrive: R,
-) -> Result<(), Error>
-where
-    R: FnOnce() -> F,
-    F: std::future::Future<Output = Result<usize, wati_ingest::ports::StoreError>>,
-{
+/// What the commands below run over: the local store (all five) or a stack's tables and queues.
+struct Stores<'a> {
+    ledger: &'a dyn Ledger,
+    queue: &'a dyn Queue,
+    state: &'a dyn StateStore,
+    quarantines: &'a dyn QuarantineArchive,
+    dead_letters: &'a dyn DeadLetters,
+}
+
+async fn run(command: Command, stores: Stores<'_>) -> Result<Done, Error> {
     match command {
         Command::Inspect { id } => {
-            let found = cli::inspect(ledger, state, &id).await?;
-            println!("{}", serde_json::to_string_pretty(&found)?);
+            match cli::inspect(stores.ledger, stores.state, stores.quarantines, &id).await? {
+                Some(found) => println!("{}", serde_json::to_string_pretty(&found)?),
+                None => {
+                    eprintln!(
+                        "wati-ingest: nothing kept under {id:?} (no ledger record, quarantined \
+                         body or message)"
+                    );
+                    return Ok(Done::NotFound);
+                }
+            }
         }
-        Command::Replay { since, until } => {
-            let sent = cli::replay(ledger, queue, since, until).await?;
+        Command::Replay {
+            since,
+            until,
+            include_quarantined,
+        } => {
+            let quarantines = include_quarantined.then_some(stores.quarantines);
+            let sent = cli::replay(stores.ledger, stores.queue, quarantines, since, until).await?;
             println!("replayed {sent} events received between {since} and {until}");
         }
-        Command::RedriveDlq => println!("redrove {} dead-lettered events", redrive().await?),
-        // Served and answered by `main` before a store is opened; local-only commands are run by
-        // `run_local`, the backfill by `run_aws`.
+        Command::RedriveDlq { key } => {
+            let moved = stores.dead_letters.redrive(key.as_deref()).await?;
+            println!("redrove {moved} dead-lettered events");
+            if moved == 0 && key.is_some() {
+                return Ok(Done::NotFound);
+            }
+        }
+        Command::DeadLetters { limit } => {
+            for line in cli::dead_letter_lines(&stores.dead_letters.dead_letters(limit).await?) {
+                println!("{line}");
+            }
+        }
+        Command::Quarantine { limit } => {
+            let kept = stores.quarantines.recent_quarantined(limit).await?;
+            for line in cli::quarantine_lines(&kept) {
+                println!("{line}");
+            }
+        }
+        // Served by `main`; local-only commands are run by `run_local`, the backfill by
+        // `run_aws`.
         Command::Serve
-        | Command::Help
         | Command::Tail { .. }
         | Command::Forwards
         | Command::ForwardsResend { .. }
         | Command::BackfillContactIndex => {}
     }
-    Ok(())
+    Ok(Done::Ok)
 }
 
 /// Prints every change recorded after `after`, as it is recorded, until stdout closes.

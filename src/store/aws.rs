@@ -383,7 +383,11 @@ impl Ledger for DynamoLedger {
             .send()
             .await
             .map_err(|e| unavailable("read ledger", e))?;
-        Ok(output.item().and_then(queued_from_item))
+        // A quarantined body is not an archived event (it is not replayed as one either).
+        Ok(output
+            .item()
+            .filter(|item| text(item, "event_type").as_deref() != Some("quarantine"))
+            .and_then(queued_from_item))
     }
 
     async fn archived_between(
@@ -626,44 +630,6 @@ fn batch_entry_outcomes(
             (index, outcome)
         })
         .collect()
-}
-
-/// Moves every message of the dead-letter queue back to the event queue; returns how many.
-pub async fn redrive_dlq(
-    client: &aws_sdk_sqs::Client,
-    dlq_url: &str,
-    queue_url: &str,
-) -> Result<usize, StoreError> {
-    let mut moved = 0;
-    loop {
-        let output = client
-            .receive_message()
-            .queue_url(dlq_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .map_err(|e| unavailable("receive from DLQ", e))?;
-        if output.messages().is_empty() {
-            return Ok(moved);
-        }
-        for message in output.messages() {
-            client
-                .send_message()
-                .queue_url(queue_url)
-                .message_body(message.body().unwrap_or_default())
-                .send()
-                .await
-                .map_err(|e| unavailable("send to queue", e))?;
-            client
-                .delete_message()
-                .queue_url(dlq_url)
-                .receipt_handle(message.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .map_err(|e| unavailable("delete from DLQ", e))?;
-            moved += 1;
-        }
-    }
 }
 
 #[cfg(test)]

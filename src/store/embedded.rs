@@ -35,6 +35,9 @@
 //!   [`Queue`](crate::ports::Queue) and [`Intake`](crate::ports::Intake) (ledger row and queue row
 //!   in one commit).
 //! - [`health`]: the `/healthz` probe's writes and the row [`Counts`].
+//! - [`operator`]: both quarantines and the dead letters as the operator's commands read them
+//!   ([`QuarantineArchive`](crate::ports::QuarantineArchive),
+//!   [`DeadLetters`](crate::ports::DeadLetters)).
 //! - [`message_state`]: the state database's messages and contacts:
 //!   [`StateStore`](crate::ports::StateStore) for the store. What else the state database gets
 //!   in the same transaction as a state change belongs in a file beside it:
@@ -57,6 +60,7 @@ mod forwards;
 mod health;
 mod ledger;
 mod message_state;
+mod operator;
 mod outbox;
 mod queue;
 mod schema;

@@ -1,6 +1,7 @@
 //! Adapters that implement the [`crate::ports`] traits.
 
 pub mod aws;
+pub mod aws_operator;
 pub mod dynamo_state;
 pub mod embedded;
 pub mod sqs_envelope;

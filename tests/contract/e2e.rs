@@ -508,13 +508,14 @@ async fn a_poison_record_ends_in_the_dlq_and_its_batch_mates_apply() {
             .await
             .unwrap();
     }
-    let moved = wati_ingest::store::aws::redrive_dlq(
-        &deployment.stack.sqs,
-        &deployment.dlq_url,
-        &deployment.queue_url,
-    )
-    .await
-    .unwrap();
+    let dead_letters = wati_ingest::store::aws_operator::SqsDeadLetters {
+        client: deployment.stack.sqs.clone(),
+        dlq_url: deployment.dlq_url.clone(),
+        queue_url: deployment.queue_url.clone(),
+    };
+    let moved = wati_ingest::ports::DeadLetters::redrive(&dead_letters, None)
+        .await
+        .unwrap();
     assert_eq!(moved, 1);
     assert_eq!(
         deployment

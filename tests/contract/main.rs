@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use wati_ingest::event::{idempotency_key, WatiEvent};
 use wati_ingest::ports::{
-    Ledger, LedgerEntry, MarkCursor, Marked, MarkedPage, QuarantineEntry, Queue, QueuedEvent,
-    Recorded, StoreError,
+    Ledger, LedgerEntry, MarkCursor, Marked, MarkedPage, QuarantineEntry, QuarantineStage, Queue,
+    QueuedEvent, Recorded, StoreError,
 };
 use wati_ingest::processor::{process, Archive};
 use wati_ingest::receiver::{
@@ -514,7 +514,7 @@ async fn replay_re_enqueues_a_time_range(backend: Backend) {
     assert_eq!(found.body, r#"{"eventType":"x","n":"k:middle"}"#);
     assert_eq!(ledger.archived("k:none").await.unwrap(), None);
 
-    let sent = wati_ingest::cli::replay(ledger, backend.queue(), 150, 300)
+    let sent = wati_ingest::cli::replay(ledger, backend.queue(), None, 150, 300)
         .await
         .unwrap();
     assert_eq!(sent, 2);
@@ -526,4 +526,180 @@ async fn replay_re_enqueues_a_time_range(backend: Backend) {
         .collect();
     replayed.sort();
     assert_eq!(replayed, vec!["k:late".to_owned(), "k:middle".to_owned()]);
+}
+
+contract!(operators_see_both_quarantines);
+/// `inspect`, `quarantine` and `replay --include-quarantined` over either backend: the receiver's
+/// and the processor's quarantines are both listed (newest first, bounded), found by key, and
+/// only the receiver's bodies are replayed (the processor's are in the archive already); a
+/// quarantined body is not an archived event.
+async fn operators_see_both_quarantines(backend: Backend) {
+    let quarantines = backend.quarantines();
+    assert_eq!(quarantines.recent_quarantined(10).await.unwrap(), vec![]);
+    let never_parsed = QuarantineEntry {
+        key: "quarantine:abc".into(),
+        reason: "not JSON".into(),
+        body: b"<<not json".to_vec(),
+        received_at: 200,
+    };
+    backend.ledger().quarantine(&never_parsed).await.unwrap();
+    let unusable = QueuedEvent::archived("k:proc", 300, r#"{"eventType":"x"}"#);
+    backend
+        .state()
+        .quarantine(&unusable, "names no message id")
+        .await
+        .unwrap();
+    backend
+        .ledger()
+        .record(&entry("k:proc", &unusable.body, 300))
+        .await
+        .unwrap();
+
+    let listed: Vec<(QuarantineStage, String, i64, String)> = quarantines
+        .recent_quarantined(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|kept| {
+            (
+                kept.stage,
+                kept.entry.key,
+                kept.entry.received_at,
+                kept.entry.reason,
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (
+                QuarantineStage::Processor,
+                "k:proc".into(),
+                300,
+                "names no message id".into()
+            ),
+            (
+                QuarantineStage::Receiver,
+                "quarantine:abc".into(),
+                200,
+                "not JSON".into()
+            ),
+        ]
+    );
+    assert_eq!(quarantines.recent_quarantined(1).await.unwrap().len(), 1);
+    let found = quarantines
+        .quarantined_under("quarantine:abc")
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].stage, QuarantineStage::Receiver);
+    assert_eq!(found[0].entry, never_parsed);
+    let found = quarantines.quarantined_under("k:proc").await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].stage, QuarantineStage::Processor);
+    assert_eq!(found[0].entry.body, unusable.body.as_bytes());
+    assert_eq!(
+        quarantines.quarantined_under("k:none").await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        backend.ledger().archived("quarantine:abc").await.unwrap(),
+        None
+    );
+
+    let sent = wati_ingest::cli::replay(backend.ledger(), backend.queue(), None, 0, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(sent, 1, "the archive only");
+    assert_eq!(backend.drain_queue().await[0].key, "k:proc");
+    let sent = wati_ingest::cli::replay(
+        backend.ledger(),
+        backend.queue(),
+        Some(quarantines),
+        0,
+        1_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent, 2);
+    let mut replayed: Vec<(String, String)> = backend
+        .drain_queue()
+        .await
+        .into_iter()
+        .map(|event| (event.key, event.body))
+        .collect();
+    replayed.sort();
+    assert_eq!(
+        replayed,
+        vec![
+            ("k:proc".into(), unusable.body.clone()),
+            ("quarantine:abc".into(), "<<not json".into()),
+        ]
+    );
+    let none = wati_ingest::cli::replay(
+        backend.ledger(),
+        backend.queue(),
+        Some(quarantines),
+        201,
+        299,
+    )
+    .await
+    .unwrap();
+    assert_eq!(none, 0, "the range applies to quarantined bodies too");
+}
+
+contract!(dead_letters_are_listed_and_redriven_one_or_all);
+/// `dead-letters` lists without consuming; `redrive-dlq --key` moves that one only, and a
+/// redrive without a key moves the rest.
+async fn dead_letters_are_listed_and_redriven_one_or_all(backend: Backend) {
+    let dead = backend.dead_letters();
+    assert_eq!(dead.dead_letters(10).await.unwrap(), vec![]);
+    for key in ["k:a", "k:b", "k:c"] {
+        backend
+            .dead_letter(&QueuedEvent::archived(
+                key,
+                100,
+                format!(r#"{{"n":"{key}"}}"#),
+            ))
+            .await;
+    }
+    let keys = |listed: Vec<wati_ingest::ports::DeadLetter>| {
+        let mut keys: Vec<String> = listed
+            .into_iter()
+            .inspect(|d| assert!(!d.reason.is_empty() && d.received_at == 100, "{d:?}"))
+            .map(|d| d.key)
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys(dead.dead_letters(10).await.unwrap()),
+        ["k:a", "k:b", "k:c"]
+    );
+    assert_eq!(dead.dead_letters(2).await.unwrap().len(), 2);
+    assert_eq!(
+        keys(dead.dead_letters(10).await.unwrap()),
+        ["k:a", "k:b", "k:c"],
+        "listing consumed nothing"
+    );
+
+    assert_eq!(dead.redrive(Some("k:b")).await.unwrap(), 1);
+    assert_eq!(keys(dead.dead_letters(10).await.unwrap()), ["k:a", "k:c"]);
+    let requeued = backend.drain_queue().await;
+    assert_eq!(requeued.len(), 1);
+    assert_eq!(
+        (requeued[0].key.as_str(), requeued[0].body.as_str()),
+        ("k:b", r#"{"n":"k:b"}"#)
+    );
+    assert_eq!(dead.redrive(Some("k:none")).await.unwrap(), 0);
+    assert_eq!(dead.redrive(None).await.unwrap(), 2);
+    assert_eq!(dead.dead_letters(10).await.unwrap(), vec![]);
+    let mut requeued: Vec<String> = backend
+        .drain_queue()
+        .await
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    requeued.sort();
+    assert_eq!(requeued, ["k:a", "k:c"]);
 }

@@ -12,12 +12,15 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
-use wati_ingest::ports::{Ledger, Queue, QueuedEvent, StateStore};
+use wati_ingest::ports::{DeadLetters, Ledger, QuarantineArchive, Queue, QueuedEvent, StateStore};
 use wati_ingest::store::aws::{decode_queued, DynamoLedger, SqsQueue};
+use wati_ingest::store::aws_operator::{AwsQuarantine, SqsDeadLetters};
 use wati_ingest::store::dynamo_state::DynamoState;
 use wati_ingest::store::embedded::EmbeddedStore;
 
 /// One backend: its ledger and queue, and a way to read back what was enqueued.
+// One per test: the size of the AWS variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Backend {
     Embedded {
         store: EmbeddedStore,
@@ -30,6 +33,8 @@ pub enum Backend {
         sqs: aws_sdk_sqs::Client,
         dynamodb: aws_sdk_dynamodb::Client,
         ledger_table: String,
+        quarantines: AwsQuarantine,
+        dead_letters: SqsDeadLetters,
     },
 }
 
@@ -43,13 +48,64 @@ impl Backend {
     /// Fresh tables and queues on the emulators, named uniquely for this test.
     pub async fn aws() -> Backend {
         let stack = Stack::create().await;
+        let queue = SqsQueue::new(stack.sqs.clone(), stack.queue_url("EventQueue"));
+        Backend::on_stack(&stack, queue)
+    }
+
+    /// The AWS backend over `stack`'s tables, with `queue` as its queue.
+    pub fn on_stack(stack: &Stack, queue: SqsQueue) -> Backend {
         Backend::Aws {
             ledger: DynamoLedger::new(stack.dynamodb.clone(), stack.table("LedgerTable")),
-            queue: SqsQueue::new(stack.sqs.clone(), stack.queue_url("EventQueue")),
             state: DynamoState::new(stack.dynamodb.clone(), stack.table("StateTable")),
             dynamodb: stack.dynamodb.clone(),
             ledger_table: stack.table("LedgerTable"),
-            sqs: stack.sqs,
+            quarantines: AwsQuarantine {
+                client: stack.dynamodb.clone(),
+                ledger_table: stack.table("LedgerTable"),
+                state_table: stack.table("StateTable"),
+            },
+            dead_letters: SqsDeadLetters {
+                client: stack.sqs.clone(),
+                dlq_url: stack.queue_url("DeadLetterQueue"),
+                queue_url: queue.url().to_owned(),
+            },
+            queue,
+            sqs: stack.sqs.clone(),
+        }
+    }
+
+    pub fn quarantines(&self) -> &dyn QuarantineArchive {
+        match self {
+            Backend::Embedded { store, .. } => store,
+            Backend::Aws { quarantines, .. } => quarantines,
+        }
+    }
+
+    pub fn dead_letters(&self) -> &dyn DeadLetters {
+        match self {
+            Backend::Embedded { store, .. } => store,
+            Backend::Aws { dead_letters, .. } => dead_letters,
+        }
+    }
+
+    /// Puts `event` among the dead letters, as a processor that gave up on it would.
+    pub async fn dead_letter(&self, event: &QueuedEvent) {
+        match self {
+            Backend::Embedded { store, .. } => {
+                store.send(event).await.expect("send");
+                let delivery = store.receive(1, 60_000).await.expect("receive");
+                let seq = delivery.first().expect("the event").seq;
+                store
+                    .dead_letter(seq, "boom".into())
+                    .await
+                    .expect("dead-letter");
+            }
+            Backend::Aws {
+                sqs, dead_letters, ..
+            } => SqsQueue::new(sqs.clone(), &dead_letters.dlq_url)
+                .send(event)
+                .await
+                .expect("send to the DLQ"),
         }
     }
 

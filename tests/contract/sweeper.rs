@@ -163,17 +163,7 @@ async fn an_entry_sqs_refuses_fails_alone() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].event, events[3]);
 
-    let backend = Backend::Aws {
-        ledger: ledger.clone(),
-        queue: queue.clone(),
-        state: wati_ingest::store::dynamo_state::DynamoState::new(
-            stack.dynamodb.clone(),
-            stack.table("StateTable"),
-        ),
-        sqs: stack.sqs.clone(),
-        dynamodb: stack.dynamodb.clone(),
-        ledger_table: stack.table("LedgerTable"),
-    };
+    let backend = Backend::on_stack(&stack, queue.clone());
     let mut received = backend.drain_queue().await;
     received.sort_by(|a, b| a.key.cmp(&b.key));
     let mut expected: Vec<QueuedEvent> = events

@@ -9,16 +9,31 @@ use crate::helpers::{
 };
 
 pub fn wati_ingest(data_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let (status, out, _) = run_with(data_dir, args, &[]);
+    (status == Some(0), out)
+}
+
+/// The binary's exit code, stdout and stderr, with `DATA_DIR` and the extra variables set (and no
+/// server setting: a command must not need them).
+fn run_with(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_wati-ingest"))
         .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATA_DIR", data_dir)
-        .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("API_TOKEN", API_TOKEN)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run wati-ingest");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output.status.success(), text)
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// `inspect` shows a message by any id, and an archived event by its key.
@@ -33,6 +48,7 @@ async fn inspect_shows_state_and_archive() {
     assert_eq!(shown["message"]["status"], "replied");
     assert_eq!(shown["message"]["id"], message_id(3));
 
+    // By the key Wati was answered with: the archived event, and the message it is about.
     let key = "sentMessageREAD:wamid.OUT000000000000000000000003";
     let (ok, out) = wati_ingest(app.data_dir.path(), &["inspect", key]);
     assert!(ok, "{out}");
@@ -41,7 +57,149 @@ async fn inspect_shows_state_and_archive() {
         .as_str()
         .unwrap()
         .contains("sentMessageREAD"));
-    assert_eq!(shown["message"], Value::Null);
+    assert_eq!(shown["message"]["id"], message_id(3));
+    assert_eq!(shown["quarantine"], serde_json::json!([]));
+    let log_key = shown["log_key"].as_str().unwrap();
+    assert!(
+        log_key.starts_with("sentMessageREAD:#") && !log_key.contains("wamid"),
+        "the form logs show: {log_key}"
+    );
+}
+
+/// `--help` (per command) and `--version` answer on stdout with 0; usage errors exit 2 on
+/// stderr; `--aws` alone is an error, not a local server; nothing found exits 3.
+#[tokio::test]
+async fn the_command_line_answers_like_a_tool() {
+    let app = spawn_receiver_only().await;
+    app.post_all(&fixtures()[..3]).await;
+    let dir = app.data_dir.path();
+    let (code, out, _) = run_with(dir, &["inspect", "--help"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Usage: wati-ingest inspect"), "{out}");
+    let (code, out, _) = run_with(dir, &["--version"], &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.trim(),
+        format!("wati-ingest {}", env!("CARGO_PKG_VERSION"))
+    );
+    for usage_error in [
+        &["--aws"][..],
+        &["inspect"],
+        &["replay", "--since", "x"],
+        &["nope"],
+    ] {
+        let (code, out, err) = run_with(dir, usage_error, &[]);
+        assert_eq!(code, Some(2), "{usage_error:?}: {err}");
+        assert!(
+            out.is_empty() && err.starts_with("error:"),
+            "{usage_error:?}: {err}"
+        );
+    }
+    let (code, out, err) = run_with(dir, &["inspect", "no-such-id"], &[]);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("nothing kept under \"no-such-id\""), "{err}");
+    // The server's settings, even broken ones, are not a command's business: it gets as far as
+    // the store (and finds nothing).
+    let (code, out, err) = run_with(
+        dir,
+        &["inspect", "no-such-id"],
+        &[
+            ("PORT", "not-a-port"),
+            ("WEBHOOK_SECRET", "short"),
+            ("API_TOKEN", "x"),
+        ],
+    );
+    assert_eq!(code, Some(3), "{out}{err}");
+}
+
+/// A `DATA_DIR` without a store is refused, named, and left as it was: no new store, no new
+/// secrets, no "null" that looks like an answer.
+#[test]
+fn a_wrong_data_dir_is_refused_not_created() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("typo");
+    for args in [
+        &["inspect", "x"][..],
+        &["dead-letters"],
+        &["quarantine"],
+        &["tail"],
+    ] {
+        let (code, out, err) = run_with(&missing, args, &[]);
+        assert_eq!(code, Some(1), "{args:?}: {out}{err}");
+        assert!(
+            err.contains("holds no wati-ingest store") && err.contains("DATA_DIR"),
+            "{err}"
+        );
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_with(
+        empty.path(),
+        &["replay", "--since", "0", "--until", "1"],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+/// `quarantine` lists what the receiver could not parse, `inspect` shows it by its key, and
+/// `replay --include-quarantined` puts it back on the queue (after a parser fix, the recovery
+/// path); `dead-letters` and `redrive-dlq --key` work on one dead letter.
+#[tokio::test]
+async fn quarantine_and_dead_letters_from_the_command_line() {
+    let app = spawn_receiver_only().await;
+    let (status, answer) = app.post_webhook("{not json").await;
+    assert_eq!(status, 200, "{answer}");
+    let dir = app.data_dir.path();
+    let (ok, listed) = wati_ingest(dir, &["quarantine"]);
+    assert!(ok, "{listed}");
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 1, "{listed}");
+    assert!(
+        lines[0].contains(" receiver quarantine:#") && lines[0].contains("bytes=9"),
+        "{listed}"
+    );
+    let key = lines[0]
+        .split(" key=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    let (ok, out) = wati_ingest(dir, &["inspect", key]);
+    assert!(ok, "{out}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["quarantine"][0]["stage"], "receiver");
+    assert_eq!(shown["quarantine"][0]["body"], "{not json");
+    assert_eq!(shown["ledger"], Value::Null);
+
+    let queued = app.counts().await.queued;
+    let (ok, out) = wati_ingest(dir, &["replay", "--since", "0", "--until", "99999999999"]);
+    assert!(ok && out.starts_with("replayed 0 "), "{out}");
+    let (ok, out) = wati_ingest(
+        dir,
+        &[
+            "replay",
+            "--since",
+            "0",
+            "--until",
+            "99999999999",
+            "--include-quarantined",
+        ],
+    );
+    assert!(ok && out.starts_with("replayed 1 "), "{out}");
+    assert_eq!(app.counts().await.queued, queued + 1);
+
+    let (ok, out) = wati_ingest(dir, &["dead-letters"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "no dead letters");
+    let (code, out, _) = run_with(dir, &["redrive-dlq", "--key", "k:none"], &[]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(3), "redrove 0 dead-lettered events")
+    );
 }
 
 /// `replay` puts a time range of archived events back on the durable queue; `redrive-dlq` says

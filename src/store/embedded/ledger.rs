@@ -277,7 +277,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(store.redrive_dead_letters().await.unwrap(), 2);
+        assert_eq!(store.redrive_dead_letters(None).await.unwrap(), 2);
         let redriven = store.receive(10, 60_000).await.unwrap();
         let bodies: Vec<_> = redriven.into_iter().map(|d| d.event).collect();
         assert_eq!(bodies, vec![first, second]);

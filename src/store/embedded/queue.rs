@@ -113,18 +113,24 @@ impl EmbeddedStore {
             .await
     }
 
-    /// Moves every dead-lettered event back onto the queue; returns how many.
-    pub async fn redrive_dead_letters(&self) -> Result<usize, StoreError> {
+    /// Moves the dead-lettered events under `key` (`None`: every one) back onto the queue;
+    /// returns how many.
+    pub async fn redrive_dead_letters(&self, key: Option<&str>) -> Result<usize, StoreError> {
+        let key = key.map(str::to_owned);
         let moved = self
             .intake()
-            .write("redrive dead letters", |conn| {
+            .write("redrive dead letters", move |conn| {
+                // `?1 IS NULL`: every dead letter.
                 let moved = conn.execute(
                     "INSERT INTO queue (key, received_at, body, attempts, visible_at, unarchived)
                      SELECT key, received_at, body, 0, 0, unarchived FROM dead_letters
-                     ORDER BY seq",
-                    [],
+                     WHERE ?1 IS NULL OR key = ?1 ORDER BY seq",
+                    [&key],
                 )?;
-                conn.execute("DELETE FROM dead_letters", [])?;
+                conn.execute(
+                    "DELETE FROM dead_letters WHERE ?1 IS NULL OR key = ?1",
+                    [&key],
+                )?;
                 Ok(moved)
             })
             .await?;
@@ -242,7 +248,7 @@ mod tests {
         assert_eq!(store.counts().await.unwrap().dead_letters, 1);
         assert!(store.receive(10, 0).await.unwrap().is_empty());
 
-        assert_eq!(store.redrive_dead_letters().await.unwrap(), 1);
+        assert_eq!(store.redrive_dead_letters(None).await.unwrap(), 1);
         let counts = store.counts().await.unwrap();
         assert_eq!((counts.dead_letters, counts.queued), (0, 1));
         let again = store.receive(10, 60_000).await.unwrap();

@@ -279,7 +279,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(store.redrive_dead_letters().await.unwrap(), 2);
+        assert_eq!(store.redrive_dead_letters(None).await.unwrap(), 2);
         let redriven: Vec<_> = store
             .receive(10, 60_000)
             .await

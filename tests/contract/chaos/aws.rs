@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use wati_ingest::lambda::{aws_sdk_config, process_sqs_batch};
+use wati_ingest::ports::DeadLetters;
 use wati_ingest::ports::{Ledger, StateStore};
 use wati_ingest::processor::Archive;
 use wati_ingest::receiver::sweep;
-use wati_ingest::store::aws::{redrive_dlq, DynamoLedger, SqsQueue};
+use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
+use wati_ingest::store::aws_operator::SqsDeadLetters;
 use wati_ingest::store::dynamo_state::DynamoState;
 use wati_ingest::time::{now_unix, Clock};
 
@@ -606,9 +608,12 @@ async fn chaos_on_dynamodb_and_sqs() {
         let dead = depth(&admin_sqs, &dlq_url).await;
         if dead > 0 && dead != usize::MAX {
             tokio::time::sleep(Duration::from_secs(VISIBILITY_SECONDS as u64)).await;
-            let moved = redrive_dlq(&admin_sqs, &dlq_url, &queue_url)
-                .await
-                .unwrap_or(0);
+            let dead_letters = SqsDeadLetters {
+                client: admin_sqs.clone(),
+                dlq_url: dlq_url.clone(),
+                queue_url: queue_url.clone(),
+            };
+            let moved = dead_letters.redrive(None).await.unwrap_or(0);
             *settled.entry("dead_letters_redriven".into()).or_default() += moved;
         }
         let marked = ledger

@@ -861,7 +861,7 @@ async fn chaos_on_the_embedded_store() {
         *settled.entry("swept".into()).or_default() += swept;
         let counts = store.counts().await.expect("counts");
         if counts.dead_letters > 0 {
-            let moved = store.redrive_dead_letters().await.expect("redrive");
+            let moved = store.redrive_dead_letters(None).await.expect("redrive");
             *settled.entry("dead_letters_redriven".into()).or_default() += moved;
         }
         let marked = store.oldest_mark().await.expect("marks");
