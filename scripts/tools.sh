@@ -14,24 +14,36 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${TOOLS_VENV:-$root/.cache/tools/venv}"
 
+# Exact versions: SAM CLI, cfn-lint, zig and cargo-lambda build and check what users deploy, so a
+# new release of any of them changes a deployment only when this line does. aws-sam-translator
+# is the one SAM CLI 1.170.0 requires; it is named so that the deploy rehearsal
+# (scripts/deploy-rehearsal.py) translates with the same version. The spec is the cache key: a
+# venv installed with another spec (or before the pins) is reinstalled.
+tools_spec="aws-sam-cli==1.170.0 aws-sam-translator==1.115.0 cfn-lint==1.58.0 cargo-lambda==1.9.2 ziglang==0.17.1"
+
 install() {
-  if [ ! -x "$venv/bin/sam" ] || [ ! -x "$venv/bin/cfn-lint" ] || [ ! -x "$venv/bin/cargo-lambda" ]; then
-    echo "tools: installing aws-sam-cli, cfn-lint, cargo-lambda and ziglang (PyPI)" >&2
+  if [ ! -x "$venv/bin/sam" ] || [ ! -x "$venv/bin/cfn-lint" ] || [ ! -x "$venv/bin/cargo-lambda" ] \
+    || [ "$(cat "$venv/.installed-spec" 2>/dev/null)" != "$tools_spec" ]; then
+    echo "tools: installing $tools_spec (PyPI)" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      aws-sam-cli cfn-lint "cargo-lambda==1.9.*" ziglang
+    # shellcheck disable=SC2086  # the spec is a list of requirements
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $tools_spec
+    echo "$tools_spec" >"$venv/.installed-spec"
   fi
 }
 
 verifier_venv="${VERIFIER_VENV:-$root/.cache/verifier/venv}"
+verifier_spec="standardwebhooks==1.1.0"
 
 verifier() {
-  if ! "$verifier_venv/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
-    echo "tools: installing standardwebhooks 1.1.0 (PyPI) into $verifier_venv" >&2
+  if ! "$verifier_venv/bin/python" -c 'import standardwebhooks' 2>/dev/null \
+    || [ "$(cat "$verifier_venv/.installed-spec" 2>/dev/null)" != "$verifier_spec" ]; then
+    echo "tools: installing $verifier_spec (PyPI) into $verifier_venv" >&2
     rm -rf "$verifier_venv"
     python3 -m venv "$verifier_venv"
-    "$verifier_venv/bin/pip" install --quiet --disable-pip-version-check "standardwebhooks==1.1.0"
+    "$verifier_venv/bin/pip" install --quiet --disable-pip-version-check "$verifier_spec"
+    echo "$verifier_spec" >"$verifier_venv/.installed-spec"
   fi
 }
 
