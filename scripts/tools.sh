@@ -9,6 +9,7 @@
 #   scripts/tools.sh install          # install only
 #   scripts/tools.sh run -- CMD ...   # run CMD with the tools on PATH
 #   scripts/tools.sh verifier         # install only the signature verifier's venv
+#   scripts/tools.sh rehearse         # the deploy rehearsal (scripts/deploy-rehearsal.py) in its venv
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -47,13 +48,37 @@ verifier() {
   fi
 }
 
+# The deploy rehearsal's venv (.cache/rehearsal/venv, about 50 s to install): moto in-process
+# with the services the template makes, and the SAM translator SAM CLI pins. Not moto's `server`
+# extra, which caps aws-sam-translator below the version SAM CLI uses; the emulators' moto
+# (scripts/emulators.sh) is the same moto version.
+rehearsal_venv="${REHEARSAL_VENV:-$root/.cache/rehearsal/venv}"
+rehearsal_spec="moto[cloudformation,apigatewayv2,dynamodbstreams,events]==5.1.22 aws-sam-translator==1.115.0"
+
+rehearsal() {
+  if [ ! -x "$rehearsal_venv/bin/python" ] \
+    || [ "$(cat "$rehearsal_venv/.installed-spec" 2>/dev/null)" != "$rehearsal_spec" ]; then
+    echo "tools: installing $rehearsal_spec (PyPI) into $rehearsal_venv" >&2
+    rm -rf "$rehearsal_venv"
+    python3 -m venv "$rehearsal_venv"
+    # shellcheck disable=SC2086  # the spec is a list of requirements
+    "$rehearsal_venv/bin/pip" install --quiet --disable-pip-version-check $rehearsal_spec
+    echo "$rehearsal_spec" >"$rehearsal_venv/.installed-spec"
+  fi
+}
+
 case "${1:-}" in
   install) install ;;
   verifier) verifier ;;
+  rehearse)
+    shift; [ "${1:-}" = "--" ] && shift
+    rehearsal
+    AWS_DEFAULT_REGION=us-east-1 "$rehearsal_venv/bin/python" "$root/scripts/deploy-rehearsal.py" "$@"
+    ;;
   run)
     shift; [ "${1:-}" = "--" ] && shift
     install
     PATH="$venv/bin:$PATH" SAM_CLI_TELEMETRY=0 "$@"
     ;;
-  *) echo "usage: $0 install | verifier | run -- CMD..." >&2; exit 2 ;;
+  *) echo "usage: $0 install | verifier | rehearse [-- ARGS] | run -- CMD..." >&2; exit 2 ;;
 esac
