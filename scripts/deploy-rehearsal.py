@@ -6,7 +6,9 @@ version SAM CLI pins), then CreateStack, then the checks below on what the stack
 `make rehearse` (part of `make validate`, so of `make test`) in the venv `scripts/tools.sh
 rehearsal` installs (moto and aws-sam-translator, exact versions).
 
-1. Template checks (static, on template.yaml and docs/runbook.md): every access log format uses
+1. Template checks (static, on template.yaml and docs/runbook.md): the secret parameters take
+   what `openssl rand -hex 32` makes and refuse every value the functions would refuse at
+   start-up (the template is never looser than the code); every access log format uses
    only context variables that cannot hold the request path (the webhook's path is its secret,
    the read API's paths hold phone numbers); every alarm is named after its stack, tells the
    alarm topic, and names a heading of docs/runbook.md that exists; every alarm on our own
@@ -145,6 +147,12 @@ SCENARIOS = {
         "AlarmEmail": "ops@example.com",
     },
 }
+
+
+SCENARIO_VALUES: dict[str, list[str]] = {}
+for _given in SCENARIOS.values():
+    for _key, _value in _given.items():
+        SCENARIO_VALUES.setdefault(_key, []).append(_value)
 
 
 class Failures:
@@ -345,8 +353,41 @@ def check_alarms(template: dict, failures: Failures) -> None:
             )
 
 
+def check_secret_parameters(template: dict, failures: Failures) -> None:
+    """The secret parameters take what the README's generator makes and refuse whatever the
+    functions would refuse at start-up (src/settings.rs: unset or empty for a current secret,
+    only whitespace, shorter than 16 characters), and anything that is not one literal path
+    segment: the template is never looser than the code."""
+    import secrets
+
+    generated = secrets.token_hex(32)  # what `openssl rand -hex 32` prints
+    refused_by_code = [" " * 64, "\t" * 64, "0123456789abcde", "x"]
+    not_a_segment = ["/" * 64, "{secret}" * 8, "%2F" + "0" * 61, "0" * 63 + "/"]
+    for parameter, previous in [("WebhookSecret", False), ("WebhookSecretPrevious", True),
+                                ("ApiToken", False), ("ApiTokenPrevious", True)]:
+        spec = template["Parameters"][parameter]
+        pattern = spec.get("AllowedPattern")
+        if not failures.check(bool(pattern), f"{parameter}: no AllowedPattern"):
+            continue
+        failures.check(bool(spec.get("ConstraintDescription")),
+                       f"{parameter}: no ConstraintDescription")
+        failures.check(spec.get("NoEcho") is True, f"{parameter}: not NoEcho")
+        takes = [generated] + ([""] if previous else [])
+        refuses = refused_by_code + not_a_segment + ([] if previous else [""])
+        for value in takes:
+            failures.check(re.fullmatch(pattern, value) is not None,
+                           f"{parameter}: {pattern} refuses {value!r}, a value the README makes")
+        for value in refuses:
+            failures.check(re.fullmatch(pattern, value) is None,
+                           f"{parameter}: {pattern} takes {value!r}, which the code or the "
+                           f"route refuses")
+        for value in SCENARIO_VALUES.get(parameter, []):
+            failures.check(re.fullmatch(pattern, value) is not None,
+                           f"{parameter}: the rehearsal's value does not match {pattern}")
+
+
 def check_template(template: dict, failures: Failures) -> None:
-    pass
+    check_secret_parameters(template, failures)
 
 
 # --- 2. the rehearsal -----------------------------------------------------------------------

@@ -1115,19 +1115,19 @@ fn the_webhook_route_is_the_secret() {
     assert_eq!(template["Conditions"]["WithPreviousSecret"], expected);
 
     // A secret is one literal path segment: no "/", no "{...}" (a path variable would match
-    // every request), nothing a URL would escape.
+    // every request), nothing a URL would escape. 64 lowercase hex characters, as `openssl rand
+    // -hex 32` (README, runbook) and the local server make them: stricter than the functions'
+    // own check (at least 16 characters). scripts/deploy-rehearsal.py tries values against them.
     for (parameter, pattern) in [
-        ("WebhookSecret", "^[A-Za-z0-9._~-]+$"),
-        ("WebhookSecretPrevious", "^([A-Za-z0-9._~-]{16,})?$"),
+        ("WebhookSecret", "^[0-9a-f]{64}$"),
+        ("WebhookSecretPrevious", "^([0-9a-f]{64})?$"),
+        ("ApiToken", "^[0-9a-f]{64}$"),
+        ("ApiTokenPrevious", "^([0-9a-f]{64})?$"),
     ] {
         let declared = &template["Parameters"][parameter];
         assert_eq!(declared["NoEcho"].as_bool(), Some(true), "{parameter}");
         assert_eq!(declared["AllowedPattern"], pattern, "{parameter}");
     }
-    assert_eq!(
-        template["Parameters"]["WebhookSecret"]["MinLength"].as_u64(),
-        Some(16)
-    );
 
     let integration = &resources["WebhookIntegration"]["Properties"];
     assert_eq!(resource_name(&integration["ApiId"]).unwrap(), "WebhookApi");
