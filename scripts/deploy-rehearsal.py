@@ -8,7 +8,9 @@ rehearsal` installs (moto and aws-sam-translator, exact versions).
 
 1. Template checks (static, on template.yaml and docs/runbook.md): the secret parameters take
    what `openssl rand -hex 32` makes and refuse every value the functions would refuse at
-   start-up (the template is never looser than the code); every access log format uses
+   start-up (the template is never looser than the code); the functions log JSON at INFO (the
+   platform at WARN); every alarm on our metrics names a dimension set the metric lines carry,
+   Stack included; every access log format uses
    only context variables that cannot hold the request path (the webhook's path is its secret,
    the read API's paths hold phone numbers); every alarm is named after its stack, tells the
    alarm topic, and names a heading of docs/runbook.md that exists; every alarm on our own
@@ -59,6 +61,8 @@ CODE_KEY = "bootstrap.zip"
 #   src/bin/sweeper.rs var("LEDGER_TABLE"), var("QUEUE_URL")
 #   src/notifier.rs    NotifierConfig::from_lookup (notifier and windows: src/bin/windows.rs)
 #   src/settings.rs    how each is checked (required, or a default when unset or empty)
+#   src/metrics.rs     STACK_NAME: the Stack dimension of every metric line (every binary; a
+#                      line without it would not match the alarms, which name it)
 # "required": the code refuses to start without it. "set": the code has a default or reads empty
 # as unset, but the template must pass it (a parameter, or the previous secret, empty outside a
 # rotation). "default": the template leaves it to the code's default.
@@ -70,23 +74,32 @@ READS: dict[str, dict[str, str]] = {
         "WEBHOOK_SECRET_PREVIOUS": "set",
         "DEDUP_TTL_DAYS": "set",
         "MAX_BODY_BYTES": "default",
+        "STACK_NAME": "set",
     },
     "processor": {
         "STATE_TABLE": "required",
         "LEDGER_TABLE": "required",
         "DEDUP_TTL_DAYS": "set",
+        "STACK_NAME": "set",
     },
-    "sweeper": {"LEDGER_TABLE": "required", "QUEUE_URL": "required"},
-    "api": {"STATE_TABLE": "required", "API_TOKEN": "required", "API_TOKEN_PREVIOUS": "set"},
+    "sweeper": {"LEDGER_TABLE": "required", "QUEUE_URL": "required", "STACK_NAME": "set"},
+    "api": {
+        "STATE_TABLE": "required",
+        "API_TOKEN": "required",
+        "API_TOKEN_PREVIOUS": "set",
+        "STACK_NAME": "set",
+    },
     "notifier": {
         "STATE_TABLE": "required",
         "CHANGE_BUS_NAME": "required",
         "WINDOW_CLOSING_LEAD_MINUTES": "set",
+        "STACK_NAME": "set",
     },
     "windows": {
         "STATE_TABLE": "required",
         "CHANGE_BUS_NAME": "required",
         "WINDOW_CLOSING_LEAD_MINUTES": "set",
+        "STACK_NAME": "set",
     },
 }
 
@@ -386,8 +399,44 @@ def check_secret_parameters(template: dict, failures: Failures) -> None:
                            f"{parameter}: the rehearsal's value does not match {pattern}")
 
 
+def check_metric_alarm_dimensions(template: dict, failures: Failures) -> None:
+    """An alarm on our own metrics names a dimension set the metric lines carry (src/metrics.rs:
+    Stack + Function, and Stack + Function + Kind), Stack being this stack: a set the lines do
+    not carry matches no data, and the alarm never fires."""
+    for logical, resource in sorted(template["Resources"].items()):
+        alarm = resource.get("Properties", {})
+        if resource["Type"] != "AWS::CloudWatch::Alarm" or alarm.get("Namespace") != "wati-ingest":
+            continue
+        dimensions = {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
+        failures.check(
+            sorted(dimensions) in (["Function", "Stack"], ["Function", "Kind", "Stack"]),
+            f"{logical}: dimensions {sorted(dimensions)} are not a set the metric lines carry",
+        )
+        failures.check(
+            dimensions.get("Stack") == {"Ref": "AWS::StackName"},
+            f"{logical}: the Stack dimension is not !Ref AWS::StackName",
+        )
+
+
+def check_logging(template: dict, failures: Failures) -> None:
+    logging_config = template["Globals"]["Function"].get("LoggingConfig", {})
+    failures.check(
+        logging_config == {"LogFormat": "JSON", "ApplicationLogLevel": "INFO",
+                           "SystemLogLevel": "WARN"},
+        f"Globals LoggingConfig is {logging_config}, not JSON / INFO / WARN",
+    )
+    for logical, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            failures.check(
+                "LoggingConfig" not in resource["Properties"],
+                f"{logical}: a LoggingConfig of its own (the Globals' is the one)",
+            )
+
+
 def check_template(template: dict, failures: Failures) -> None:
     check_secret_parameters(template, failures)
+    check_metric_alarm_dimensions(template, failures)
+    check_logging(template, failures)
 
 
 # --- 2. the rehearsal -----------------------------------------------------------------------
@@ -686,6 +735,8 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
                     f"[{name}] {logical}: {variable} = {value!r}, not this stack's {target} "
                     f"({physical.get(target)!r})",
                 )
+            elif variable == "STACK_NAME":
+                failures.check(value == STACK, f"[{name}] {logical}: STACK_NAME is {value!r}")
             elif variable in NAMES_PARAMETER:
                 parameter = NAMES_PARAMETER[variable]
                 failures.check(
@@ -716,6 +767,7 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
             failures.check(bus in buses, f"[{name}] {logical}: CHANGE_BUS_NAME {bus!r} is no bus")
 
     check_standins(name, parameters, physical, failures)
+    check_dashboard(name, physical, failures)
 
     # The optional parts this scenario turns on.
     if holds.get("WithFunctionUrl"):
@@ -771,6 +823,36 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
     )
     print(f"  not modelled by moto's CloudFormation (stand-ins record the resolved properties; "
           f"AWS's own checks of these are not rehearsed): {moto_lacks}")
+
+
+def check_dashboard(name: str, physical: dict, failures: Failures) -> None:
+    """The dashboard's body is JSON, and every graph of our own metrics names this stack."""
+    import boto3
+
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    body = cloudwatch.get_dashboard(DashboardName=physical["Dashboard"])["DashboardBody"]
+    try:
+        widgets = json.loads(body)["widgets"]
+    except (ValueError, KeyError):
+        failures.check(False, f"[{name}] the dashboard's body is not JSON with widgets")
+        return
+    for widget in widgets:
+        previous: list = []
+        for row in widget.get("properties", {}).get("metrics", []):
+            fields = [f for f in row if not isinstance(f, dict)]
+            if fields == ["..."]:
+                fields = previous
+            # "." repeats the field of the row before.
+            fields = [previous[i] if f == "." and i < len(previous) else f
+                      for i, f in enumerate(fields)]
+            previous = fields
+            if fields and fields[0] == "wati-ingest":
+                dimensions = dict(zip(fields[2::2], fields[3::2]))
+                failures.check(
+                    dimensions.get("Stack") == STACK,
+                    f"[{name}] dashboard {widget['properties'].get('title')!r}: {fields[1]} "
+                    f"without the Stack dimension ({dimensions})",
+                )
 
 
 def check_standins(name: str, parameters: dict, physical: dict, failures: Failures) -> None:
@@ -850,6 +932,15 @@ def main() -> int:
     print(f"template checks: {failures.checks} checks, {len(failures.items)} failed")
 
     cfn = translate(template)
+    for logical, resource in sorted(cfn["Resources"].items()):
+        if resource["Type"] == "AWS::Lambda::Function":
+            # SAM gives every function the Globals' logging (moto does not keep LoggingConfig).
+            failures.check(
+                resource["Properties"].get("LoggingConfig")
+                == {"LogFormat": "JSON", "ApplicationLogLevel": "INFO", "SystemLogLevel": "WARN"},
+                f"{logical}: LoggingConfig after the SAM transform is "
+                f"{resource['Properties'].get('LoggingConfig')}",
+            )
     for change in moto_workarounds(cfn):
         print(f"  moto workaround: {change}")
     register_standins(cfn)
