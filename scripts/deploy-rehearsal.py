@@ -295,10 +295,13 @@ def access_log_formats(template: dict) -> list[tuple[str, str]]:
 
 def check_access_logs(template: dict, failures: Failures) -> None:
     formats = access_log_formats(template)
-    failures.check(
-        any(where.startswith("Resources.WebhookApiStage.") for where, _ in formats),
-        "the webhook stage has AccessLogSettings",
-    )
+    for stage in ("Resources.WebhookApiStage.", "Resources.HttpApi."):
+        failures.check(any(where.startswith(stage) for where, _ in formats),
+                       f"{stage} has no AccessLogSettings")
+    for logical in ("WebhookAccessLogs", "ReadApiAccessLogs"):
+        group = template["Resources"].get(logical, {}).get("Properties", {})
+        failures.check(group.get("RetentionInDays") == {"Ref": "LogRetentionDays"},
+                       f"{logical}: not kept LogRetentionDays")
     for where, fmt in formats:
         variables = set(re.findall(r"\$context(?:\.[A-Za-z0-9_]+)+", fmt))
         failures.check(bool(variables), f"{where}: no $context variable in its Format")
@@ -434,6 +437,7 @@ def check_logging(template: dict, failures: Failures) -> None:
 
 
 def check_template(template: dict, failures: Failures) -> None:
+    check_access_logs(template, failures)
     check_secret_parameters(template, failures)
     check_metric_alarm_dimensions(template, failures)
     check_logging(template, failures)
@@ -905,6 +909,10 @@ def check_standins(name: str, parameters: dict, physical: dict, failures: Failur
                 f"[{name}] {logical}: LogGroupName {properties.get('LogGroupName')!r} is no "
                 f"log group of this stack",
             )
+    logged = [logical for logical, standin in STANDINS.items()
+              if standin["type"] == "AWS::ApiGatewayV2::Stage"
+              and "AccessLogSettings" in standin["properties"]]
+    failures.check(len(logged) == 2, f"[{name}] stages with access logs: {sorted(logged)}")
     if ALARM_CHECKS:
         names = [s["properties"].get("AlarmName") for s in STANDINS.values()
                  if s["type"] == "AWS::CloudWatch::Alarm"]
