@@ -10,7 +10,8 @@ rehearsal` installs (moto and aws-sam-translator, exact versions).
    what `openssl rand -hex 32` makes and refuse every value the functions would refuse at
    start-up (the template is never looser than the code); the functions log JSON at INFO (the
    platform at WARN); every alarm on our metrics names a dimension set the metric lines carry,
-   Stack included; every access log format uses
+   Stack included; every metric filter reads fields the webhook's access log writes and is
+   alarmed; every access log format uses
    only context variables that cannot hold the request path (the webhook's path is its secret,
    the read API's paths hold phone numbers); every alarm is named after its stack, tells the
    alarm topic, and names a heading of docs/runbook.md that exists; every alarm on our own
@@ -324,9 +325,18 @@ def check_access_logs(template: dict, failures: Failures) -> None:
         failures.check(ok, f"{where}: the Format is not one JSON object per request")
 
 
+ALARMS_SECTION = "## Alarms: what they mean, what to do"
+
+
 def runbook_headings() -> set[str]:
+    """The headings of docs/runbook.md's alarm section (up to its next `## ` heading)."""
     text = (ROOT / "docs" / "runbook.md").read_text()
-    return {m.group(1).strip() for m in re.finditer(r"^#{2,4} (.+)$", text, re.MULTILINE)}
+    start = text.find(f"\n{ALARMS_SECTION}\n")
+    if start < 0:
+        return set()
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end > 0 else len(text)]
+    return {m.group(1).strip() for m in re.finditer(r"^#{3,4} (.+)$", section, re.MULTILINE)}
 
 
 RUNBOOK_REF = re.compile(r'docs/runbook\.md, "([^"]+)"')
@@ -355,18 +365,22 @@ def check_alarms(template: dict, failures: Failures) -> None:
         )
         for heading in refs:
             failures.check(
-                heading in headings, f'{logical}: docs/runbook.md has no heading "{heading}"'
+                heading in headings,
+                f'{logical}: docs/runbook.md has no heading "{heading}" under "{ALARMS_SECTION}"',
             )
         actions = alarm.get("AlarmActions", [])
         failures.check(
             {"Ref": "AlarmTopic"} in actions, f"{logical}: AlarmActions tell the AlarmTopic"
         )
-        if alarm.get("Namespace") == "wati-ingest":
-            dimensions = {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
-            failures.check(
-                dimensions.get("Stack") == {"Ref": "AWS::StackName"},
-                f"{logical}: alarms on our metrics name the dimension Stack = the stack's name",
-            )
+        # CloudWatch: Period x EvaluationPeriods at most 7 days, at most 1 day for periods
+        # under an hour (a parameter counts at its MaxValue).
+        periods = alarm.get("EvaluationPeriods")
+        if isinstance(periods, dict) and "Ref" in periods:
+            periods = template["Parameters"][periods["Ref"]].get("MaxValue")
+        span = int(alarm.get("Period", 0)) * int(periods or 0)
+        limit = 604_800 if int(alarm.get("Period", 0)) >= 3600 else 86_400
+        failures.check(0 < span <= limit,
+                       f"{logical}: Period x EvaluationPeriods = {span} s, over {limit} s")
 
 
 def check_secret_parameters(template: dict, failures: Failures) -> None:
@@ -402,13 +416,61 @@ def check_secret_parameters(template: dict, failures: Failures) -> None:
                            f"{parameter}: the rehearsal's value does not match {pattern}")
 
 
+def metric_filters(template: dict) -> dict[str, dict]:
+    """Metric name -> (the filter's properties) of every metric filter of the template."""
+    found = {}
+    for logical, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Logs::MetricFilter":
+            for transformation in resource["Properties"]["MetricTransformations"]:
+                found[transformation["MetricName"]] = {
+                    "logical": logical, **resource["Properties"], "transformation": transformation}
+    return found
+
+
+def check_metric_filters(template: dict, failures: Failures) -> None:
+    """Each filter reads the webhook's access log, names only fields its format writes, puts a
+    dimension its alarm names, and is alarmed."""
+    formats = dict(access_log_formats(template))
+    webhook_format = formats.get("Resources.WebhookApiStage.Properties.AccessLogSettings", "{}")
+    fields = json.loads(re.sub(r"\$context(?:\.[A-Za-z0-9_]+)+", "x", webhook_format))
+    filters = metric_filters(template)
+    failures.check(len(filters) >= 3, f"metric filters: {sorted(filters)}")
+    alarms = [r["Properties"] for r in template["Resources"].values()
+              if r["Type"] == "AWS::CloudWatch::Alarm"]
+    for metric, spec in sorted(filters.items()):
+        logical = spec["logical"]
+        failures.check(spec["LogGroupName"] == {"Ref": "WebhookAccessLogs"},
+                       f"{logical}: does not read WebhookAccessLogs")
+        pattern = spec["FilterPattern"]
+        failures.check(pattern.startswith("{") and pattern.endswith("}"),
+                       f"{logical}: not a JSON filter pattern")
+        for field in re.findall(r"\$\.([A-Za-z0-9_]+)", pattern):
+            failures.check(field in fields, f"{logical}: $.{field} is not a field of the access log")
+        transformation = spec["transformation"]
+        failures.check(transformation.get("MetricNamespace") == "wati-ingest",
+                       f"{logical}: namespace {transformation.get('MetricNamespace')}")
+        failures.check("DefaultValue" not in transformation,
+                       f"{logical}: a DefaultValue (CloudWatch refuses one beside dimensions)")
+        dimensions = {d["Key"]: d["Value"] for d in transformation.get("Dimensions", [])}
+        failures.check(dimensions == {"ApiId": "$.apiId"} and "apiId" in fields,
+                       f"{logical}: dimensions {dimensions}, not ApiId from the log's apiId")
+        alarmed = [a for a in alarms if a.get("Namespace") == "wati-ingest"
+                   and a.get("MetricName") == metric
+                   and a.get("Dimensions") == [{"Name": "ApiId", "Value": {"Ref": "WebhookApi"}}]]
+        failures.check(len(alarmed) == 1, f"{metric}: {len(alarmed)} alarms on it with ApiId")
+
+
 def check_metric_alarm_dimensions(template: dict, failures: Failures) -> None:
     """An alarm on our own metrics names a dimension set the metric lines carry (src/metrics.rs:
     Stack + Function, and Stack + Function + Kind), Stack being this stack: a set the lines do
-    not carry matches no data, and the alarm never fires."""
+    not carry matches no data, and the alarm never fires. (Metrics of the access log's filters
+    carry the filter's dimension instead: check_metric_filters.)"""
+    from_filters = metric_filters(template)
     for logical, resource in sorted(template["Resources"].items()):
         alarm = resource.get("Properties", {})
         if resource["Type"] != "AWS::CloudWatch::Alarm" or alarm.get("Namespace") != "wati-ingest":
+            continue
+        if alarm.get("MetricName") in from_filters:
             continue
         dimensions = {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
         failures.check(
@@ -440,12 +502,13 @@ def check_template(template: dict, failures: Failures) -> None:
     check_access_logs(template, failures)
     check_secret_parameters(template, failures)
     check_metric_alarm_dimensions(template, failures)
+    check_metric_filters(template, failures)
+    check_alarms(template, failures)
     check_logging(template, failures)
 
 
 # --- 2. the rehearsal -----------------------------------------------------------------------
 
-ALARM_CHECKS = False
 STANDINS: dict[str, dict] = {}  # logical id -> {"type", "properties", "attributes"}
 STANDIN_TYPES: dict[str, int] = {}
 STANDIN_MODELS: list[type] = []  # moto finds models by __subclasses__, which holds weak references
@@ -829,6 +892,10 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
           f"AWS's own checks of these are not rehearsed): {moto_lacks}")
 
 
+def physical_api_id() -> str:
+    return STANDINS.get("WebhookApi", {}).get("physical", "")
+
+
 def check_dashboard(name: str, physical: dict, failures: Failures) -> None:
     """The dashboard's body is JSON, and every graph of our own metrics names this stack."""
     import boto3
@@ -850,7 +917,13 @@ def check_dashboard(name: str, physical: dict, failures: Failures) -> None:
             fields = [previous[i] if f == "." and i < len(previous) else f
                       for i, f in enumerate(fields)]
             previous = fields
-            if fields and fields[0] == "wati-ingest":
+            if fields and fields[0] == "wati-ingest" and fields[1].startswith("WebhookApi"):
+                dimensions = dict(zip(fields[2::2], fields[3::2]))
+                failures.check(
+                    dimensions.get("ApiId") == physical_api_id(),
+                    f"[{name}] dashboard: {fields[1]} not on this stack's webhook API",
+                )
+            elif fields and fields[0] == "wati-ingest":
                 dimensions = dict(zip(fields[2::2], fields[3::2]))
                 failures.check(
                     dimensions.get("Stack") == STACK,
@@ -872,7 +945,7 @@ def check_standins(name: str, parameters: dict, physical: dict, failures: Failur
     topics = {t["TopicArn"] for t in sns.list_topics()["Topics"]}
     for logical, standin in sorted(STANDINS.items()):
         kind, properties = standin["type"], standin["properties"]
-        if kind == "AWS::CloudWatch::Alarm" and ALARM_CHECKS:
+        if kind == "AWS::CloudWatch::Alarm":
             failures.check(
                 properties.get("AlarmName", "").startswith(f"{STACK}-"),
                 f"[{name}] {logical}: AlarmName {properties.get('AlarmName')!r} does not start "
@@ -903,6 +976,12 @@ def check_standins(name: str, parameters: dict, physical: dict, failures: Failur
                 destination in group_arns,
                 f"[{name}] {logical}: access logs go to {destination!r}, no log group of this stack",
             )
+        if kind == "AWS::CloudWatch::Alarm" and any(
+                d.get("Name") == "ApiId" for d in properties.get("Dimensions", [])):
+            failures.check(
+                [d["Value"] for d in properties["Dimensions"]] == [physical_api_id()],
+                f"[{name}] {logical}: ApiId is not this stack's webhook API",
+            )
         elif kind == "AWS::Logs::MetricFilter":
             failures.check(
                 properties.get("LogGroupName") in groups,
@@ -913,10 +992,9 @@ def check_standins(name: str, parameters: dict, physical: dict, failures: Failur
               if standin["type"] == "AWS::ApiGatewayV2::Stage"
               and "AccessLogSettings" in standin["properties"]]
     failures.check(len(logged) == 2, f"[{name}] stages with access logs: {sorted(logged)}")
-    if ALARM_CHECKS:
-        names = [s["properties"].get("AlarmName") for s in STANDINS.values()
-                 if s["type"] == "AWS::CloudWatch::Alarm"]
-        failures.check(len(names) == len(set(names)), f"[{name}] two alarms share a name")
+    names = [s["properties"].get("AlarmName") for s in STANDINS.values()
+             if s["type"] == "AWS::CloudWatch::Alarm"]
+    failures.check(len(names) == len(set(names)), f"[{name}] two alarms share a name")
 
 
 def main() -> int:
