@@ -70,11 +70,20 @@ fuzz:
 ## tests check signatures with goes into .cache/verifier/), then the Lambda builds
 test: lint validate unit build
 
-## validate: sam validate (SAM and --lint) and cfn-lint on template.yaml, offline
+## validate: sam validate (SAM and --lint) and cfn-lint on template.yaml, offline, then the
+## deploy rehearsal
 validate:
 	scripts/tools.sh run -- sam validate --region us-east-1 -t template.yaml
 	scripts/tools.sh run -- sam validate --lint --region us-east-1 -t template.yaml
 	scripts/tools.sh run -- cfn-lint template.yaml
+	$(MAKE) --no-print-directory rehearse
+
+## rehearse: template.yaml deployed offline on moto's CloudFormation, with the defaults and with
+## every option on: CREATE_COMPLETE, every output, each function's environment naming this
+## stack's tables, queue and bus, and the template checks (scripts/deploy-rehearsal.py)
+.PHONY: rehearse
+rehearse:
+	scripts/tools.sh rehearse
 
 lint:
 	$(CARGO) fmt --all -- --check

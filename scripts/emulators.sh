@@ -13,9 +13,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${EMULATOR_CACHE:-$root/.cache/emulators}"
 dynamo_version="11.1.0"
-# The extras are part of the cache key: a venv installed with another spec is reinstalled
-# (without `events`, moto answers PutEvents with a 500).
-moto_spec="moto[server,events]==5.1.*"
+# An exact version (the one the tests were last run with; a new moto release changes nothing
+# until this line does). The spec, extras included, is the cache key: a venv installed with
+# another spec is reinstalled (without `events`, moto answers PutEvents with a 500).
+moto_spec="moto[server,events]==5.1.22 flask==3.1.3 flask-cors==6.0.5"
 
 install() {
   mkdir -p "$cache"
@@ -30,8 +31,8 @@ install() {
     echo "emulators: installing moto's server (PyPI: $moto_spec)" >&2
     rm -rf "$cache/moto"
     python3 -m venv "$cache/moto"
-    "$cache/moto/bin/pip" install --quiet --disable-pip-version-check \
-      "$moto_spec" flask flask-cors
+    # shellcheck disable=SC2086  # the spec is a list of requirements
+    "$cache/moto/bin/pip" install --quiet --disable-pip-version-check $moto_spec
     echo "$moto_spec" >"$cache/moto/.installed-spec"
   fi
 }

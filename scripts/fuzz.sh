@@ -24,9 +24,11 @@ FUZZ_ARGS=${FUZZ_ARGS:-}
 FIXTURES=tests/fixtures/events
 LOGS=fuzz/logs
 
-if ! $CARGO fuzz --version >/dev/null 2>&1; then
-  echo "fuzz: installing cargo-fuzz" >&2
-  $CARGO install cargo-fuzz --locked
+# An exact version, installed over any other (`cargo fuzz --version` prints "cargo-fuzz 0.13.2").
+cargo_fuzz_version=0.13.2
+if [[ "$($CARGO fuzz --version 2>/dev/null)" != *" $cargo_fuzz_version" ]]; then
+  echo "fuzz: installing cargo-fuzz $cargo_fuzz_version" >&2
+  $CARGO install cargo-fuzz --version "$cargo_fuzz_version" --locked --force
 fi
 
 # Without a sanitizer (the default: the crate is safe Rust, and a panic is what we look for) the

@@ -1,0 +1,1052 @@
+#!/usr/bin/env python3
+"""Deploy rehearsal: template.yaml deployed offline, on moto's CloudFormation.
+
+What `sam deploy` does, without an AWS account: the SAM transform (aws-sam-translator, the
+version SAM CLI pins), then CreateStack, then the checks below on what the stack made. Run by
+`make rehearse` (part of `make validate`, so of `make test`) in the venv `scripts/tools.sh
+rehearsal` installs (moto and aws-sam-translator, exact versions).
+
+1. Template checks (static, on template.yaml and docs/runbook.md): the secret parameters take
+   what `openssl rand -hex 32` makes and refuse every value the functions would refuse at
+   start-up (the template is never looser than the code); the functions log JSON at INFO (the
+   platform at WARN); every alarm on our metrics names a dimension set the metric lines carry,
+   Stack included; every metric filter reads fields the webhook's access log writes and is
+   alarmed; every access log format uses
+   only context variables that cannot hold the request path (the webhook's path is its secret,
+   the read API's paths hold phone numbers); every alarm is named after its stack, tells the
+   alarm topic, and names a heading of docs/runbook.md that exists; every alarm on our own
+   metrics names the `Stack` dimension.
+2. Rehearsals, once with the defaults and once with every optional part on (Function URL,
+   forwarding, a previous webhook secret and read token, an alarm email): the function code
+   (a dummy zip with a `bootstrap`) is put into moto's S3 and each function's CodeUri points at
+   it; the stack must reach CREATE_COMPLETE with every resource its conditions call for; every
+   Output it declares must be there and non-empty (and name the resource it says it names); each
+   function's environment, read back with lambda GetFunctionConfiguration, must hold every
+   variable its binary reads (READS below, taken from src/), nothing else, and each table,
+   queue, bus, secret and setting must be the one this stack made or was given.
+
+moto models most of the template but not every type: those it does not (listed in the output
+of each run, e.g. AWS::ApiGatewayV2::*, AWS::CloudWatch::Alarm) are created as *stand-ins*
+that record their properties as CloudFormation resolved them, so references to and from them
+are still checked (an alarm's topic, a stage's log group, a metric filter's log group), but
+AWS's own validation of those resources is not rehearsed.
+
+Exit status 0 when every check passed, 1 otherwise (each failure printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+import warnings
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = "rehearsal"
+REGION = "us-east-1"
+CODE_BUCKET = "rehearsal-code"
+CODE_KEY = "bootstrap.zip"
+
+# What each binary reads from its environment, from the code (read-only here; keep in step):
+#   src/lambda.rs      ReceiverConfig::from_lookup  (receiver), ProcessorConfig (processor),
+#                      ReadApiConfig (api)
+#   src/bin/sweeper.rs var("LEDGER_TABLE"), var("QUEUE_URL")
+#   src/notifier.rs    NotifierConfig::from_lookup (notifier and windows: src/bin/windows.rs)
+#   src/settings.rs    how each is checked (required, or a default when unset or empty)
+#   src/metrics.rs     STACK_NAME: the Stack dimension of every metric line (every binary; a
+#                      line without it would not match the alarms, which name it)
+# "required": the code refuses to start without it. "set": the code has a default or reads empty
+# as unset, but the template must pass it (a parameter, or the previous secret, empty outside a
+# rotation). "default": the template leaves it to the code's default.
+READS: dict[str, dict[str, str]] = {
+    "receiver": {
+        "LEDGER_TABLE": "required",
+        "QUEUE_URL": "required",
+        "WEBHOOK_SECRET": "required",
+        "WEBHOOK_SECRET_PREVIOUS": "set",
+        "DEDUP_TTL_DAYS": "set",
+        "MAX_BODY_BYTES": "default",
+        "STACK_NAME": "set",
+    },
+    "processor": {
+        "STATE_TABLE": "required",
+        "LEDGER_TABLE": "required",
+        "DEDUP_TTL_DAYS": "set",
+        "STACK_NAME": "set",
+    },
+    "sweeper": {"LEDGER_TABLE": "required", "QUEUE_URL": "required", "STACK_NAME": "set"},
+    "api": {
+        "STATE_TABLE": "required",
+        "API_TOKEN": "required",
+        "API_TOKEN_PREVIOUS": "set",
+        "STACK_NAME": "set",
+    },
+    "notifier": {
+        "STATE_TABLE": "required",
+        "CHANGE_BUS_NAME": "required",
+        "WINDOW_CLOSING_LEAD_MINUTES": "set",
+        "STACK_NAME": "set",
+    },
+    "windows": {
+        "STATE_TABLE": "required",
+        "CHANGE_BUS_NAME": "required",
+        "WINDOW_CLOSING_LEAD_MINUTES": "set",
+        "STACK_NAME": "set",
+    },
+}
+
+# What each variable must name: a resource of this stack (by logical id), or a parameter.
+NAMES_RESOURCE = {
+    "LEDGER_TABLE": "LedgerTable",
+    "STATE_TABLE": "StateTable",
+    "QUEUE_URL": "EventQueue",
+    "CHANGE_BUS_NAME": "ChangeBus",
+}
+NAMES_PARAMETER = {
+    "WEBHOOK_SECRET": "WebhookSecret",
+    "WEBHOOK_SECRET_PREVIOUS": "WebhookSecretPrevious",
+    "API_TOKEN": "ApiToken",
+    "API_TOKEN_PREVIOUS": "ApiTokenPrevious",
+    "DEDUP_TTL_DAYS": "DedupTtlDays",
+    "WINDOW_CLOSING_LEAD_MINUTES": "WindowClosingLeadMinutes",
+}
+
+# Every output the stack must show (the README and docs/runbook.md send operators to them), and
+# what it must be: ("ref", X) the physical id of resource X; ("queue-name", X), ("queue-arn", X)
+# of queue X; ("bus-arn", X); ("url", X, suffix) a URL on resource X's id or endpoint ending in
+# suffix. An output added to the template must be added here.
+OUTPUTS = {
+    "WebhookUrl": ("url", "WebhookApi", "/webhook/<secret>"),
+    "FunctionUrlWebhook": ("url", "ReceiverUrl", "webhook/<secret>"),
+    "DashboardUrl": ("url", "Dashboard", f"#dashboards:name=wati-ingest-{STACK}"),
+    "AlarmTopicArn": ("ref", "AlarmTopic"),
+    "ReadApiUrl": ("url", "HttpApi", "/v1/"),
+    "LedgerTableName": ("ref", "LedgerTable"),
+    "StateTableName": ("ref", "StateTable"),
+    "EventQueueUrl": ("ref", "EventQueue"),
+    "EventQueueName": ("queue-name", "EventQueue"),
+    "DeadLetterQueueUrl": ("ref", "DeadLetterQueue"),
+    "DeadLetterQueueArn": ("queue-arn", "DeadLetterQueue"),
+    "ChangeBusName": ("ref", "ChangeBus"),
+    "ChangeBusArn": ("bus-arn", "ChangeBus"),
+    "ChangeArchiveName": ("ref", "ChangeArchive"),
+    "NotifierDeadLetterQueueUrl": ("ref", "NotifierDeadLetterQueue"),
+    "ForwardDeadLetterQueueUrl": ("ref", "ForwardDeadLetterQueue"),
+}
+
+SECRET = "0123456789abcdef" * 4
+SECRET_OLD = "fedcba9876543210" * 4
+TOKEN = "89abcdef01234567" * 4
+TOKEN_OLD = "76543210fedcba98" * 4
+
+SCENARIOS = {
+    "defaults": {"WebhookSecret": SECRET, "ApiToken": TOKEN},
+    "every option on": {
+        "WebhookSecret": SECRET,
+        "WebhookSecretPrevious": SECRET_OLD,
+        "ApiToken": TOKEN,
+        "ApiTokenPrevious": TOKEN_OLD,
+        "EnableFunctionUrl": "true",
+        "ForwardUrl": "https://consumer.example/wati-changes",
+        "ForwardAuthHeaderValue": "rehearsal-api-key-value",
+        "AlarmEmail": "ops@example.com",
+    },
+}
+
+
+SCENARIO_VALUES: dict[str, list[str]] = {}
+for _given in SCENARIOS.values():
+    for _key, _value in _given.items():
+        SCENARIO_VALUES.setdefault(_key, []).append(_value)
+
+
+class Failures:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.checks = 0
+
+    def check(self, ok: bool, what: str) -> bool:
+        self.checks += 1
+        if not ok:
+            self.items.append(what)
+            print(f"FAIL: {what}")
+        return ok
+
+
+# --- template.yaml as CloudFormation's JSON form --------------------------------------------
+
+
+def load_template(path: Path) -> dict:
+    """template.yaml with its short-form intrinsics (!Ref, !Sub, ...) in their long form."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def intrinsic(tag: str):
+        def construct(loader, node):
+            if isinstance(node, yaml.ScalarNode):
+                value = loader.construct_scalar(node)
+            elif isinstance(node, yaml.SequenceNode):
+                value = loader.construct_sequence(node, deep=True)
+            else:
+                value = loader.construct_mapping(node, deep=True)
+            if tag == "Ref":
+                return {"Ref": value}
+            if tag == "Condition":
+                return {"Condition": value}
+            if tag == "GetAtt" and isinstance(value, str):
+                return {"Fn::GetAtt": value.split(".", 1)}
+            return {f"Fn::{tag}": value}
+
+        return construct
+
+    for tag in ["Ref", "Condition", "GetAtt", "Sub", "If", "Equals", "Not", "And", "Or", "Join",
+                "Select", "Split", "FindInMap", "GetAZs", "ImportValue", "Base64", "Cidr",
+                "ToJsonString", "Length"]:
+        Loader.add_constructor(f"!{tag}", intrinsic(tag))
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+def evaluate_condition(expr, conditions: dict, parameters: dict):
+    """A condition of the template, for these parameter values."""
+    if isinstance(expr, dict):
+        (key, value), = expr.items()
+        if key == "Ref":
+            return parameters[value]
+        if key == "Condition":
+            return evaluate_condition(conditions[value], conditions, parameters)
+        if key == "Fn::Equals":
+            a, b = (evaluate_condition(v, conditions, parameters) for v in value)
+            return str(a) == str(b)
+        if key == "Fn::Not":
+            return not evaluate_condition(value[0], conditions, parameters)
+        if key == "Fn::And":
+            return all(evaluate_condition(v, conditions, parameters) for v in value)
+        if key == "Fn::Or":
+            return any(evaluate_condition(v, conditions, parameters) for v in value)
+        raise ValueError(f"condition function {key} not handled")
+    return expr
+
+
+# --- 1. template checks ---------------------------------------------------------------------
+
+# Context variables an access log may use: none of them can carry the request path, the route
+# key or the query string (the webhook's path is its secret; the read API's paths hold phone
+# numbers and message ids). Excluded on purpose, among others: $context.path, $context.routeKey,
+# $context.resourcePath, $context.resourceId, $context.customDomain.basePathMatched,
+# $context.domainName and $context.domainPrefix (the host only, but nothing we need), and every
+# caller-controlled header ($context.identity.userAgent).
+ACCESS_LOG_VARIABLES = {
+    "$context.requestId",
+    "$context.extendedRequestId",
+    "$context.requestTime",
+    "$context.requestTimeEpoch",
+    "$context.httpMethod",
+    "$context.status",
+    "$context.responseLength",
+    "$context.responseLatency",
+    "$context.integrationStatus",
+    "$context.integration.status",
+    "$context.integrationLatency",
+    "$context.integrationErrorMessage",
+    "$context.identity.sourceIp",
+    "$context.protocol",
+    "$context.error.message",
+    "$context.error.responseType",
+    "$context.apiId",
+    "$context.stage",
+}
+
+
+def walk(value, path=()):
+    """Every (path, value) pair of a JSON-like tree."""
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from walk(item, path + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from walk(item, path + (index,))
+
+
+def access_log_formats(template: dict) -> list[tuple[str, str]]:
+    """(where, format text) of every AccessLogSettings in the template."""
+    found = []
+    for path, value in walk(template):
+        if path and path[-1] == "AccessLogSettings":
+            fmt = value.get("Format") if isinstance(value, dict) else None
+            where = ".".join(str(p) for p in path)
+            if isinstance(fmt, dict) and "Fn::Sub" in fmt:
+                fmt = fmt["Fn::Sub"] if isinstance(fmt["Fn::Sub"], str) else fmt["Fn::Sub"][0]
+            if not isinstance(fmt, str):
+                fmt = json.dumps(fmt)
+            found.append((where, fmt))
+    return found
+
+
+def check_access_logs(template: dict, failures: Failures) -> None:
+    formats = access_log_formats(template)
+    for stage in ("Resources.WebhookApiStage.", "Resources.HttpApi."):
+        failures.check(any(where.startswith(stage) for where, _ in formats),
+                       f"{stage} has no AccessLogSettings")
+    for logical in ("WebhookAccessLogs", "ReadApiAccessLogs"):
+        group = template["Resources"].get(logical, {}).get("Properties", {})
+        failures.check(group.get("RetentionInDays") == {"Ref": "LogRetentionDays"},
+                       f"{logical}: not kept LogRetentionDays")
+    for where, fmt in formats:
+        variables = set(re.findall(r"\$context(?:\.[A-Za-z0-9_]+)+", fmt))
+        failures.check(bool(variables), f"{where}: no $context variable in its Format")
+        for variable in sorted(variables - ACCESS_LOG_VARIABLES):
+            failures.check(
+                False,
+                f"{where}: {variable} is not in the access log allowlist (it could hold the path, "
+                f"i.e. the webhook secret or a phone number)",
+            )
+        # Anything that looks like a variable but is not `$context.x` (e.g. `$request.path`,
+        # `${...}` of a Sub that could name a parameter) is refused too.
+        for other in sorted(set(re.findall(r"\$(?!context\.)[A-Za-z{][A-Za-z0-9_.}]*", fmt))):
+            failures.check(False, f"{where}: {other} is not an allowed access log variable")
+        sample = re.sub(r"\$context(?:\.[A-Za-z0-9_]+)+", "x", fmt)
+        try:
+            json.loads(sample)
+            ok = True
+        except ValueError:
+            ok = False
+        failures.check(ok, f"{where}: the Format is not one JSON object per request")
+
+
+ALARMS_SECTION = "## Alarms: what they mean, what to do"
+
+
+def runbook_headings() -> set[str]:
+    """The headings of docs/runbook.md's alarm section (up to its next `## ` heading)."""
+    text = (ROOT / "docs" / "runbook.md").read_text()
+    start = text.find(f"\n{ALARMS_SECTION}\n")
+    if start < 0:
+        return set()
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end > 0 else len(text)]
+    return {m.group(1).strip() for m in re.finditer(r"^#{3,4} (.+)$", section, re.MULTILINE)}
+
+
+RUNBOOK_REF = re.compile(r'docs/runbook\.md, "([^"]+)"')
+
+
+def check_alarms(template: dict, failures: Failures) -> None:
+    headings = runbook_headings()
+    alarms = {
+        logical: resource["Properties"]
+        for logical, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    failures.check(len(alarms) > 0, "the template has alarms")
+    for logical, alarm in sorted(alarms.items()):
+        name = alarm.get("AlarmName")
+        sub = name.get("Fn::Sub") if isinstance(name, dict) else None
+        failures.check(
+            isinstance(sub, str) and "${AWS::StackName}" in sub,
+            f"{logical}: AlarmName names its stack (!Sub \"${{AWS::StackName}}-...\")",
+        )
+        description = alarm.get("AlarmDescription", "")
+        refs = RUNBOOK_REF.findall(description if isinstance(description, str) else "")
+        failures.check(
+            len(refs) == 1,
+            f'{logical}: AlarmDescription names one runbook heading (docs/runbook.md, "...")',
+        )
+        for heading in refs:
+            failures.check(
+                heading in headings,
+                f'{logical}: docs/runbook.md has no heading "{heading}" under "{ALARMS_SECTION}"',
+            )
+        actions = alarm.get("AlarmActions", [])
+        failures.check(
+            {"Ref": "AlarmTopic"} in actions, f"{logical}: AlarmActions tell the AlarmTopic"
+        )
+        # CloudWatch: Period x EvaluationPeriods at most 7 days, at most 1 day for periods
+        # under an hour (a parameter counts at its MaxValue).
+        periods = alarm.get("EvaluationPeriods")
+        if isinstance(periods, dict) and "Ref" in periods:
+            periods = template["Parameters"][periods["Ref"]].get("MaxValue")
+        span = int(alarm.get("Period", 0)) * int(periods or 0)
+        limit = 604_800 if int(alarm.get("Period", 0)) >= 3600 else 86_400
+        failures.check(0 < span <= limit,
+                       f"{logical}: Period x EvaluationPeriods = {span} s, over {limit} s")
+
+
+def check_secret_parameters(template: dict, failures: Failures) -> None:
+    """The secret parameters take what the README's generator makes and refuse whatever the
+    functions would refuse at start-up (src/settings.rs: unset or empty for a current secret,
+    only whitespace, shorter than 16 characters), and anything that is not one literal path
+    segment: the template is never looser than the code."""
+    import secrets
+
+    generated = secrets.token_hex(32)  # what `openssl rand -hex 32` prints
+    refused_by_code = [" " * 64, "\t" * 64, "0123456789abcde", "x"]
+    not_a_segment = ["/" * 64, "{secret}" * 8, "%2F" + "0" * 61, "0" * 63 + "/"]
+    for parameter, previous in [("WebhookSecret", False), ("WebhookSecretPrevious", True),
+                                ("ApiToken", False), ("ApiTokenPrevious", True)]:
+        spec = template["Parameters"][parameter]
+        pattern = spec.get("AllowedPattern")
+        if not failures.check(bool(pattern), f"{parameter}: no AllowedPattern"):
+            continue
+        failures.check(bool(spec.get("ConstraintDescription")),
+                       f"{parameter}: no ConstraintDescription")
+        failures.check(spec.get("NoEcho") is True, f"{parameter}: not NoEcho")
+        takes = [generated] + ([""] if previous else [])
+        refuses = refused_by_code + not_a_segment + ([] if previous else [""])
+        for value in takes:
+            failures.check(re.fullmatch(pattern, value) is not None,
+                           f"{parameter}: {pattern} refuses {value!r}, a value the README makes")
+        for value in refuses:
+            failures.check(re.fullmatch(pattern, value) is None,
+                           f"{parameter}: {pattern} takes {value!r}, which the code or the "
+                           f"route refuses")
+        for value in SCENARIO_VALUES.get(parameter, []):
+            failures.check(re.fullmatch(pattern, value) is not None,
+                           f"{parameter}: the rehearsal's value does not match {pattern}")
+
+
+def metric_filters(template: dict) -> dict[str, dict]:
+    """Metric name -> (the filter's properties) of every metric filter of the template."""
+    found = {}
+    for logical, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Logs::MetricFilter":
+            for transformation in resource["Properties"]["MetricTransformations"]:
+                found[transformation["MetricName"]] = {
+                    "logical": logical, **resource["Properties"], "transformation": transformation}
+    return found
+
+
+def check_metric_filters(template: dict, failures: Failures) -> None:
+    """Each filter reads the webhook's access log, names only fields its format writes, puts a
+    dimension its alarm names, and is alarmed."""
+    formats = dict(access_log_formats(template))
+    webhook_format = formats.get("Resources.WebhookApiStage.Properties.AccessLogSettings", "{}")
+    fields = json.loads(re.sub(r"\$context(?:\.[A-Za-z0-9_]+)+", "x", webhook_format))
+    filters = metric_filters(template)
+    failures.check(len(filters) >= 3, f"metric filters: {sorted(filters)}")
+    alarms = [r["Properties"] for r in template["Resources"].values()
+              if r["Type"] == "AWS::CloudWatch::Alarm"]
+    for metric, spec in sorted(filters.items()):
+        logical = spec["logical"]
+        failures.check(spec["LogGroupName"] == {"Ref": "WebhookAccessLogs"},
+                       f"{logical}: does not read WebhookAccessLogs")
+        pattern = spec["FilterPattern"]
+        failures.check(pattern.startswith("{") and pattern.endswith("}"),
+                       f"{logical}: not a JSON filter pattern")
+        for field in re.findall(r"\$\.([A-Za-z0-9_]+)", pattern):
+            failures.check(field in fields, f"{logical}: $.{field} is not a field of the access log")
+        transformation = spec["transformation"]
+        failures.check(transformation.get("MetricNamespace") == "wati-ingest",
+                       f"{logical}: namespace {transformation.get('MetricNamespace')}")
+        failures.check("DefaultValue" not in transformation,
+                       f"{logical}: a DefaultValue (CloudWatch refuses one beside dimensions)")
+        dimensions = {d["Key"]: d["Value"] for d in transformation.get("Dimensions", [])}
+        failures.check(dimensions == {"ApiId": "$.apiId"} and "apiId" in fields,
+                       f"{logical}: dimensions {dimensions}, not ApiId from the log's apiId")
+        alarmed = [a for a in alarms if a.get("Namespace") == "wati-ingest"
+                   and a.get("MetricName") == metric
+                   and a.get("Dimensions") == [{"Name": "ApiId", "Value": {"Ref": "WebhookApi"}}]]
+        failures.check(len(alarmed) == 1, f"{metric}: {len(alarmed)} alarms on it with ApiId")
+
+
+def check_metric_alarm_dimensions(template: dict, failures: Failures) -> None:
+    """An alarm on our own metrics names a dimension set the metric lines carry (src/metrics.rs:
+    Stack + Function, and Stack + Function + Kind), Stack being this stack: a set the lines do
+    not carry matches no data, and the alarm never fires. (Metrics of the access log's filters
+    carry the filter's dimension instead: check_metric_filters.)"""
+    from_filters = metric_filters(template)
+    for logical, resource in sorted(template["Resources"].items()):
+        alarm = resource.get("Properties", {})
+        if resource["Type"] != "AWS::CloudWatch::Alarm" or alarm.get("Namespace") != "wati-ingest":
+            continue
+        if alarm.get("MetricName") in from_filters:
+            continue
+        dimensions = {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
+        failures.check(
+            sorted(dimensions) in (["Function", "Stack"], ["Function", "Kind", "Stack"]),
+            f"{logical}: dimensions {sorted(dimensions)} are not a set the metric lines carry",
+        )
+        failures.check(
+            dimensions.get("Stack") == {"Ref": "AWS::StackName"},
+            f"{logical}: the Stack dimension is not !Ref AWS::StackName",
+        )
+
+
+def check_logging(template: dict, failures: Failures) -> None:
+    logging_config = template["Globals"]["Function"].get("LoggingConfig", {})
+    failures.check(
+        logging_config == {"LogFormat": "JSON", "ApplicationLogLevel": "INFO",
+                           "SystemLogLevel": "WARN"},
+        f"Globals LoggingConfig is {logging_config}, not JSON / INFO / WARN",
+    )
+    for logical, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            failures.check(
+                "LoggingConfig" not in resource["Properties"],
+                f"{logical}: a LoggingConfig of its own (the Globals' is the one)",
+            )
+
+
+def check_template(template: dict, failures: Failures) -> None:
+    check_access_logs(template, failures)
+    check_secret_parameters(template, failures)
+    check_metric_alarm_dimensions(template, failures)
+    check_metric_filters(template, failures)
+    check_alarms(template, failures)
+    check_logging(template, failures)
+
+
+# --- 2. the rehearsal -----------------------------------------------------------------------
+
+STANDINS: dict[str, dict] = {}  # logical id -> {"type", "properties", "attributes"}
+STANDIN_TYPES: dict[str, int] = {}
+STANDIN_MODELS: list[type] = []  # moto finds models by __subclasses__, which holds weak references
+
+
+def register_standins(template: dict) -> None:
+    """A moto CloudFormation model for every type of the template moto has none for."""
+    from moto.cloudformation import parsing
+    from moto.core.common_models import CloudFormationModel
+
+    parsing.get_model_map.cache_clear()
+    modelled = set(parsing.get_model_map())
+    missing = {r["Type"] for r in template["Resources"].values()} - modelled
+
+    def attributes_of(cfn_type: str, physical: str, region: str, account: str) -> dict:
+        arn = f"arn:aws:standin:{region}:{account}:{physical}"
+        return {
+            "AWS::ApiGatewayV2::Api": {
+                "ApiEndpoint": f"https://{physical}.execute-api.{region}.amazonaws.com",
+                "ApiId": physical,
+            },
+            "AWS::Lambda::Url": {
+                "FunctionUrl": f"https://{physical}.lambda-url.{region}.on.aws/",
+                "FunctionArn": arn,
+            },
+            "AWS::Events::Connection": {"Arn": f"arn:aws:events:{region}:{account}:connection/{physical}",
+                                        "SecretArn": arn},
+            "AWS::Events::ApiDestination": {
+                "Arn": f"arn:aws:events:{region}:{account}:api-destination/{physical}"
+            },
+        }.get(cfn_type, {"Arn": arn})
+
+    for cfn_type in sorted(missing):
+
+        def make(cfn_type: str):
+            class StandIn(CloudFormationModel):
+                # moto files its models by the module's second dotted name.
+                __module__ = "moto.rehearsal_standins"
+
+                @staticmethod
+                def cloudformation_type() -> str:
+                    return cfn_type
+
+                @staticmethod
+                def cloudformation_name_type() -> str:
+                    return ""
+
+                @classmethod
+                def has_cfn_attr(cls, attr: str) -> bool:
+                    return True
+
+                @classmethod
+                def create_from_cloudformation_json(cls, resource_name, cloudformation_json,
+                                                    account_id, region_name, **kwargs):
+                    logical = kwargs["LogicalId"]
+                    STANDIN_TYPES[cfn_type] = STANDIN_TYPES.get(cfn_type, 0) + 1
+                    properties = cloudformation_json.get("Properties", {})
+                    instance = cls()
+                    if cfn_type == "AWS::ApiGatewayV2::Api":
+                        physical = uuid.uuid4().hex[:10]
+                    elif cfn_type == "AWS::ApiGatewayV2::Stage":
+                        physical = properties.get("StageName", "$default")
+                    elif cfn_type == "AWS::CloudWatch::Alarm":
+                        physical = properties.get("AlarmName") or resource_name
+                    else:
+                        physical = resource_name
+                    instance.physical_resource_id = physical
+                    instance.attributes = attributes_of(cfn_type, physical, region_name,
+                                                        account_id)
+                    STANDINS[logical] = {"type": cfn_type, "properties": properties,
+                                         "physical": physical}
+                    return instance
+
+                @classmethod
+                def update_from_cloudformation_json(cls, *args, **kwargs):
+                    raise NotImplementedError("stand-ins are not updated")
+
+                @classmethod
+                def delete_from_cloudformation_json(cls, *args, **kwargs):
+                    return None
+
+                def get_cfn_attribute(self, attribute_name: str):
+                    if attribute_name not in self.attributes:
+                        raise ValueError(
+                            f"stand-in {cfn_type} has no attribute {attribute_name} in this script"
+                        )
+                    return self.attributes[attribute_name]
+
+            StandIn.__name__ = "StandIn" + re.sub(r"\W", "", cfn_type)
+            return StandIn
+
+        STANDIN_MODELS.append(make(cfn_type))
+    parsing.get_model_map.cache_clear()
+    parsing.get_model_list.cache_clear() if hasattr(parsing.get_model_list, "cache_clear") else None
+
+
+def translate(template: dict) -> dict:
+    """The SAM transform, offline, with every function's code at s3://CODE_BUCKET/CODE_KEY."""
+    from samtranslator.translator.transform import transform
+
+    sam = copy.deepcopy(template)
+    for resource in sam["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = f"s3://{CODE_BUCKET}/{CODE_KEY}"
+
+    class ManagedPolicies:
+        def load(self) -> dict:
+            names = ["AWSLambdaBasicExecutionRole", "AWSLambdaSQSQueueExecutionRole",
+                     "AWSLambdaDynamoDBExecutionRole"]
+            return {n: f"arn:aws:iam::aws:policy/service-role/{n}" for n in names}
+
+    return transform(sam, {}, ManagedPolicies())
+
+
+def moto_workarounds(cfn: dict) -> list[str]:
+    """Changes moto needs that CloudFormation does not; each is reported."""
+    done = []
+    for logical, resource in cfn["Resources"].items():
+        properties = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Events::Archive" and isinstance(
+            properties.get("EventPattern"), dict
+        ):
+            # moto's archive takes only a JSON string; CloudFormation takes either.
+            properties["EventPattern"] = json.dumps(properties["EventPattern"])
+            done.append(f"{logical}.EventPattern passed as a JSON string")
+    return done
+
+
+def patch_moto() -> list[str]:
+    """Where moto's models answer a !Ref unlike CloudFormation; each is reported."""
+    from moto.events import models as events
+
+    done = []
+    for model in (events.EventBus, events.Archive):
+        if not hasattr(model, "physical_resource_id"):
+            # CloudFormation's Ref of a bus or an archive is its name; moto has no physical id
+            # for either and would hand the object itself to whatever refers to it.
+            model.physical_resource_id = property(lambda self: self.name)
+            done.append(f"{model.cloudformation_type()}: Ref gives its name, as on AWS")
+    return done
+
+
+def dummy_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o755 << 16
+        archive.writestr(info, "#!/bin/sh\nexit 1\n")
+    return buffer.getvalue()
+
+
+def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failures) -> None:
+    import boto3
+
+    started = time.monotonic()
+    parameters = {
+        key: str(spec.get("Default", "")) for key, spec in template["Parameters"].items()
+    }
+    parameters.update(given)
+    parameters["AWS::StackName"] = STACK
+    conditions = cfn.get("Conditions", {})
+    holds = {c: bool(evaluate_condition(e, conditions, parameters)) for c, e in conditions.items()}
+
+    STANDINS.clear()
+    STANDIN_TYPES.clear()
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=CODE_BUCKET)
+    s3.put_object(Bucket=CODE_BUCKET, Key=CODE_KEY, Body=dummy_zip())
+
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cloudformation.create_stack(
+            StackName=STACK,
+            TemplateBody=json.dumps(cfn),
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in given.items()],
+        )
+    stack = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
+    failures.check(
+        stack["StackStatus"] == "CREATE_COMPLETE",
+        f"[{name}] stack status {stack['StackStatus']} ({stack.get('StackStatusReason', '')})",
+    )
+    resources = {
+        r["LogicalResourceId"]: r
+        for page in cloudformation.get_paginator("list_stack_resources").paginate(StackName=STACK)
+        for r in page["StackResourceSummaries"]
+        if r["LogicalResourceId"]  # moto lists a resource left out by its condition as blank
+    }
+    expected = {
+        logical
+        for logical, resource in cfn["Resources"].items()
+        if holds.get(resource.get("Condition"), True)
+    }
+    failures.check(
+        expected <= set(resources),
+        f"[{name}] resources not created: {sorted(expected - set(resources))}",
+    )
+    failures.check(
+        set(resources) <= expected,
+        f"[{name}] resources created against their condition: {sorted(set(resources) - expected)}",
+    )
+    # (moto answers every resource's status CREATE_COMPLETE: a resource that fails fails the
+    # CreateStack call itself.)
+    physical = {logical: r.get("PhysicalResourceId", "") for logical, r in resources.items()}
+
+    # Outputs: every one the template declares (its condition holding), non-empty; one that
+    # is a !Ref of a resource names that resource.
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
+    declared = {
+        key: spec
+        for key, spec in template["Outputs"].items()
+        if holds.get(spec.get("Condition"), True)
+    }
+    failures.check(
+        set(OUTPUTS) <= set(template["Outputs"]),
+        f"[{name}] outputs the template no longer declares: "
+        f"{sorted(set(OUTPUTS) - set(template['Outputs']))}",
+    )
+    failures.check(
+        set(template["Outputs"]) <= set(OUTPUTS),
+        f"[{name}] outputs this script does not know (add them to OUTPUTS): "
+        f"{sorted(set(template['Outputs']) - set(OUTPUTS))}",
+    )
+    sqs = boto3.client("sqs", region_name=REGION)
+    events = boto3.client("events", region_name=REGION)
+    for key, spec in declared.items():
+        value = outputs.get(key)
+        if not failures.check(bool(value), f"[{name}] output {key} missing or empty"):
+            continue
+        if key not in OUTPUTS:
+            continue
+        kind, target = OUTPUTS[key][:2]
+        if kind == "ref":
+            want = physical.get(target)
+        elif kind == "queue-name":
+            want = physical.get(target, "").rsplit("/", 1)[-1]
+        elif kind == "queue-arn":
+            want = sqs.get_queue_attributes(
+                QueueUrl=physical[target], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        elif kind == "bus-arn":
+            want = events.describe_event_bus(Name=physical[target])["Arn"]
+        else:  # url
+            on = STANDINS.get(target, {}).get("physical") or physical.get(target)
+            want = value if (on and on in value and value.startswith("https://")
+                             and value.endswith(OUTPUTS[key][2])) else f"https://…{on}…{OUTPUTS[key][2]}"
+        failures.check(value == want, f"[{name}] output {key} = {value!r}, expected {want!r}")
+        failures.check(
+            all(secret not in value for secret in (SECRET, SECRET_OLD, TOKEN, TOKEN_OLD)),
+            f"[{name}] output {key} shows a secret",
+        )
+    failures.check(
+        set(outputs) <= set(declared),
+        f"[{name}] outputs against their condition: {sorted(set(outputs) - set(declared))}",
+    )
+
+    # Each function's environment, as Lambda holds it.
+    lambda_ = boto3.client("lambda", region_name=REGION)
+    functions = {
+        logical: spec
+        for logical, spec in template["Resources"].items()
+        if spec["Type"] == "AWS::Serverless::Function"
+    }
+    binaries_seen = set()
+    for logical, spec in sorted(functions.items()):
+        binary = spec.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        if not failures.check(binary in READS, f"{logical}: binary {binary!r} not in READS"):
+            continue
+        binaries_seen.add(binary)
+        configuration = lambda_.get_function_configuration(FunctionName=physical[logical])
+        variables = configuration.get("Environment", {}).get("Variables", {})
+        reads = READS[binary]
+        for variable, how in reads.items():
+            if how == "default":
+                continue
+            present = variable in variables
+            failures.check(present, f"[{name}] {logical} ({binary}) lacks {variable}, which it reads")
+            if present and how == "required":
+                failures.check(
+                    variables[variable].strip() != "",
+                    f"[{name}] {logical}: {variable} is empty, and {binary} requires it",
+                )
+        for variable in sorted(set(variables) - set(reads)):
+            failures.check(False, f"[{name}] {logical}: {variable} is set, but {binary} never reads it")
+        for variable, value in variables.items():
+            value = str(value)  # moto keeps a Number parameter's type; Lambda holds strings
+            if variable in NAMES_RESOURCE:
+                target = NAMES_RESOURCE[variable]
+                failures.check(
+                    value == physical.get(target),
+                    f"[{name}] {logical}: {variable} = {value!r}, not this stack's {target} "
+                    f"({physical.get(target)!r})",
+                )
+            elif variable == "STACK_NAME":
+                failures.check(value == STACK, f"[{name}] {logical}: STACK_NAME is {value!r}")
+            elif variable in NAMES_PARAMETER:
+                parameter = NAMES_PARAMETER[variable]
+                failures.check(
+                    value == parameters[parameter],
+                    f"[{name}] {logical}: {variable} is not the {parameter} given",
+                )
+    failures.check(
+        binaries_seen == set(READS),
+        f"[{name}] binaries without a function: {sorted(set(READS) - binaries_seen)}",
+    )
+
+    # The resources the variables name exist in their services (not only in the stack's list).
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    tables = set(dynamodb.list_tables()["TableNames"])
+    for table in ("LedgerTable", "StateTable"):
+        failures.check(physical.get(table) in tables, f"[{name}] {table} is not a DynamoDB table")
+    queues = set(sqs.list_queues().get("QueueUrls", []))
+    failures.check(physical.get("EventQueue") in queues, f"[{name}] EventQueue is not a queue")
+    buses = {b["Name"] for b in events.list_event_buses()["EventBuses"]}
+    failures.check(
+        f"wati-ingest-changes-{STACK}" in buses, f"[{name}] the change bus is not on EventBridge"
+    )
+    # moto gives an EventBus no physical id; the bus a function names must still be this one.
+    for logical in functions:
+        bus = lambda_.get_function_configuration(FunctionName=physical[logical]).get(
+            "Environment", {}).get("Variables", {}).get("CHANGE_BUS_NAME")
+        if bus is not None:
+            failures.check(bus in buses, f"[{name}] {logical}: CHANGE_BUS_NAME {bus!r} is no bus")
+
+    check_standins(name, parameters, physical, failures)
+    check_dashboard(name, physical, failures)
+
+    # The optional parts this scenario turns on.
+    if holds.get("WithFunctionUrl"):
+        concurrency = lambda_.get_function_concurrency(FunctionName=physical["ReceiverFunction"])
+        failures.check(
+            str(concurrency.get("ReservedConcurrentExecutions"))
+            == parameters["ReceiverReservedConcurrency"],
+            f"[{name}] the receiver's reserved concurrency is not ReceiverReservedConcurrency",
+        )
+    routes = sorted(
+        s["properties"].get("RouteKey", "")
+        for s in STANDINS.values()
+        if s["type"] == "AWS::ApiGatewayV2::Route"
+    )
+    wanted = [f"POST /webhook/{parameters['WebhookSecret']}"]
+    if holds.get("WithPreviousSecret"):
+        wanted.append(f"POST /webhook/{parameters['WebhookSecretPrevious']}")
+    failures.check(routes == sorted(wanted), f"[{name}] webhook routes are not one per secret")
+
+    if holds.get("WithForwarding"):
+        by_type = {s["type"]: s for s in STANDINS.values()}
+        connection = by_type["AWS::Events::Connection"]["properties"]
+        key = connection.get("AuthParameters", {}).get("ApiKeyAuthParameters", {})
+        failures.check(
+            key.get("ApiKeyName") == parameters["ForwardAuthHeaderName"]
+            and key.get("ApiKeyValue") == parameters["ForwardAuthHeaderValue"],
+            f"[{name}] the forward connection's API key is not ForwardAuthHeaderName/Value",
+        )
+        destination = by_type["AWS::Events::ApiDestination"]
+        failures.check(
+            destination["properties"].get("InvocationEndpoint") == parameters["ForwardUrl"],
+            f"[{name}] the API destination does not POST to ForwardUrl",
+        )
+        rule = physical["ForwardRule"].split("|")[0]
+        targets = events.list_targets_by_rule(
+            Rule=rule, EventBusName=f"wati-ingest-changes-{STACK}")["Targets"]
+        dlq_arn = sqs.get_queue_attributes(
+            QueueUrl=physical["ForwardDeadLetterQueue"], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        failures.check(
+            [(t["Arn"], t.get("DeadLetterConfig", {}).get("Arn")) for t in targets]
+            == [(f"arn:aws:events:{REGION}:123456789012:api-destination/"
+                 f"{destination['physical']}", dlq_arn)],
+            f"[{name}] the forward rule's target is not the API destination with the forward DLQ: "
+            f"{targets}",
+        )
+
+    moto_lacks = ", ".join(f"{t} ({n})" for t, n in sorted(STANDIN_TYPES.items()))
+    print(
+        f"rehearsal [{name}]: {stack['StackStatus']}, {len(resources)} resources, "
+        f"{len(outputs)} outputs, {len(functions)} functions' environments checked "
+        f"({time.monotonic() - started:.1f} s)"
+    )
+    print(f"  not modelled by moto's CloudFormation (stand-ins record the resolved properties; "
+          f"AWS's own checks of these are not rehearsed): {moto_lacks}")
+
+
+def physical_api_id() -> str:
+    return STANDINS.get("WebhookApi", {}).get("physical", "")
+
+
+def check_dashboard(name: str, physical: dict, failures: Failures) -> None:
+    """The dashboard's body is JSON, and every graph of our own metrics names this stack."""
+    import boto3
+
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    body = cloudwatch.get_dashboard(DashboardName=physical["Dashboard"])["DashboardBody"]
+    try:
+        widgets = json.loads(body)["widgets"]
+    except (ValueError, KeyError):
+        failures.check(False, f"[{name}] the dashboard's body is not JSON with widgets")
+        return
+    for widget in widgets:
+        previous: list = []
+        for row in widget.get("properties", {}).get("metrics", []):
+            fields = [f for f in row if not isinstance(f, dict)]
+            if fields == ["..."]:
+                fields = previous
+            # "." repeats the field of the row before.
+            fields = [previous[i] if f == "." and i < len(previous) else f
+                      for i, f in enumerate(fields)]
+            previous = fields
+            if fields and fields[0] == "wati-ingest" and fields[1].startswith("WebhookApi"):
+                dimensions = dict(zip(fields[2::2], fields[3::2]))
+                failures.check(
+                    dimensions.get("ApiId") == physical_api_id(),
+                    f"[{name}] dashboard: {fields[1]} not on this stack's webhook API",
+                )
+            elif fields and fields[0] == "wati-ingest":
+                dimensions = dict(zip(fields[2::2], fields[3::2]))
+                failures.check(
+                    dimensions.get("Stack") == STACK,
+                    f"[{name}] dashboard {widget['properties'].get('title')!r}: {fields[1]} "
+                    f"without the Stack dimension ({dimensions})",
+                )
+
+
+def check_standins(name: str, parameters: dict, physical: dict, failures: Failures) -> None:
+    """What moto could not create, checked on the properties CloudFormation resolved."""
+    import boto3
+
+    logs = boto3.client("logs", region_name=REGION)
+    groups = {g["logGroupName"]: g for g in logs.describe_log_groups()["logGroups"]}
+    group_arns = {g["arn"] for g in groups.values()} | {
+        g["arn"].removesuffix(":*") for g in groups.values()
+    }
+    sns = boto3.client("sns", region_name=REGION)
+    topics = {t["TopicArn"] for t in sns.list_topics()["Topics"]}
+    for logical, standin in sorted(STANDINS.items()):
+        kind, properties = standin["type"], standin["properties"]
+        if kind == "AWS::CloudWatch::Alarm":
+            failures.check(
+                properties.get("AlarmName", "").startswith(f"{STACK}-"),
+                f"[{name}] {logical}: AlarmName {properties.get('AlarmName')!r} does not start "
+                f"with the stack's name",
+            )
+            actions = properties.get("AlarmActions", [])
+            failures.check(
+                bool(actions) and set(actions) <= topics,
+                f"[{name}] {logical}: AlarmActions {actions} are not this stack's topic",
+            )
+            for dimension in properties.get("Dimensions", []):
+                failures.check(
+                    dimension.get("Value") not in (None, ""),
+                    f"[{name}] {logical}: dimension {dimension.get('Name')} resolved empty",
+                )
+                if dimension.get("Name") == "Stack":
+                    failures.check(dimension["Value"] == STACK,
+                                   f"[{name}] {logical}: Stack dimension is not the stack's name")
+                if dimension.get("Name") == "FunctionName":
+                    failures.check(
+                        dimension["Value"] in physical.values(),
+                        f"[{name}] {logical}: FunctionName {dimension['Value']!r} is not this "
+                        f"stack's function",
+                    )
+        elif kind == "AWS::ApiGatewayV2::Stage" and "AccessLogSettings" in properties:
+            destination = properties["AccessLogSettings"].get("DestinationArn")
+            failures.check(
+                destination in group_arns,
+                f"[{name}] {logical}: access logs go to {destination!r}, no log group of this stack",
+            )
+        if kind == "AWS::CloudWatch::Alarm" and any(
+                d.get("Name") == "ApiId" for d in properties.get("Dimensions", [])):
+            failures.check(
+                [d["Value"] for d in properties["Dimensions"]] == [physical_api_id()],
+                f"[{name}] {logical}: ApiId is not this stack's webhook API",
+            )
+        elif kind == "AWS::Logs::MetricFilter":
+            failures.check(
+                properties.get("LogGroupName") in groups,
+                f"[{name}] {logical}: LogGroupName {properties.get('LogGroupName')!r} is no "
+                f"log group of this stack",
+            )
+    logged = [logical for logical, standin in STANDINS.items()
+              if standin["type"] == "AWS::ApiGatewayV2::Stage"
+              and "AccessLogSettings" in standin["properties"]]
+    failures.check(len(logged) == 2, f"[{name}] stages with access logs: {sorted(logged)}")
+    names = [s["properties"].get("AlarmName") for s in STANDINS.values()
+             if s["type"] == "AWS::CloudWatch::Alarm"]
+    failures.check(len(names) == len(set(names)), f"[{name}] two alarms share a name")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--template", default=str(ROOT / "template.yaml"))
+    arguments = parser.parse_args()
+
+    started = time.monotonic()
+    os.environ["AWS_DEFAULT_REGION"] = REGION
+    os.environ["AWS_REGION"] = REGION
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ[variable] = "rehearsal"
+    os.environ.pop("AWS_PROFILE", None)
+
+    # moto logs each type it has no model for; the stand-ins' summary says it once per run.
+    logging.getLogger("moto.cloudformation.parsing").setLevel(logging.ERROR)
+
+    failures = Failures()
+    template = load_template(Path(arguments.template))
+    check_template(template, failures)
+    print(f"template checks: {failures.checks} checks, {len(failures.items)} failed")
+
+    cfn = translate(template)
+    for logical, resource in sorted(cfn["Resources"].items()):
+        if resource["Type"] == "AWS::Lambda::Function":
+            # SAM gives every function the Globals' logging (moto does not keep LoggingConfig).
+            failures.check(
+                resource["Properties"].get("LoggingConfig")
+                == {"LogFormat": "JSON", "ApplicationLogLevel": "INFO", "SystemLogLevel": "WARN"},
+                f"{logical}: LoggingConfig after the SAM transform is "
+                f"{resource['Properties'].get('LoggingConfig')}",
+            )
+    for change in moto_workarounds(cfn):
+        print(f"  moto workaround: {change}")
+    register_standins(cfn)
+    for change in patch_moto():
+        print(f"  moto workaround: {change}")
+
+    from moto import mock_aws
+
+    for name, given in SCENARIOS.items():
+        with mock_aws():
+            rehearse(name, template, cfn, given, failures)
+
+    elapsed = time.monotonic() - started
+    if failures.items:
+        print(f"deploy rehearsal: {len(failures.items)} of {failures.checks} checks FAILED "
+              f"({elapsed:.1f} s)")
+        return 1
+    print(f"deploy rehearsal: {failures.checks} passed, 0 failed ({elapsed:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
