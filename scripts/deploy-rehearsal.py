@@ -141,6 +141,16 @@ OUTPUTS = {
     "ChangeArchiveName": ("ref", "ChangeArchive"),
     "NotifierDeadLetterQueueUrl": ("ref", "NotifierDeadLetterQueue"),
     "ForwardDeadLetterQueueUrl": ("ref", "ForwardDeadLetterQueue"),
+    "OperatorEnvironment": ("cli-env", None),
+}
+
+# What `wati-ingest <command> --aws` reads (src/bin/wati-ingest.rs, run_aws), and the resource
+# each must name: the OperatorEnvironment output sets exactly these.
+CLI_AWS_VARIABLES = {
+    "LEDGER_TABLE": "LedgerTable",
+    "STATE_TABLE": "StateTable",
+    "QUEUE_URL": "EventQueue",
+    "DLQ_URL": "DeadLetterQueue",
 }
 
 SECRET = "0123456789abcdef" * 4
@@ -751,6 +761,17 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
                 QueueUrl=physical[target], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         elif kind == "bus-arn":
             want = events.describe_event_bus(Name=physical[target])["Arn"]
+        elif kind == "cli-env":
+            words = value.split()
+            want = "export " + " ".join(
+                f"{variable}={physical.get(resource)}"
+                for variable, resource in CLI_AWS_VARIABLES.items()
+            )
+            failures.check(
+                words[:1] == ["export"]
+                and {w.split("=", 1)[0] for w in words[1:]} == set(CLI_AWS_VARIABLES),
+                f"[{name}] output {key} must export exactly {sorted(CLI_AWS_VARIABLES)}: {value!r}",
+            )
         else:  # url
             on = STANDINS.get(target, {}).get("physical") or physical.get(target)
             want = value if (on and on in value and value.startswith("https://")
