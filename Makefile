@@ -15,6 +15,18 @@ run:
 demo:
 	PORT=$(PORT) DATA_DIR=$(DATA_DIR) bash scripts/demo.sh
 
+## smoke: post a sample of each kind of callback and read the state (and the change) back,
+## each hop timed and explained; by default against `make run` (its DATA_DIR's secret and token),
+## or a deployment: make smoke WEBHOOK_URL=https://…/webhook/<secret> API_URL=<ReadApiUrl>
+## API_TOKEN=<token>
+WEBHOOK_URL ?= http://127.0.0.1:$(PORT)/webhook/$(shell cat $(DATA_DIR)/webhook_secret 2>/dev/null)
+API_URL ?= http://127.0.0.1:$(PORT)
+.PHONY: smoke
+smoke:
+	@SMOKE_WEBHOOK_URL='$(WEBHOOK_URL)' SMOKE_API_URL='$(API_URL)' \
+	  API_TOKEN="$${API_TOKEN:-$$(cat $(DATA_DIR)/api_token 2>/dev/null)}" \
+	  $(CARGO) run --quiet --profile local --locked --bin wati-ingest -- smoke
+
 ## load: accepted webhooks per second and accept latency on the local server
 load:
 	$(CARGO) bench --locked --bench load_local

@@ -11,6 +11,7 @@
 //! wati-ingest tail [--from-start] [--json]           change documents as they are recorded
 //! wati-ingest forwards [resend <change id> | resend --all]
 //! wati-ingest backfill-contact-index --aws           give older items their contact index key
+//! wati-ingest smoke --webhook-url U --api-url A --token T   after a deploy: samples in, state out
 //! ```
 //! Local commands read only `DATA_DIR` and refuse one that holds no store (they never create
 //! one); `--aws` uses `LEDGER_TABLE`, `STATE_TABLE`, `QUEUE_URL` and `DLQ_URL`. Exit status: 0
@@ -72,6 +73,13 @@ pub enum Command {
     },
     /// Give every message item of the state table its `by_contact_sent` key, then mark the table.
     BackfillContactIndex,
+    /// Post samples to a deployment and read them back ([`crate::smoke`]).
+    Smoke {
+        webhook_url: String,
+        api_url: String,
+        token: String,
+        wait_seconds: u64,
+    },
 }
 
 /// Exit status of `inspect` when nothing is kept under the id (0: found, 1: failed, 2: usage).
@@ -156,6 +164,22 @@ enum CliCommand {
     Forwards {
         #[command(subcommand)]
         action: Option<ForwardsAction>,
+    },
+    /// After a deploy: post a uniquely identified sample of each kind of callback, read the
+    /// state (and the change) back, print each hop's latency and what is wrong (exit 1)
+    Smoke {
+        /// The webhook URL with the secret, as pasted into Wati (local: http://127.0.0.1:3000/webhook/<secret>)
+        #[arg(long, env = "SMOKE_WEBHOOK_URL", hide_env_values = true)]
+        webhook_url: String,
+        /// The read API's URL (the ReadApiUrl output; local: http://127.0.0.1:3000)
+        #[arg(long, env = "SMOKE_API_URL")]
+        api_url: String,
+        /// The read API's bearer token (ApiToken; local: DATA_DIR/api_token)
+        #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+        token: String,
+        /// How long to wait for the state and the change once the webhooks are answered
+        #[arg(long = "wait", default_value_t = 60, value_name = "SECONDS")]
+        wait_seconds: u64,
     },
     /// Give older state items their contact index key, once, after deploying the
     /// by_contact_sent index (AWS only)
@@ -244,6 +268,17 @@ where
         CliCommand::Forwards {
             action: Some(ForwardsAction::Resend { change, .. }),
         } => local(Command::ForwardsResend { change }),
+        CliCommand::Smoke {
+            webhook_url,
+            api_url,
+            token,
+            wait_seconds,
+        } => local(Command::Smoke {
+            webhook_url,
+            api_url,
+            token,
+            wait_seconds,
+        }),
         CliCommand::BackfillContactIndex { .. } => Invocation {
             command: Command::BackfillContactIndex,
             aws: true,

@@ -343,6 +343,14 @@ async fn read_changes(
     };
     let after = match query.after.as_deref() {
         None | Some("") => 0,
+        // From now on: what is recorded after this answer.
+        Some("end") => match feed.last_seq().await {
+            Ok(seq) => seq,
+            Err(failure) => {
+                tracing::error!(error = %failure, "read the feed's end");
+                return error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable");
+            }
+        },
         Some(cursor) => match parse_feed_cursor(cursor) {
             Some(seq) => seq,
             None => {

@@ -38,6 +38,8 @@
 //! - [`local`]: the whole pipeline as one process (`make run`).
 //! - [`forward`]: push forwarding of the outbox's change documents to `FORWARD_URL`, signed per
 //!   Standard Webhooks, retried, dead-lettered (local).
+//! - [`smoke`]: the after-deploy check (`wati-ingest smoke`): samples posted, state and change
+//!   read back, each hop timed and explained.
 //! - [`cli`]: operator commands (inspect, replay, dead-letters, redrive-dlq, quarantine) on the
 //!   local store or AWS; `tail` and `forwards` on the local store.
 //! - [`notifier`]: the state table's stream to change documents on EventBridge
@@ -54,6 +56,7 @@ pub mod contact_page;
 pub mod event;
 pub mod forward;
 pub mod http;
+pub mod http_client;
 pub mod lambda;
 pub mod local;
 pub mod logging;
@@ -67,6 +70,7 @@ pub mod receiver;
 pub mod recent;
 pub mod session;
 pub mod settings;
+pub mod smoke;
 pub mod store;
 pub mod time;
 pub mod windows;

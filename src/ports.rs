@@ -314,4 +314,7 @@ pub struct FeedEntry {
 pub trait ChangeFeed: Send + Sync {
     /// Up to `limit` documents recorded after `after` (0: from the beginning), oldest first.
     async fn changes_after(&self, after: i64, limit: usize) -> Result<Vec<FeedEntry>, StoreError>;
+    /// The position of the last document recorded (0: none yet), for a reader that wants only
+    /// what comes next.
+    async fn last_seq(&self) -> Result<i64, StoreError>;
 }

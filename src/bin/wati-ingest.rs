@@ -34,6 +34,24 @@ async fn main() -> ExitCode {
             ..
         } => serve().await.map(|()| Done::Ok),
         Invocation {
+            command:
+                Command::Smoke {
+                    webhook_url,
+                    api_url,
+                    token,
+                    wait_seconds,
+                },
+            ..
+        } => {
+            smoke(wati_ingest::smoke::SmokeConfig {
+                webhook_url,
+                api_url,
+                token,
+                wait: std::time::Duration::from_secs(wait_seconds),
+            })
+            .await
+        }
+        Invocation {
             command,
             aws: false,
         } => run_local(command).await,
@@ -258,9 +276,31 @@ async fn run(command: Command, stores: Stores<'_>) -> Result<Done, Error> {
         | Command::Tail { .. }
         | Command::Forwards
         | Command::ForwardsResend { .. }
-        | Command::BackfillContactIndex => {}
+        | Command::BackfillContactIndex
+        | Command::Smoke { .. } => {}
     }
     Ok(Done::Ok)
+}
+
+/// `smoke`: every hop on stdout; exit 1 when one failed.
+async fn smoke(config: wati_ingest::smoke::SmokeConfig) -> Result<Done, Error> {
+    let run = wati_ingest::smoke::run_id()?;
+    let samples = wati_ingest::smoke::samples(&run, wati_ingest::time::now_unix());
+    println!(
+        "smoke run {run}: contact {}, webhooks to {}",
+        samples.contact,
+        wati_ingest::smoke::shown_host(&config.webhook_url)
+    );
+    let report = wati_ingest::smoke::smoke(&config, &samples).await;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    if report.passed() {
+        println!("smoke passed");
+        Ok(Done::Ok)
+    } else {
+        Err("smoke failed: see the FAIL lines above".into())
+    }
 }
 
 /// Prints every change recorded after `after`, as it is recorded, until stdout closes.

@@ -1,19 +1,11 @@
 //! The forward target: one signed `POST` per attempt, and how the attempt ended.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
-use hyper_rustls::HttpsConnectorBuilder;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::signing::{sign, signing_key};
-
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<HttpConnector>,
-    Full<hyper::body::Bytes>,
->;
+use crate::http_client::{describe, HttpClient};
 
 /// Where changes go, and the key that signs them.
 #[derive(Clone)]
@@ -38,31 +30,8 @@ impl ForwardTarget {
     pub fn new(url: &str, secret: &str, timeout: Duration) -> Result<Self, String> {
         let url: hyper::Uri = url.parse().map_err(|e| format!("FORWARD_URL: {e}"))?;
         let key = signing_key(secret).map_err(|e| format!("FORWARD_SECRET: {e}"))?;
-        // rustls with aws-lc-rs (what the AWS SDK uses) and the system's root certificates.
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls =
-            match HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
-                Ok(tls) => tls,
-                Err(error) if url.scheme_str() == Some("https") => {
-                    return Err(format!(
-                        "FORWARD_URL: no root certificates to verify an https target: {error}"
-                    ))
-                }
-                // A plain http target needs none.
-                Err(_) => HttpsConnectorBuilder::new().with_tls_config(
-                    rustls::ClientConfig::builder_with_provider(provider)
-                        .with_safe_default_protocol_versions()
-                        .map_err(|e| format!("TLS: {e}"))?
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                ),
-            };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
-        let client =
-            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+        let client = crate::http_client::client(timeout, url.scheme_str() == Some("https"))
+            .map_err(|e| format!("FORWARD_URL: {e}"))?;
         Ok(ForwardTarget {
             url,
             key,
@@ -106,20 +75,6 @@ impl ForwardTarget {
             Ok(Ok(response)) => Attempt::Failed(format!("HTTP {}", response.status().as_u16())),
         }
     }
-}
-
-/// A transport error in words: its kind and root cause (hyper's errors hold no URL).
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    let kind = if error.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    format!("{kind}: {cause}")
 }
 
 /// How one attempt ended.

@@ -866,3 +866,58 @@ async fn a_stopped_sqs_emulator_loses_nothing() {
         .unwrap();
     assert_eq!(received.messages().len(), 3);
 }
+
+/// `wati-ingest smoke` against the Lambda routers served over HTTP on the emulators, with the
+/// processor running as the event source mapping would: every hop passes, the change hop is
+/// skipped (on AWS changes go to EventBridge, not to a feed), and a wrong token is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smoke_check_passes_on_the_emulators() {
+    use wati_ingest::smoke::{run_id, samples, smoke, Outcome, SmokeConfig};
+    let deployment = Arc::new(Deployment::new().await);
+    async fn serve(router: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("http://{address}")
+    }
+    let webhook = serve(deployment.receiver.clone()).await;
+    let api = serve(deployment.api.clone()).await;
+    let pump = {
+        let deployment = Arc::clone(&deployment);
+        tokio::spawn(async move {
+            loop {
+                let state = Arc::new(deployment.state.clone());
+                deployment.process_until_empty(state).await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut config = SmokeConfig {
+        webhook_url: format!("{webhook}/webhook/{SECRET}"),
+        api_url: format!("{api}/v1/"),
+        token: TOKEN.into(),
+        wait: std::time::Duration::from_secs(30),
+    };
+    let now = wati_ingest::time::now_unix();
+    let report = smoke(&config, &samples(&run_id().unwrap(), now)).await;
+    let lines = report.lines();
+    assert!(report.passed(), "{lines:#?}");
+    assert_eq!(report.hops.len(), 10, "{lines:#?}");
+    let change = report.hops.last().unwrap();
+    assert!(
+        change.what.starts_with("change announced")
+            && matches!(change.outcome, Outcome::Skipped(_)),
+        "{lines:#?}"
+    );
+    eprintln!("{}", lines.join("\n"));
+
+    config.token = "wrong-token-0123456789abcdef".into();
+    let report = smoke(&config, &samples(&run_id().unwrap(), now)).await;
+    pump.abort();
+    assert!(!report.passed());
+    assert!(
+        matches!(&report.hops[0].outcome, Outcome::Failed(why) if why.contains("refused the token")),
+        "{:#?}",
+        report.lines()
+    );
+}

@@ -9,6 +9,7 @@ mod helpers;
 mod logs;
 mod read_api;
 mod restart;
+mod smoke;
 mod startup;
 mod state;
 mod template_policy;

@@ -1165,7 +1165,11 @@ fn the_webhook_route_is_the_secret() {
     let format = stage["AccessLogSettings"]["Format"]
         .as_str()
         .expect("the webhook stage's access log format");
-    for copies_the_key in ["$context.path", "$context.routeKey", "$context.resourcePath"] {
+    for copies_the_key in [
+        "$context.path",
+        "$context.routeKey",
+        "$context.resourcePath",
+    ] {
         assert!(
             !format.contains(copies_the_key),
             "the access log would copy the secret: {copies_the_key}"

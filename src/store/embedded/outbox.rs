@@ -213,6 +213,10 @@ impl ChangeFeed for EmbeddedStore {
             .map(|(seq, document)| FeedEntry { seq, document })
             .collect())
     }
+
+    async fn last_seq(&self) -> Result<i64, StoreError> {
+        self.last_change_seq().await
+    }
 }
 
 impl EmbeddedStore {
