@@ -193,6 +193,32 @@ mod tests {
         assert_eq!(view.channels, vec![view.default.clone()]);
     }
 
+    /// Both databases and their `-wal`/`-shm` files are the owner's only, new or older (0644).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn database_files_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let intake = dir.path().join("w.db");
+        let state = dir.path().join("w.state.db");
+        // An older data directory's file, readable by everyone.
+        std::fs::write(&state, b"").unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = EmbeddedStore::open(&intake).unwrap();
+        let (entry, event) = entry("k", "{}", 1);
+        crate::ports::Intake::record_and_send(&store, &entry, &event)
+            .await
+            .unwrap();
+        let mut seen = 0;
+        for file in std::fs::read_dir(dir.path()).unwrap() {
+            let path = file.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 4, "the databases and their WAL files: {seen}");
+    }
+
     pub(super) fn entry(key: &str, body: &str, received_at: i64) -> (LedgerEntry, QueuedEvent) {
         let entry = LedgerEntry {
             key: key.into(),

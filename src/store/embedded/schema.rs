@@ -63,6 +63,38 @@ CREATE TABLE IF NOT EXISTS health (
 );
 "#;
 
+/// Makes the database at `path` (created empty if missing) and its `-wal` and `-shm` files
+/// readable and writable by their owner only, like the secret files beside them: they hold every
+/// raw body and every customer's phone number. (SQLite gives `-wal` and `-shm` the database's
+/// mode when it creates them; existing ones from older data directories are narrowed here.)
+pub(super) fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let failed = |e: std::io::Error| StoreError::unavailable("restrict the database's mode", e);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(failed)?;
+        let mut names = vec![path.as_os_str().to_owned()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            names.push(name);
+        }
+        for name in names {
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every connection the store opens (writer, reader, checkpointer) comes from here, and refuses to
 /// run unless SQLite confirms WAL and `synchronous=FULL`: a `200` rests on both, and WAL can be
 /// refused (an in-memory database, some network filesystems) without an error.

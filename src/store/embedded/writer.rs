@@ -11,7 +11,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::schema::connect;
+use super::schema::{connect, restrict_to_owner};
 use crate::ports::StoreError;
 
 /// Most jobs committed in one transaction.
@@ -41,6 +41,7 @@ impl Database {
         schema: &str,
         prepare: impl FnOnce(&Connection) -> Result<(), StoreError>,
     ) -> Result<Self, StoreError> {
+        restrict_to_owner(path)?;
         let writer = connect(path)?;
         writer
             .execute_batch(schema)
