@@ -101,11 +101,25 @@ emulators:
 build:
 	scripts/tools.sh run -- scripts/build-lambdas.sh
 
-## deploy: sam build (cargo-lambda, arm64) and a guided SAM deploy (asks for stack name, region,
-## WebhookSecret, ApiToken; needs AWS credentials)
+## deploy: the zips of one build, deployed: one cargo-lambda build of the six functions for the
+## template's architecture (arm64), target/deploy/template.json = template.yaml with each
+## function's CodeUri its zip (scripts/deploy-template.py), then a guided SAM deploy of that
+## template (needs AWS credentials; the questions and what to answer: docs/runbook.md, "Deploy
+## and connect Wati"). SAM_DEPLOY_ARGS: more `sam deploy` options (e.g. --profile NAME).
+DEPLOY_TEMPLATE := target/deploy/template.json
+SAM_DEPLOY_ARGS ?=
 deploy:
+	architectures="$$(scripts/tools.sh run -- scripts/deploy-template.py --architectures)" && \
+	  scripts/tools.sh run -- scripts/build-lambdas.sh $$architectures
+	scripts/tools.sh run -- scripts/deploy-template.py --out $(DEPLOY_TEMPLATE)
+	scripts/tools.sh run -- sam deploy --guided --template-file $(DEPLOY_TEMPLATE) $(SAM_DEPLOY_ARGS)
+
+## deploy-sam: the alternative: sam build (its rust-cargolambda builder: one cargo-lambda release
+## build per function, six in all) and a guided deploy of .aws-sam/build/template.yaml
+.PHONY: deploy-sam
+deploy-sam:
 	scripts/tools.sh run -- sam build --beta-features
-	scripts/tools.sh run -- sam deploy --guided
+	scripts/tools.sh run -- sam deploy --guided $(SAM_DEPLOY_ARGS)
 
 clean:
 	$(CARGO) clean
