@@ -71,12 +71,13 @@ fuzz:
 test: lint validate unit build
 
 ## validate: sam validate (SAM and --lint) and cfn-lint on template.yaml, offline, then the
-## deploy rehearsal
+## deploy rehearsal and the checks of what `make deploy` deploys
 validate:
 	scripts/tools.sh run -- sam validate --region us-east-1 -t template.yaml
 	scripts/tools.sh run -- sam validate --lint --region us-east-1 -t template.yaml
 	scripts/tools.sh run -- cfn-lint template.yaml
 	$(MAKE) --no-print-directory rehearse
+	$(MAKE) --no-print-directory check-deploy
 
 ## rehearse: template.yaml deployed offline on moto's CloudFormation, with the defaults and with
 ## every option on: CREATE_COMPLETE, every output, each function's environment naming this
@@ -120,6 +121,14 @@ deploy:
 deploy-sam:
 	scripts/tools.sh run -- sam build --beta-features
 	scripts/tools.sh run -- sam deploy --guided $(SAM_DEPLOY_ARGS)
+
+## check-deploy: what `make deploy` deploys, checked offline with dummy zips: the derived
+## template's CodeUris and its equality with template.yaml, sam validate --lint and cfn-lint on
+## it, and the guided deploy, in-process with SAM CLI, against the runbook's transcript
+## (scripts/check-deploy-template.py; part of `make validate`)
+.PHONY: check-deploy
+check-deploy:
+	scripts/tools.sh run -- scripts/check-deploy-template.py
 
 clean:
 	$(CARGO) clean
