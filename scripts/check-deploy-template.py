@@ -400,6 +400,11 @@ def check_guided(source: dict, root: Path, target: Path, failures: Failures) -> 
     if not failures.check(len(transcript) > 10, f"{RUNBOOK.name}: no ```text transcript of "
                                                 f"`sam deploy --guided` under {RUNBOOK_SECTION}"):
         return
+    for shown, answer in transcript:
+        name = re.fullmatch(r"Parameter (\w+)(?: \[.*\])?", shown)
+        if name and source["Parameters"].get(name.group(1), {}).get("NoEcho"):
+            failures.check(answer != "", f"the runbook's transcript answers {name.group(1)} (NoEcho) "
+                                         f"with nothing: SAM CLI takes no empty value there, asks again")
     filled = Answers()
     try:
         answers = [filled.value(p, a) for p, a in transcript if a is not None]
