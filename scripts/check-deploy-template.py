@@ -44,7 +44,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import subprocess
 import sys
 import time

@@ -115,6 +115,8 @@ def derive(template: dict, target: Path, out: Path) -> dict:
 def link_samconfig(out: Path, samconfig: Path) -> str:
     """out's directory's samconfig.toml: a relative symbolic link to samconfig."""
     link = out.parent / "samconfig.toml"
+    if link.resolve() == samconfig.resolve() and not link.is_symlink():
+        return samconfig.name  # the template is written beside samconfig itself
     target = os.path.relpath(samconfig.resolve(), out.parent.resolve())
     if link.is_symlink():
         link.unlink()
