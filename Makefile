@@ -83,12 +83,13 @@ fuzz:
 test: lint validate unit build
 
 ## validate: sam validate (SAM and --lint) and cfn-lint on template.yaml, offline, then the
-## deploy rehearsal
+## deploy rehearsal and the checks of what `make deploy` deploys
 validate:
 	scripts/tools.sh run -- sam validate --region us-east-1 -t template.yaml
 	scripts/tools.sh run -- sam validate --lint --region us-east-1 -t template.yaml
 	scripts/tools.sh run -- cfn-lint template.yaml
 	$(MAKE) --no-print-directory rehearse
+	$(MAKE) --no-print-directory check-deploy
 
 ## rehearse: template.yaml deployed offline on moto's CloudFormation, with the defaults and with
 ## every option on: CREATE_COMPLETE, every output, each function's environment naming this
@@ -113,11 +114,33 @@ emulators:
 build:
 	scripts/tools.sh run -- scripts/build-lambdas.sh
 
-## deploy: sam build (cargo-lambda, arm64) and a guided SAM deploy (asks for stack name, region,
-## WebhookSecret, ApiToken; needs AWS credentials)
+## deploy: the zips of one build, deployed: one cargo-lambda build of the six functions for the
+## template's architecture (arm64), target/deploy/template.json = template.yaml with each
+## function's CodeUri its zip (scripts/deploy-template.py), then a guided SAM deploy of that
+## template (needs AWS credentials; the questions and what to answer: docs/runbook.md, "Deploy
+## and connect Wati"). SAM_DEPLOY_ARGS: more `sam deploy` options (e.g. --profile NAME).
+DEPLOY_TEMPLATE := target/deploy/template.json
+SAM_DEPLOY_ARGS ?=
 deploy:
+	architectures="$$(scripts/tools.sh run -- scripts/deploy-template.py --architectures)" && \
+	  scripts/tools.sh run -- scripts/build-lambdas.sh $$architectures
+	scripts/tools.sh run -- scripts/deploy-template.py --out $(DEPLOY_TEMPLATE)
+	scripts/tools.sh run -- sam deploy --guided --template-file $(DEPLOY_TEMPLATE) $(SAM_DEPLOY_ARGS)
+
+## deploy-sam: the alternative: sam build (its rust-cargolambda builder: one cargo-lambda release
+## build per function, six in all) and a guided deploy of .aws-sam/build/template.yaml
+.PHONY: deploy-sam
+deploy-sam:
 	scripts/tools.sh run -- sam build --beta-features
-	scripts/tools.sh run -- sam deploy --guided
+	scripts/tools.sh run -- sam deploy --guided $(SAM_DEPLOY_ARGS)
+
+## check-deploy: what `make deploy` deploys, checked offline with dummy zips: the derived
+## template's CodeUris and its equality with template.yaml, sam validate --lint and cfn-lint on
+## it, and the guided deploy, in-process with SAM CLI, against the runbook's transcript
+## (scripts/check-deploy-template.py; part of `make validate`)
+.PHONY: check-deploy
+check-deploy:
+	scripts/tools.sh run -- scripts/check-deploy-template.py
 
 clean:
 	$(CARGO) clean

@@ -50,6 +50,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from cfn_template import load_template  # scripts/cfn_template.py: shared with the deploy template
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "rehearsal"
 REGION = "us-east-1"
@@ -192,39 +194,7 @@ class Failures:
         return ok
 
 
-# --- template.yaml as CloudFormation's JSON form --------------------------------------------
-
-
-def load_template(path: Path) -> dict:
-    """template.yaml with its short-form intrinsics (!Ref, !Sub, ...) in their long form."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def intrinsic(tag: str):
-        def construct(loader, node):
-            if isinstance(node, yaml.ScalarNode):
-                value = loader.construct_scalar(node)
-            elif isinstance(node, yaml.SequenceNode):
-                value = loader.construct_sequence(node, deep=True)
-            else:
-                value = loader.construct_mapping(node, deep=True)
-            if tag == "Ref":
-                return {"Ref": value}
-            if tag == "Condition":
-                return {"Condition": value}
-            if tag == "GetAtt" and isinstance(value, str):
-                return {"Fn::GetAtt": value.split(".", 1)}
-            return {f"Fn::{tag}": value}
-
-        return construct
-
-    for tag in ["Ref", "Condition", "GetAtt", "Sub", "If", "Equals", "Not", "And", "Or", "Join",
-                "Select", "Split", "FindInMap", "GetAZs", "ImportValue", "Base64", "Cidr",
-                "ToJsonString", "Length"]:
-        Loader.add_constructor(f"!{tag}", intrinsic(tag))
-    return yaml.load(path.read_text(), Loader=Loader)
+# --- template.yaml as CloudFormation's JSON form (load_template: scripts/cfn_template.py) ---
 
 
 def evaluate_condition(expr, conditions: dict, parameters: dict):
