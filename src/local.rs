@@ -31,7 +31,7 @@ pub const DEFAULT_DATA_DIR: &str = "./.wati-ingest";
 /// File names inside `DATA_DIR`.
 const DATABASE_FILE: &str = "wati-ingest.db";
 const STATE_DATABASE_FILE: &str = "wati-ingest.state.db";
-const WEBHOOK_SECRET_FILE: &str = "webhook_secret";
+pub const WEBHOOK_SECRET_FILE: &str = "webhook_secret";
 const API_TOKEN_FILE: &str = "api_token";
 /// The generated `FORWARD_SECRET` (`whsec_…`), when forwarding is on and none is given.
 pub const FORWARD_SECRET_FILE: &str = "forward_secret";
@@ -96,6 +96,8 @@ pub enum SecretSource {
 /// The local process's environment, checked; nothing on disk has been touched yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalSettings {
+    /// The address the server listens on (`BIND`, default `127.0.0.1`).
+    pub bind: std::net::IpAddr,
     pub port: u16,
     pub data_dir: PathBuf,
     pub webhook_secret: Option<String>,
@@ -111,12 +113,13 @@ pub struct LocalSettings {
 }
 
 impl LocalSettings {
-    /// Reads `PORT`, `DATA_DIR`, `WEBHOOK_SECRET`, `API_TOKEN`, `DEDUP_TTL_DAYS`,
+    /// Reads `BIND`, `PORT`, `DATA_DIR`, `WEBHOOK_SECRET`, `API_TOKEN`, `DEDUP_TTL_DAYS`,
     /// `MAX_BODY_BYTES`, `WINDOW_CLOSING_LEAD_MINUTES`, `FORWARD_URL` and `FORWARD_SECRET` through
     /// `var`; refuses any bad value with the variable's name.
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         // Pure: nothing here may touch the disk (the binary's tests check DATA_DIR stays absent).
         Ok(LocalSettings {
+            bind: settings::bind_address(var("BIND").as_deref())?,
             port: settings::number_in("PORT", var("PORT").as_deref(), 3000, 0..=u16::MAX)?,
             data_dir: data_dir_setting(&var)?,
             webhook_secret: settings::secret("WEBHOOK_SECRET", var("WEBHOOK_SECRET").as_deref())?,
@@ -137,6 +140,7 @@ impl LocalSettings {
 
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
+    pub bind: std::net::IpAddr,
     pub port: u16,
     pub data_dir: PathBuf,
     pub webhook_secret: String,
@@ -204,6 +208,7 @@ impl LocalConfig {
             }
         };
         Ok(LocalConfig {
+            bind: settings.bind,
             port: settings.port,
             data_dir,
             webhook_secret,
@@ -586,7 +591,15 @@ impl LocalPipeline {
 
 /// Binds `127.0.0.1:{port}` (0 picks a free port).
 pub async fn bind(port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    bind_on(std::net::Ipv4Addr::LOCALHOST.into(), port).await
+}
+
+/// Binds `{address}:{port}` (`BIND` and `PORT`).
+pub async fn bind_on(
+    address: std::net::IpAddr,
+    port: u16,
+) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind((address, port)).await?;
     let address = listener.local_addr()?;
     Ok((listener, address))
 }
@@ -610,6 +623,7 @@ mod tests {
         assert_eq!(
             defaults,
             LocalSettings {
+                bind: std::net::Ipv4Addr::LOCALHOST.into(),
                 port: 3000,
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
                 webhook_secret: None,
@@ -621,6 +635,10 @@ mod tests {
                 forward_secret: None,
             }
         );
+        let everywhere = LocalSettings::from_lookup(lookup(&[("BIND", "0.0.0.0")])).unwrap();
+        assert_eq!(everywhere.bind.to_string(), "0.0.0.0");
+        let v6 = LocalSettings::from_lookup(lookup(&[("BIND", "::1")])).unwrap();
+        assert_eq!(v6.bind.to_string(), "::1");
         let empty_is_unset = LocalSettings::from_lookup(lookup(&[("WEBHOOK_SECRET", "")]));
         assert_eq!(empty_is_unset.unwrap().webhook_secret, None);
         for (pairs, name) in [
@@ -632,6 +650,7 @@ mod tests {
             ),
             (&[("MAX_BODY_BYTES", "0")][..], "MAX_BODY_BYTES"),
             (&[("PORT", "-1")][..], "PORT"),
+            (&[("BIND", "localhost:3000")][..], "BIND"),
             (&[("FORWARD_URL", "mailto:a@b.c")][..], "FORWARD_URL"),
             (
                 &[("FORWARD_SECRET", "not-whsec-0123456789")][..],

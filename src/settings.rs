@@ -88,6 +88,18 @@ where
     Ok(number)
 }
 
+/// `BIND`: the IP address the local server listens on; `127.0.0.1` when unset (only this
+/// machine: a reverse proxy or tunnel in front is the way in from outside).
+pub fn bind_address(raw: Option<&str>) -> Result<std::net::IpAddr, ConfigError> {
+    match text("BIND", raw)? {
+        None => Ok(std::net::Ipv4Addr::LOCALHOST.into()),
+        Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
+            name: "BIND",
+            reason: format!("{value:?} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)"),
+        }),
+    }
+}
+
 /// `DEDUP_TTL_DAYS` (default 7).
 pub fn dedup_ttl_days(raw: Option<&str>) -> Result<i64, ConfigError> {
     number_in(

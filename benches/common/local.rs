@@ -29,6 +29,7 @@ impl LocalServer {
     pub async fn start(forward: Option<ForwardConfig>) -> LocalServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = LocalConfig {
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
             port: 0,
             data_dir: dir.path().to_owned(),
             webhook_secret: SECRET.into(),

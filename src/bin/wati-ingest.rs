@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use wati_ingest::cli::{self, Command, Invocation, EXIT_NOT_FOUND};
-use wati_ingest::local::{bind, open_existing_store, LocalConfig, LocalPipeline, SecretSource};
+use wati_ingest::local::{bind_on, open_existing_store, LocalConfig, LocalPipeline, SecretSource};
 use wati_ingest::ports::{ChangeFeed, DeadLetters, Ledger, QuarantineArchive, Queue, StateStore};
 use wati_ingest::settings;
 use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
@@ -70,14 +70,24 @@ async fn main() -> ExitCode {
 async fn serve() -> Result<(), Error> {
     let config = LocalConfig::from_env()?;
     let pipeline = LocalPipeline::open(&config)?;
-    let (listener, address) = bind(config.port).await?;
+    let (listener, address) = bind_on(config.bind, config.port).await?;
+    let kept = config
+        .data_dir
+        .join(wati_ingest::local::WEBHOOK_SECRET_FILE);
     let secret = match config.webhook_secret_source {
-        SecretSource::Environment => "$WEBHOOK_SECRET",
-        SecretSource::DataDir | SecretSource::Generated => config.webhook_secret.as_str(),
+        SecretSource::Environment => "$WEBHOOK_SECRET".to_owned(),
+        // Shown in full once, when it is made: logs of systemd or a container keep stdout.
+        SecretSource::Generated => config.webhook_secret.clone(),
+        SecretSource::DataDir => format!("<the secret in {}>", kept.display()),
     };
-    // stdout, not the log: this is the one place the URL (and so the secret) is shown.
     println!("wati-ingest listening on http://{address}");
     println!("webhook URL: http://{address}/webhook/{secret}");
+    if config.webhook_secret_source == SecretSource::Generated {
+        println!(
+            "(the secret was generated now and is kept in {}; later starts print its path only)",
+            kept.display()
+        );
+    }
     match config.api_token_source {
         SecretSource::Environment => println!("read API token: $API_TOKEN"),
         SecretSource::DataDir | SecretSource::Generated => println!(

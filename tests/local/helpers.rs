@@ -31,6 +31,7 @@ pub struct TestApp {
 
 pub fn config(data_dir: &Path) -> LocalConfig {
     LocalConfig {
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
         port: 0,
         data_dir: data_dir.to_owned(),
         webhook_secret: WEBHOOK_SECRET.into(),

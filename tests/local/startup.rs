@@ -178,3 +178,55 @@ async fn an_intake_database_lost_next_to_its_state_is_refused() {
     let again = Server::start(data_dir.path());
     assert_eq!(healthz(&again.address).await, StatusCode::OK);
 }
+
+/// The first lines a fresh `wati-ingest` prints with only `DATA_DIR`, `PORT=0` and `extra` set.
+fn first_lines(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wati-ingest"))
+        .env_clear()
+        .env("DATA_DIR", data_dir)
+        .env("PORT", "0")
+        .env("RUST_LOG", "warn")
+        .envs(extra.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(3)
+        .map(Result::unwrap)
+        .collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines
+}
+
+/// A generated webhook secret is printed in full once, when it is made; later starts print
+/// where it is kept (stdout ends up in systemd's or a container's logs). `BIND` sets the address.
+#[test]
+fn a_generated_secret_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = first_lines(dir.path(), &[("BIND", "0.0.0.0")]);
+    assert!(
+        first[0].starts_with("wati-ingest listening on http://0.0.0.0:"),
+        "{first:?}"
+    );
+    let secret = std::fs::read_to_string(dir.path().join("webhook_secret")).unwrap();
+    let secret = secret.trim();
+    assert_eq!(secret.len(), 64);
+    assert!(
+        first[1].ends_with(&format!("/webhook/{secret}")),
+        "{first:?}"
+    );
+    let again = first_lines(dir.path(), &[]);
+    assert!(
+        again[0].starts_with("wati-ingest listening on http://127.0.0.1:"),
+        "{again:?}"
+    );
+    assert!(
+        again.iter().all(|line| !line.contains(secret)),
+        "printed again: {again:?}"
+    );
+    assert!(again[1].contains("<the secret in "), "{again:?}");
+}
