@@ -130,6 +130,29 @@ pub struct WatiEvent {
     pub channel_phone_number: Option<String>,
 }
 
+/// The longest failure detail kept in state (Meta's details are a sentence or two); the raw body,
+/// in the archive, keeps all of it.
+pub const MAX_FAILED_DETAIL_CHARS: usize = 1_000;
+/// Meta's template names are at most 512 characters.
+pub const MAX_TEMPLATE_NAME_CHARS: usize = 512;
+/// Meta's error codes are a few digits.
+pub const MAX_FAILED_CODE_CHARS: usize = 64;
+
+/// `text` if it has at most `max` characters; else its first `max - 1` and `…` (a cut that stays
+/// on a character boundary, and shows that it is one).
+pub fn capped(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text,
+        Some(_) => {
+            let end = text
+                .char_indices()
+                .nth(max - 1)
+                .map_or(text.len(), |(at, _)| at);
+            format!("{}…", &text[..end])
+        }
+    }
+}
+
 impl WatiEvent {
     /// Parses a raw webhook body. Only a body that is not a JSON object with a string `eventType`
     /// is rejected; every other field is optional and read leniently.
@@ -161,9 +184,18 @@ impl WatiEvent {
             bsuid: fields.bsuid.and_then(Scalar::into_text),
             owner: fields.owner.and_then(Scalar::into_bool),
             timestamp: fields.timestamp.and_then(Scalar::into_unix_seconds),
-            template_name: fields.template_name.and_then(Scalar::into_text),
-            failed_code: fields.failed_code.and_then(Scalar::into_text),
-            failed_detail: fields.failed_detail.and_then(Scalar::into_text),
+            template_name: fields
+                .template_name
+                .and_then(Scalar::into_text)
+                .map(|name| capped(name, MAX_TEMPLATE_NAME_CHARS)),
+            failed_code: fields
+                .failed_code
+                .and_then(Scalar::into_text)
+                .map(|code| capped(code, MAX_FAILED_CODE_CHARS)),
+            failed_detail: fields
+                .failed_detail
+                .and_then(Scalar::into_text)
+                .map(|detail| capped(detail, MAX_FAILED_DETAIL_CHARS)),
             channel_id: fields.channel_id.and_then(Scalar::into_text),
             channel_phone_number: fields
                 .channel_phone_number
@@ -423,6 +455,45 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{Map, Value};
 
+    /// The cap rule as the issue states it: at most `max` characters, a cut one ending in `…`.
+    fn cut(text: String, max: usize) -> String {
+        if text.chars().count() <= max {
+            return text;
+        }
+        let mut kept: String = text.chars().take(max - 1).collect();
+        kept.push('…');
+        kept
+    }
+
+    /// A 200,000-character failure detail is not what state keeps (the archive keeps the body).
+    #[test]
+    fn long_text_fields_are_capped_on_a_character_boundary() {
+        let body = |detail: &str, name: &str| {
+            serde_json::json!({"eventType": "templateMessageFailed", "id": "m",
+                "failedDetail": detail, "templateName": name, "failedCode": "1".repeat(100)})
+            .to_string()
+        };
+        let long = "é".repeat(200_000);
+        let event = WatiEvent::parse(body(&long, &"n".repeat(600)).as_bytes()).unwrap();
+        let detail = event.failed_detail.unwrap();
+        assert_eq!(detail.chars().count(), 1_000);
+        assert!(detail.ends_with("é…"), "{}", &detail[detail.len() - 8..]);
+        assert_eq!(event.template_name.unwrap().chars().count(), 512);
+        assert_eq!(event.failed_code.unwrap().chars().count(), 64);
+        let exact = "x".repeat(1_000);
+        let event = WatiEvent::parse(body(&exact, "order_update").as_bytes()).unwrap();
+        assert_eq!(
+            event.failed_detail.as_deref(),
+            Some(exact.as_str()),
+            "at the cap: kept whole"
+        );
+        assert_eq!(event.template_name.as_deref(), Some("order_update"));
+        assert_eq!(
+            WatiEvent::parse(body(&long, "n").as_bytes()),
+            parse_via_value(body(&long, "n").as_bytes())
+        );
+    }
+
     /// The parser as first written, over a `serde_json::Value` tree: the reference the one-pass
     /// parser must agree with on every input.
     fn parse_via_value(body: &[u8]) -> Result<WatiEvent, Unusable> {
@@ -461,9 +532,9 @@ mod tests {
             bsuid: text("bsuid"),
             owner,
             timestamp,
-            template_name: text("templateName"),
-            failed_code: text("failedCode"),
-            failed_detail: text("failedDetail"),
+            template_name: text("templateName").map(|t| cut(t, 512)),
+            failed_code: text("failedCode").map(|t| cut(t, 64)),
+            failed_detail: text("failedDetail").map(|t| cut(t, 1_000)),
             channel_id: text("channelId"),
             channel_phone_number: text("channelPhoneNumber")
                 .and_then(|n| normalize_business_number(&n)),
