@@ -67,6 +67,7 @@ pub fn init_lambda() {
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_target(false)
+        .with_ansi(false)
         .without_time()
         .with_env_filter(filter(lambda_level().as_deref()));
     if json {
@@ -77,9 +78,11 @@ pub fn init_lambda() {
 }
 
 /// Installs the local binary's subscriber: stderr (stdout carries the commands' answers),
-/// `RUST_LOG`.
+/// `RUST_LOG`; colours only on a terminal (a log file or journald gets plain `key=value`).
 pub fn init_local() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         .init();

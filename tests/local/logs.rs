@@ -88,6 +88,22 @@ async fn info_logs_hold_no_secrets_phone_numbers_or_text() {
             ("ledger unavailable; enqueueing without it", 1),
         ],
     );
+    // The key in its log form is the correlation id: every webhook the receiver accepted is
+    // found again, under the same value, in a line of the processor's.
+    let keys_of = |message: &str, outcome: &str| -> std::collections::HashSet<String> {
+        log.lines()
+            .filter(|line| line.contains(message) && line.contains(outcome))
+            .filter_map(|line| {
+                let key = line.split(" key=").nth(1)?.split(' ').next()?;
+                Some(key.trim_matches('"').to_owned())
+            })
+            .collect()
+    };
+    let accepted = keys_of(" webhook", "outcome=\"accepted\"");
+    let processed = keys_of(" processed", "outcome=");
+    assert!(accepted.len() >= events.len() / 2, "{accepted:?}");
+    let unmatched: Vec<&String> = accepted.difference(&processed).collect();
+    assert!(unmatched.is_empty(), "accepted, never in a processor line: {unmatched:?}\n{log}");
     for phone in [
         "14155550101",
         "14155550102",
