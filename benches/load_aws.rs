@@ -121,6 +121,7 @@ async fn main() {
         secrets: SecretSet::new([SECRET]).expect("secret"),
         dedup_ttl_days: 7,
         max_body_bytes: 256 * 1024,
+        quarantine_retention_days: 30,
     };
     let router = receiver_router(&config, ledger, queue);
 

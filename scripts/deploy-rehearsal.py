@@ -76,6 +76,7 @@ READS: dict[str, dict[str, str]] = {
         "WEBHOOK_SECRET": "required",
         "WEBHOOK_SECRET_PREVIOUS": "set",
         "DEDUP_TTL_DAYS": "set",
+        "QUARANTINE_RETENTION_DAYS": "set",
         "MAX_BODY_BYTES": "default",
         "STACK_NAME": "set",
     },
@@ -83,6 +84,7 @@ READS: dict[str, dict[str, str]] = {
         "STATE_TABLE": "required",
         "LEDGER_TABLE": "required",
         "DEDUP_TTL_DAYS": "set",
+        "QUARANTINE_RETENTION_DAYS": "set",
         "STACK_NAME": "set",
     },
     "sweeper": {"LEDGER_TABLE": "required", "QUEUE_URL": "required", "STACK_NAME": "set"},
@@ -119,6 +121,7 @@ NAMES_PARAMETER = {
     "API_TOKEN": "ApiToken",
     "API_TOKEN_PREVIOUS": "ApiTokenPrevious",
     "DEDUP_TTL_DAYS": "DedupTtlDays",
+    "QUARANTINE_RETENTION_DAYS": "QuarantineRetentionDays",
     "WINDOW_CLOSING_LEAD_MINUTES": "WindowClosingLeadMinutes",
 }
 

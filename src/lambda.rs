@@ -75,7 +75,8 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
 pub use crate::settings::ConfigError;
 
 /// The receiver's settings: `LEDGER_TABLE`, `QUEUE_URL`, `WEBHOOK_SECRET` (during a rotation,
-/// `WEBHOOK_SECRET_PREVIOUS` is accepted too), `DEDUP_TTL_DAYS`, `MAX_BODY_BYTES`.
+/// `WEBHOOK_SECRET_PREVIOUS` is accepted too), `DEDUP_TTL_DAYS`, `MAX_BODY_BYTES`,
+/// `QUARANTINE_RETENTION_DAYS`.
 /// Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL_DYNAMODB`, ...).
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -84,6 +85,8 @@ pub struct ReceiverConfig {
     pub secrets: SecretSet,
     pub dedup_ttl_days: i64,
     pub max_body_bytes: usize,
+    /// How long the bodies it quarantines are kept (the ledger table's TTL deletes them).
+    pub quarantine_retention_days: i64,
 }
 
 impl ReceiverConfig {
@@ -103,17 +106,22 @@ impl ReceiverConfig {
                 var("MAX_BODY_BYTES").as_deref(),
                 DEFAULT_MAX_BODY_BYTES,
             )?,
+            quarantine_retention_days: settings::quarantine_retention_days(
+                var("QUARANTINE_RETENTION_DAYS").as_deref(),
+            )?,
         })
     }
 }
 
 /// The processor's settings: `STATE_TABLE`; `LEDGER_TABLE` and `DEDUP_TTL_DAYS` for the events the
-/// receiver had to enqueue without recording them (the processor archives those).
+/// receiver had to enqueue without recording them (the processor archives those);
+/// `QUARANTINE_RETENTION_DAYS` for the events it quarantines.
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
     pub state_table: String,
     pub ledger_table: String,
     pub dedup_ttl_days: i64,
+    pub quarantine_retention_days: i64,
 }
 
 impl ProcessorConfig {
@@ -126,6 +134,9 @@ impl ProcessorConfig {
             state_table: settings::required("STATE_TABLE", var("STATE_TABLE").as_deref())?,
             ledger_table: settings::required("LEDGER_TABLE", var("LEDGER_TABLE").as_deref())?,
             dedup_ttl_days: settings::dedup_ttl_days(var("DEDUP_TTL_DAYS").as_deref())?,
+            quarantine_retention_days: settings::quarantine_retention_days(
+                var("QUARANTINE_RETENTION_DAYS").as_deref(),
+            )?,
         })
     }
 }
@@ -142,6 +153,7 @@ fn dedup_ttl_seconds(days: i64) -> i64 {
 
 /// `POST /webhook/{secret}` over the DynamoDB ledger and the SQS queue.
 pub fn receiver_router(config: &ReceiverConfig, ledger: DynamoLedger, queue: SqsQueue) -> Router {
+    let ledger = ledger.with_quarantine_retention_days(config.quarantine_retention_days);
     webhook_routes(Arc::new(WebhookService {
         receiver: Receiver::new(
             Arc::new(ledger),

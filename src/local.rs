@@ -24,6 +24,8 @@ use crate::time::now_unix;
 
 /// How often the window timer looks for windows closing or closed.
 pub const WINDOW_TIMER_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+/// How often the local pipeline deletes what DynamoDB's TTL would ([`LocalPipeline::spawn_pruner`]).
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3_600);
 
 /// Where the local store lives when `DATA_DIR` is unset.
 pub const DEFAULT_DATA_DIR: &str = "./.wati-ingest";
@@ -106,6 +108,8 @@ pub struct LocalSettings {
     pub max_body_bytes: usize,
     /// How long before a customer-service window closes `contact.window_closing` is announced.
     pub window_closing_lead_minutes: i64,
+    /// How long quarantined bodies are kept (`QUARANTINE_RETENTION_DAYS`).
+    pub quarantine_retention_days: i64,
     /// Where change documents are forwarded (`None`: nowhere).
     pub forward_url: Option<String>,
     /// The `whsec_` secret that signs them (`None`: generated once into `DATA_DIR`).
@@ -129,6 +133,9 @@ impl LocalSettings {
                 var("MAX_BODY_BYTES").as_deref(),
                 DEFAULT_MAX_BODY_BYTES,
             )?,
+            quarantine_retention_days: settings::quarantine_retention_days(
+                var("QUARANTINE_RETENTION_DAYS").as_deref(),
+            )?,
             window_closing_lead_minutes: settings::window_closing_lead_minutes(
                 var("WINDOW_CLOSING_LEAD_MINUTES").as_deref(),
             )?,
@@ -150,6 +157,7 @@ pub struct LocalConfig {
     pub dedup_ttl_days: i64,
     pub max_body_bytes: usize,
     pub window_closing_lead_minutes: i64,
+    pub quarantine_retention_days: i64,
     /// Push forwarding of the change documents, when `FORWARD_URL` is set.
     pub forward: Option<ForwardConfig>,
 }
@@ -217,6 +225,7 @@ impl LocalConfig {
             api_token_source,
             dedup_ttl_days: settings.dedup_ttl_days,
             window_closing_lead_minutes: settings.window_closing_lead_minutes,
+            quarantine_retention_days: settings.quarantine_retention_days,
             max_body_bytes: settings.max_body_bytes,
             forward,
         })
@@ -469,6 +478,7 @@ pub struct LocalPipeline {
     pub router: Router,
     dedup_ttl_seconds: i64,
     window_closing_lead_minutes: i64,
+    quarantine_retention_days: i64,
     /// The forward target and its schedule, when forwarding is on.
     forward: Option<(ForwardTarget, ForwardSchedule)>,
     /// Held until the pipeline is dropped (after `serve` returns).
@@ -519,6 +529,7 @@ impl LocalPipeline {
             router,
             dedup_ttl_seconds,
             window_closing_lead_minutes: config.window_closing_lead_minutes,
+            quarantine_retention_days: config.quarantine_retention_days,
             forward,
             _lock: lock,
         })
@@ -549,6 +560,29 @@ impl LocalPipeline {
                     Err(error) => tracing::error!(%error, "window timer"),
                 }
                 tokio::time::sleep(WINDOW_TIMER_EVERY).await;
+            }
+        })
+    }
+
+    /// Starts the pruner: every [`PRUNE_EVERY`] (the first a minute after start), the ledger's
+    /// expired rows and the quarantined bodies older than the retention are deleted, as the
+    /// tables' TTL does on AWS ([`EmbeddedStore::prune`]).
+    pub fn spawn_pruner(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let retention_seconds = self.quarantine_retention_days * settings::SECONDS_PER_DAY;
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            loop {
+                match store.prune(now_unix(), retention_seconds).await {
+                    Ok(pruned) if pruned == Default::default() => {}
+                    Ok(pruned) => tracing::info!(
+                        ledger = pruned.ledger,
+                        quarantine = pruned.quarantine,
+                        "pruned"
+                    ),
+                    Err(error) => tracing::error!(%error, "prune"),
+                }
+                tokio::time::sleep(PRUNE_EVERY).await;
             }
         })
     }
@@ -631,6 +665,7 @@ mod tests {
                 dedup_ttl_days: 7,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 window_closing_lead_minutes: 60,
+                quarantine_retention_days: 30,
                 forward_url: None,
                 forward_secret: None,
             }

@@ -112,6 +112,19 @@ pub fn dedup_ttl_days(raw: Option<&str>) -> Result<i64, ConfigError> {
 
 /// `WINDOW_CLOSING_LEAD_MINUTES` (default 60): how long before a customer-service window closes
 /// `contact.window_closing` is announced; under a day, or it would precede the window.
+/// How long quarantined bodies are kept: `QUARANTINE_RETENTION_DAYS`, 1–3650, default 30.
+pub const QUARANTINE_RETENTION_DAYS: RangeInclusive<i64> = 1..=3650;
+pub const DEFAULT_QUARANTINE_RETENTION_DAYS: i64 = 30;
+
+pub fn quarantine_retention_days(raw: Option<&str>) -> Result<i64, ConfigError> {
+    number_in(
+        "QUARANTINE_RETENTION_DAYS",
+        raw,
+        DEFAULT_QUARANTINE_RETENTION_DAYS,
+        QUARANTINE_RETENTION_DAYS,
+    )
+}
+
 pub fn window_closing_lead_minutes(raw: Option<&str>) -> Result<i64, ConfigError> {
     number_in("WINDOW_CLOSING_LEAD_MINUTES", raw, 60, 1..=1_439)
 }

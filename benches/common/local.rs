@@ -39,6 +39,7 @@ impl LocalServer {
             dedup_ttl_days: 7,
             max_body_bytes: 256 * 1024,
             window_closing_lead_minutes: 60,
+            quarantine_retention_days: 30,
             forward,
         };
         let pipeline = LocalPipeline::open(&config).expect("pipeline");

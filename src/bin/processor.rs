@@ -18,7 +18,8 @@ async fn main() -> Result<(), Error> {
     let config = ProcessorConfig::from_env()?;
     let aws = wati_ingest::lambda::aws_sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    let state = DynamoState::new(dynamodb.clone(), config.state_table);
+    let state = DynamoState::new(dynamodb.clone(), config.state_table)
+        .with_quarantine_retention_days(config.quarantine_retention_days);
     if let Err(error) = state.warm_up().await {
         tracing::warn!(%error, "warm-up failed");
     }

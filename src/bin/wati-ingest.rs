@@ -113,6 +113,7 @@ async fn serve() -> Result<(), Error> {
     }
     let _processor = pipeline.spawn_processor();
     let _window_timer = pipeline.spawn_window_timer();
+    let _pruner = pipeline.spawn_pruner();
     let _forwarder = pipeline.spawn_forwarder();
     pipeline.serve(listener, shutdown_signal()).await?;
     Ok(())

@@ -2,8 +2,8 @@
 //!
 //! Ledger items (table `LEDGER_TABLE`, see `template.yaml` and `infra/README.md`):
 //! `pk` (idempotency key), `event_type`, `body` (binary, the raw webhook), `received_at`,
-//! `expires_at` (TTL). Quarantined bodies are items whose `pk` starts with `quarantine:` and which
-//! never expire.
+//! `expires_at` (TTL). Quarantined bodies are items whose `pk` starts with `quarantine:`; they
+//! expire `QUARANTINE_RETENTION_DAYS` (30) after their receipt.
 //!
 //! While an event waits for the sweeper (its enqueue failed), its item also has `redrive_shard` +
 //! `redrive_at`, which form the sparse `redrive` index, and its `expires_at` is moved to
@@ -34,6 +34,7 @@ use crate::ports::{
     Ledger, LedgerEntry, MarkCursor, Marked, MarkedPage, PartitionCursor, QuarantineEntry, Queue,
     QueuedEvent, Recorded, StoreError,
 };
+use crate::settings::{DEFAULT_QUARANTINE_RETENTION_DAYS, SECONDS_PER_DAY};
 
 const REDRIVE_INDEX: &str = "redrive";
 /// Index partitions of the marks: `redrive#<n>`, n from the key's hash.
@@ -61,6 +62,7 @@ pub fn redrive_partitions() -> Vec<String> {
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    quarantine_retention_seconds: i64,
 }
 
 impl DynamoLedger {
@@ -68,7 +70,14 @@ impl DynamoLedger {
         DynamoLedger {
             client,
             table: table.into(),
+            quarantine_retention_seconds: DEFAULT_QUARANTINE_RETENTION_DAYS * SECONDS_PER_DAY,
         }
+    }
+
+    /// Quarantined bodies expire (the table's TTL) `days` after their receipt.
+    pub fn with_quarantine_retention_days(mut self, days: i64) -> Self {
+        self.quarantine_retention_seconds = days.max(1) * SECONDS_PER_DAY;
+        self
     }
 
     /// One conditional `UpdateItem` of `key`; a failed condition is an answer (with the item
@@ -306,6 +315,12 @@ impl Ledger for DynamoLedger {
             .item("reason", s(&entry.reason))
             .item("body", AttributeValue::B(Blob::new(entry.body.clone())))
             .item("received_at", n(entry.received_at))
+            .item(
+                "expires_at",
+                n(entry
+                    .received_at
+                    .saturating_add(self.quarantine_retention_seconds)),
+            )
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;

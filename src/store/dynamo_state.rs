@@ -13,7 +13,9 @@
 //!   number, else the BSUID) feeds the `by_contact` index; `linked` holds the ids and contact
 //!   links written atomically with the item.
 //! - link `pk = LINK#<waId or bsuid>, sk = <the other>`: one contact's two names.
-//! - quarantine `pk = QUARANTINE#<key>, sk = QUARANTINE`: an event that can never be applied.
+//! - quarantine `pk = QUARANTINE#<key>, sk = QUARANTINE`: an event that can never be applied;
+//!   `expires_at` (the table's TTL attribute, on these items only) `QUARANTINE_RETENTION_DAYS` after
+//!   its receipt.
 //!
 //! Applying an event: one `UpdateItem` of its home item, conditioned on its ids and names being
 //! consistent and on `linked` already holding every edge and link the event implies. If that
@@ -81,6 +83,7 @@ pub struct DynamoState {
     table: String,
     /// Set once the contact index's backfill marker has been seen ([`contacts`]).
     contact_index_ready: Arc<AtomicBool>,
+    quarantine_retention_seconds: i64,
 }
 
 /// The key of an alias item of the earlier model.
@@ -333,7 +336,15 @@ impl DynamoState {
             client,
             table: table.into(),
             contact_index_ready: Arc::new(AtomicBool::new(false)),
+            quarantine_retention_seconds: crate::settings::DEFAULT_QUARANTINE_RETENTION_DAYS
+                * crate::settings::SECONDS_PER_DAY,
         }
+    }
+
+    /// Quarantined events expire (the table's TTL on `expires_at`) `days` after their receipt.
+    pub fn with_quarantine_retention_days(mut self, days: i64) -> Self {
+        self.quarantine_retention_seconds = days.max(1) * crate::settings::SECONDS_PER_DAY;
+        self
     }
 
     /// Opens the HTTPS connection before the first request needs it.
@@ -733,6 +744,12 @@ impl StateStore for DynamoState {
                 .item("sk", s("QUARANTINE"))
                 .item("reason", s(reason))
                 .item("received_at", n(event.received_at))
+                .item(
+                    "expires_at",
+                    n(event
+                        .received_at
+                        .saturating_add(self.quarantine_retention_seconds)),
+                )
                 .item("body", body.clone())
         };
         // No read: the put under the key succeeds when the key is free or holds this very body;

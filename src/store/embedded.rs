@@ -35,6 +35,8 @@
 //!   [`Queue`](crate::ports::Queue) and [`Intake`](crate::ports::Intake) (ledger row and queue row
 //!   in one commit).
 //! - [`health`]: the `/healthz` probe's writes and the row [`Counts`].
+//! - [`retention`]: the ledger's expired rows and old quarantined bodies deleted, as DynamoDB's
+//!   TTL does on AWS ([`EmbeddedStore::prune`]).
 //! - [`operator`]: both quarantines and the dead letters as the operator's commands read them
 //!   ([`QuarantineArchive`](crate::ports::QuarantineArchive),
 //!   [`DeadLetters`](crate::ports::DeadLetters)).
@@ -63,12 +65,14 @@ mod message_state;
 mod operator;
 mod outbox;
 mod queue;
+mod retention;
 mod schema;
 mod writer;
 
 pub use forwards::{DeadForward, DueForward, ForwardCounts, ForwardOutcome};
 pub use health::Counts;
 pub use queue::Delivery;
+pub use retention::Pruned;
 
 use forwards::FORWARDS_SCHEMA;
 use message_state::STATE_SCHEMA;

@@ -84,6 +84,7 @@ impl Aws {
             secrets: SecretSet::new([SECRET]).unwrap(),
             dedup_ttl_days: 7,
             max_body_bytes: MAX_BODY_BYTES,
+            quarantine_retention_days: 30,
         };
         let receiver = receiver_router(
             &config,

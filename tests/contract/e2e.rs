@@ -166,6 +166,7 @@ impl Deployment {
             secrets: SecretSet::new([SECRET]).unwrap(),
             dedup_ttl_days: 7,
             max_body_bytes: 256 * 1024,
+            quarantine_retention_days: 30,
         };
         let receiver = receiver_router(&config, ledger.clone(), queue.clone());
         let state = DynamoState::new(dynamodb(&processor_tap), stack.table("StateTable"));
@@ -827,6 +828,7 @@ async fn a_stopped_sqs_emulator_loses_nothing() {
         secrets: SecretSet::new([SECRET]).unwrap(),
         dedup_ttl_days: 7,
         max_body_bytes: 256 * 1024,
+        quarantine_retention_days: 30,
     };
     let receiver = receiver_router(&config, ledger.clone(), queue.clone());
     let fixtures = crate::fixtures();

@@ -106,6 +106,7 @@ async fn api_gateway_and_function_url_events_are_received() {
         secrets: SecretSet::new([SECRET]).unwrap(),
         dedup_ttl_days: 7,
         max_body_bytes: 256 * 1024,
+        quarantine_retention_days: 30,
     };
     let router = receiver_router(&config, ledger.clone(), queue.clone());
     let delivered = br#"{"eventType":"sentMessageDELIVERED","id":"6734a1b2c3d4e5f601000003","timestamp":"1764238518"}"#;

@@ -107,6 +107,7 @@ async fn run_everything() -> (String, Vec<String>) {
         secrets: SecretSet::new([SECRET]).unwrap(),
         dedup_ttl_days: 7,
         max_body_bytes: 64 * 1024,
+        quarantine_retention_days: 30,
     };
     let receiver = receiver_router(
         &config,

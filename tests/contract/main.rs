@@ -703,3 +703,68 @@ async fn dead_letters_are_listed_and_redriven_one_or_all(backend: Backend) {
     requeued.sort();
     assert_eq!(requeued, ["k:a", "k:c"]);
 }
+
+/// On DynamoDB, quarantined bodies expire through the tables' TTL: both stages write
+/// `expires_at` = receipt + `QUARANTINE_RETENTION_DAYS`, and the template gives the state table
+/// the TTL attribute it already gave the ledger (SQLite prunes by the same rule:
+/// src/store/embedded/retention.rs).
+#[tokio::test]
+async fn quarantined_items_expire_after_the_retention() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let stack = support::Stack::create().await;
+    let (ledger_table, state_table) = (stack.table("LedgerTable"), stack.table("StateTable"));
+    let ledger = wati_ingest::store::aws::DynamoLedger::new(stack.dynamodb.clone(), &ledger_table)
+        .with_quarantine_retention_days(3);
+    let state =
+        wati_ingest::store::dynamo_state::DynamoState::new(stack.dynamodb.clone(), &state_table)
+            .with_quarantine_retention_days(3);
+    ledger
+        .quarantine(&QuarantineEntry {
+            key: "quarantine:abc".into(),
+            reason: "not JSON".into(),
+            body: b"<".to_vec(),
+            received_at: 1_000,
+        })
+        .await
+        .unwrap();
+    wati_ingest::ports::StateStore::quarantine(
+        &state,
+        &QueuedEvent::archived("k:proc", 2_000, "{}"),
+        "names no message id",
+    )
+    .await
+    .unwrap();
+    let expiry = |table: &str, key: Vec<(&str, &str)>| {
+        let mut get = stack
+            .dynamodb
+            .get_item()
+            .table_name(table)
+            .consistent_read(true);
+        for (name, value) in key {
+            get = get.key(name, AttributeValue::S(value.into()));
+        }
+        async move {
+            let item = get.send().await.unwrap().item.expect("the item");
+            item["expires_at"].as_n().unwrap().parse::<i64>().unwrap()
+        }
+    };
+    assert_eq!(
+        expiry(&ledger_table, vec![("pk", "quarantine:abc")]).await,
+        1_000 + 3 * 86_400
+    );
+    assert_eq!(
+        expiry(
+            &state_table,
+            vec![("pk", "QUARANTINE#k:proc"), ("sk", "QUARANTINE")]
+        )
+        .await,
+        2_000 + 3 * 86_400
+    );
+    let template: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string("template.yaml").unwrap()).unwrap();
+    for table in ["LedgerTable", "StateTable"] {
+        let ttl = &template["Resources"][table]["Properties"]["TimeToLiveSpecification"];
+        assert_eq!(ttl["AttributeName"].as_str(), Some("expires_at"), "{table}");
+        assert_eq!(ttl["Enabled"].as_bool(), Some(true), "{table}");
+    }
+}

@@ -41,6 +41,7 @@ pub fn config(data_dir: &Path) -> LocalConfig {
         dedup_ttl_days: 7,
         max_body_bytes: 256 * 1024,
         window_closing_lead_minutes: 60,
+        quarantine_retention_days: 30,
         forward: None,
     }
 }

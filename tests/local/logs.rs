@@ -103,7 +103,10 @@ async fn info_logs_hold_no_secrets_phone_numbers_or_text() {
     let processed = keys_of(" processed", "outcome=");
     assert!(accepted.len() >= events.len() / 2, "{accepted:?}");
     let unmatched: Vec<&String> = accepted.difference(&processed).collect();
-    assert!(unmatched.is_empty(), "accepted, never in a processor line: {unmatched:?}\n{log}");
+    assert!(
+        unmatched.is_empty(),
+        "accepted, never in a processor line: {unmatched:?}\n{log}"
+    );
     for phone in [
         "14155550101",
         "14155550102",

@@ -14,8 +14,8 @@ use crate::ports::{
 const MARK_PARTITION: &str = "ledger";
 
 /// When a ledger row's key may be taken by a new event: its `expires_at`, or never (NULL) while
-/// the row is marked for redrive, since it holds an event not yet delivered. The ledger is never
-/// pruned here; this is the rule a pruner would follow, the TTL's rule on DynamoDB.
+/// the row is marked for redrive, since it holds an event not yet delivered. The rule
+/// [`EmbeddedStore::prune`](super::retention) follows, and the TTL's on DynamoDB.
 const LEDGER_EXPIRY: &str = "CASE WHEN redrive_at IS NULL THEN expires_at END";
 
 impl EmbeddedStore {

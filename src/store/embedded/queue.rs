@@ -11,9 +11,9 @@ use super::ledger::record_in;
 use super::{now_ms, EmbeddedStore};
 use crate::ports::{Intake, LedgerEntry, Queue, QueuedEvent, Recorded, StoreError};
 
-/// A queue row's body: its own, or else its ledger row's. The ledger is never pruned here and a
-/// reused key copies its old body into the queue first (`record_in`), so the ledger's is the one
-/// enqueued; `''` (quarantined by the processor as unparseable) only if a row was deleted by hand.
+/// A queue row's body: its own, or else its ledger row's. The pruner keeps a ledger row a queue
+/// row refers to ([`super::retention`]) and a reused key copies its old body into the queue first
+/// (`record_in`), so the ledger's is the one enqueued; `''` (quarantined by the processor as unparseable) only if a row was deleted by hand.
 const QUEUED_BODY: &str = "COALESCE(queue.body, \
      (SELECT CAST(ledger.body AS TEXT) FROM ledger WHERE ledger.key = queue.key), '')";
 

@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_by_redrive ON ledger(redrive_at) WHERE redrive_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ledger_by_received ON ledger(received_at);
+CREATE INDEX IF NOT EXISTS ledger_by_expiry ON ledger(expires_at);
 CREATE TABLE IF NOT EXISTS quarantine (
     key         TEXT PRIMARY KEY,
     reason      TEXT NOT NULL,
