@@ -752,28 +752,45 @@ impl StateStore for DynamoState {
                 )
                 .item("body", body.clone())
         };
-        // No read: the put under the key succeeds when the key is free or holds this very body;
-        // otherwise the key holds a twin's body, and this one goes under its variant key.
+        // No read: the put under the key succeeds when the key is free. When it holds something,
+        // the failed condition returns it: this very body (a retry, a redelivery) keeps the
+        // first record whole, reason and receipt included, as SQLite does; another body (a
+        // v1/v2 twin, sent under the key its body names) goes under its variant key.
         let first = put(&event.key)
-            .condition_expression("attribute_not_exists(pk) OR body = :body")
-            .expression_attribute_values(":body", body.clone())
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match first {
+        let kept = match first {
+            Ok(_) => return Ok(()),
+            Err(error) => match error.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(failed) => failed.item,
+                other => return Err(unavailable("quarantine", other)),
+            },
+        };
+        let same_body = kept
+            .as_ref()
+            .and_then(|item| bytes(item, "body"))
+            .is_some_and(|kept| kept == event.body.as_bytes());
+        if same_body {
+            return Ok(());
+        }
+        let variant = put(&variant_key(&event.key, event.body.as_bytes()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match variant {
             Ok(_) => Ok(()),
+            // The variant key names this body: already kept, first record whole.
             Err(error)
                 if matches!(
                     error.as_service_error(),
                     Some(PutItemError::ConditionalCheckFailedException(_))
                 ) =>
             {
-                put(&variant_key(&event.key, event.body.as_bytes()))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| unavailable("quarantine a variant", e))
+                Ok(())
             }
-            Err(error) => Err(unavailable("quarantine", error)),
+            Err(error) => Err(unavailable("quarantine a variant", error)),
         }
     }
 

@@ -313,6 +313,42 @@ async fn twins_in_quarantine_keep_both_bodies(backend: Backend) {
     );
 }
 
+contract!(a_quarantined_body_keeps_its_first_record);
+/// The same body quarantined again (a redelivery, a replay, another reason) leaves the first
+/// record whole, reason and receipt included; the same for a twin's variant.
+async fn a_quarantined_body_keeps_its_first_record(backend: Backend) {
+    let state = backend.state();
+    let body = r#"{"eventType":"sessionMessageSent","id":"Q1"}"#;
+    let twin = r#"{"eventType":"sessionMessageSent_v2","id":"Q1","localMessageId":"l"}"#;
+    for (at, reason) in [(100, "first reason"), (200, "second reason")] {
+        for kept in [body, twin] {
+            state
+                .quarantine(&QueuedEvent::archived("k:q1", at, kept), reason)
+                .await
+                .unwrap();
+        }
+    }
+    let first = state.quarantined("k:q1").await.unwrap().expect("kept");
+    assert_eq!(
+        (
+            first.reason.as_str(),
+            first.received_at,
+            first.body.as_slice()
+        ),
+        ("first reason", 100, body.as_bytes())
+    );
+    let variant = wati_ingest::event::variant_key("k:q1", twin.as_bytes());
+    let second = state.quarantined(&variant).await.unwrap().expect("variant");
+    assert_eq!(
+        (
+            second.reason.as_str(),
+            second.received_at,
+            second.body.as_slice()
+        ),
+        ("first reason", 100, twin.as_bytes())
+    );
+}
+
 contract!(conflicting_facts_keep_the_least_value_whole);
 /// Values that are not identities may differ between events: each keeps its least value (the
 /// earliest time; the earliest failure with its own code and detail, never mixed).
