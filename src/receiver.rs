@@ -610,9 +610,12 @@ mod tests {
         /// The size of each `send_batch` call.
         batches: Mutex<Vec<usize>>,
         calls: Mutex<HashMap<&'static str, usize>>,
-        /// Set: a ledger write waits (up to a second) for a send to start, and fails without.
+        /// Set: a ledger write and a send each wait (up to a second) for the other to start, and
+        /// fail without: only the two issued together both succeed (either order one after the
+        /// other fails the first).
         record_waits_for_send: std::sync::atomic::AtomicBool,
         send_started: tokio::sync::Notify,
+        record_started: tokio::sync::Notify,
     }
 
     impl MemoryStore {
@@ -699,6 +702,7 @@ mod tests {
                 .record_waits_for_send
                 .load(std::sync::atomic::Ordering::SeqCst)
             {
+                self.record_started.notify_one();
                 let started = self.send_started.notified();
                 tokio::time::timeout(std::time::Duration::from_secs(1), started)
                     .await
@@ -835,7 +839,18 @@ mod tests {
     #[async_trait]
     impl Queue for MemoryStore {
         async fn send(&self, event: &QueuedEvent) -> Result<(), StoreError> {
-            self.send_started.notify_one();
+            if self
+                .record_waits_for_send
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                self.send_started.notify_one();
+                let started = self.record_started.notified();
+                tokio::time::timeout(std::time::Duration::from_secs(1), started)
+                    .await
+                    .map_err(|_| {
+                        StoreError::unavailable(SEND, "no ledger write started meanwhile")
+                    })?;
+            }
             self.enter(SEND)?;
             if self.refused.lock().unwrap().contains(&event.key) {
                 return Err(StoreError::unavailable(SEND, "refused"));
