@@ -44,6 +44,17 @@ pub enum Receipt {
     Unavailable,
 }
 
+/// Which copy of an event the receive sent first, so that it sends no copy twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SentAs {
+    /// As received (this receipt's time, archived).
+    Received,
+    /// Dated by the key's first receipt (a duplicate the intake already knew to be one).
+    FirstReceipt,
+    /// Marked for the processor to archive (the intake's write failed).
+    Unarchived,
+}
+
 /// The path a receipt took, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -126,19 +137,46 @@ impl Receiver {
             received_at,
             self.settings.dedup_ttl_seconds,
         );
+        // A fact without a credible timestamp is dated by the first receipt, as the ledger
+        // archives it (so every copy and a replay agree): a duplicate of one goes out with the
+        // first receipt.
+        let dated_later = |first_received_at: i64| {
+            fact_time(event.timestamp, first_received_at) != fact_time(event.timestamp, received_at)
+        };
         // Every delivery is sent, a duplicate again: a crash after the first delivery's ledger
         // write could have lost its send. The ledger's answer decides what else it needs.
-        let (recorded, sent, sent_unarchived) = match &self.intake {
-            // One store for both: one write records a new event and queues it.
+        let (recorded, sent, sent_as) = match &self.intake {
+            // One store for both: one write records a new event and queues it. The ledger's
+            // answer is known before the send, so the copy sent is already the right one.
             Some(intake) => match intake.record_and_send(&entry, &queued).await {
                 Ok(Recorded::New) => return (Receipt::Accepted { key }, Path::Enqueued),
-                Ok(existing) => (Ok(existing), self.queue.send(&queued).await, false),
+                Ok(Recorded::Existing {
+                    received_at: first,
+                    body: original,
+                }) if original == body && dated_later(first) => {
+                    let copy = QueuedEvent {
+                        received_at: first,
+                        ..queued.clone()
+                    };
+                    let sent = self.queue.send(&copy).await;
+                    let existing = Recorded::Existing {
+                        received_at: first,
+                        body: original,
+                    };
+                    (Ok(existing), sent, SentAs::FirstReceipt)
+                }
+                Ok(existing) => (
+                    Ok(existing),
+                    self.queue.send(&queued).await,
+                    SentAs::Received,
+                ),
                 Err(error) => {
                     let unarchived = QueuedEvent {
                         unarchived: true,
                         ..queued.clone()
                     };
-                    (Err(error), self.queue.send(&unarchived).await, true)
+                    let sent = self.queue.send(&unarchived).await;
+                    (Err(error), sent, SentAs::Unarchived)
                 }
             },
             // The ledger write and the send at once: the answer waits for the slower of the
@@ -146,7 +184,7 @@ impl Receiver {
             None => {
                 let (recorded, sent) =
                     futures_util::join!(self.ledger.record(&entry), self.queue.send(&queued));
-                (recorded, sent, false)
+                (recorded, sent, SentAs::Received)
             }
         };
         match recorded {
@@ -165,14 +203,10 @@ impl Receiver {
                 received_at: first_received_at,
                 ..
             }) => {
-                // A fact without a credible timestamp is dated by the first receipt, as the
-                // ledger archives it (so every copy and a replay agree): this copy went out with
-                // its own receipt, so one with the first goes too (rare: Wati's events carry a
-                // timestamp).
-                let dated_later = fact_time(event.timestamp, first_received_at)
-                    != fact_time(event.timestamp, received_at);
+                // Sent with its own receipt (the ledger's answer came with the send): one with
+                // the first goes too (rare: Wati's events carry a timestamp).
                 let sent = match sent {
-                    Ok(()) if dated_later => {
+                    Ok(()) if sent_as == SentAs::Received && dated_later(first_received_at) => {
                         let first = QueuedEvent {
                             received_at: first_received_at,
                             ..queued
@@ -197,7 +231,7 @@ impl Receiver {
                 let sent = match sent {
                     // The copy sent is not archived: one that says so makes the processor
                     // archive it. Without it Wati must retry, or the archive would miss it.
-                    Ok(()) if !sent_unarchived => {
+                    Ok(()) if sent_as != SentAs::Unarchived => {
                         let unarchived = QueuedEvent {
                             unarchived: true,
                             ..queued
@@ -873,6 +907,23 @@ mod tests {
         Receiver::new(store.clone(), store.clone(), ReceiverSettings::default())
     }
 
+    /// As the embedded store is one: ledger write and send in one call (not atomic here; the
+    /// tests below only count what is sent).
+    #[async_trait]
+    impl crate::ports::Intake for MemoryStore {
+        async fn record_and_send(
+            &self,
+            entry: &LedgerEntry,
+            event: &QueuedEvent,
+        ) -> Result<Recorded, StoreError> {
+            let recorded = self.record(entry).await?;
+            if recorded == Recorded::New {
+                self.send(event).await?;
+            }
+            Ok(recorded)
+        }
+    }
+
     fn text(body: &[u8]) -> String {
         String::from_utf8(body.to_vec()).unwrap()
     }
@@ -990,6 +1041,39 @@ mod tests {
         let times: Vec<i64> = store.sent().iter().map(|q| q.received_at).collect();
         assert_eq!(times.len(), 2, "{times:?}");
         assert_eq!(times[1], first, "the last copy dated by the first receipt");
+    }
+
+    /// Through one intake store the ledger's answer comes before the send: a duplicate dated by
+    /// its receipt goes out once, with the first receipt (not once with its own and once more).
+    #[tokio::test]
+    async fn an_intake_sends_a_receipt_dated_duplicate_once() {
+        let store = MemoryStore::new();
+        let first = now_unix() - 3600;
+        let key = "sentMessageDELIVERED:wamid.X";
+        store.seed(LedgerEntry {
+            key: key.into(),
+            event_type: "sentMessageDELIVERED".into(),
+            body: DELIVERED.to_vec(),
+            received_at: first,
+            expires_at: first + 7 * DAY,
+        });
+        let receiver = Receiver::over_intake(store.clone(), ReceiverSettings::default());
+        let (receipt, path) = receiver.receive(DELIVERED).await;
+
+        assert_eq!(receipt, Receipt::Duplicate { key: key.into() });
+        assert_eq!(path, Path::DuplicateResent);
+        let times: Vec<i64> = store.sent().iter().map(|q| q.received_at).collect();
+        assert_eq!(times, vec![first], "one copy, dated by the first receipt");
+        // One dated by its timestamp: one copy as received.
+        let store = MemoryStore::new();
+        let receiver = Receiver::over_intake(store.clone(), ReceiverSettings::default());
+        receiver.receive(READ_V1).await;
+        receiver.receive(READ_V1).await;
+        assert_eq!(
+            store.sent().len(),
+            2,
+            "the first delivery and the duplicate's one copy"
+        );
     }
 
     /// The v2 twin of a received v1 callback shares its key but adds fields: it is answered
