@@ -52,6 +52,7 @@ from pathlib import Path
 from unittest import mock
 
 from cfn_template import load_template, serverless_functions
+from check_report import Failures
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / "target" / "deploy-check"
@@ -62,19 +63,6 @@ ARCHITECTURES = ("arm64", "x86_64")
 BUILD_METADATA = ("BuildMethod", "BuildProperties")
 MARKER = "wati-ingest check-deploy-template:"
 BUCKET = "check-managed-bucket"
-
-
-class Failures:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self.checks = 0
-
-    def check(self, ok: bool, what: str) -> bool:
-        self.checks += 1
-        if not ok:
-            self.items.append(what)
-            print(f"FAIL: {what}")
-        return ok
 
 
 # --- the scratch tree ------------------------------------------------------------------------

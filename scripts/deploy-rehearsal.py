@@ -51,6 +51,7 @@ import zipfile
 from pathlib import Path
 
 from cfn_template import load_template  # scripts/cfn_template.py: shared with the deploy template
+from check_report import Failures  # scripts/check_report.py: the tally both scripts use
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "rehearsal"
@@ -182,19 +183,6 @@ SCENARIO_VALUES: dict[str, list[str]] = {}
 for _given in SCENARIOS.values():
     for _key, _value in _given.items():
         SCENARIO_VALUES.setdefault(_key, []).append(_value)
-
-
-class Failures:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self.checks = 0
-
-    def check(self, ok: bool, what: str) -> bool:
-        self.checks += 1
-        if not ok:
-            self.items.append(what)
-            print(f"FAIL: {what}")
-        return ok
 
 
 # --- template.yaml as CloudFormation's JSON form (load_template: scripts/cfn_template.py) ---

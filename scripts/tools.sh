@@ -22,31 +22,26 @@ venv="${TOOLS_VENV:-$root/.cache/tools/venv}"
 # venv installed with another spec (or before the pins) is reinstalled.
 tools_spec="aws-sam-cli==1.170.0 aws-sam-translator==1.115.0 cfn-lint==1.58.0 cargo-lambda==1.9.2 ziglang==0.17.1"
 
-install() {
-  if [ ! -x "$venv/bin/sam" ] || [ ! -x "$venv/bin/cfn-lint" ] || [ ! -x "$venv/bin/cargo-lambda" ] \
-    || [ "$(cat "$venv/.installed-spec" 2>/dev/null)" != "$tools_spec" ]; then
-    echo "tools: installing $tools_spec (PyPI)" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv"
+# ensure_venv DIR SPEC: a venv at DIR holding exactly SPEC (a list of requirements). The spec is
+# the cache key: a venv installed with another one (or before the pins) is made anew.
+ensure_venv() {
+  local dir=$1 spec=$2
+  if [ ! -x "$dir/bin/python" ] || [ "$(cat "$dir/.installed-spec" 2>/dev/null)" != "$spec" ]; then
+    echo "tools: installing $spec (PyPI) into $dir" >&2
+    rm -rf "$dir"
+    python3 -m venv "$dir"
     # shellcheck disable=SC2086  # the spec is a list of requirements
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $tools_spec
-    echo "$tools_spec" >"$venv/.installed-spec"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check $spec
+    echo "$spec" >"$dir/.installed-spec"
   fi
 }
+
+install() { ensure_venv "$venv" "$tools_spec"; }
 
 verifier_venv="${VERIFIER_VENV:-$root/.cache/verifier/venv}"
 verifier_spec="standardwebhooks==1.1.0"
 
-verifier() {
-  if ! "$verifier_venv/bin/python" -c 'import standardwebhooks' 2>/dev/null \
-    || [ "$(cat "$verifier_venv/.installed-spec" 2>/dev/null)" != "$verifier_spec" ]; then
-    echo "tools: installing $verifier_spec (PyPI) into $verifier_venv" >&2
-    rm -rf "$verifier_venv"
-    python3 -m venv "$verifier_venv"
-    "$verifier_venv/bin/pip" install --quiet --disable-pip-version-check "$verifier_spec"
-    echo "$verifier_spec" >"$verifier_venv/.installed-spec"
-  fi
-}
+verifier() { ensure_venv "$verifier_venv" "$verifier_spec"; }
 
 # The deploy rehearsal's venv (.cache/rehearsal/venv, about 50 s to install): moto in-process
 # with the services the template makes, and the SAM translator SAM CLI pins. Not moto's `server`
@@ -55,17 +50,7 @@ verifier() {
 rehearsal_venv="${REHEARSAL_VENV:-$root/.cache/rehearsal/venv}"
 rehearsal_spec="moto[cloudformation,apigatewayv2,dynamodbstreams,events]==5.1.22 aws-sam-translator==1.115.0"
 
-rehearsal() {
-  if [ ! -x "$rehearsal_venv/bin/python" ] \
-    || [ "$(cat "$rehearsal_venv/.installed-spec" 2>/dev/null)" != "$rehearsal_spec" ]; then
-    echo "tools: installing $rehearsal_spec (PyPI) into $rehearsal_venv" >&2
-    rm -rf "$rehearsal_venv"
-    python3 -m venv "$rehearsal_venv"
-    # shellcheck disable=SC2086  # the spec is a list of requirements
-    "$rehearsal_venv/bin/pip" install --quiet --disable-pip-version-check $rehearsal_spec
-    echo "$rehearsal_spec" >"$rehearsal_venv/.installed-spec"
-  fi
-}
+rehearsal() { ensure_venv "$rehearsal_venv" "$rehearsal_spec"; }
 
 case "${1:-}" in
   install) install ;;

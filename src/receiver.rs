@@ -720,6 +720,17 @@ mod tests {
         }
 
         /// Puts an entry in the ledger directly, as an earlier receipt would have.
+        /// A ledger row for `key` as a first receipt at `received_at` left it (7-day window).
+        fn seed_received(&self, key: &str, event_type: &str, body: &[u8], received_at: i64) {
+            self.seed(LedgerEntry {
+                key: key.into(),
+                event_type: event_type.into(),
+                body: body.to_vec(),
+                received_at,
+                expires_at: received_at + 7 * DAY,
+            });
+        }
+
         fn seed(&self, entry: LedgerEntry) {
             let row = Row {
                 entry: entry.clone(),
@@ -999,13 +1010,7 @@ mod tests {
     async fn a_duplicate_of_a_lost_send_is_sent_again() {
         let store = MemoryStore::new();
         let first = now_unix() - 3600;
-        store.seed(LedgerEntry {
-            key: READ_KEY.into(),
-            event_type: "sentMessageREAD".into(),
-            body: READ_V1.to_vec(),
-            received_at: first,
-            expires_at: first + 7 * DAY,
-        });
+        store.seed_received(READ_KEY, "sentMessageREAD", READ_V1, first);
         let (receipt, path) = receiver(&store).receive(READ_V1).await;
 
         assert_eq!(
@@ -1028,13 +1033,7 @@ mod tests {
         let store = MemoryStore::new();
         let first = now_unix() - 3600;
         let key = "sentMessageDELIVERED:wamid.X";
-        store.seed(LedgerEntry {
-            key: key.into(),
-            event_type: "sentMessageDELIVERED".into(),
-            body: DELIVERED.to_vec(),
-            received_at: first,
-            expires_at: first + 7 * DAY,
-        });
+        store.seed_received(key, "sentMessageDELIVERED", DELIVERED, first);
         let (receipt, _) = receiver(&store).receive(DELIVERED).await;
 
         assert_eq!(receipt, Receipt::Duplicate { key: key.into() });
@@ -1050,13 +1049,7 @@ mod tests {
         let store = MemoryStore::new();
         let first = now_unix() - 3600;
         let key = "sentMessageDELIVERED:wamid.X";
-        store.seed(LedgerEntry {
-            key: key.into(),
-            event_type: "sentMessageDELIVERED".into(),
-            body: DELIVERED.to_vec(),
-            received_at: first,
-            expires_at: first + 7 * DAY,
-        });
+        store.seed_received(key, "sentMessageDELIVERED", DELIVERED, first);
         let receiver = Receiver::over_intake(store.clone(), ReceiverSettings::default());
         let (receipt, path) = receiver.receive(DELIVERED).await;
 
@@ -1348,13 +1341,7 @@ mod tests {
     async fn a_duplicate_with_queue_down_is_marked_then_swept() {
         let store = MemoryStore::new();
         let first = now_unix() - 3600;
-        store.seed(LedgerEntry {
-            key: READ_KEY.into(),
-            event_type: "sentMessageREAD".into(),
-            body: READ_V1.to_vec(),
-            received_at: first,
-            expires_at: first + 7 * DAY,
-        });
+        store.seed_received(READ_KEY, "sentMessageREAD", READ_V1, first);
         store.fail(SEND);
         let (receipt, path) = receiver(&store).receive(READ_V1).await;
 
@@ -1667,13 +1654,7 @@ mod tests {
     async fn a_marked_entry_is_not_overwritten_after_its_window() {
         let store = MemoryStore::new();
         let old = now_unix() - 30 * DAY;
-        store.seed(LedgerEntry {
-            key: READ_KEY.into(),
-            event_type: "sentMessageREAD".into(),
-            body: READ_V2.to_vec(),
-            received_at: old,
-            expires_at: old + 7 * DAY,
-        });
+        store.seed_received(READ_KEY, "sentMessageREAD", READ_V2, old);
         store
             .ledger
             .lock()

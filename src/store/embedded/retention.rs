@@ -29,41 +29,47 @@ impl EmbeddedStore {
         now: i64,
         quarantine_retention_seconds: i64,
     ) -> Result<Pruned, StoreError> {
-        let mut pruned = Pruned::default();
+        let ledger = self
+            .delete_in_batches(
+                "prune the ledger",
+                "DELETE FROM ledger WHERE key IN (
+                     SELECT key FROM ledger
+                     WHERE expires_at <= ?1 AND redrive_at IS NULL
+                       AND key NOT IN (SELECT key FROM queue WHERE body IS NULL)
+                     LIMIT ?2)",
+                now,
+            )
+            .await?;
+        let quarantine = self
+            .delete_in_batches(
+                "prune the quarantine",
+                "DELETE FROM quarantine WHERE key IN (
+                     SELECT key FROM quarantine WHERE received_at < ?1 LIMIT ?2)",
+                now.saturating_sub(quarantine_retention_seconds),
+            )
+            .await?;
+        Ok(Pruned { ledger, quarantine })
+    }
+
+    /// Runs `delete` (`?1`: `bound`, `?2`: the batch size) until a batch deletes fewer than
+    /// [`BATCH`] rows; returns how many it deleted in all.
+    async fn delete_in_batches(
+        &self,
+        operation: &'static str,
+        delete: &'static str,
+        bound: i64,
+    ) -> Result<usize, StoreError> {
+        let mut total = 0;
         loop {
             let deleted = self
                 .intake()
-                .write("prune the ledger", move |conn| {
-                    conn.execute(
-                        "DELETE FROM ledger WHERE key IN (
-                             SELECT key FROM ledger
-                             WHERE expires_at <= ?1 AND redrive_at IS NULL
-                               AND key NOT IN (SELECT key FROM queue WHERE body IS NULL)
-                             LIMIT ?2)",
-                        params![now, BATCH],
-                    )
+                .write(operation, move |conn| {
+                    conn.execute(delete, params![bound, BATCH])
                 })
                 .await?;
-            pruned.ledger += deleted;
+            total += deleted;
             if (deleted as i64) < BATCH {
-                break;
-            }
-        }
-        let before = now.saturating_sub(quarantine_retention_seconds);
-        loop {
-            let deleted = self
-                .intake()
-                .write("prune the quarantine", move |conn| {
-                    conn.execute(
-                        "DELETE FROM quarantine WHERE key IN (
-                             SELECT key FROM quarantine WHERE received_at < ?1 LIMIT ?2)",
-                        params![before, BATCH],
-                    )
-                })
-                .await?;
-            pruned.quarantine += deleted;
-            if (deleted as i64) < BATCH {
-                return Ok(pruned);
+                return Ok(total);
             }
         }
     }
