@@ -18,9 +18,12 @@ done
 for arch in "${archs[@]}"; do
   flag="--$arch"
   [ "$arch" = "x86_64" ] && flag="--x86-64"
+  started=$SECONDS
   cargo lambda build --release --locked "$flag" --output-format zip \
     --lambda-dir "target/lambda/$arch" \
     --bin receiver --bin processor --bin sweeper --bin api --bin notifier --bin windows
+  # The build's own time (the deploy build time, for the template's arm64), as make deploy sees it.
+  echo "build-lambdas: $arch: six binaries built in $((SECONDS - started)) s" >&2
 done
 header="| function |" rule="|---|"
 for arch in "${archs[@]}"; do header+=" $arch zip |"; rule+="---|"; done
