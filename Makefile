@@ -17,13 +17,13 @@ demo:
 
 ## smoke: post a sample of each kind of callback and read the state (and the change) back,
 ## each hop timed and explained; by default against `make run` (its DATA_DIR's secret and token),
-## or a deployment: make smoke WEBHOOK_URL=https://…/webhook/<secret> API_URL=<ReadApiUrl>
-## API_TOKEN=<token>
-WEBHOOK_URL ?= http://127.0.0.1:$(PORT)/webhook/$(shell cat $(DATA_DIR)/webhook_secret 2>/dev/null)
-API_URL ?= http://127.0.0.1:$(PORT)
+## or a deployment: export SMOKE_WEBHOOK_URL (the webhook URL with its secret), SMOKE_API_URL
+## (ReadApiUrl) and API_TOKEN first. Secrets go through the environment and files only, never a
+## command line (other users see those in the process list).
 .PHONY: smoke
 smoke:
-	@SMOKE_WEBHOOK_URL='$(WEBHOOK_URL)' SMOKE_API_URL='$(API_URL)' \
+	@SMOKE_WEBHOOK_URL="$${SMOKE_WEBHOOK_URL:-http://127.0.0.1:$(PORT)/webhook/$$(cat $(DATA_DIR)/webhook_secret 2>/dev/null)}" \
+	  SMOKE_API_URL="$${SMOKE_API_URL:-http://127.0.0.1:$(PORT)}" \
 	  API_TOKEN="$${API_TOKEN:-$$(cat $(DATA_DIR)/api_token 2>/dev/null)}" \
 	  $(CARGO) run --quiet --profile local --locked --bin wati-ingest -- smoke
 

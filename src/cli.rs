@@ -75,11 +75,22 @@ pub enum Command {
     BackfillContactIndex,
     /// Post samples to a deployment and read them back ([`crate::smoke`]).
     Smoke {
-        webhook_url: String,
+        webhook_url: Redacted,
         api_url: String,
-        token: String,
+        token: Redacted,
         wait_seconds: u64,
     },
+}
+
+/// A value that holds a secret (the webhook URL's path, a token): compared and cloned like a
+/// string, never shown by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Exit status of `inspect` when nothing is kept under the id (0: found, 1: failed, 2: usage).
@@ -89,7 +100,7 @@ const ENVIRONMENT: &str = "\
 Local commands read only DATA_DIR (default ./.wati-ingest), and refuse a directory that holds no
 store. With --aws: LEDGER_TABLE, STATE_TABLE, QUEUE_URL and DLQ_URL (the stack's outputs of the
 same names), and the usual AWS credentials and region.
-Exit status: 0 done, 1 failed, 2 usage error, 3 nothing found (inspect).";
+Exit status: 0 done, 1 failed, 2 usage error, 3 nothing found (inspect; redrive-dlq --key).";
 
 /// wati-ingest: Wati's webhooks into message and session state; the local pipeline and the
 /// operator's commands.
@@ -168,13 +179,16 @@ enum CliCommand {
     /// After a deploy: post a uniquely identified sample of each kind of callback, read the
     /// state (and the change) back, print each hop's latency and what is wrong (exit 1)
     Smoke {
-        /// The webhook URL with the secret, as pasted into Wati (local: http://127.0.0.1:3000/webhook/<secret>)
+        /// The webhook URL with the secret, as pasted into Wati (local:
+        /// http://127.0.0.1:3000/webhook/<secret>). Prefer the SMOKE_WEBHOOK_URL variable: an
+        /// argument is visible to other users in the process list
         #[arg(long, env = "SMOKE_WEBHOOK_URL", hide_env_values = true)]
         webhook_url: String,
         /// The read API's URL (the ReadApiUrl output; local: http://127.0.0.1:3000)
         #[arg(long, env = "SMOKE_API_URL")]
         api_url: String,
-        /// The read API's bearer token (ApiToken; local: DATA_DIR/api_token)
+        /// The read API's bearer token (ApiToken; local: DATA_DIR/api_token). Prefer the
+        /// API_TOKEN variable: an argument is visible to other users in the process list
         #[arg(long, env = "API_TOKEN", hide_env_values = true)]
         token: String,
         /// How long to wait for the state and the change once the webhooks are answered
@@ -274,9 +288,9 @@ where
             token,
             wait_seconds,
         } => local(Command::Smoke {
-            webhook_url,
+            webhook_url: Redacted(webhook_url),
             api_url,
-            token,
+            token: Redacted(token),
             wait_seconds,
         }),
         CliCommand::BackfillContactIndex { .. } => Invocation {
@@ -716,6 +730,38 @@ mod tests {
             refused("backfill-contact-index"),
             ErrorKind::MissingRequiredArgument
         );
+    }
+
+    /// `{:?}` of a parsed command never shows the secret URL or the token.
+    #[test]
+    fn secrets_in_arguments_are_never_shown() {
+        let invocation = parsed(
+            "smoke --webhook-url http://h/webhook/SECRET-0123456789abcdef --api-url http://h \
+             --token TOKEN-0123456789abcdef",
+        );
+        let shown = format!("{invocation:?}");
+        assert!(
+            !shown.contains("SECRET-") && !shown.contains("TOKEN-"),
+            "{shown}"
+        );
+        let Command::Smoke {
+            webhook_url, token, ..
+        } = invocation.command
+        else {
+            panic!("not smoke: {invocation:?}");
+        };
+        let config = crate::smoke::SmokeConfig {
+            webhook_url: webhook_url.0,
+            api_url: "http://h".into(),
+            token: token.0,
+            wait: std::time::Duration::from_secs(1),
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("SECRET-") && !shown.contains("TOKEN-"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://h"), "{shown}");
     }
 
     /// A reason read from the store cannot forge a second line on the operator's terminal.

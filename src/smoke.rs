@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::http_client::{describe, HttpClient};
 
 /// Where to post and read, and how long to wait for the state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SmokeConfig {
     /// The webhook URL with the secret, as pasted into Wati.
     pub webhook_url: String,
@@ -24,6 +24,17 @@ pub struct SmokeConfig {
     pub token: String,
     /// How long to wait for the state and the change once the webhooks are answered.
     pub wait: Duration,
+}
+
+impl std::fmt::Debug for SmokeConfig {
+    /// The webhook URL's host only (its path is the secret), never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmokeConfig")
+            .field("webhook", &shown_host(&self.webhook_url))
+            .field("api_url", &self.api_url)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One sample run's identity: what it posts and what it then reads.

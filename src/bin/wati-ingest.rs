@@ -44,9 +44,9 @@ async fn main() -> ExitCode {
             ..
         } => {
             smoke(wati_ingest::smoke::SmokeConfig {
-                webhook_url,
+                webhook_url: webhook_url.0,
                 api_url,
-                token,
+                token: token.0,
                 wait: std::time::Duration::from_secs(wait_seconds),
             })
             .await

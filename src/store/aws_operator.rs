@@ -2,11 +2,19 @@
 //! receiver's in the ledger table under `quarantine:` keys, the processor's in the state table
 //! under `QUARANTINE#` items) and the SQS dead-letter queue.
 //!
-//! Listing a quarantine scans its table (no index holds quarantined items): an operator's
-//! command, billed like any scan (a ledger of 7 days at 100 callbacks/s, ~60 M items, is a long
-//! one: pass `--limit` and expect minutes). Nothing here is on a request path.
+//! Listing a quarantine scans both tables whole (no index holds quarantined items), then keeps
+//! the newest `--limit`: `--limit` does not shorten the scan. An operator's command, billed like
+//! any scan; its time grows with the tables (an estimate: a 7-day ledger at 100 callbacks/s holds
+//! ~60 M items, some 30 GB, tens of thousands of 1 MB scan pages one after the other: an hour or
+//! more). Nothing here is on a request path.
+//!
+//! The dead-letter queue is read page by page (10 messages a receive, long polls): a redrive of
+//! everything moves each page as it is received (`SendMessageBatch`, then `DeleteMessageBatch`
+//! with that receive's handles); a listing or a `--key` redrive holds what it has seen hidden
+//! (see [`HOLD_SECONDS`]) so that one pass sees each message once, and releases it at the end,
+//! also when a step failed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -198,79 +206,94 @@ pub struct SqsDeadLetters {
     pub queue_url: String,
 }
 
-/// How long a listing or a redrive keeps the messages it has seen hidden; they are made visible
-/// again when it ends (or when this runs out, if it dies).
-const HOLD_SECONDS: i32 = 60;
+/// How long the messages a listing or a `--key` redrive has looked at stay hidden from other
+/// readers, so that one pass sees each once; they are made visible again when it ends (or when
+/// this runs out, if it dies). At ~10 messages per 100 ms receive, 5 minutes is one pass over
+/// ~30,000 messages; a message seen again ends the pass (see [`Pass`]).
+const HOLD_SECONDS: i32 = 300;
 /// A receive waits this long for messages: an empty short poll does not mean an empty queue
 /// (SQS samples a subset of its servers), a long poll asks all of them.
 const POLL_SECONDS: i32 = 2;
-
 /// Empty long polls in a row after which the DLQ counts as read, whatever its approximate count.
 const MAX_EMPTY_POLLS: u32 = 5;
 
-/// A message received from the DLQ: what it holds, and the handle to delete or release it.
+/// A message received from the DLQ: what it holds, and the handle of its latest receive.
 struct Held {
+    id: String,
     event: Option<QueuedEvent>,
     body: String,
     receive_count: i64,
     handle: String,
 }
 
+/// One pass over the DLQ: the messages seen (each once, with its latest handle), and whether
+/// the pass is over.
+#[derive(Default)]
+struct Pass {
+    seen: HashMap<String, usize>,
+    held: Vec<Held>,
+    empty_polls: u32,
+}
+
 impl SqsDeadLetters {
-    /// Receives until the queue shows no visible message and a long poll comes back empty,
-    /// or until `enough` holds; every message seen stays hidden until [`Self::release`].
-    async fn receive_all(&self, enough: impl Fn(&[Held]) -> bool) -> Result<Vec<Held>, StoreError> {
-        let mut held: Vec<Held> = Vec::new();
-        let mut seen = HashSet::new();
-        let mut empty_polls = 0;
-        loop {
-            if enough(&held) {
-                return Ok(held);
-            }
-            let output = self
-                .client
-                .receive_message()
-                .queue_url(&self.dlq_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(POLL_SECONDS)
-                .visibility_timeout(HOLD_SECONDS)
-                .message_system_attribute_names(
-                    aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
-                )
-                .send()
-                .await
-                .map_err(|e| unavailable("receive from the DLQ", e))?;
-            if output.messages().is_empty() {
-                empty_polls += 1;
-                // SQS's count is approximate: it may lag the receives that came back empty.
-                if empty_polls >= MAX_EMPTY_POLLS || self.visible().await? == 0 {
-                    return Ok(held);
-                }
-                continue;
-            }
-            empty_polls = 0;
-            for message in output.messages() {
-                let id = message.message_id().unwrap_or_default().to_owned();
-                let handle = message.receipt_handle().unwrap_or_default().to_owned();
+    /// One receive of up to 10 messages, hidden for `hold` seconds.
+    async fn receive(&self, hold: i32) -> Result<Vec<Held>, StoreError> {
+        let count_name = aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount;
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.dlq_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(POLL_SECONDS)
+            .visibility_timeout(hold)
+            .message_system_attribute_names(count_name.clone())
+            .send()
+            .await
+            .map_err(|e| unavailable("receive from the DLQ", e))?;
+        Ok(output
+            .messages()
+            .iter()
+            .map(|message| {
                 let body = message.body().unwrap_or_default().to_owned();
-                if !seen.insert(id) {
-                    continue;
-                }
-                let receive_count = message
-                    .attributes()
-                    .and_then(|attributes| {
-                        attributes.get(
-                            &aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
-                        )
-                    })
-                    .and_then(|count| count.parse().ok())
-                    .unwrap_or(0);
-                held.push(Held {
+                Held {
+                    id: message.message_id().unwrap_or_default().to_owned(),
                     event: decode_queued(&body).ok(),
+                    receive_count: message
+                        .attributes()
+                        .and_then(|attributes| attributes.get(&count_name))
+                        .and_then(|count| count.parse().ok())
+                        .unwrap_or(0),
+                    handle: message.receipt_handle().unwrap_or_default().to_owned(),
                     body,
-                    receive_count,
-                    handle,
-                });
+                }
+            })
+            .collect())
+    }
+
+    /// Whether a pass that just received `page` is over: after an empty long poll when the
+    /// queue shows no visible message (or after [`MAX_EMPTY_POLLS`] of them: SQS's count is
+    /// approximate), or when a whole page was seen before (the pass has come round).
+    async fn pass_over(&self, pass: &mut Pass, page: &[Held]) -> Result<bool, StoreError> {
+        if page.is_empty() {
+            pass.empty_polls += 1;
+            return Ok(pass.empty_polls >= MAX_EMPTY_POLLS || self.visible().await? == 0);
+        }
+        pass.empty_polls = 0;
+        Ok(page
+            .iter()
+            .all(|message| pass.seen.contains_key(&message.id)))
+    }
+
+    /// Adds a page to the pass; a message seen again keeps only its newest handle (deleting or
+    /// releasing with an older one may do nothing).
+    fn add(pass: &mut Pass, page: Vec<Held>) {
+        for message in page {
+            match pass.seen.get(&message.id) {
+                Some(&at) => pass.held[at].handle = message.handle,
+                None => {
+                    pass.seen.insert(message.id.clone(), pass.held.len());
+                    pass.held.push(message);
+                }
             }
         }
     }
@@ -292,8 +315,13 @@ impl SqsDeadLetters {
             .unwrap_or(0))
     }
 
-    /// Makes held messages visible again at once.
-    async fn release(&self, held: &[&Held]) -> Result<(), StoreError> {
+    /// Makes held messages visible again at once; entries SQS refuses (a hold already over, a
+    /// stale handle) are logged: they come back when their hold ends.
+    async fn release<'a>(
+        &self,
+        held: impl IntoIterator<Item = &'a Held>,
+    ) -> Result<(), StoreError> {
+        let held: Vec<&Held> = held.into_iter().collect();
         for chunk in held.chunks(10) {
             let entries = chunk
                 .iter()
@@ -307,24 +335,168 @@ impl SqsDeadLetters {
                         .map_err(|e| StoreError::unavailable("release a dead letter", e))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            self.client
+            let output = self
+                .client
                 .change_message_visibility_batch()
                 .queue_url(&self.dlq_url)
                 .set_entries(Some(entries))
                 .send()
                 .await
                 .map_err(|e| unavailable("release dead letters", e))?;
+            for failed in output.failed() {
+                tracing::warn!(
+                    code = failed.code(),
+                    "a dead letter stays hidden until its hold ends ({HOLD_SECONDS} s)"
+                );
+            }
         }
         Ok(())
+    }
+
+    /// Moves one page of messages to the queue: `SendMessageBatch`, then `DeleteMessageBatch`
+    /// of those sent, with the handles of the receive that got them. Returns how many were
+    /// deleted from the DLQ; an entry that failed either step stays (or is sent again by the
+    /// next redrive: applying is idempotent).
+    async fn move_page(&self, page: &[&Held]) -> Result<usize, StoreError> {
+        if page.is_empty() {
+            return Ok(0);
+        }
+        let entries = page
+            .iter()
+            .enumerate()
+            .map(|(index, message)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    // The body as it came: it is already an envelope SQS took.
+                    .message_body(&message.body)
+                    .build()
+                    .map_err(|e| StoreError::unavailable("redrive a dead letter", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sent = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| unavailable("send to the queue", e))?;
+        let deletes = sent
+            .successful()
+            .iter()
+            .filter_map(|ok| page.get(ok.id().parse::<usize>().ok()?))
+            .enumerate()
+            .map(|(index, message)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(&message.handle)
+                    .build()
+                    .map_err(|e| StoreError::unavailable("delete a dead letter", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for failed in sent.failed() {
+            tracing::warn!(
+                code = failed.code(),
+                "a dead letter could not be sent; it stays"
+            );
+        }
+        if deletes.is_empty() {
+            return Ok(0);
+        }
+        let deleted = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.dlq_url)
+            .set_entries(Some(deletes))
+            .send()
+            .await
+            .map_err(|e| unavailable("delete from the DLQ", e))?;
+        for failed in deleted.failed() {
+            tracing::warn!(
+                code = failed.code(),
+                "a dead letter was sent but not deleted; a later redrive sends it again"
+            );
+        }
+        Ok(deleted.successful().len())
+    }
+
+    /// `--key`: one pass holding every message, moving those under `key` page by page; the rest
+    /// are released at the end, also when a step fails.
+    async fn redrive_key(&self, key: &str) -> Result<usize, StoreError> {
+        let mut pass = Pass::default();
+        let mut moved = 0;
+        let outcome = async {
+            loop {
+                let page = self.receive(HOLD_SECONDS).await?;
+                let over = self.pass_over(&mut pass, &page).await?;
+                let chosen: Vec<&Held> = page
+                    .iter()
+                    .filter(|m| m.event.as_ref().is_some_and(|e| e.key == key))
+                    .collect();
+                moved += self.move_page(&chosen).await?;
+                let others = page
+                    .into_iter()
+                    .filter(|m| !m.event.as_ref().is_some_and(|e| e.key == key))
+                    .collect();
+                // Added even when the pass is over: their newest handles release them.
+                Self::add(&mut pass, others);
+                if over {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        self.release(&pass.held).await?;
+        outcome.map(|()| moved)
+    }
+
+    /// All: page by page, each page moved as soon as it is received (nothing held), until the
+    /// queue is empty.
+    async fn redrive_all(&self) -> Result<usize, StoreError> {
+        let mut pass = Pass::default();
+        let mut moved = 0;
+        loop {
+            let page = self.receive(HOLD_SECONDS).await?;
+            if page.is_empty() && self.pass_over(&mut pass, &page).await? {
+                return Ok(moved);
+            }
+            if !page.is_empty() {
+                pass.empty_polls = 0;
+            }
+            let page: Vec<&Held> = page.iter().collect();
+            let moved_now = self.move_page(&page).await;
+            match moved_now {
+                Ok(count) => moved += count,
+                Err(error) => {
+                    // What this page could not move is visible again at once.
+                    self.release(page).await?;
+                    return Err(error);
+                }
+            }
+        }
     }
 }
 
 #[async_trait]
 impl DeadLetters for SqsDeadLetters {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let held = self.receive_all(|held| held.len() >= limit).await?;
-        self.release(&held.iter().collect::<Vec<_>>()).await?;
-        Ok(held
+        let mut pass = Pass::default();
+        let outcome = async {
+            while pass.held.len() < limit {
+                let page = self.receive(HOLD_SECONDS).await?;
+                let over = self.pass_over(&mut pass, &page).await?;
+                Self::add(&mut pass, page);
+                if over {
+                    break;
+                }
+            }
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        self.release(&pass.held).await?;
+        outcome?;
+        Ok(pass
+            .held
             .iter()
             .take(limit)
             .map(|message| match &message.event {
@@ -333,7 +505,8 @@ impl DeadLetters for SqsDeadLetters {
                     received_at: event.received_at,
                     attempts: message.receive_count,
                     reason: format!(
-                        "the processor failed it {} times: its log lines for key {} say why",
+                        "received {} times (the processor's attempts, and listings like this \
+                         one); the processor's log lines for key {} say why it failed",
                         message.receive_count,
                         log_key(&event.key)
                     ),
@@ -352,32 +525,9 @@ impl DeadLetters for SqsDeadLetters {
     }
 
     async fn redrive(&self, key: Option<&str>) -> Result<usize, StoreError> {
-        let held = self.receive_all(|_| false).await?;
-        let (chosen, others): (Vec<&Held>, Vec<&Held>) =
-            held.iter().partition(|message| match key {
-                None => true,
-                Some(key) => message.event.as_ref().is_some_and(|e| e.key == key),
-            });
-        let mut moved = 0;
-        for message in &chosen {
-            // The body as it came: it is already an envelope SQS took.
-            self.client
-                .send_message()
-                .queue_url(&self.queue_url)
-                .message_body(&message.body)
-                .send()
-                .await
-                .map_err(|e| unavailable("send to the queue", e))?;
-            self.client
-                .delete_message()
-                .queue_url(&self.dlq_url)
-                .receipt_handle(&message.handle)
-                .send()
-                .await
-                .map_err(|e| unavailable("delete from the DLQ", e))?;
-            moved += 1;
+        match key {
+            Some(key) => self.redrive_key(key).await,
+            None => self.redrive_all().await,
         }
-        self.release(&others).await?;
-        Ok(moved)
     }
 }
