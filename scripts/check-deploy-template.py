@@ -533,13 +533,7 @@ def main() -> int:
             check_guided(source, root, target, failures)
     check_refusals(source, failures)
 
-    elapsed = time.monotonic() - started
-    if failures.items:
-        print(f"deploy template checks: {len(failures.items)} of {failures.checks} FAILED "
-              f"({elapsed:.1f} s)")
-        return 1
-    print(f"deploy template checks: {failures.checks} passed, 0 failed ({elapsed:.1f} s)")
-    return 0
+    return failures.summary("deploy template checks", time.monotonic() - started)
 
 
 if __name__ == "__main__":

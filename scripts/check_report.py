@@ -16,3 +16,11 @@ class Failures:
             self.items.append(what)
             print(f"FAIL: {what}")
         return ok
+
+    def summary(self, what: str, elapsed: float) -> int:
+        """Prints the one-line result of `what` and returns the exit status."""
+        if self.items:
+            print(f"{what}: {len(self.items)} of {self.checks} checks FAILED ({elapsed:.1f} s)")
+            return 1
+        print(f"{what}: {self.checks} passed, 0 failed ({elapsed:.1f} s)")
+        return 0

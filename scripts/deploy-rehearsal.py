@@ -1021,13 +1021,7 @@ def main() -> int:
         with mock_aws():
             rehearse(name, template, cfn, given, failures)
 
-    elapsed = time.monotonic() - started
-    if failures.items:
-        print(f"deploy rehearsal: {len(failures.items)} of {failures.checks} checks FAILED "
-              f"({elapsed:.1f} s)")
-        return 1
-    print(f"deploy rehearsal: {failures.checks} passed, 0 failed ({elapsed:.1f} s)")
-    return 0
+    return failures.summary("deploy rehearsal", time.monotonic() - started)
 
 
 if __name__ == "__main__":

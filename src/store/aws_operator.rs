@@ -457,11 +457,9 @@ impl SqsDeadLetters {
         let mut moved = 0;
         loop {
             let page = self.receive(HOLD_SECONDS).await?;
-            if page.is_empty() && self.pass_over(&mut pass, &page).await? {
+            // Nothing is added to the pass (each page leaves the DLQ), so only empty polls end it.
+            if self.pass_over(&mut pass, &page).await? {
                 return Ok(moved);
-            }
-            if !page.is_empty() {
-                pass.empty_polls = 0;
             }
             let page: Vec<&Held> = page.iter().collect();
             let moved_now = self.move_page(&page).await;
