@@ -25,7 +25,7 @@ use crate::ports::{
     DeadLetter, DeadLetters, QuarantineArchive, QuarantineEntry, QuarantineStage, QuarantinedBody,
     QueuedEvent, StoreError,
 };
-use crate::store::aws::{bytes, n, number, s, text, unavailable};
+use crate::store::aws::{bytes, n, number, s, sqs_batches, text, unavailable};
 use crate::store::sqs_envelope::decode_queued;
 
 /// Both quarantines of a stack.
@@ -353,11 +353,22 @@ impl SqsDeadLetters {
         Ok(())
     }
 
-    /// Moves one page of messages to the queue: `SendMessageBatch`, then `DeleteMessageBatch`
-    /// of those sent, with the handles of the receive that got them. Returns how many were
-    /// deleted from the DLQ; an entry that failed either step stays (or is sent again by the
-    /// next redrive: applying is idempotent).
+    /// Moves one page of messages to the queue, in the `SendMessageBatch` requests
+    /// [`sqs_batches`] cuts it into (10 dead letters of half a MiB each would exceed SQS's
+    /// request size; moto does not check it): send, then `DeleteMessageBatch` of those sent,
+    /// with the handles of the receive that got them. Returns how many left the DLQ; an entry
+    /// that failed either step stays (or is sent again by the next redrive: applying is
+    /// idempotent).
     async fn move_page(&self, page: &[&Held]) -> Result<usize, StoreError> {
+        let sizes: Vec<usize> = page.iter().map(|message| message.body.len()).collect();
+        let mut moved = 0;
+        for range in sqs_batches(&sizes) {
+            moved += self.move_batch(&page[range]).await?;
+        }
+        Ok(moved)
+    }
+
+    async fn move_batch(&self, page: &[&Held]) -> Result<usize, StoreError> {
         if page.is_empty() {
             return Ok(0);
         }
