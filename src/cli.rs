@@ -73,6 +73,10 @@ pub enum Command {
     },
     /// Give every message item of the state table its `by_contact_sent` key, then mark the table.
     BackfillContactIndex,
+    /// Delete everything kept about one contact ([`crate::erasure`]).
+    EraseContact {
+        contact: String,
+    },
     /// Post samples to a deployment and read them back ([`crate::smoke`]).
     Smoke {
         webhook_url: Redacted,
@@ -100,7 +104,8 @@ const ENVIRONMENT: &str = "\
 Local commands read only DATA_DIR (default ./.wati-ingest), and refuse a directory that holds no
 store. With --aws: LEDGER_TABLE, STATE_TABLE, QUEUE_URL and DLQ_URL (the stack's outputs of the
 same names), and the usual AWS credentials and region.
-Exit status: 0 done, 1 failed, 2 usage error, 3 nothing found (inspect; redrive-dlq --key).";
+Exit status: 0 done, 1 failed, 2 usage error, 3 nothing found (inspect; redrive-dlq --key;
+erase-contact).";
 
 /// wati-ingest: Wati's webhooks into message and session state; the local pipeline and the
 /// operator's commands.
@@ -194,6 +199,20 @@ enum CliCommand {
         /// How long to wait for the state and the change once the webhooks are answered
         #[arg(long = "wait", default_value_t = 60, value_name = "SECONDS")]
         wait_seconds: u64,
+    },
+    /// Delete everything kept about one contact (a person's right to erasure): its messages,
+    /// ids, links and window timers, and every archived, quarantined, queued or dead-lettered
+    /// body, or change document, that names it or one of its messages. Prints what it deleted
+    /// (exit 3 when nothing was kept); run it again if interrupted, and once the contact's
+    /// traffic has stopped (a later webhook is new data)
+    EraseContact {
+        /// The contact's phone number (waId) or BSUID; its linked names go with it
+        contact: String,
+        /// Required: nothing asks again, and an erasure cannot be undone
+        #[arg(long, required = true)]
+        yes: bool,
+        #[command(flatten)]
+        target: Target,
     },
     /// Give older state items their contact index key, once, after deploying the
     /// by_contact_sent index (AWS only)
@@ -293,6 +312,12 @@ where
             token: Redacted(token),
             wait_seconds,
         }),
+        CliCommand::EraseContact {
+            contact, target, ..
+        } => Invocation {
+            command: Command::EraseContact { contact },
+            aws: target.aws,
+        },
         CliCommand::BackfillContactIndex { .. } => Invocation {
             command: Command::BackfillContactIndex,
             aws: true,

@@ -24,7 +24,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::SecretSet;
 use crate::channel::parse_channel_query;
 use crate::contact_page::{decode_cursor, encode_cursor, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::event::log_key;
@@ -33,6 +32,7 @@ use crate::message::MAX_ID_BYTES;
 use crate::metrics::{MetricLine, MetricsSink, Unit};
 use crate::ports::{ChangeFeed, StateStore};
 use crate::receiver::{Path as ReceivePath, Receipt, Receiver};
+use crate::secrets::Credentials;
 use crate::time::now_unix;
 
 /// Default largest webhook body; Wati's payloads are a few KiB.
@@ -40,14 +40,14 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
 pub struct WebhookService {
     pub receiver: Receiver,
-    pub secrets: SecretSet,
+    pub secrets: Credentials,
     pub max_body_bytes: usize,
     pub metrics: MetricsSink,
 }
 
 pub struct ReadService {
     pub state: Arc<dyn StateStore>,
-    pub tokens: SecretSet,
+    pub tokens: Credentials,
     /// The change feed (`GET /v1/changes`): the embedded store's outbox; `None` on AWS, where
     /// changes go out through EventBridge.
     pub changes: Option<Arc<dyn ChangeFeed>>,
@@ -93,7 +93,10 @@ async fn receive_webhook(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let authentic = secret.is_ok_and(|Path(secret)| service.secrets.matches(&secret));
+    let authentic = match secret {
+        Ok(Path(secret)) => service.secrets.matches(&secret).await,
+        Err(_) => false,
+    };
     if !authentic {
         tracing::info!(outcome = "rejected", status = 401, "webhook");
         service
@@ -180,7 +183,7 @@ async fn read_message(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !bearer_matches(&service.tokens, &headers) {
+    if !bearer_matches(&service.tokens, &headers).await {
         return bearer_required();
     }
     if id.len() > MAX_ID_BYTES {
@@ -212,7 +215,7 @@ async fn read_contact(
     Path(contact): Path<String>,
     query: Result<Query<ContactQuery>, QueryRejection>,
 ) -> Response {
-    if !bearer_matches(&service.tokens, &headers) {
+    if !bearer_matches(&service.tokens, &headers).await {
         return bearer_required();
     }
     let Ok(Query(query)) = query else {
@@ -329,7 +332,7 @@ async fn read_changes(
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Response {
-    if !bearer_matches(&service.tokens, &headers) {
+    if !bearer_matches(&service.tokens, &headers).await {
         return bearer_required();
     }
     let Some(feed) = service.changes.as_ref() else {
@@ -398,12 +401,15 @@ async fn health(State(state): State<Arc<dyn StateStore>>) -> Response {
     }
 }
 
-fn bearer_matches(tokens: &SecretSet, headers: &HeaderMap) -> bool {
-    headers
+async fn bearer_matches(tokens: &Credentials, headers: &HeaderMap) -> bool {
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|token| tokens.matches(token.trim()))
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match token {
+        Some(token) => tokens.matches(token.trim()).await,
+        None => false,
+    }
 }
 
 fn bearer_required() -> Response {

@@ -9,7 +9,6 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use axum::Router;
 use tokio::sync::Semaphore;
 
-use crate::auth::SecretSet;
 use crate::event::log_key;
 use crate::http::{
     health_routes, read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
@@ -18,8 +17,10 @@ use crate::metrics::{MetricLine, MetricsSink, Unit};
 use crate::ports::{QueuedEvent, StateStore};
 use crate::processor::{process_and_log, Archive, Outcome};
 use crate::receiver::{OldestMark, Receiver, ReceiverSettings, SweepBudget, SweepReport};
+use crate::secrets::{Credential, Credentials, ManagedSecret, RefreshPolicy, SecretStartError};
 use crate::settings;
 use crate::store::aws::{decode_queued, DynamoLedger, SqsQueue};
+use crate::store::aws_secrets::SecretsManagerSource;
 use crate::store::dynamo_state::DynamoState;
 use crate::store::sqs_envelope::MAX_SENDABLE_BODY_BYTES;
 
@@ -74,15 +75,28 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
 
 pub use crate::settings::ConfigError;
 
-/// The receiver's settings: `LEDGER_TABLE`, `QUEUE_URL`, `WEBHOOK_SECRET` (during a rotation,
-/// `WEBHOOK_SECRET_PREVIOUS` is accepted too), `DEDUP_TTL_DAYS`, `MAX_BODY_BYTES`,
+/// `credential` from the Secrets Manager secret `secret_arn`, read now (a function that cannot
+/// read it must not start) and re-read per `policy` ([`RefreshPolicy::default`] in the functions).
+pub async fn managed_credentials(
+    client: aws_sdk_secretsmanager::Client,
+    secret_arn: &str,
+    credential: Credential,
+    policy: RefreshPolicy,
+) -> Result<Credentials, SecretStartError> {
+    let source = SecretsManagerSource::new(client, secret_arn);
+    let secret = ManagedSecret::load(credential, Arc::new(source), policy).await?;
+    Ok(Credentials::Managed(Arc::new(secret)))
+}
+
+/// The receiver's settings: `LEDGER_TABLE`, `QUEUE_URL`, `SECRET_ARN` (the Secrets Manager secret
+/// holding the webhook secret, [`crate::secrets`]), `DEDUP_TTL_DAYS`, `MAX_BODY_BYTES`,
 /// `QUARANTINE_RETENTION_DAYS`.
 /// Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL_DYNAMODB`, ...).
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
     pub ledger_table: String,
     pub queue_url: String,
-    pub secrets: SecretSet,
+    pub secret_arn: String,
     pub dedup_ttl_days: i64,
     pub max_body_bytes: usize,
     /// How long the bodies it quarantines are kept (the ledger table's TTL deletes them).
@@ -96,11 +110,10 @@ impl ReceiverConfig {
 
     /// Every variable checked (see [`crate::settings`]) before any client is built.
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let secrets = settings::secret_set("WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS", &var)?;
         Ok(ReceiverConfig {
             ledger_table: settings::required("LEDGER_TABLE", var("LEDGER_TABLE").as_deref())?,
             queue_url: settings::required("QUEUE_URL", var("QUEUE_URL").as_deref())?,
-            secrets,
+            secret_arn: settings::required("SECRET_ARN", var("SECRET_ARN").as_deref())?,
             dedup_ttl_days: settings::dedup_ttl_days(var("DEDUP_TTL_DAYS").as_deref())?,
             max_body_bytes: settings::max_body_bytes(
                 var("MAX_BODY_BYTES").as_deref(),
@@ -151,8 +164,13 @@ fn dedup_ttl_seconds(days: i64) -> i64 {
     days * settings::SECONDS_PER_DAY
 }
 
-/// `POST /webhook/{secret}` over the DynamoDB ledger and the SQS queue.
-pub fn receiver_router(config: &ReceiverConfig, ledger: DynamoLedger, queue: SqsQueue) -> Router {
+/// `POST /webhook/{secret}` over the DynamoDB ledger and the SQS queue, accepting `secrets`.
+pub fn receiver_router(
+    config: &ReceiverConfig,
+    secrets: Credentials,
+    ledger: DynamoLedger,
+    queue: SqsQueue,
+) -> Router {
     let ledger = ledger.with_quarantine_retention_days(config.quarantine_retention_days);
     webhook_routes(Arc::new(WebhookService {
         receiver: Receiver::new(
@@ -163,7 +181,7 @@ pub fn receiver_router(config: &ReceiverConfig, ledger: DynamoLedger, queue: Sqs
                 ..ReceiverSettings::default()
             },
         ),
-        secrets: config.secrets.clone(),
+        secrets,
         max_body_bytes: config.max_body_bytes,
         metrics: MetricsSink::Emf,
     }))
@@ -335,11 +353,11 @@ pub fn sweep_metrics(report: &SweepReport, now: i64) -> MetricLine {
     }
 }
 
-/// The read API's settings: `STATE_TABLE`, `API_TOKEN` (and `API_TOKEN_PREVIOUS` in a rotation).
+/// The read API's settings: `STATE_TABLE`, `SECRET_ARN` (the secret holding the API token).
 #[derive(Debug, Clone)]
 pub struct ReadApiConfig {
     pub state_table: String,
-    pub tokens: SecretSet,
+    pub secret_arn: String,
 }
 
 impl ReadApiConfig {
@@ -348,16 +366,15 @@ impl ReadApiConfig {
     }
 
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let tokens = settings::secret_set("API_TOKEN", "API_TOKEN_PREVIOUS", &var)?;
         Ok(ReadApiConfig {
             state_table: settings::required("STATE_TABLE", var("STATE_TABLE").as_deref())?,
-            tokens,
+            secret_arn: settings::required("SECRET_ARN", var("SECRET_ARN").as_deref())?,
         })
     }
 }
 
 /// `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}` and `GET /healthz` over DynamoDB.
-pub fn read_api_router(tokens: SecretSet, state: DynamoState) -> Router {
+pub fn read_api_router(tokens: Credentials, state: DynamoState) -> Router {
     let state: Arc<dyn StateStore> = Arc::new(state);
     read_routes(Arc::new(ReadService {
         state: Arc::clone(&state),
@@ -370,7 +387,6 @@ pub fn read_api_router(tokens: SecretSet, state: DynamoState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::SecretError;
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -553,18 +569,16 @@ mod tests {
         let config = ReceiverConfig::from_lookup(lookup(&[
             ("LEDGER_TABLE", "ledger"),
             ("QUEUE_URL", "https://sqs/queue"),
-            ("WEBHOOK_SECRET", "new-secret-0123456789"),
-            ("WEBHOOK_SECRET_PREVIOUS", "old-secret-0123456789"),
+            ("SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:1:secret:s"),
             ("DEDUP_TTL_DAYS", "3"),
         ]))
         .unwrap();
         assert_eq!(config.ledger_table, "ledger");
-        assert_eq!(config.dedup_ttl_days, 3);
-        assert!(config.secrets.matches("new-secret-0123456789"));
-        assert!(
-            config.secrets.matches("old-secret-0123456789"),
-            "rotation accepts both"
+        assert_eq!(
+            config.secret_arn,
+            "arn:aws:secretsmanager:eu-west-1:1:secret:s"
         );
+        assert_eq!(config.dedup_ttl_days, 3);
         assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     }
 
@@ -574,7 +588,7 @@ mod tests {
         let valid = [
             ("LEDGER_TABLE", "l"),
             ("QUEUE_URL", "q"),
-            ("WEBHOOK_SECRET", "long-enough-secret-123"),
+            ("SECRET_ARN", "arn"),
         ];
         let with = |name: &'static str, value: &'static str| {
             let mut pairs: Vec<(&str, &str)> =
@@ -584,31 +598,11 @@ mod tests {
         };
         assert!(matches!(
             err(&[("LEDGER_TABLE", "l"), ("QUEUE_URL", "q")]),
-            ConfigError::Missing("WEBHOOK_SECRET")
+            ConfigError::Missing("SECRET_ARN")
         ));
-        assert_eq!(
-            with("WEBHOOK_SECRET", "short"),
-            ConfigError::Secret {
-                name: "WEBHOOK_SECRET",
-                source: SecretError::TooShort
-            }
-        );
-        assert_eq!(
-            with("WEBHOOK_SECRET", "   "),
-            ConfigError::Blank("WEBHOOK_SECRET")
-        );
-        assert_eq!(
-            with("WEBHOOK_SECRET_PREVIOUS", "old"),
-            ConfigError::Secret {
-                name: "WEBHOOK_SECRET_PREVIOUS",
-                source: SecretError::TooShort
-            }
-        );
+        assert_eq!(with("SECRET_ARN", "   "), ConfigError::Blank("SECRET_ARN"));
         assert!(matches!(
-            err(&[
-                ("QUEUE_URL", "q"),
-                ("WEBHOOK_SECRET", "long-enough-secret-123")
-            ]),
+            err(&[("QUEUE_URL", "q"), ("SECRET_ARN", "arn")]),
             ConfigError::Missing("LEDGER_TABLE")
         ));
         for (name, value) in [
@@ -623,10 +617,7 @@ mod tests {
                 "{name}={value}: {error}"
             );
         }
-        // The template passes "" for an unused previous secret.
-        let mut rotation_off = valid.to_vec();
-        rotation_off.push(("WEBHOOK_SECRET_PREVIOUS", ""));
-        assert!(ReceiverConfig::from_lookup(lookup(&rotation_off)).is_ok());
+        assert!(ReceiverConfig::from_lookup(lookup(&valid)).is_ok());
     }
 
     #[test]
@@ -657,18 +648,20 @@ mod tests {
             }
         ));
         assert_eq!(
-            ReadApiConfig::from_lookup(lookup(&[("STATE_TABLE", "s"), ("API_TOKEN", "  ")]))
-                .unwrap_err(),
-            ConfigError::Blank("API_TOKEN")
+            ReadApiConfig::from_lookup(lookup(&[("STATE_TABLE", "s")])).unwrap_err(),
+            ConfigError::Missing("SECRET_ARN")
         );
-        let error = ReadApiConfig::from_lookup(lookup(&[("STATE_TABLE", "s"), ("API_TOKEN", "x")]))
-            .unwrap_err();
-        assert!(error.to_string().starts_with("API_TOKEN:"), "{error}");
+        assert_eq!(
+            ReadApiConfig::from_lookup(lookup(&[("STATE_TABLE", "s"), ("SECRET_ARN", "arn")]))
+                .unwrap()
+                .secret_arn,
+            "arn"
+        );
         let with_body_limit = |limit: &str| {
             ReceiverConfig::from_lookup(lookup(&[
                 ("LEDGER_TABLE", "l"),
                 ("QUEUE_URL", "q"),
-                ("WEBHOOK_SECRET", "long-enough-secret-123"),
+                ("SECRET_ARN", "arn"),
                 ("MAX_BODY_BYTES", limit),
             ]))
         };

@@ -512,13 +512,13 @@ impl LocalPipeline {
                     ..ReceiverSettings::default()
                 },
             ),
-            secrets,
+            secrets: secrets.into(),
             max_body_bytes: config.max_body_bytes,
             metrics: MetricsSink::Off,
         };
         let reader = ReadService {
             state: Arc::new(store.clone()),
-            tokens,
+            tokens: tokens.into(),
             changes: Some(Arc::new(store.clone())),
         };
         let router = webhook_routes(Arc::new(webhook))

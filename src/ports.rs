@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::contact_page::{MessagePage, Position};
+use crate::erasure::{ContactIdentifiers, Erased};
 use crate::message::MessageRecord;
 use crate::message_items::Contradiction;
 use crate::session::ContactView;
@@ -317,4 +318,16 @@ pub trait ChangeFeed: Send + Sync {
     /// The position of the last document recorded (0: none yet), for a reader that wants only
     /// what comes next.
     async fn last_seq(&self) -> Result<i64, StoreError>;
+}
+
+/// Erasing one contact ([`crate::erasure`]): the operator's `erase-contact`.
+#[async_trait]
+pub trait Erasure: Send + Sync {
+    /// The contact's names (linked phone number and BSUIDs) and its messages' ids, from state.
+    async fn identify(&self, contact: &str) -> Result<ContactIdentifiers, StoreError>;
+    /// Deletes every archived, quarantined, queued or dead-lettered body that mentions them.
+    async fn erase_bodies(&self, ids: &ContactIdentifiers) -> Result<Erased, StoreError>;
+    /// Deletes the contact's state: message items, id aliases, contact links, window timers and
+    /// (locally) the change documents about it.
+    async fn erase_state(&self, ids: &ContactIdentifiers) -> Result<Erased, StoreError>;
 }

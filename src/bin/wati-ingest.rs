@@ -4,10 +4,14 @@
 use std::process::ExitCode;
 
 use wati_ingest::cli::{self, Command, Invocation, EXIT_NOT_FOUND};
+use wati_ingest::erasure::erase_contact;
 use wati_ingest::local::{bind_on, open_existing_store, LocalConfig, LocalPipeline, SecretSource};
-use wati_ingest::ports::{ChangeFeed, DeadLetters, Ledger, QuarantineArchive, Queue, StateStore};
+use wati_ingest::ports::{
+    ChangeFeed, DeadLetters, Erasure, Ledger, QuarantineArchive, Queue, StateStore,
+};
 use wati_ingest::settings;
 use wati_ingest::store::aws::{DynamoLedger, SqsQueue};
+use wati_ingest::store::aws_erasure::AwsErasure;
 use wati_ingest::store::aws_operator::{AwsQuarantine, SqsDeadLetters};
 use wati_ingest::store::dynamo_state::DynamoState;
 use wati_ingest::store::embedded::EmbeddedStore;
@@ -170,6 +174,7 @@ async fn run_local(command: Command) -> Result<Done, Error> {
                 state: &store,
                 quarantines: &store,
                 dead_letters: &store,
+                erasure: &store,
             };
             run(command, stores).await
         }
@@ -211,6 +216,11 @@ async fn run_aws(command: Command) -> Result<Done, Error> {
         return Ok(Done::Ok);
     }
     let queue = SqsQueue::new(sqs.clone(), &queue_url);
+    let erasure = AwsErasure {
+        client: dynamodb.clone(),
+        ledger_table: ledger_table.clone(),
+        state_table: state_table.clone(),
+    };
     let quarantines = AwsQuarantine {
         client: dynamodb,
         ledger_table,
@@ -227,6 +237,7 @@ async fn run_aws(command: Command) -> Result<Done, Error> {
         state: &state,
         quarantines: &quarantines,
         dead_letters: &dead_letters,
+        erasure: &erasure,
     };
     run(command, stores).await
 }
@@ -238,6 +249,7 @@ struct Stores<'a> {
     state: &'a dyn StateStore,
     quarantines: &'a dyn QuarantineArchive,
     dead_letters: &'a dyn DeadLetters,
+    erasure: &'a dyn Erasure,
 }
 
 async fn run(command: Command, stores: Stores<'_>) -> Result<Done, Error> {
@@ -279,6 +291,19 @@ async fn run(command: Command, stores: Stores<'_>) -> Result<Done, Error> {
             let kept = stores.quarantines.recent_quarantined(limit).await?;
             for line in cli::quarantine_lines(&kept) {
                 println!("{line}");
+            }
+        }
+        Command::EraseContact { contact } => {
+            let (ids, erased) = erase_contact(stores.erasure, &contact).await?;
+            let report = serde_json::json!({
+                "names": ids.names.len(),
+                "messages": ids.message_ids.len(),
+                "erased": erased,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if erased.total() == 0 {
+                eprintln!("wati-ingest: nothing kept about that contact");
+                return Ok(Done::NotFound);
             }
         }
         // Served by `main`; local-only commands are run by `run_local`, the backfill by

@@ -36,7 +36,7 @@ pub struct AwsQuarantine {
     pub state_table: String,
 }
 
-const STATE_QUARANTINE_PREFIX: &str = "QUARANTINE#";
+pub(crate) const STATE_QUARANTINE_PREFIX: &str = "QUARANTINE#";
 
 fn entry(item: &HashMap<String, AttributeValue>, key: String) -> QuarantineEntry {
     QuarantineEntry {
@@ -47,36 +47,44 @@ fn entry(item: &HashMap<String, AttributeValue>, key: String) -> QuarantineEntry
     }
 }
 
+/// Every item of `table` the filter keeps (a full scan, page by page).
+pub(crate) async fn scan_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    filter: &str,
+    values: Vec<(&str, AttributeValue)>,
+) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let mut scan = client
+            .scan()
+            .table_name(table)
+            .filter_expression(filter)
+            .set_exclusive_start_key(start);
+        for (name, value) in &values {
+            scan = scan.expression_attribute_values(*name, value.clone());
+        }
+        let output = scan
+            .send()
+            .await
+            .map_err(|e| unavailable("scan a table", e))?;
+        items.extend(output.items().iter().cloned());
+        start = output.last_evaluated_key().cloned();
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
 impl AwsQuarantine {
-    /// Every item of `table` the filter keeps (a full scan, page by page).
     async fn scan(
         &self,
         table: &str,
         filter: &str,
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let mut scan = self
-                .client
-                .scan()
-                .table_name(table)
-                .filter_expression(filter)
-                .set_exclusive_start_key(start);
-            for (name, value) in &values {
-                scan = scan.expression_attribute_values(*name, value.clone());
-            }
-            let output = scan
-                .send()
-                .await
-                .map_err(|e| unavailable("scan for quarantined bodies", e))?;
-            items.extend(output.items().iter().cloned());
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+        scan_table(&self.client, table, filter, values).await
     }
 
     async fn receiver_items(

@@ -87,14 +87,14 @@ pub struct DynamoState {
 }
 
 /// The key of an alias item of the earlier model.
-fn alias_key(id: &str) -> HashMap<String, AttributeValue> {
+pub(crate) fn alias_key(id: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("pk".to_owned(), s(format!("ID#{id}"))),
         ("sk".to_owned(), s("ID")),
     ])
 }
 
-fn message_key(id: &str) -> HashMap<String, AttributeValue> {
+pub(crate) fn message_key(id: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("pk".to_owned(), s(format!("MSG#{id}"))),
         ("sk".to_owned(), s("MSG")),

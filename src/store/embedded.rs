@@ -58,6 +58,7 @@ use tokio::sync::Notify;
 use crate::message::MessageRecord;
 use crate::ports::StoreError;
 
+mod erasure;
 mod forwards;
 mod health;
 mod ledger;

@@ -81,18 +81,19 @@ impl Aws {
         let config = ReceiverConfig {
             ledger_table: ledger_table.clone(),
             queue_url: queue_url.clone(),
-            secrets: SecretSet::new([SECRET]).unwrap(),
+            secret_arn: String::new(),
             dedup_ttl_days: 7,
             max_body_bytes: MAX_BODY_BYTES,
             quarantine_retention_days: 30,
         };
         let receiver = receiver_router(
             &config,
+            SecretSet::new([SECRET]).unwrap().into(),
             DynamoLedger::new(dynamodb.clone(), &ledger_table),
             SqsQueue::new(sqs.clone(), &queue_url),
         );
         let state = DynamoState::new(dynamodb.clone(), stack.table("StateTable"));
-        let api = read_api_router(SecretSet::new([TOKEN]).unwrap(), state.clone());
+        let api = read_api_router(SecretSet::new([TOKEN]).unwrap().into(), state.clone());
         Aws {
             dynamodb,
             sqs,

@@ -163,15 +163,20 @@ impl Deployment {
         let config = ReceiverConfig {
             ledger_table: stack.table("LedgerTable"),
             queue_url: queue_url.clone(),
-            secrets: SecretSet::new([SECRET]).unwrap(),
+            secret_arn: String::new(),
             dedup_ttl_days: 7,
             max_body_bytes: 256 * 1024,
             quarantine_retention_days: 30,
         };
-        let receiver = receiver_router(&config, ledger.clone(), queue.clone());
+        let receiver = receiver_router(
+            &config,
+            SecretSet::new([SECRET]).unwrap().into(),
+            ledger.clone(),
+            queue.clone(),
+        );
         let state = DynamoState::new(dynamodb(&processor_tap), stack.table("StateTable"));
         let api = read_api_router(
-            SecretSet::new([TOKEN]).unwrap(),
+            SecretSet::new([TOKEN]).unwrap().into(),
             DynamoState::new(stack.dynamodb.clone(), stack.table("StateTable")),
         );
         let dlq_url = stack.queue_url("DeadLetterQueue");
@@ -825,12 +830,17 @@ async fn a_stopped_sqs_emulator_loses_nothing() {
     let config = ReceiverConfig {
         ledger_table: stack.table("LedgerTable"),
         queue_url: queue.url().to_owned(),
-        secrets: SecretSet::new([SECRET]).unwrap(),
+        secret_arn: String::new(),
         dedup_ttl_days: 7,
         max_body_bytes: 256 * 1024,
         quarantine_retention_days: 30,
     };
-    let receiver = receiver_router(&config, ledger.clone(), queue.clone());
+    let receiver = receiver_router(
+        &config,
+        SecretSet::new([SECRET]).unwrap().into(),
+        ledger.clone(),
+        queue.clone(),
+    );
     let fixtures = crate::fixtures();
     let post = |n: usize| invoke(&receiver, event(SECRET, &fixtures[n], false, false));
 

@@ -103,12 +103,17 @@ async fn api_gateway_and_function_url_events_are_received() {
     let config = ReceiverConfig {
         ledger_table: String::new(),
         queue_url: queue.url().to_owned(),
-        secrets: SecretSet::new([SECRET]).unwrap(),
+        secret_arn: String::new(),
         dedup_ttl_days: 7,
         max_body_bytes: 256 * 1024,
         quarantine_retention_days: 30,
     };
-    let router = receiver_router(&config, ledger.clone(), queue.clone());
+    let router = receiver_router(
+        &config,
+        SecretSet::new([SECRET]).unwrap().into(),
+        ledger.clone(),
+        queue.clone(),
+    );
     let delivered = br#"{"eventType":"sentMessageDELIVERED","id":"6734a1b2c3d4e5f601000003","timestamp":"1764238518"}"#;
     let read = br#"{"eventType":"sentMessageREAD","id":"6734a1b2c3d4e5f601000003","timestamp":"1764238543"}"#;
 
@@ -205,8 +210,10 @@ async fn the_read_api_lambda_takes_the_channel_query() {
         }
     }
     const TOKEN: &str = "lambda-read-token-0123456789abcdef";
-    let router =
-        wati_ingest::lambda::read_api_router(SecretSet::new([TOKEN]).unwrap(), state.clone());
+    let router = wati_ingest::lambda::read_api_router(
+        SecretSet::new([TOKEN]).unwrap().into(),
+        state.clone(),
+    );
     let path = "/v1/contacts/14155550101";
     let (status, all) = invoke(&router, read_event(TOKEN, path, "")).await;
     assert_eq!(status, 200, "{all}");

@@ -104,18 +104,19 @@ async fn run_everything() -> (String, Vec<String>) {
     let config = ReceiverConfig {
         ledger_table: stack.table("LedgerTable"),
         queue_url: queue_url.clone(),
-        secrets: SecretSet::new([SECRET]).unwrap(),
+        secret_arn: String::new(),
         dedup_ttl_days: 7,
         max_body_bytes: 64 * 1024,
         quarantine_retention_days: 30,
     };
     let receiver = receiver_router(
         &config,
+        SecretSet::new([SECRET]).unwrap().into(),
         DynamoLedger::new(dynamodb.clone(), stack.table("LedgerTable")),
         SqsQueue::new(sqs.clone(), &queue_url),
     );
     let state = DynamoState::new(dynamodb.clone(), stack.table("StateTable"));
-    let api = read_api_router(SecretSet::new([TOKEN]).unwrap(), state.clone());
+    let api = read_api_router(SecretSet::new([TOKEN]).unwrap().into(), state.clone());
 
     // Every fixture with the right secret, in both event shapes, and a retry.
     let fixtures = crate::fixtures();
@@ -129,6 +130,7 @@ async fn run_everything() -> (String, Vec<String>) {
     // archiving (failed, then done) of what it enqueued, all logged with the key.
     let bypassing = receiver_router(
         &config,
+        SecretSet::new([SECRET]).unwrap().into(),
         DynamoLedger::new(dynamodb.clone(), "no-such-table"),
         SqsQueue::new(sqs.clone(), &queue_url),
     );

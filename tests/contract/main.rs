@@ -9,6 +9,7 @@ mod lambda;
 mod log_hygiene;
 mod notifier;
 mod retried_writes;
+mod secrets;
 mod support;
 mod sweeper;
 mod windows;
@@ -45,6 +46,7 @@ macro_rules! contract {
     };
 }
 
+mod erasure;
 mod state;
 
 mod channels;

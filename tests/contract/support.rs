@@ -12,8 +12,11 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
-use wati_ingest::ports::{DeadLetters, Ledger, QuarantineArchive, Queue, QueuedEvent, StateStore};
+use wati_ingest::ports::{
+    DeadLetters, Erasure, Ledger, QuarantineArchive, Queue, QueuedEvent, StateStore,
+};
 use wati_ingest::store::aws::{decode_queued, DynamoLedger, SqsQueue};
+use wati_ingest::store::aws_erasure::AwsErasure;
 use wati_ingest::store::aws_operator::{AwsQuarantine, SqsDeadLetters};
 use wati_ingest::store::dynamo_state::DynamoState;
 use wati_ingest::store::embedded::EmbeddedStore;
@@ -35,6 +38,7 @@ pub enum Backend {
         ledger_table: String,
         quarantines: AwsQuarantine,
         dead_letters: SqsDeadLetters,
+        erasure: AwsErasure,
     },
 }
 
@@ -64,6 +68,11 @@ impl Backend {
                 ledger_table: stack.table("LedgerTable"),
                 state_table: stack.table("StateTable"),
             },
+            erasure: AwsErasure {
+                client: stack.dynamodb.clone(),
+                ledger_table: stack.table("LedgerTable"),
+                state_table: stack.table("StateTable"),
+            },
             dead_letters: SqsDeadLetters {
                 client: stack.sqs.clone(),
                 dlq_url: stack.queue_url("DeadLetterQueue"),
@@ -78,6 +87,13 @@ impl Backend {
         match self {
             Backend::Embedded { store, .. } => store,
             Backend::Aws { quarantines, .. } => quarantines,
+        }
+    }
+
+    pub fn erasure(&self) -> &dyn Erasure {
+        match self {
+            Backend::Embedded { store, .. } => store,
+            Backend::Aws { erasure, .. } => erasure,
         }
     }
 

@@ -328,3 +328,32 @@ async fn tail_follows_the_feed() {
         assert!(status.success(), "Ctrl-C ends tail cleanly: {status}");
     }
 }
+
+/// `erase-contact` asks for `--yes`, erases a contact's messages and archived bodies (so
+/// `inspect` finds nothing by their ids), and exits 3 when nothing is left to erase.
+#[tokio::test]
+async fn erase_contact_from_the_command_line() {
+    let app = spawn_app().await;
+    app.post_all(&fixtures()).await;
+    app.wait_until_applied().await;
+    let dir = app.data_dir.path();
+    let message = "6734a1b2c3d4e5f601000010";
+    assert!(wati_ingest(dir, &["inspect", message]).0);
+
+    let (code, _, err) = run_with(dir, &["erase-contact", "14155550104"], &[]);
+    assert_eq!(code, Some(2), "no --yes: {err}");
+    assert!(err.contains("--yes"), "{err}");
+
+    let (code, out, err) = run_with(dir, &["erase-contact", "14155550104", "--yes"], &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(report["erased"]["messages"].as_u64().unwrap() >= 3, "{out}");
+    assert!(report["erased"]["ledger"].as_u64().unwrap() >= 1, "{out}");
+    let (code, _, _) = run_with(dir, &["inspect", message], &[]);
+    assert_eq!(code, Some(3), "the erased message is gone");
+    let (code, _, _) = run_with(dir, &["inspect", "local-0010"], &[]);
+    assert_eq!(code, Some(3), "by its local id too");
+
+    let (code, _, err) = run_with(dir, &["erase-contact", "14155550104", "--yes"], &[]);
+    assert_eq!(code, Some(3), "nothing left: {err}");
+}

@@ -129,6 +129,8 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
                     &["sqs:SendMessage", "sqs:GetQueueAttributes"],
                     &["EventQueue"],
                 ),
+                // The webhook secret, read at init and every few minutes (src/secrets.rs).
+                (&["secretsmanager:GetSecretValue"], &["Secrets"]),
             ]),
         ),
         (
@@ -207,21 +209,25 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
             ]),
         ),
         (
-            // Reads only: messages and aliases by key, contacts through links and the contact indexes.
+            // Reads only: messages and aliases by key, contacts through links and the contact
+            // indexes; the API token from the stack's secret.
             "ApiFunction",
-            grants(&[(
-                &[
-                    "dynamodb:GetItem",
-                    "dynamodb:BatchGetItem",
-                    "dynamodb:Query",
-                ],
-                &[
-                    "StateTable",
-                    "StateTable/index/by_contact",
-                    "StateTable/index/by_contact_sent",
-                    "StateTable/index/by_bsuid",
-                ],
-            )]),
+            grants(&[
+                (&["secretsmanager:GetSecretValue"], &["Secrets"]),
+                (
+                    &[
+                        "dynamodb:GetItem",
+                        "dynamodb:BatchGetItem",
+                        "dynamodb:Query",
+                    ],
+                    &[
+                        "StateTable",
+                        "StateTable/index/by_contact",
+                        "StateTable/index/by_contact_sent",
+                        "StateTable/index/by_bsuid",
+                    ],
+                ),
+            ]),
         ),
     ])
 }
@@ -502,7 +508,7 @@ fn environment_names_the_granted_resources() {
     for (function, resource) in functions(&template) {
         let grants = grants_of(&template, &function);
         let variables = &resource["Properties"]["Environment"]["Variables"];
-        for variable in ["LEDGER_TABLE", "STATE_TABLE", "QUEUE_URL"] {
+        for variable in ["LEDGER_TABLE", "STATE_TABLE", "QUEUE_URL", "SECRET_ARN"] {
             let Some(value) = variables.get(variable) else {
                 continue;
             };
@@ -1379,7 +1385,7 @@ async fn the_secret_route_reaches_the_receiver() {
     let store = EmbeddedStore::open(&dir.path().join("w.db")).unwrap();
     let router = webhook_routes(Arc::new(WebhookService {
         receiver: Receiver::over_intake(Arc::new(store), ReceiverSettings::default()),
-        secrets: SecretSet::new([CURRENT, PREVIOUS]).unwrap(),
+        secrets: SecretSet::new([CURRENT, PREVIOUS]).unwrap().into(),
         max_body_bytes: 256 * 1024,
         metrics: MetricsSink::Off,
     }));

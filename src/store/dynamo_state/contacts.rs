@@ -279,7 +279,7 @@ impl DynamoState {
     }
 
     /// Every item that names one of `names` (the earlier indexes: grows with the history).
-    async fn all_homes(
+    pub(crate) async fn all_homes(
         &self,
         names: &[String],
     ) -> Result<BTreeMap<String, MessageItem>, StoreError> {
@@ -325,7 +325,7 @@ impl DynamoState {
     }
 
     /// The contact's names: the one asked for and those its links add.
-    async fn names_of(&self, contact: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn names_of(&self, contact: &str) -> Result<Vec<String>, StoreError> {
         let output = self
             .client
             .query()

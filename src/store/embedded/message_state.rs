@@ -281,7 +281,7 @@ fn page_sql(column: &str) -> String {
 }
 
 /// A contact's names: the one asked for and those linked to it.
-fn names_of(conn: &Connection, contact: &str) -> rusqlite::Result<Vec<String>> {
+pub(super) fn names_of(conn: &Connection, contact: &str) -> rusqlite::Result<Vec<String>> {
     conn.prepare_cached(
         "SELECT ?1 UNION SELECT bsuid FROM contact_ids WHERE wa_id = ?1
          UNION SELECT wa_id FROM contact_ids WHERE bsuid = ?1",

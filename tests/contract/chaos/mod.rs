@@ -760,7 +760,7 @@ fn webhook_router(ledger: Arc<dyn Ledger>, queue: Arc<dyn Queue>, clock: &Clock)
                 ..ReceiverSettings::default()
             },
         ),
-        secrets: SecretSet::new([SECRET]).expect("secret"),
+        secrets: SecretSet::new([SECRET]).expect("secret").into(),
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         metrics: MetricsSink::Off,
     }))
@@ -769,7 +769,7 @@ fn webhook_router(ledger: Arc<dyn Ledger>, queue: Arc<dyn Queue>, clock: &Clock)
 fn read_router(state: Arc<dyn StateStore>) -> Router {
     read_routes(Arc::new(ReadService {
         state,
-        tokens: SecretSet::new([TOKEN]).expect("token"),
+        tokens: SecretSet::new([TOKEN]).expect("token").into(),
         changes: None,
     }))
 }
