@@ -93,7 +93,8 @@ validate:
 
 ## rehearse: template.yaml deployed offline on moto's CloudFormation, with the defaults and with
 ## every option on: CREATE_COMPLETE, every output, each function's environment naming this
-## stack's tables, queue and bus, and the template checks (scripts/deploy-rehearsal.py)
+## stack's tables, queue, bus and secret (and holding no secret's value), the Secrets Manager
+## secret's value and who may read it, and the template checks (scripts/deploy-rehearsal.py)
 .PHONY: rehearse
 rehearse:
 	scripts/tools.sh rehearse

@@ -22,9 +22,12 @@ target/deploy/, samconfig.toml; the other architecture's zips are there too, as 
 7. the guided deploy, run in-process with SAM CLI itself on the derived template, answered with
    the transcript in docs/runbook.md ("Deploy and connect Wati"): the prompts SAM CLI prints are
    the transcript's, in order, and every answer is one CloudFormation takes (AllowedPattern,
-   AllowedValues, MinValue, MaxValue). The managed bucket, the S3 uploads and the CloudFormation
-   calls are stood in (nothing leaves the machine; AWS_ENDPOINT_URL points at a closed port, so
-   a call not stood in fails instead): each function's code uploaded is its own zip, byte for
+   AllowedValues, MinValue, MaxValue), and the Secrets Manager secret CloudFormation would write
+   from them (the `Secrets` resource's SecretString) is one the receiver and the api function
+   take at init (JSON, the current values at least 16 characters). The managed bucket, the S3
+   uploads and the CloudFormation calls are stood in (nothing leaves the machine;
+   AWS_ENDPOINT_URL points at a closed port, so a call not stood in fails instead): each
+   function's code uploaded is its own zip, byte for
    byte (not zipped again), and the packaged template's CodeUri names that upload; the answers
    are saved in the root's samconfig.toml (through target/deploy/samconfig.toml, a link), no
    secret in it. A second guided deploy finds them and offers them as defaults, asks the NoEcho
@@ -382,6 +385,42 @@ def parameter_refusal(spec: dict, value: str) -> str | None:
     return None
 
 
+# What the receiver and the api function require of the secret's value at init (src/secrets.rs,
+# parse_secret): a JSON object of strings; each current value at least this long, each previous
+# one empty or at least this long (src/auth.rs, MIN_SECRET_LEN).
+SECRET_KEYS = ("webhookSecret", "webhookSecretPrevious", "apiToken", "apiTokenPrevious")
+MIN_SECRET_LEN = 16
+
+
+def check_secret_value(source: dict, parameters: dict, failures: Failures) -> None:
+    """The Secrets secret as CloudFormation would write it from the runbook's answers (its
+    SecretString, a !Sub of the parameters): one the functions take at init, so that a deploy
+    answered as the runbook says does not leave the receiver and the api failing their init."""
+    string = source["Resources"].get("Secrets", {}).get("Properties", {}).get("SecretString")
+    text = string.get("Fn::Sub") if isinstance(string, dict) else None
+    if not failures.check(isinstance(text, str),
+                          f"Secrets: SecretString is not a !Sub: {string!r:.100}"):
+        return
+
+    def value(found: re.Match) -> str:
+        name = found.group(1)
+        return parameters.get(name, str(source["Parameters"].get(name, {}).get("Default", "")))
+
+    try:
+        written = json.loads(re.sub(r"\$\{([A-Za-z0-9]+)\}", value, text))
+    except ValueError:
+        written = None
+    ok = (isinstance(written, dict) and sorted(written) == sorted(SECRET_KEYS)
+          and all(isinstance(v, str) for v in written.values())
+          and all(len(written[key]) >= MIN_SECRET_LEN for key in SECRET_KEYS[::2])
+          and all(written[key] == "" or len(written[key]) >= MIN_SECRET_LEN
+                  for key in SECRET_KEYS[1::2]))
+    failures.check(ok, "the secret the runbook's answers write (Secrets' SecretString) is not one "
+                       "the receiver and the api function take at init: a JSON object of "
+                       f"{', '.join(SECRET_KEYS)}, the current ones at least {MIN_SECRET_LEN} "
+                       "characters")
+
+
 def check_guided(source: dict, root: Path, target: Path, failures: Failures) -> None:
     transcript = runbook_transcript()
     if not failures.check(len(transcript) > 10, f"{RUNBOOK.name}: no ```text transcript of "
@@ -438,6 +477,7 @@ def check_guided(source: dict, root: Path, target: Path, failures: Failures) -> 
                    "(no second route, nothing else accepted)")
     failures.check(parameters.get("ForwardUrl", "") == "",
                    "a first deploy leaves ForwardUrl empty (forwarding off)")
+    check_secret_value(source, parameters, failures)
     failures.check(tuple(deployed[0]["capabilities"] or ()) == ("CAPABILITY_IAM",),
                    f"capabilities {deployed[0]['capabilities']}")
     zips = {binary: (target / "lambda" / architecture(source, serverless_functions(source)[logical])

@@ -15,7 +15,12 @@ rehearsal` installs (moto and aws-sam-translator, exact versions).
    only context variables that cannot hold the request path (the webhook's path is its secret,
    the read API's paths hold phone numbers); every alarm is named after its stack, tells the
    alarm topic, and names a heading of docs/runbook.md that exists; every alarm on our own
-   metrics names the `Stack` dimension.
+   metrics names the `Stack` dimension. The Secrets Manager secret (`Secrets`): no fixed name, a
+   description naming the stack, its SecretString the !Sub JSON of the four secret parameters
+   (which refuse anything that would break that JSON); referred to only by the SECRET_ARN of
+   the functions whose binary reads it (receiver, api), by their one statement granting
+   secretsmanager:GetSecretValue on it alone, and by the SecretArn output; no function's
+   environment refers to a NoEcho parameter.
 2. Rehearsals, once with the defaults and once with every optional part on (Function URL,
    forwarding, a previous webhook secret and read token, an alarm email): the function code
    (a dummy zip with a `bootstrap`) is put into moto's S3 and each function's CodeUri points at
@@ -23,13 +28,22 @@ rehearsal` installs (moto and aws-sam-translator, exact versions).
    Output it declares must be there and non-empty (and name the resource it says it names); each
    function's environment, read back with lambda GetFunctionConfiguration, must hold every
    variable its binary reads (READS below, taken from src/), nothing else, and each table,
-   queue, bus, secret and setting must be the one this stack made or was given.
+   queue, bus, secret and setting must be the one this stack made or was given. The secret:
+   its value, read back with GetSecretValue, is the JSON of the four parameters given; the
+   receiver's and the api's SECRET_ARN is its ARN (and no other function has one); no
+   function's environment holds the value of any NoEcho parameter given; of every IAM role the
+   stack made (the functions' and the forwarding role), the receiver's and the api's each have
+   exactly one statement granting Secrets Manager actions, GetSecretValue on this secret alone,
+   the others none, and no managed policy beyond the AWS ones SAM attaches; the SecretArn
+   output is its ARN.
 
 moto models most of the template but not every type: those it does not (listed in the output
-of each run, e.g. AWS::ApiGatewayV2::*, AWS::CloudWatch::Alarm) are created as *stand-ins*
-that record their properties as CloudFormation resolved them, so references to and from them
-are still checked (an alarm's topic, a stage's log group, a metric filter's log group), but
-AWS's own validation of those resources is not rehearsed.
+of each run, e.g. AWS::ApiGatewayV2::*, AWS::CloudWatch::Alarm, AWS::SecretsManager::Secret)
+are created as *stand-ins* that record their properties as CloudFormation resolved them, so
+references to and from them are still checked (an alarm's topic, a stage's log group, a metric
+filter's log group), but AWS's own validation of those resources is not rehearsed. The secret's
+stand-in also creates the secret in moto's Secrets Manager from its resolved properties (its
+Ref is that secret's ARN, as on AWS), so its value is read back through the API.
 
 Exit status 0 when every check passed, 1 otherwise (each failure printed).
 """
@@ -37,7 +51,9 @@ Exit status 0 when every check passed, 1 otherwise (each failure printed).
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
+import fnmatch
 import io
 import json
 import logging
@@ -61,7 +77,9 @@ CODE_KEY = "bootstrap.zip"
 
 # What each binary reads from its environment, from the code (read-only here; keep in step):
 #   src/lambda.rs      ReceiverConfig::from_lookup  (receiver), ProcessorConfig (processor),
-#                      ReadApiConfig (api)
+#                      ReadApiConfig (api); SECRET_ARN: the Secrets Manager secret the receiver
+#                      (webhookSecret, webhookSecretPrevious) and the api (apiToken,
+#                      apiTokenPrevious) read their secrets from, at init and every 5 minutes
 #   src/bin/sweeper.rs var("LEDGER_TABLE"), var("QUEUE_URL")
 #   src/notifier.rs    NotifierConfig::from_lookup (notifier and windows: src/bin/windows.rs)
 #   src/settings.rs    how each is checked (required, or a default when unset or empty)
@@ -74,8 +92,7 @@ READS: dict[str, dict[str, str]] = {
     "receiver": {
         "LEDGER_TABLE": "required",
         "QUEUE_URL": "required",
-        "WEBHOOK_SECRET": "required",
-        "WEBHOOK_SECRET_PREVIOUS": "set",
+        "SECRET_ARN": "required",
         "DEDUP_TTL_DAYS": "set",
         "QUARANTINE_RETENTION_DAYS": "set",
         "MAX_BODY_BYTES": "default",
@@ -91,8 +108,7 @@ READS: dict[str, dict[str, str]] = {
     "sweeper": {"LEDGER_TABLE": "required", "QUEUE_URL": "required", "STACK_NAME": "set"},
     "api": {
         "STATE_TABLE": "required",
-        "API_TOKEN": "required",
-        "API_TOKEN_PREVIOUS": "set",
+        "SECRET_ARN": "required",
         "STACK_NAME": "set",
     },
     "notifier": {
@@ -115,12 +131,9 @@ NAMES_RESOURCE = {
     "STATE_TABLE": "StateTable",
     "QUEUE_URL": "EventQueue",
     "CHANGE_BUS_NAME": "ChangeBus",
+    "SECRET_ARN": "Secrets",
 }
 NAMES_PARAMETER = {
-    "WEBHOOK_SECRET": "WebhookSecret",
-    "WEBHOOK_SECRET_PREVIOUS": "WebhookSecretPrevious",
-    "API_TOKEN": "ApiToken",
-    "API_TOKEN_PREVIOUS": "ApiTokenPrevious",
     "DEDUP_TTL_DAYS": "DedupTtlDays",
     "QUARANTINE_RETENTION_DAYS": "QuarantineRetentionDays",
     "WINDOW_CLOSING_LEAD_MINUTES": "WindowClosingLeadMinutes",
@@ -142,6 +155,7 @@ OUTPUTS = {
     "EventQueueName": ("queue-name", "EventQueue"),
     "DeadLetterQueueUrl": ("ref", "DeadLetterQueue"),
     "DeadLetterQueueArn": ("queue-arn", "DeadLetterQueue"),
+    "SecretArn": ("secret-arn", "Secrets"),
     "ChangeBusName": ("ref", "ChangeBus"),
     "ChangeBusArn": ("bus-arn", "ChangeBus"),
     "ChangeArchiveName": ("ref", "ChangeArchive"),
@@ -157,6 +171,26 @@ CLI_AWS_VARIABLES = {
     "STATE_TABLE": "StateTable",
     "QUEUE_URL": "EventQueue",
     "DLQ_URL": "DeadLetterQueue",
+}
+
+# The one Secrets Manager secret of the stack (issue 19, section 5): its logical id, its JSON keys
+# and the parameter each is built from (template.yaml, Secrets), and the one grant on it, which
+# exactly the functions whose binary reads SECRET_ARN (READS) have, on this secret alone.
+SECRET_RESOURCE = "Secrets"
+SECRET_KEYS = {
+    "webhookSecret": "WebhookSecret",
+    "webhookSecretPrevious": "WebhookSecretPrevious",
+    "apiToken": "ApiToken",
+    "apiTokenPrevious": "ApiTokenPrevious",
+}
+SECRET_ACTION = "secretsmanager:GetSecretValue"
+SECRET_READERS = {binary for binary, reads in READS.items() if "SECRET_ARN" in reads}
+# The AWS managed policies SAM attaches to the functions' roles (translate(), below): logs, the
+# SQS poller's and the DynamoDB stream's reads; none grants a Secrets Manager action.
+MANAGED_WITHOUT_SECRETS = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole",
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole",
 }
 
 SECRET = "0123456789abcdef" * 4
@@ -364,6 +398,9 @@ def check_secret_parameters(template: dict, failures: Failures) -> None:
     generated = secrets.token_hex(32)  # what `openssl rand -hex 32` prints
     refused_by_code = [" " * 64, "\t" * 64, "0123456789abcde", "x"]
     not_a_segment = ["/" * 64, "{secret}" * 8, "%2F" + "0" * 61, "0" * 63 + "/"]
+    # The Secrets secret is these values !Sub'd into JSON strings: a quote or a backslash would
+    # make it invalid JSON (or add a key), which the functions would refuse at init.
+    not_json_safe = ['"' * 64, "\\" * 64, "0" * 62 + '",']
     for parameter, previous in [("WebhookSecret", False), ("WebhookSecretPrevious", True),
                                 ("ApiToken", False), ("ApiTokenPrevious", True)]:
         spec = template["Parameters"][parameter]
@@ -374,7 +411,7 @@ def check_secret_parameters(template: dict, failures: Failures) -> None:
                        f"{parameter}: no ConstraintDescription")
         failures.check(spec.get("NoEcho") is True, f"{parameter}: not NoEcho")
         takes = [generated] + ([""] if previous else [])
-        refuses = refused_by_code + not_a_segment + ([] if previous else [""])
+        refuses = refused_by_code + not_a_segment + not_json_safe + ([] if previous else [""])
         for value in takes:
             failures.check(re.fullmatch(pattern, value) is not None,
                            f"{parameter}: {pattern} refuses {value!r}, a value the README makes")
@@ -469,9 +506,166 @@ def check_logging(template: dict, failures: Failures) -> None:
             )
 
 
+def refers_to(value, name: str) -> bool:
+    """Whether this node of the template is a reference to resource or parameter `name`: a Ref,
+    a GetAtt, or a Sub whose text names it (its own variables are walked separately)."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    (key, argument), = value.items()
+    if key == "Ref":
+        return argument == name
+    if key == "Fn::GetAtt":
+        target = argument[0] if isinstance(argument, list) else str(argument).split(".")[0]
+        return target == name
+    if key == "Fn::Sub":
+        text = argument if isinstance(argument, str) else argument[0]
+        return re.search(r"\$\{" + re.escape(name) + r"(\.[A-Za-z0-9]+)?\}", text) is not None
+    return False
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def function_binaries(template: dict) -> dict[str, str]:
+    """Logical id -> binary of every function of the template."""
+    return {
+        logical: resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        for logical, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def check_secret_template(template: dict, failures: Failures) -> None:
+    """The Secrets secret as the contract has it: built from the four secret parameters as one
+    JSON object, named by the template only as each reading function's SECRET_ARN, in its one
+    GetSecretValue grant and in the SecretArn output; no secret in any function's environment."""
+    resources = template["Resources"]
+    secret = resources.get(SECRET_RESOURCE, {})
+    properties = secret.get("Properties", {})
+    if not failures.check(secret.get("Type") == "AWS::SecretsManager::Secret",
+                          f"{SECRET_RESOURCE}: not an AWS::SecretsManager::Secret"):
+        return
+    failures.check("Condition" not in secret, f"{SECRET_RESOURCE}: has a Condition (its readers "
+                                              f"are always there)")
+    failures.check("Name" not in properties,
+                   f"{SECRET_RESOURCE}: a fixed Name (two stacks in one region would collide)")
+    failures.check("GenerateSecretString" not in properties,
+                   f"{SECRET_RESOURCE}: GenerateSecretString (the value is the parameters')")
+    description = properties.get("Description")
+    failures.check(isinstance(description, dict) and isinstance(description.get("Fn::Sub"), str)
+                   and "${AWS::StackName}" in description["Fn::Sub"],
+                   f"{SECRET_RESOURCE}: Description does not name the stack (!Sub ...${{AWS::StackName}})")
+    string = properties.get("SecretString")
+    sub = string.get("Fn::Sub") if isinstance(string, dict) else None
+    try:
+        parsed = json.loads(sub) if isinstance(sub, str) else None
+    except ValueError:
+        parsed = None
+    wanted = {key: f"${{{parameter}}}" for key, parameter in SECRET_KEYS.items()}
+    failures.check(parsed == wanted,
+                   f"{SECRET_RESOURCE}: SecretString is not !Sub of the JSON {json.dumps(wanted)}: "
+                   f"{string!r:.200}")
+
+    binaries = function_binaries(template)
+    readers = {logical for logical, binary in binaries.items() if binary in SECRET_READERS}
+    failures.check(readers == {"ReceiverFunction", "ApiFunction"},
+                   f"functions whose binary reads SECRET_ARN: {sorted(readers)}")
+    no_echo = [name for name, spec in template["Parameters"].items() if spec.get("NoEcho")]
+    failures.check(set(SECRET_KEYS.values()) <= set(no_echo),
+                   f"the secret's parameters are not all NoEcho: {sorted(no_echo)}")
+
+    # Every reference to the secret, and what it may be.
+    allowed = set()
+    for logical in readers:
+        allowed.add(("Resources", logical, "Properties", "Environment", "Variables", "SECRET_ARN"))
+    allowed.add(("Outputs", "SecretArn", "Value"))
+    grants = {logical: [] for logical in binaries}
+    for logical in binaries:
+        for index, policy in enumerate(as_list(resources[logical]["Properties"].get("Policies", []))):
+            if isinstance(policy, str):
+                failures.check("secret" not in policy.lower(),
+                               f"{logical}: managed policy {policy} (Secrets Manager?)")
+                continue
+            if not isinstance(policy, dict):
+                continue
+            if "Statement" not in policy:
+                failures.check(not any("secret" in key.lower() for key in policy),
+                               f"{logical}: SAM policy template {sorted(policy)} on secrets")
+                continue
+            for number, statement in enumerate(as_list(policy["Statement"])):
+                actions = [str(a).lower() for a in as_list(statement.get("Action", []))]
+                if ("NotAction" in statement or "NotResource" in statement
+                        or any(a == "*" or a.split(":")[0] in ("*", "secretsmanager")
+                               or a.startswith("secretsmanager") for a in actions)
+                        or any(refers_to(r, SECRET_RESOURCE)
+                               for r in as_list(statement.get("Resource", [])))):
+                    grants[logical].append(statement)
+                    allowed.add(("Resources", logical, "Properties", "Policies", index,
+                                 "Statement", number, "Resource"))
+                    allowed.add(("Resources", logical, "Properties", "Policies", index,
+                                 "Statement", "Resource"))
+    exact = {"Effect": "Allow", "Action": SECRET_ACTION, "Resource": {"Ref": SECRET_RESOURCE}}
+
+    def normal(statement: dict) -> dict:
+        return {key: (value[0] if isinstance(value, list) and len(value) == 1 else value)
+                for key, value in statement.items()}
+
+    for logical, statements in sorted(grants.items()):
+        if logical in readers:
+            failures.check([normal(s) for s in statements] == [exact],
+                           f"{logical}: its Secrets Manager grants are {statements}, not the one "
+                           f"{exact}")
+        else:
+            failures.check(statements == [],
+                           f"{logical}: Secrets Manager grants {statements}, but its binary "
+                           f"{binaries[logical]} does not read the secret")
+    # The template's own IAM resources (the forwarding role): no Secrets Manager action at all.
+    for logical, resource in sorted(resources.items()):
+        if not resource["Type"].startswith("AWS::IAM::"):
+            continue
+        granting = [statement for path, value in walk(resource.get("Properties", {}))
+                    if path and path[-1] == "Statement" for statement in as_list(value)
+                    if isinstance(statement, dict) and statement.get("Effect") == "Allow"
+                    and grants_secret_actions(statement)]
+        failures.check(not granting, f"{logical}: grants Secrets Manager actions {granting}")
+    referring = [path for path, value in walk(template) if refers_to(value, SECRET_RESOURCE)]
+    stray = [".".join(map(str, path)) for path in referring if path not in allowed]
+    failures.check(not stray, f"{stray} refer to the secret (only the readers' SECRET_ARN and "
+                              f"grant, and the SecretArn output may)")
+    failures.check(("Outputs", "SecretArn", "Value") in referring
+                   and template["Outputs"]["SecretArn"]["Value"] == {"Ref": SECRET_RESOURCE},
+                   f"the SecretArn output is not !Ref {SECRET_RESOURCE}")
+    resolved = [".".join(map(str, path)) for path, value in walk(template)
+                if isinstance(value, str) and "{{resolve:secretsmanager" in value]
+    failures.check(not resolved, f"{resolved}: Secrets Manager dynamic references (the value "
+                                 f"would be resolved into the resource, readable there)")
+
+    # No function's environment (nor the Globals') carries a NoEcho parameter.
+    environments = {"Globals": template.get("Globals", {}).get("Function", {}).get("Environment", {})}
+    for logical in binaries:
+        environments[logical] = resources[logical]["Properties"].get("Environment", {})
+    for logical, environment in sorted(environments.items()):
+        variables = environment.get("Variables", {})
+        failures.check((logical in readers) == ("SECRET_ARN" in variables),
+                       f"{logical}: SECRET_ARN " + ("missing, and its binary reads it"
+                                                    if logical in readers else
+                                                    "set, but its binary does not read the secret"))
+        if "SECRET_ARN" in variables:
+            failures.check(variables["SECRET_ARN"] == {"Ref": SECRET_RESOURCE},
+                           f"{logical}: SECRET_ARN is {variables['SECRET_ARN']}, not !Ref "
+                           f"{SECRET_RESOURCE}")
+        for parameter in no_echo:
+            where = [".".join(map(str, path)) for path, value in walk(environment)
+                     if refers_to(value, parameter)]
+            failures.check(not where, f"{logical}: its environment holds the NoEcho parameter "
+                                      f"{parameter} ({', '.join(where)})")
+
+
 def check_template(template: dict, failures: Failures) -> None:
     check_access_logs(template, failures)
     check_secret_parameters(template, failures)
+    check_secret_template(template, failures)
     check_metric_alarm_dimensions(template, failures)
     check_metric_filters(template, failures)
     check_alarms(template, failures)
@@ -510,7 +704,24 @@ def register_standins(template: dict) -> None:
             "AWS::Events::ApiDestination": {
                 "Arn": f"arn:aws:events:{region}:{account}:api-destination/{physical}"
             },
+            "AWS::SecretsManager::Secret": {"Id": physical},
         }.get(cfn_type, {"Arn": arn})
+
+    def create_secret(properties: dict, resource_name: str, account: str, region: str) -> str:
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        created = secretsmanager_backends[account][region].create_secret(
+            name=properties.get("Name") or resource_name,
+            secret_string=properties.get("SecretString"),
+            secret_binary=None,
+            description=properties.get("Description"),
+            tags=properties.get("Tags"),
+            kms_key_id=properties.get("KmsKeyId"),
+            client_request_token=None,
+            replica_regions=[],
+            force_overwrite=False,
+        )
+        return json.loads(created)["ARN"]
 
     for cfn_type in sorted(missing):
 
@@ -544,6 +755,12 @@ def register_standins(template: dict) -> None:
                         physical = properties.get("StageName", "$default")
                     elif cfn_type == "AWS::CloudWatch::Alarm":
                         physical = properties.get("AlarmName") or resource_name
+                    elif cfn_type == "AWS::SecretsManager::Secret":
+                        # Made in moto's Secrets Manager from the resolved properties, so that
+                        # the checks read it back (GetSecretValue) as the functions would; its
+                        # Ref is its ARN, as on AWS.
+                        physical = create_secret(properties, resource_name, account_id,
+                                                 region_name)
                     else:
                         physical = resource_name
                     instance.physical_resource_id = physical
@@ -722,6 +939,9 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
                 QueueUrl=physical[target], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         elif kind == "bus-arn":
             want = events.describe_event_bus(Name=physical[target])["Arn"]
+        elif kind == "secret-arn":
+            secretsmanager = boto3.client("secretsmanager", region_name=REGION)
+            want = secretsmanager.describe_secret(SecretId=physical[target])["ARN"]
         elif kind == "cli-env":
             words = value.split()
             want = "export " + " ".join(
@@ -815,6 +1035,7 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
         if bus is not None:
             failures.check(bus in buses, f"[{name}] {logical}: CHANGE_BUS_NAME {bus!r} is no bus")
 
+    secret_summary = check_secret(name, template, parameters, physical, functions, failures)
     check_standins(name, parameters, physical, failures)
     check_dashboard(name, physical, failures)
 
@@ -872,6 +1093,115 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
     )
     print(f"  not modelled by moto's CloudFormation (stand-ins record the resolved properties; "
           f"AWS's own checks of these are not rehearsed): {moto_lacks}")
+    print(f"  {secret_summary}")
+
+
+def grants_secret_actions(statement: dict) -> bool:
+    """Whether an Allow statement may grant some Secrets Manager action (a wildcard, the
+    service's prefix, or NotAction, which grants every action it does not name)."""
+    if "NotAction" in statement:
+        return True
+    return any(fnmatch.fnmatchcase("secretsmanager", str(action).lower().split(":")[0])
+               for action in as_list(statement.get("Action", [])))
+
+
+def check_secret(name: str, template: dict, parameters: dict, physical: dict, functions: dict,
+                 failures: Failures) -> str:
+    """The secret as the stack made it: its value the four parameters as JSON; the readers'
+    SECRET_ARN its ARN; no secret value in any function's environment; GetSecretValue on it
+    granted by exactly one statement of the readers' roles, naming it alone, and nothing of
+    Secrets Manager granted to any other role of the stack."""
+    import boto3
+
+    lambda_ = boto3.client("lambda", region_name=REGION)
+    secretsmanager = boto3.client("secretsmanager", region_name=REGION)
+    iam = boto3.client("iam", region_name=REGION)
+    arn = physical.get(SECRET_RESOURCE, "")
+    try:
+        described = secretsmanager.describe_secret(SecretId=arn)
+        value = secretsmanager.get_secret_value(SecretId=arn)["SecretString"]
+    except Exception as error:  # noqa: BLE001 - any failure here is the check's
+        failures.check(False, f"[{name}] {SECRET_RESOURCE} ({arn!r}) is no secret: {error}")
+        return f"secret: {SECRET_RESOURCE} not found in Secrets Manager"
+    failures.check(described["ARN"] == arn and arn.startswith(f"arn:aws:secretsmanager:{REGION}:"),
+                   f"[{name}] {SECRET_RESOURCE}: Ref {arn!r} is not its ARN {described['ARN']!r}")
+    failures.check(STACK in described.get("Description", ""),
+                   f"[{name}] {SECRET_RESOURCE}: its description does not name the stack: "
+                   f"{described.get('Description')!r}")
+    try:
+        held = json.loads(value)
+    except ValueError:
+        held = None
+    wanted = {key: parameters[parameter] for key, parameter in SECRET_KEYS.items()}
+    failures.check(held == wanted, f"[{name}] {SECRET_RESOURCE}: its value is not the JSON of "
+                                   f"{sorted(SECRET_KEYS.values())} as given")
+
+    # Every function's environment: SECRET_ARN on the readers only, this secret's ARN; no value
+    # of a NoEcho parameter anywhere (a secret given to the stack, the forwarding key included).
+    given_secrets = {parameter: parameters[parameter] for parameter, spec in
+                     template["Parameters"].items()
+                     if spec.get("NoEcho") and parameters.get(parameter)}
+    readers, roles = set(), {}
+    for logical, spec in sorted(functions.items()):
+        binary = spec.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        configuration = lambda_.get_function_configuration(FunctionName=physical[logical])
+        variables = configuration.get("Environment", {}).get("Variables", {})
+        roles[configuration["Role"].rsplit("/", 1)[-1]] = logical
+        if binary in SECRET_READERS:
+            readers.add(logical)
+            failures.check(variables.get("SECRET_ARN") == arn,
+                           f"[{name}] {logical}: SECRET_ARN {variables.get('SECRET_ARN')!r} is not "
+                           f"this stack's secret {arn!r}")
+        else:
+            failures.check("SECRET_ARN" not in variables,
+                           f"[{name}] {logical}: SECRET_ARN set, but {binary} may not read it")
+        shown = sorted(parameter for parameter, secret in given_secrets.items()
+                       if any(secret in str(v) for v in variables.values()))
+        failures.check(not shown, f"[{name}] {logical}: its environment holds the value of {shown}")
+    failures.check({"ReceiverFunction", "ApiFunction"} <= readers,
+                   f"[{name}] the secret's readers are {sorted(readers)}")
+
+    # Every role of the stack (the functions' and the forwarding role): what it grants of
+    # Secrets Manager, inline or through a managed policy.
+    every_role = [r["RoleName"] for page in iam.get_paginator("list_roles").paginate()
+                  for r in page["Roles"]]
+    for role in every_role:
+        owner = roles.get(role, role)
+        statements = []
+        for policy in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            document = iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
+            if isinstance(document, str):
+                # moto keeps the inline policies of a role CloudFormation made as the Python
+                # repr of the document (AWS: URL-encoded JSON, which boto3 decodes).
+                try:
+                    document = json.loads(document)
+                except ValueError:
+                    document = ast.literal_eval(document)
+            statements += [s for s in as_list(document.get("Statement", []))
+                           if s.get("Effect") == "Allow" and grants_secret_actions(s)]
+        managed = [p["PolicyArn"] for p in
+                   iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]]
+        failures.check(set(managed) <= MANAGED_WITHOUT_SECRETS,
+                       f"[{name}] {owner}: managed policies {sorted(set(managed) - MANAGED_WITHOUT_SECRETS)}"
+                       f" may grant Secrets Manager actions")
+        if owner in readers:
+            exact = [s for s in statements
+                     if as_list(s.get("Action")) == [SECRET_ACTION]
+                     and as_list(s.get("Resource")) == [arn] and "Condition" not in s]
+            failures.check(len(statements) == 1 and exact == statements,
+                           f"[{name}] {owner}: Secrets Manager grants {statements}, not the one "
+                           f"{SECRET_ACTION} on {arn}")
+        else:
+            failures.check(statements == [],
+                           f"[{name}] {owner}: grants Secrets Manager actions {statements}; only "
+                           f"{sorted(readers)} may read the secret")
+    failures.check(set(roles) <= set(every_role),
+                   f"[{name}] a function's role is not in IAM: {sorted(set(roles) - set(every_role))}")
+    return (f"secret: {SECRET_RESOURCE} (the stand-in creates it in moto's Secrets Manager from its "
+            f"resolved properties; read back with GetSecretValue): the JSON of "
+            f"{len(SECRET_KEYS)} parameters; SECRET_ARN and GetSecretValue on it alone: "
+            f"{', '.join(sorted(readers))}; {len(every_role)} roles' grants and "
+            f"{len(functions)} environments checked for secrets")
 
 
 def physical_api_id() -> str:
