@@ -60,6 +60,7 @@ PROCESSOR_STEP = ("processor_from_event_merge",
                   "check + `merge` into the stored state")
 
 SECRET = "cold-start-webhook-secret-0123456789"
+TOKEN = "cold-start-read-api-token-0123456789"
 
 
 # ---------------------------------------------------------------------------------- cold start
@@ -122,6 +123,21 @@ def create_resources():
     return ledger, state, queue["QueueUrl"]
 
 
+def create_secret():
+    """The stack's secret as template.yaml's Secrets holds it, on the emulators' Secrets Manager;
+    returns its ARN, the receiver's SECRET_ARN (it reads the secret during its init)."""
+    endpoint = os.environ["AWS_ENDPOINT_URL_SECRETS_MANAGER"]
+    name = "perf-cold-start"
+    value = {"webhookSecret": SECRET, "webhookSecretPrevious": "", "apiToken": TOKEN,
+             "apiTokenPrevious": ""}
+    created = aws_post(endpoint, "secretsmanager", "secretsmanager.CreateSecret",
+                       {"Name": name, "SecretString": json.dumps(value)})
+    if not created:  # already there (an earlier run on the same emulators)
+        created = aws_post(endpoint, "secretsmanager", "secretsmanager.DescribeSecret",
+                           {"SecretId": name})
+    return created["ARN"]
+
+
 def function_event(function, body):
     """What the function's first invocation gets: an HTTP API request or an SQS batch of one."""
     text = body.decode()
@@ -158,12 +174,14 @@ def cold_start(out_path, runs=5):
     results = {"arch": "x86_64", "runs": runs, "functions": {}}
     try:
         ledger, state, queue_url = create_resources()
+        secret_arn = create_secret()
     except (KeyError, OSError, RuntimeError) as error:
         results["error"] = f"emulator resources: {error}"
         ledger, state, queue_url = "perf-cold-start-ledger", "perf-cold-start-state", ""
+        secret_arn = ""
     body = open(os.path.join(FIXTURES, "07-sentMessageDELIVERED.json"), "rb").read()
     env = dict(os.environ, LEDGER_TABLE=ledger, STATE_TABLE=state, QUEUE_URL=queue_url,
-               WEBHOOK_SECRET=SECRET)
+               SECRET_ARN=secret_arn)
     for function in ("receiver", "processor"):
         zip_path = os.path.join(LAMBDA_DIR, "x86_64", function, "bootstrap.zip")
         entry = results["functions"].setdefault(function, {})
