@@ -194,6 +194,11 @@ pub struct ChangeDocument {
     /// `/v1/messages/<id>` or `/v1/contacts/<waId>?channel=<number>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub href: Option<String>,
+    /// The correlation id of the webhook whose write made the change: its key in the form the
+    /// receiver's and processor's log lines show (`log_key`). Absent on the window timer's
+    /// documents: the clock made them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caused_by: Option<String>,
 }
 
 /// The `message.updated` document for one fact gained by the item under `key`; `message` is the
@@ -214,6 +219,7 @@ pub fn message_updated(
         message: Some(MessageView::from(message)),
         contact: None,
         href: None,
+        caused_by: None,
     }
 }
 
@@ -230,6 +236,7 @@ pub fn write_documents(
     message: &MessageRecord,
     contact: Option<&ContactView>,
     now: i64,
+    caused_by: Option<&str>,
 ) -> Vec<ChangeDocument> {
     if changes.is_empty() {
         return Vec::new();
@@ -240,6 +247,9 @@ pub fn write_documents(
         .collect();
     let views = contact.map_or(&[][..], |c| c.channels.as_slice());
     documents.extend(views.iter().map(|view| contact_updated(view, now, now)));
+    for document in &mut documents {
+        document.caused_by = caused_by.map(str::to_owned);
+    }
     documents
 }
 
@@ -288,6 +298,7 @@ pub fn contact_updated(view: &ChannelView, as_of: i64, recorded_at: i64) -> Chan
         message: None,
         contact: Some(view.clone()),
         href: None,
+        caused_by: None,
     }
 }
 
@@ -315,6 +326,7 @@ pub fn window_document(
         message: None,
         contact: Some(view.clone()),
         href: None,
+        caused_by: None,
     }
 }
 
@@ -468,7 +480,7 @@ mod tests {
         };
         let contact = ContactView::from_messages(&[on_second, joining.clone()], 300).unwrap();
         let changes = item_changes(None, &joining);
-        let documents = write_documents("d", &changes, &joining, Some(&contact), 300);
+        let documents = write_documents("d", &changes, &joining, Some(&contact), 300, None);
         let views: Vec<(Option<&str>, Option<&str>)> = documents
             .iter()
             .filter_map(|d| d.contact.as_ref())

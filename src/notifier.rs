@@ -181,6 +181,7 @@ pub async fn documents_for(
     changes: &[FactChange],
     now: i64,
     lead_seconds: i64,
+    caused_by: Option<&str>,
 ) -> Result<Vec<ChangeDocument>, StoreError> {
     if changes.is_empty() {
         return Ok(Vec::new());
@@ -209,6 +210,7 @@ pub async fn documents_for(
         &message,
         contact.as_ref(),
         now,
+        caused_by,
     ))
 }
 
@@ -220,8 +222,19 @@ async fn record_documents(
     lead_seconds: i64,
 ) -> Result<Vec<ChangeDocument>, StoreError> {
     match change {
-        StreamChange::Message { after, .. } => {
-            documents_for(state, after, &change.changes(), now, lead_seconds).await
+        StreamChange::Message {
+            after, caused_by, ..
+        } => {
+            let changes = change.changes();
+            documents_for(
+                state,
+                after,
+                &changes,
+                now,
+                lead_seconds,
+                caused_by.as_deref(),
+            )
+            .await
         }
         StreamChange::Ignored(_) => Ok(Vec::new()),
     }

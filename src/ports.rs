@@ -216,7 +216,13 @@ pub enum MergeOutcome {
 pub trait StateStore: Send + Sync {
     /// Merges one event's facts into its message, all or nothing. Idempotent and
     /// order-independent; an event that contradicts stored ids or contact names is refused.
-    async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError>;
+    /// `caused_by`: the correlation id of the webhook that stated the facts, for the change
+    /// documents the write announces.
+    async fn apply(
+        &self,
+        facts: &MessageRecord,
+        caused_by: Option<&str>,
+    ) -> Result<MergeOutcome, StoreError>;
     /// Keeps an event that was accepted but can never be applied, with its body, under its key;
     /// when the key already holds another body (a v1/v2 twin, sent under the key its body names),
     /// under [`crate::event::variant_key`] of it. Idempotent: the same body lands on one record.

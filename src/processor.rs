@@ -111,7 +111,7 @@ async fn apply_event(
             let reason = format!("{kind} has an id longer than {MAX_ID_BYTES} bytes");
             quarantine(state, queued, reason).await
         }
-        Some(facts) => match state.apply(&facts).await? {
+        Some(facts) => match state.apply(&facts, Some(&log_key(&queued.key))).await? {
             MergeOutcome::Merged => Ok(Applied::Message { kind }),
             MergeOutcome::Refused(contradiction) => {
                 let reason = format!("{kind} contradicts the stored message: {contradiction}");

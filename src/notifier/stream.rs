@@ -47,6 +47,8 @@ pub enum StreamChange {
     Message {
         before: Option<Box<MessageItem>>,
         after: Box<MessageItem>,
+        /// The correlation id the write left on the item (`caused_by`), for the documents.
+        caused_by: Option<String>,
     },
     /// Not a message item's write, or nothing to compare: acknowledged without a document.
     Ignored(&'static str),
@@ -56,7 +58,7 @@ impl StreamChange {
     /// The facts the write changed (none for an ignored record).
     pub fn changes(&self) -> Vec<FactChange> {
         match self {
-            StreamChange::Message { before, after } => {
+            StreamChange::Message { before, after, .. } => {
                 item_changes(before.as_ref().map(|b| &b.record), &after.record)
             }
             StreamChange::Ignored(_) => Vec::new(),
@@ -98,5 +100,6 @@ pub fn classify(record: &EventRecord) -> StreamChange {
     StreamChange::Message {
         before,
         after: Box::new(item_from_attributes(key.to_owned(), &new)),
+        caused_by: text(&new, "caused_by"),
     }
 }

@@ -129,7 +129,7 @@ fn a_lambda_stream_event_reads_as_message_items() {
         "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"
     }]});
     let event: Event = serde_json::from_value(json).unwrap();
-    let StreamChange::Message { before, after } = classify(&event.records[0]) else {
+    let StreamChange::Message { before, after, .. } = classify(&event.records[0]) else {
         panic!("a message item");
     };
     assert_eq!(after.key, "m1");
@@ -532,10 +532,10 @@ async fn a_customer_message_records_its_window() {
     };
     for record in [&reply, &customer] {
         let changes = item_changes(None, record);
-        documents_for(&state, &item(record), &changes, 200, 1_800)
+        documents_for(&state, &item(record), &changes, 200, 1_800, None)
             .await
             .unwrap();
-        documents_for(&state, &item(record), &[], 200, 1_800)
+        documents_for(&state, &item(record), &[], 200, 1_800, None)
             .await
             .unwrap();
     }

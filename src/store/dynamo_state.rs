@@ -162,8 +162,13 @@ pub struct ItemUpdate {
 
 /// The update that joins `write` into its item. With a `required` token, it also requires
 /// `linked` to hold it (the fast path, which then writes nothing else); otherwise it adds the
-/// write's tokens.
-pub fn item_update(write: &ItemWrite, required: Option<&str>) -> ItemUpdate {
+/// write's tokens. `caused_by` (the webhook's correlation id) is left on the item for the
+/// notifier's documents: metadata, not state (no read takes it), so the last writer's wins.
+pub fn item_update(
+    write: &ItemWrite,
+    required: Option<&str>,
+    caused_by: Option<&str>,
+) -> ItemUpdate {
     let mut set = Vec::new();
     let mut add = Vec::new();
     let mut conditions = Vec::new();
@@ -182,6 +187,10 @@ pub fn item_update(write: &ItemWrite, required: Option<&str>) -> ItemUpdate {
         (Some(_), _) => set.push("contact = :wa_id".to_owned()),
         (None, Some(_)) => set.push("contact = if_not_exists(contact, :bsuid)".to_owned()),
         (None, None) => {}
+    }
+    if let Some(caused_by) = caused_by {
+        set.push("caused_by = :caused_by".to_owned());
+        values.insert(":caused_by".to_owned(), s(caused_by));
     }
     if let Some(key) = sent_key(write) {
         set.push("sent_key = if_not_exists(sent_key, :sent_key)".to_owned());
@@ -354,8 +363,12 @@ impl DynamoState {
 
     /// The fast path: the home item alone, if it already holds every link the event implies.
     /// `Ok(None)` means the links are missing (write the whole plan).
-    async fn update_home(&self, plan: &Plan) -> Result<Option<MergeOutcome>, StoreError> {
-        let update = item_update(&plan.home, plan.token.as_deref());
+    async fn update_home(
+        &self,
+        plan: &Plan,
+        caused_by: Option<&str>,
+    ) -> Result<Option<MergeOutcome>, StoreError> {
+        let update = item_update(&plan.home, plan.token.as_deref(), caused_by);
         let mut request = self
             .client
             .update_item()
@@ -383,11 +396,15 @@ impl DynamoState {
     }
 
     /// The whole plan in one transaction: home, edges and contact links, all or nothing.
-    async fn write_plan(&self, plan: &Plan) -> Result<MergeOutcome, StoreError> {
+    async fn write_plan(
+        &self,
+        plan: &Plan,
+        caused_by: Option<&str>,
+    ) -> Result<MergeOutcome, StoreError> {
         let writes: Vec<&ItemWrite> = std::iter::once(&plan.home).chain(&plan.edges).collect();
         let mut items = Vec::new();
         for write in &writes {
-            let update = item_update(write, None);
+            let update = item_update(write, None, caused_by);
             let mut builder = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(message_key(&update.key)))
@@ -724,13 +741,17 @@ impl WindowState for DynamoState {
 
 #[async_trait]
 impl StateStore for DynamoState {
-    async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError> {
+    async fn apply(
+        &self,
+        facts: &MessageRecord,
+        caused_by: Option<&str>,
+    ) -> Result<MergeOutcome, StoreError> {
         let Some(plan) = plan(facts) else {
             return Ok(MergeOutcome::Merged);
         };
-        match self.update_home(&plan).await? {
+        match self.update_home(&plan, caused_by).await? {
             Some(outcome) => Ok(outcome),
-            None => self.write_plan(&plan).await,
+            None => self.write_plan(&plan, caused_by).await,
         }
     }
 
@@ -873,7 +894,7 @@ mod tests {
             }),
             ..MessageRecord::default()
         };
-        let update = item_update(&write(record, &["W"]), Some("T#1"));
+        let update = item_update(&write(record, &["W"]), Some("T#1"), None);
         assert_eq!(
             update.update_expression,
             "SET id = :id, whatsapp_message_id = :whatsapp_message_id, wa_id = :wa_id, \
@@ -889,7 +910,7 @@ mod tests {
             update.values[":failures"],
             AttributeValue::Ss(vec![r#"[21,"131026",null]"#.into()])
         );
-        let slow = item_update(&write(MessageRecord::default(), &["W"]), None);
+        let slow = item_update(&write(MessageRecord::default(), &["W"]), None, None);
         assert_eq!(slow.update_expression, "ADD linked :linked");
         assert_eq!(slow.condition_expression, "");
     }
@@ -904,7 +925,7 @@ mod tests {
             channel_phone_number: Some("14155550200".into()),
             ..MessageRecord::default()
         };
-        let update = item_update(&write(record, &[]), None);
+        let update = item_update(&write(record, &[]), None, None);
         assert_eq!(
             update.update_expression,
             "SET id = :id, channel_id = :channel_id, channel_phone_number = :channel_phone_number"

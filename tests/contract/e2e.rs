@@ -94,11 +94,15 @@ struct PoisonFor {
 
 #[async_trait]
 impl StateStore for PoisonFor {
-    async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError> {
+    async fn apply(
+        &self,
+        facts: &MessageRecord,
+        caused_by: Option<&str>,
+    ) -> Result<MergeOutcome, StoreError> {
         if facts.id.as_deref() == Some(self.id) {
             return Err(StoreError::unavailable("apply", "poisoned for the test"));
         }
-        self.inner.apply(facts).await
+        self.inner.apply(facts, caused_by).await
     }
     async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError> {
         self.inner.quarantine(event, reason).await

@@ -206,7 +206,7 @@ async fn the_read_api_lambda_takes_the_channel_query() {
         let event = wati_ingest::event::WatiEvent::parse(&body).unwrap();
         if let Some(facts) = wati_ingest::message::MessageRecord::from_event(&event, 1_764_238_453)
         {
-            backend.state().apply(&facts).await.unwrap();
+            backend.state().apply(&facts, None).await.unwrap();
         }
     }
     const TOKEN: &str = "lambda-read-token-0123456789abcdef";

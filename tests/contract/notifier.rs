@@ -959,7 +959,8 @@ async fn notifier_announces_every_change_once_per_id() {
     let local = EmbeddedStore::open(&tempdir.path().join("same-deliveries.db")).unwrap();
     for (n, body) in deliveries.iter().enumerate() {
         let queued = QueuedEvent::archived(
-            format!("k-{n}"),
+            // The key the same delivery had on AWS above.
+            format!("k{}-{}", n / 6, n % 6),
             now,
             String::from_utf8(body.clone()).unwrap(),
         );
@@ -981,6 +982,32 @@ async fn notifier_announces_every_change_once_per_id() {
         local_message_updates, message_updates,
         "the embedded outbox and the notifier announce the same message changes"
     );
+    // Each change names the webhook that made it (its key as the logs show it), the same one on
+    // both backends.
+    let applied: BTreeSet<String> = (0..deliveries.len())
+        .map(|n| wati_ingest::event::log_key(&format!("k{}-{}", n / 6, n % 6)))
+        .collect();
+    let causes = |documents: &[Value]| -> BTreeMap<String, String> {
+        documents
+            .iter()
+            .filter(|d| d["type"] == "message.updated")
+            .map(|d| {
+                let cause = d["caused_by"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no caused_by: {d}"));
+                assert!(
+                    applied.contains(cause),
+                    "{cause} is no applied webhook's key"
+                );
+                (d["id"].as_str().unwrap().to_owned(), cause.to_owned())
+            })
+            .collect()
+    };
+    assert_eq!(causes(&local_documents), causes(&documents));
+    assert!(documents
+        .iter()
+        .filter(|d| d["type"] == "contact.updated")
+        .all(|d| d["caused_by"].as_str().is_some_and(|c| applied.contains(c))));
     for id in [&default_final, &second_final] {
         assert!(
             local_documents.iter().any(|d| d["id"] == id.as_str()),

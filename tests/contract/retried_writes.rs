@@ -164,7 +164,7 @@ async fn a_lost_response_still_links_every_id() {
     faults.plan("UpdateItem", Fault::LoseResponse);
     faults.plan("TransactWriteItems", Fault::LoseResponse);
     assert_eq!(
-        state.apply(&facts(SENT_V2)).await.unwrap(),
+        state.apply(&facts(SENT_V2), None).await.unwrap(),
         MergeOutcome::Merged
     );
     assert_eq!(
@@ -175,9 +175,9 @@ async fn a_lost_response_still_links_every_id() {
     );
     // A status naming only the wamid joins the same message instead of starting a second.
     faults.plan("UpdateItem", Fault::LoseResponse);
-    state.apply(&facts(DELIVERED_BY_WAMID)).await.unwrap();
+    state.apply(&facts(DELIVERED_BY_WAMID), None).await.unwrap();
     faults.plan("UpdateItem", Fault::LoseResponse);
-    state.apply(&facts(READ_V1)).await.unwrap();
+    state.apply(&facts(READ_V1), None).await.unwrap();
     assert_eq!(faults.injected().len(), 4);
     assert_one_message(&state, Some(1_700_000_200), Some(1_700_000_300)).await;
 }
@@ -189,7 +189,7 @@ async fn the_second_write_failing_is_repaired_by_the_redelivery() {
     let faults = WireFaults::default();
     let (_stack, state) = store_with(&faults).await;
     faults.plan("TransactWriteItems", Fault::Fail);
-    assert!(state.apply(&facts(SENT_V2)).await.is_err());
+    assert!(state.apply(&facts(SENT_V2), None).await.is_err());
     assert_eq!(
         faults.injected(),
         [("TransactWriteItems".to_owned(), Fault::Fail)]
@@ -198,8 +198,8 @@ async fn the_second_write_failing_is_repaired_by_the_redelivery() {
     for id in ["R", "wamid.R", "L"] {
         assert_eq!(state.message(id).await.unwrap(), None, "{id}");
     }
-    state.apply(&facts(SENT_V2)).await.unwrap();
-    state.apply(&facts(DELIVERED_BY_WAMID)).await.unwrap();
+    state.apply(&facts(SENT_V2), None).await.unwrap();
+    state.apply(&facts(DELIVERED_BY_WAMID), None).await.unwrap();
     assert_one_message(&state, Some(1_700_000_200), None).await;
 }
 
@@ -253,9 +253,9 @@ async fn items_of_the_earlier_model_read_and_take_new_events() {
     assert_one_message(&state, Some(1_700_000_250), None).await;
     // An earlier delivery time naming only the wamid arrives under the new model: it files a
     // new item under the wamid, which the alias still joins to the message.
-    state.apply(&facts(DELIVERED_BY_WAMID)).await.unwrap();
+    state.apply(&facts(DELIVERED_BY_WAMID), None).await.unwrap();
     assert_one_message(&state, Some(1_700_000_200), None).await;
-    state.apply(&facts(READ_V1)).await.unwrap();
+    state.apply(&facts(READ_V1), None).await.unwrap();
     assert_one_message(&state, Some(1_700_000_200), Some(1_700_000_300)).await;
     let message = state.message("L").await.unwrap().unwrap();
     assert_eq!(message.template_name.as_deref(), Some("welcome"));

@@ -140,7 +140,7 @@ async fn any_order_and_duplicates_match_the_model(kind_of: Backend) {
             Backend::aws().await
         };
         for fact in order {
-            backend.state().apply(fact).await.unwrap();
+            backend.state().apply(fact, None).await.unwrap();
         }
         let (messages, contacts) = observed(&backend, expected_messages.keys()).await;
         assert_eq!(messages, expected_messages, "order {n}");
@@ -161,7 +161,7 @@ contract!(a_message_is_found_by_every_id);
 /// Wati's id, the wamid and the local id all lead to the same message.
 async fn a_message_is_found_by_every_id(backend: Backend) {
     for fact in fixture_facts() {
-        backend.state().apply(&fact).await.unwrap();
+        backend.state().apply(&fact, None).await.unwrap();
     }
     let state = backend.state();
     let by_id = state
@@ -191,7 +191,7 @@ async fn a_message_first_known_by_wamid_joins_its_message(backend: Backend) {
     for body in [&read[..], &sent[..]] {
         let facts =
             MessageRecord::from_event(&WatiEvent::parse(body).unwrap(), 1_700_000_300).unwrap();
-        state.apply(&facts).await.unwrap();
+        state.apply(&facts, None).await.unwrap();
     }
     let message = state
         .message("m-orphan")

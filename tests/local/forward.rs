@@ -581,7 +581,7 @@ async fn the_forwarder_steps_back_while_the_processor_is_behind() {
             continue;
         };
         if let Some(facts) = MessageRecord::from_event(&event, 1_764_238_000) {
-            store.apply(&facts).await.unwrap();
+            store.apply(&facts, None).await.unwrap();
         }
     }
     // Two events waiting; a receive of one takes a whole batch: the processor is behind.

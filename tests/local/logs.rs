@@ -77,6 +77,15 @@ async fn info_logs_hold_no_secrets_phone_numbers_or_text() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // let the processor log its lines
+    let feed: serde_json::Value = client
+        .get(format!("{}/v1/changes?limit=1000", server.address))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     server.kill();
 
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -107,6 +116,16 @@ async fn info_logs_hold_no_secrets_phone_numbers_or_text() {
         unmatched.is_empty(),
         "accepted, never in a processor line: {unmatched:?}\n{log}"
     );
+    // ... and in the change documents its write announced.
+    let changes = feed["changes"].as_array().unwrap();
+    assert!(changes.len() >= events.len() / 2, "{feed}");
+    for change in changes {
+        let cause = change["caused_by"].as_str().unwrap_or_default();
+        assert!(
+            accepted.contains(cause),
+            "caused_by {cause:?} is no accepted webhook's correlation id: {change}"
+        );
+    }
     for phone in [
         "14155550101",
         "14155550102",

@@ -184,6 +184,7 @@ fn apply_facts(
     conn: &Connection,
     facts: &MessageRecord,
     now: i64,
+    caused_by: Option<&str>,
 ) -> rusqlite::Result<Result<(), Contradiction>> {
     let Some(plan) = plan(facts) else {
         return Ok(Ok(()));
@@ -203,7 +204,7 @@ fn apply_facts(
         conn.prepare_cached("INSERT OR IGNORE INTO contact_ids (bsuid, wa_id) VALUES (?1, ?2)")?
             .execute(params![bsuid, wa_id])?;
     }
-    announce_changes(conn, &plan.home.key, &items, now)?;
+    announce_changes(conn, &plan.home.key, &items, now, caused_by)?;
     Ok(Ok(()))
 }
 
@@ -213,6 +214,7 @@ fn announce_changes(
     home: &str,
     items: &[(Option<MessageItem>, MessageItem)],
     now: i64,
+    caused_by: Option<&str>,
 ) -> rusqlite::Result<()> {
     let changed = items.iter().any(|(before, after)| {
         !item_changes(before.as_ref().map(|b| &b.record), &after.record).is_empty()
@@ -233,7 +235,7 @@ fn announce_changes(
     if let Some(view) = contact.as_ref().and_then(|c| c.view_of(&message)) {
         outbox::track_window(conn, view)?;
     }
-    let documents = outbox::documents(items, &message, contact.as_ref(), now);
+    let documents = outbox::documents(items, &message, contact.as_ref(), now, caused_by);
     outbox::announce(conn, &documents)
 }
 
@@ -445,12 +447,16 @@ fn contact_page(
 
 #[async_trait]
 impl StateStore for EmbeddedStore {
-    async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError> {
-        let facts = facts.clone();
+    async fn apply(
+        &self,
+        facts: &MessageRecord,
+        caused_by: Option<&str>,
+    ) -> Result<MergeOutcome, StoreError> {
+        let (facts, caused_by) = (facts.clone(), caused_by.map(str::to_owned));
         let outcome = self
             .state()
             .write("apply facts", move |conn| {
-                apply_facts(conn, &facts, now_unix())
+                apply_facts(conn, &facts, now_unix(), caused_by.as_deref())
             })
             .await?;
         Ok(match outcome {

@@ -49,12 +49,13 @@ pub(super) fn documents(
     message: &MessageRecord,
     contact: Option<&ContactView>,
     now: i64,
+    caused_by: Option<&str>,
 ) -> Vec<ChangeDocument> {
     items
         .iter()
         .flat_map(|(before, after)| {
             let changes = item_changes(before.as_ref().map(|b| &b.record), &after.record);
-            write_documents(&after.key, &changes, message, contact, now)
+            write_documents(&after.key, &changes, message, contact, now, caused_by)
         })
         .collect()
 }
@@ -263,7 +264,7 @@ mod tests {
     async fn apply(store: &EmbeddedStore, body: &str) {
         let event = WatiEvent::parse(body.as_bytes()).unwrap();
         let facts = MessageRecord::from_event(&event, T + 10 * DAY).unwrap();
-        store.apply(&facts).await.unwrap();
+        store.apply(&facts, None).await.unwrap();
     }
 
     async fn feed(store: &EmbeddedStore) -> Vec<Value> {
@@ -382,7 +383,7 @@ mod tests {
         state.execute_batch("DROP TABLE changes").unwrap();
         let event = WatiEvent::parse(inbound("in", T).as_bytes()).unwrap();
         let facts = MessageRecord::from_event(&event, T).unwrap();
-        assert!(store.apply(&facts).await.is_err());
+        assert!(store.apply(&facts, None).await.is_err());
         assert_eq!(store.message("in").await.unwrap(), None);
     }
 

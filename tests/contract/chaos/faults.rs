@@ -406,13 +406,17 @@ pub struct FaultyState {
 
 #[async_trait]
 impl StateStore for FaultyState {
-    async fn apply(&self, facts: &MessageRecord) -> Result<MergeOutcome, StoreError> {
+    async fn apply(
+        &self,
+        facts: &MessageRecord,
+        caused_by: Option<&str>,
+    ) -> Result<MergeOutcome, StoreError> {
         let context = self.faults.apply_context(facts);
         APPLY
             .scope(context, async {
                 let result = self
                     .faults
-                    .around(Call::Apply, self.inner.apply(facts))
+                    .around(Call::Apply, self.inner.apply(facts, caused_by))
                     .await;
                 if result.is_ok() && self.faults.roll(Call::ApplyAnswerLost) {
                     // The write is done; the processor is told it failed, and retries it.
