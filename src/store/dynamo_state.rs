@@ -11,7 +11,8 @@
 //!   `template_names`, `directions`, `failures`: string sets) and the least value is read, so
 //!   every write is unconditional on the facts, commutative and idempotent. `contact` (the phone
 //!   number, else the BSUID) feeds the `by_contact` index; `linked` holds the ids and contact
-//!   links written atomically with the item.
+//!   links written atomically with the item; `caused_by` the last writing webhook's correlation
+//!   id, for the notifier's documents.
 //! - link `pk = LINK#<waId or bsuid>, sk = <the other>`: one contact's two names.
 //! - quarantine `pk = QUARANTINE#<key>, sk = QUARANTINE`: an event that can never be applied;
 //!   `expires_at` (the table's TTL attribute, on these items only) `QUARANTINE_RETENTION_DAYS` after
