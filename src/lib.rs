@@ -17,6 +17,9 @@
 //! - [`recent`]: how much of a contact's history its view reads (48 hours and the latest message
 //!   of each direction), so that a contact read does not grow with its history.
 //! - [`contact_page`]: a contact's messages a page at a time, newest first (cursor, merge).
+//! - [`failure_reasons`]: what a failed message's Meta error code means and what to do.
+//! - [`erasure`]: which stored things name a contact (`erase-contact`).
+//! - [`secrets`]: credentials re-read from Secrets Manager (a rotation without a redeploy).
 //! - [`auth`]: constant-time secret checks; [`time`]: unix seconds to RFC 3339.
 //! - [`settings`]: environment variables checked (each refusal names its variable).
 //!
@@ -55,6 +58,7 @@ pub mod cli;
 pub mod contact_page;
 pub mod erasure;
 pub mod event;
+pub mod failure_reasons;
 pub mod forward;
 pub mod http;
 pub mod http_client;

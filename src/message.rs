@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{EventKind, WatiEvent};
+use crate::failure_reasons::{reason_for, FailureReason};
 use crate::time::Rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -267,6 +268,9 @@ pub struct MessageView {
     pub failed_at: Rfc3339,
     pub failed_code: Option<String>,
     pub failed_detail: Option<String>,
+    /// What `failed_code` means and what to do ([`crate::failure_reasons`]): `null` when the
+    /// message did not fail or its code is not in the table (Meta's reference has them all).
+    pub failed_reason: Option<&'static FailureReason>,
 }
 
 impl From<&MessageRecord> for MessageView {
@@ -290,6 +294,7 @@ impl From<&MessageRecord> for MessageView {
             failed_at: Rfc3339(failure.map(|f| f.at)),
             failed_code: failure.and_then(|f| f.code.clone()),
             failed_detail: failure.and_then(|f| f.detail.clone()),
+            failed_reason: failure.and_then(|f| f.code.as_deref()).and_then(reason_for),
         }
     }
 }

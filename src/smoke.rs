@@ -180,8 +180,9 @@ impl SmokeReport {
 /// Why a webhook post was not answered `200`, in the operator's terms.
 pub fn webhook_diagnosis(status: u16) -> String {
     match status {
-        401 => "401: the secret in the webhook URL does not match WEBHOOK_SECRET (the \
-                WebhookSecret or WebhookSecretPrevious parameter)"
+        401 => "401: the secret in the webhook URL is not the webhook secret (locally \
+                WEBHOOK_SECRET; on AWS webhookSecret or webhookSecretPrevious in the SecretArn \
+                secret, read again within 30 s of a put-secret-value)"
             .into(),
         404 => "404: no such route. Behind API Gateway the route is the secret itself, so a wrong \
                 secret is a 404; check the URL's secret and host (the WebhookUrl output)"
@@ -202,7 +203,9 @@ pub fn webhook_diagnosis(status: u16) -> String {
 fn read_diagnosis(status: u16) -> String {
     match status {
         401 => {
-            "401: the read API refused the token: pass API_TOKEN (the ApiToken parameter)".into()
+            "401: the read API refused the token: pass API_TOKEN (locally DATA_DIR/api_token; on \
+             AWS apiToken in the SecretArn secret)"
+                .into()
         }
         404 => "404: no read API at this URL (the ReadApiUrl output)".into(),
         other => format!("{other} from the read API"),

@@ -67,6 +67,13 @@ async fn fixtures_end_in_the_documented_state() {
     assert_eq!(failed["failed_detail"], "Message undeliverable");
     assert_eq!(failed["failed_at"], rfc3339(80));
     assert_eq!(message(&app, &message_id(6)).await["failed_code"], "131047");
+    // Each failure explained: undeliverable needs a fix first; 131047 needs a template.
+    assert_eq!(failed["failed_reason"]["code"], "131026");
+    assert_eq!(failed["failed_reason"]["remedy"], "fix_first");
+    assert!(failed["failed_reason"]["action"].as_str().unwrap().len() > 20);
+    let outside_window = message(&app, &message_id(6)).await;
+    assert_eq!(outside_window["failed_reason"]["remedy"], "template_only");
+    assert_eq!(template["failed_reason"], Value::Null, "not failed");
 
     for (n, wa_id) in [
         (1, Value::from(A)),
