@@ -50,6 +50,38 @@ impl SecretSet {
     }
 }
 
+/// A tag over `message` keyed by one secret's digest: a console session proves that its holder
+/// signed in with a valid token without keeping the token (it is never stored in the cookie).
+type SessionMac = hmac::Hmac<Sha256>;
+
+impl SecretSet {
+    /// The tag of `message` under `candidate`, if `candidate` is one of the accepted secrets.
+    pub fn session_tag(&self, candidate: &str, message: &[u8]) -> Option<[u8; 32]> {
+        if !self.matches(candidate) {
+            return None;
+        }
+        Some(tag(&digest(candidate), message))
+    }
+
+    /// Whether `tag` is `message`'s tag under one of the accepted secrets: a rotation that drops
+    /// a token ends the sessions signed in with it.
+    pub fn verify_session_tag(&self, message: &[u8], candidate_tag: &[u8]) -> bool {
+        self.digests
+            .iter()
+            .fold(Choice::from(0), |found, secret| {
+                found | tag(secret, message).as_slice().ct_eq(candidate_tag)
+            })
+            .into()
+    }
+}
+
+fn tag(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = <SessionMac as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
 impl std::fmt::Debug for SecretSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SecretSet({} redacted)", self.digests.len())
@@ -97,6 +129,23 @@ mod tests {
         let (a, b) = (generate_secret().unwrap(), generate_secret().unwrap());
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn session_tags_are_made_only_for_accepted_secrets_and_checked_against_all() {
+        let set = SecretSet::new(["0123456789abcdef-old", "0123456789abcdef-new"]).unwrap();
+        assert_eq!(set.session_tag("0123456789abcdef-bad", b"m"), None);
+        let old = set.session_tag("0123456789abcdef-old", b"m").unwrap();
+        let new = set.session_tag("0123456789abcdef-new", b"m").unwrap();
+        assert_ne!(old, new);
+        assert!(set.verify_session_tag(b"m", &old) && set.verify_session_tag(b"m", &new));
+        assert!(!set.verify_session_tag(b"other", &old));
+        assert!(!set.verify_session_tag(b"m", &old[..31]));
+        let rotated = SecretSet::new(["0123456789abcdef-new"]).unwrap();
+        assert!(
+            !rotated.verify_session_tag(b"m", &old),
+            "a dropped token ends its sessions"
+        );
     }
 
     #[test]

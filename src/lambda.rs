@@ -9,6 +9,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use axum::Router;
 use tokio::sync::Semaphore;
 
+use crate::console::console_routes;
 use crate::event::log_key;
 use crate::http::{
     health_routes, read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
@@ -373,15 +374,18 @@ impl ReadApiConfig {
     }
 }
 
-/// `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}` and `GET /healthz` over DynamoDB.
+/// `GET /v1/messages/{id}`, `GET /v1/contacts/{waId}`, `/console` and `GET /healthz` over
+/// DynamoDB.
 pub fn read_api_router(tokens: Credentials, state: DynamoState) -> Router {
     let state: Arc<dyn StateStore> = Arc::new(state);
-    read_routes(Arc::new(ReadService {
+    let reader = Arc::new(ReadService {
         state: Arc::clone(&state),
         tokens,
         changes: None,
-    }))
-    .merge(health_routes(state))
+    });
+    read_routes(Arc::clone(&reader))
+        .merge(console_routes(reader))
+        .merge(health_routes(state))
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@
 //! - [`processor`]: apply a queued event (and archive it when the receiver could not); the local
 //!   queue consumer.
 //! - [`http`]: the one router (webhook, read API, health) for the local server and Lambda.
+//! - [`console`]: `/console`, the page for the people who answer customers (sign-in, a
+//!   contact's window and messages, failures explained), over the read API's service.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines (no API calls on the hot path).
 //! - [`logging`]: every binary's log filter (the libraries that would log a raw request pinned at
 //!   INFO).
@@ -55,6 +57,7 @@ pub mod auth;
 pub mod changes;
 pub mod channel;
 pub mod cli;
+pub mod console;
 pub mod contact_page;
 pub mod erasure;
 pub mod event;

@@ -169,6 +169,15 @@ impl ManagedSecret {
         self.check(candidate).0
     }
 
+    /// The values last read.
+    fn current(&self) -> SecretSet {
+        let cached = self
+            .cached
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cached.set.clone()
+    }
+
     fn check(&self, candidate: &str) -> (bool, Instant) {
         let cached = self
             .cached
@@ -222,6 +231,25 @@ impl Credentials {
         match self {
             Credentials::Fixed(set) => set.matches(candidate),
             Credentials::Managed(secret) => secret.matches(candidate).await,
+        }
+    }
+
+    /// See [`SecretSet::session_tag`]; a managed secret is re-read first per its policy.
+    pub async fn session_tag(&self, candidate: &str, message: &[u8]) -> Option<[u8; 32]> {
+        match self {
+            Credentials::Fixed(set) => set.session_tag(candidate, message),
+            Credentials::Managed(secret) => {
+                secret.matches(candidate).await;
+                secret.current().session_tag(candidate, message)
+            }
+        }
+    }
+
+    /// See [`SecretSet::verify_session_tag`] (the values last read, for a managed secret).
+    pub fn verify_session_tag(&self, message: &[u8], tag: &[u8]) -> bool {
+        match self {
+            Credentials::Fixed(set) => set.verify_session_tag(message, tag),
+            Credentials::Managed(secret) => secret.current().verify_session_tag(message, tag),
         }
     }
 }

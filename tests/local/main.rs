@@ -3,6 +3,7 @@
 mod bad_input;
 mod changes;
 mod cli;
+mod console;
 mod forward;
 mod health;
 mod helpers;
