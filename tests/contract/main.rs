@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod chaos;
+mod console;
 mod contact_reads;
 mod e2e;
 mod lambda;
