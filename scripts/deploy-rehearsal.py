@@ -20,7 +20,11 @@ rehearsal` installs (moto and aws-sam-translator, exact versions).
    (which refuse anything that would break that JSON); referred to only by the SECRET_ARN of
    the functions whose binary reads it (receiver, api), by their one statement granting
    secretsmanager:GetSecretValue on it alone, and by the SecretArn output; no function's
-   environment refers to a NoEcho parameter.
+   environment refers to a NoEcho parameter. The read API's routes (the api function's HttpApi
+   events, the only API events of the template) are exactly GET /v1/{proxy+}, GET /healthz and
+   every route the console's router serves (read from src/console.rs), one method and path each:
+   no console request unrouted, nothing broader (no ANY, no other path variable); the webhook
+   API has no console route.
 2. Rehearsals, once with the defaults and once with every optional part on (Function URL,
    forwarding, a previous webhook secret and read token, an alarm email): the function code
    (a dummy zip with a `bootstrap`) is put into moto's S3 and each function's CodeUri points at
@@ -35,7 +39,9 @@ rehearsal` installs (moto and aws-sam-translator, exact versions).
    stack made (the functions' and the forwarding role), the receiver's and the api's each have
    exactly one statement granting Secrets Manager actions, GetSecretValue on this secret alone,
    the others none, and no managed policy beyond the AWS ones SAM attaches; the SecretArn
-   output is its ARN.
+   output is its ARN. The read API as made (SAM's OpenAPI body as CloudFormation resolved it):
+   those routes and no other, each invoking the api function, which lets this API (and no
+   other) invoke it for each console route (lambda GetPolicy); no webhook route is the console's.
 
 moto models most of the template but not every type: those it does not (listed in the output
 of each run, e.g. AWS::ApiGatewayV2::*, AWS::CloudWatch::Alarm, AWS::SecretsManager::Secret)
@@ -149,6 +155,7 @@ OUTPUTS = {
     "DashboardUrl": ("url", "Dashboard", f"#dashboards:name=wati-ingest-{STACK}"),
     "AlarmTopicArn": ("ref", "AlarmTopic"),
     "ReadApiUrl": ("url", "HttpApi", "/v1/"),
+    "ConsoleUrl": ("url", "HttpApi", "/console"),
     "LedgerTableName": ("ref", "LedgerTable"),
     "StateTableName": ("ref", "StateTable"),
     "EventQueueUrl": ("ref", "EventQueue"),
@@ -172,6 +179,15 @@ CLI_AWS_VARIABLES = {
     "QUEUE_URL": "EventQueue",
     "DLQ_URL": "DeadLetterQueue",
 }
+
+# The read API (template.yaml, HttpApi) and the one function it invokes: its routes are the
+# ApiFunction's HttpApi events, READ_ROUTES and the console's (console_routes(), read from the
+# console's router), each (METHOD, path) exactly, nothing broader. The webhook API has none of
+# them.
+READ_API = "HttpApi"
+READ_API_FUNCTION = "ApiFunction"
+READ_ROUTES = {("GET", "/v1/{proxy+}"), ("GET", "/healthz")}
+CONSOLE_SOURCE = ROOT / "src" / "console.rs"
 
 # The one Secrets Manager secret of the stack (issue 19, section 5): its logical id, its JSON keys
 # and the parameter each is built from (template.yaml, Secrets), and the one grant on it, which
@@ -662,7 +678,89 @@ def check_secret_template(template: dict, failures: Failures) -> None:
                                       f"{parameter} ({', '.join(where)})")
 
 
+def console_routes() -> set[tuple[str, str]]:
+    """(METHOD, path) of every route the console's router serves: src/console.rs,
+    console_routes(), each `.route("/console...", get(...))`; a method chain (get(a).post(b))
+    gives one route per method, axum's any() the method ANY."""
+    text = CONSOLE_SOURCE.read_text() if CONSOLE_SOURCE.is_file() else ""
+    body = re.search(r"\bfn console_routes\b.*?\n\}\n", text, re.DOTALL)
+    routes = set()
+    for call in re.split(r"\.route\(", body.group(0) if body else "")[1:]:
+        found = re.match(r'\s*"([^"]*)"\s*,(.*)', call, re.DOTALL)
+        if not found:
+            routes.add(("?", call.strip()[:60]))
+            continue
+        handlers = re.split(r"\.(?:layer|with_state|merge|nest|fallback)\(", found.group(2))[0]
+        for method in re.findall(r"\b(get|post|put|patch|delete|head|options|any)\(", handlers):
+            routes.add((method.upper(), found.group(1)))
+    return routes
+
+
+def read_api_events(template: dict, failures: Failures) -> dict[tuple[str, str], str]:
+    """(METHOD, path) of every API event of the template's functions -> where it is; each must
+    be an HttpApi event of READ_API_FUNCTION on READ_API."""
+    events: dict[tuple[str, str], str] = {}
+    for logical, resource in template["Resources"].items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        for name, event in (resource.get("Properties", {}).get("Events") or {}).items():
+            if event.get("Type") not in ("HttpApi", "Api"):
+                continue
+            where = f"{logical}.Events.{name}"
+            properties = event.get("Properties", {})
+            failures.check(logical == READ_API_FUNCTION and event["Type"] == "HttpApi"
+                           and properties.get("ApiId") == {"Ref": READ_API},
+                           f"{where}: an API event that is not an HttpApi event of "
+                           f"{READ_API_FUNCTION} on the read API ({READ_API})")
+            route = (str(properties.get("Method", "")).upper(), str(properties.get("Path", "")))
+            failures.check(route not in events, f"{where}: {route} routed twice")
+            events[route] = where
+    return events
+
+
+def check_read_api_routes(template: dict, failures: Failures) -> None:
+    """The read API routes exactly READ_ROUTES and every route the console serves (src/console.rs)
+    to READ_API_FUNCTION: no console request left unrouted, no route the function does not
+    serve, no ANY and no path variable beyond /v1/{proxy+}; no console route on the webhook
+    API."""
+    console = console_routes()
+    failures.check(bool(console) and all(method.isalpha() and (path == "/console"
+                                                            or path.startswith("/console/"))
+                                         for method, path in console),
+                   f"{CONSOLE_SOURCE.relative_to(ROOT)}: console_routes() not read as routes "
+                   f"under /console: {sorted(console)}")
+    routes = read_api_events(template, failures)
+    wanted = READ_ROUTES | console
+    unrouted = sorted(wanted - set(routes))
+    failures.check(not unrouted,
+                   f"{READ_API_FUNCTION}: the read API does not route "
+                   f"{', '.join(' '.join(r) for r in unrouted)} to it (its HttpApi events; the "
+                   f"console's router serves them: {CONSOLE_SOURCE.relative_to(ROOT)})")
+    broader = sorted(set(routes) - wanted)
+    failures.check(not broader,
+                   "routes the api function does not serve (each route is one exact method and "
+                   "path of the read API or of the console's router, no ANY, no {proxy+}): "
+                   + ", ".join(f"{' '.join(r)} ({routes[r]})" for r in broader))
+    # The webhook API's routes (plain AWS::ApiGatewayV2::Route resources): none of the console's,
+    # none on the read API (whose routes are SAM's imported definition).
+    for logical, resource in template["Resources"].items():
+        if resource.get("Type") != "AWS::ApiGatewayV2::Route":
+            continue
+        properties = resource.get("Properties", {})
+        key = properties.get("RouteKey", "")
+        key = key.get("Fn::Sub", key) if isinstance(key, dict) else key
+        key = key[0] if isinstance(key, list) else key
+        path = str(key).split(" ", 1)[-1]
+        failures.check(not (path == "/console" or path.startswith("/console/")),
+                       f"{logical}: {key} is a console route on "
+                       f"{properties.get('ApiId')}: the console is on the read API only")
+        failures.check(properties.get("ApiId") != {"Ref": READ_API},
+                       f"{logical}: a route beside the read API's SAM definition (deleted when "
+                       f"it is next re-imported): add an HttpApi event instead")
+
+
 def check_template(template: dict, failures: Failures) -> None:
+    check_read_api_routes(template, failures)
     check_access_logs(template, failures)
     check_secret_parameters(template, failures)
     check_secret_template(template, failures)
@@ -1056,6 +1154,7 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
     if holds.get("WithPreviousSecret"):
         wanted.append(f"POST /webhook/{parameters['WebhookSecretPrevious']}")
     failures.check(routes == sorted(wanted), f"[{name}] webhook routes are not one per secret")
+    read_api_summary = check_read_api(name, physical, failures)
 
     if holds.get("WithForwarding"):
         by_type = {s["type"]: s for s in STANDINS.values()}
@@ -1094,6 +1193,7 @@ def rehearse(name: str, template: dict, cfn: dict, given: dict, failures: Failur
     print(f"  not modelled by moto's CloudFormation (stand-ins record the resolved properties; "
           f"AWS's own checks of these are not rehearsed): {moto_lacks}")
     print(f"  {secret_summary}")
+    print(f"  {read_api_summary}")
 
 
 def grants_secret_actions(statement: dict) -> bool:
@@ -1202,6 +1302,56 @@ def check_secret(name: str, template: dict, parameters: dict, physical: dict, fu
             f"{len(SECRET_KEYS)} parameters; SECRET_ARN and GetSecretValue on it alone: "
             f"{', '.join(sorted(readers))}; {len(every_role)} roles' grants and "
             f"{len(functions)} environments checked for secrets")
+
+
+def check_read_api(name: str, physical: dict, failures: Failures) -> str:
+    """The read API as CloudFormation made it: its definition (SAM's OpenAPI body, resolved)
+    routes exactly READ_ROUTES and the console's routes, each to READ_API_FUNCTION; that
+    function lets this API invoke it on each route (its resource policy, read back with lambda
+    GetPolicy); the webhook API has no console route."""
+    import boto3
+
+    lambda_ = boto3.client("lambda", region_name=REGION)
+    function = lambda_.get_function_configuration(FunctionName=physical[READ_API_FUNCTION])
+    api = STANDINS.get(READ_API, {})
+    served = {}
+    for path, operations in (api.get("properties", {}).get("Body", {}).get("paths") or {}).items():
+        for method, operation in operations.items():
+            if isinstance(operation, dict):
+                integration = operation.get("x-amazon-apigateway-integration", {})
+                served[(method.upper(), path)] = str(integration.get("uri", ""))
+    wanted = READ_ROUTES | console_routes()
+    failures.check(set(served) == wanted,
+                   f"[{name}] the read API routes {sorted(served)}, not {sorted(wanted)}")
+    for (method, path), uri in sorted(served.items()):
+        failures.check(f"/functions/{function['FunctionArn']}/invocations" in uri,
+                       f"[{name}] the read API's {method} {path} invokes {uri!r}, not "
+                       f"{READ_API_FUNCTION}")
+    try:
+        policy = json.loads(lambda_.get_policy(FunctionName=physical[READ_API_FUNCTION])["Policy"])
+    except lambda_.exceptions.ResourceNotFoundException:
+        policy = {"Statement": []}
+    allowed = [statement.get("Condition", {}).get("ArnLike", {}).get("AWS:SourceArn", "")
+               for statement in policy["Statement"]
+               if statement.get("Principal", {}).get("Service") == "apigateway.amazonaws.com"
+               and statement.get("Action") == "lambda:InvokeFunction"]
+    prefix = f"arn:aws:execute-api:{REGION}:123456789012:{api.get('physical')}/*/"
+    for method, path in sorted(console_routes()):
+        failures.check(f"{prefix}{method}{path}" in allowed,
+                       f"[{name}] the read API may not invoke {READ_API_FUNCTION} for {method} "
+                       f"{path}: its permissions are {allowed}")
+    failures.check(all(arn.startswith(prefix) for arn in allowed),
+                   f"[{name}] {READ_API_FUNCTION} may be invoked by another API: {allowed}")
+    for logical, standin in sorted(STANDINS.items()):
+        if standin["type"] == "AWS::ApiGatewayV2::Route":
+            key = str(standin["properties"].get("RouteKey", ""))
+            path = key.split(" ", 1)[-1]
+            failures.check(not (path == "/console" or path.startswith("/console/")),
+                           f"[{name}] {logical}: {key} on the webhook API: the console is on "
+                           f"the read API only")
+    return (f"read API: {len(served)} routes, each to {READ_API_FUNCTION} "
+            f"({', '.join(' '.join(r) for r in sorted(served))}); {len(allowed)} invoke "
+            f"permissions on it, each for this API; no console route on the webhook API")
 
 
 def physical_api_id() -> str:
