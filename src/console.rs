@@ -180,6 +180,62 @@ async fn sign_out(headers: HeaderMap) -> Response {
     see_console(cookie("", 0, over_https(&headers)))
 }
 
+fn nav(service: &ReadService) -> page::Nav {
+    page::Nav::SignedIn {
+        intake: service.intake.is_some(),
+    }
+}
+
+/// `GET /console/intake`, where the server keeps the intake (the local server; on AWS the
+/// quarantines and counts take scans of the ledger the read API's function may not make:
+/// `wati-ingest quarantine --aws` and the dashboard show them).
+pub fn console_intake_routes(service: Arc<ReadService>) -> Router {
+    Router::new()
+        .route("/console/intake", get(intake_page))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(service)
+}
+
+/// Quarantined bodies listed on the intake view.
+const QUARANTINED_SHOWN: usize = 50;
+
+async fn intake_page(State(service): State<Arc<ReadService>>, headers: HeaderMap) -> Response {
+    let now = now_unix();
+    if !signed_in(&service.tokens, &headers, now) {
+        return html(StatusCode::OK, page::sign_in(false));
+    }
+    let Some(intake) = &service.intake else {
+        return html(
+            StatusCode::NOT_FOUND,
+            page::not_found(nav(&service), "intake"),
+        );
+    };
+    let today = now - now.rem_euclid(86_400);
+    let read = async {
+        let counts = intake.counts_since(today).await?;
+        let quarantined = intake.recent_quarantined(QUARANTINED_SHOWN).await?;
+        Ok::<_, crate::ports::StoreError>((counts, quarantined))
+    };
+    match read.await {
+        Ok((counts, quarantined)) => html(
+            StatusCode::OK,
+            page::intake(nav(&service), &counts, &quarantined),
+        ),
+        Err(failure) => {
+            tracing::error!(error = %failure, "console intake read");
+            html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                page::layout(
+                    "Unavailable",
+                    nav(&service),
+                    "",
+                    "<p role=\"alert\">The intake store did not answer; try again.</p>",
+                ),
+            )
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Search {
     q: Option<String>,
@@ -197,18 +253,18 @@ async fn console_page(
     let query = search.q.unwrap_or_default();
     let query = query.trim();
     if query.is_empty() {
-        return html(StatusCode::OK, page::start());
+        return html(StatusCode::OK, page::start(nav(&service)));
     }
     match find(&service, query, now).await {
         Ok(Some(body)) => html(StatusCode::OK, body),
-        Ok(None) => html(StatusCode::NOT_FOUND, page::not_found(query)),
+        Ok(None) => html(StatusCode::NOT_FOUND, page::not_found(nav(&service), query)),
         Err(failure) => {
             tracing::error!(error = %failure, "console read");
             html(
                 StatusCode::SERVICE_UNAVAILABLE,
                 page::layout(
                     "Unavailable",
-                    true,
+                    nav(&service),
                     query,
                     "<p role=\"alert\">The state store did not answer; try again.</p>",
                 ),
@@ -233,7 +289,7 @@ async fn find(
                 None => {
                     let view = MessageView::from(&message);
                     let main = page::messages(std::slice::from_ref(&view));
-                    return Ok(Some(page::layout(query, true, query, &main)));
+                    return Ok(Some(page::layout(query, nav(service), query, &main)));
                 }
             },
             None => None,
@@ -249,7 +305,13 @@ async fn find(
         .contact_messages_page(&name, None, MESSAGES_SHOWN)
         .await?;
     let messages: Vec<MessageView> = listed.messages.iter().map(MessageView::from).collect();
-    Ok(Some(page::contact(query, &view, &messages, now)))
+    Ok(Some(page::contact(
+        nav(service),
+        query,
+        &view,
+        &messages,
+        now,
+    )))
 }
 
 #[cfg(test)]

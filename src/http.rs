@@ -30,7 +30,7 @@ use crate::event::log_key;
 use crate::message::MessageView;
 use crate::message::MAX_ID_BYTES;
 use crate::metrics::{MetricLine, MetricsSink, Unit};
-use crate::ports::{ChangeFeed, StateStore};
+use crate::ports::{ChangeFeed, IntakeView, StateStore};
 use crate::receiver::{Path as ReceivePath, Receipt, Receiver};
 use crate::secrets::Credentials;
 use crate::time::now_unix;
@@ -51,6 +51,9 @@ pub struct ReadService {
     /// The change feed (`GET /v1/changes`): the embedded store's outbox; `None` on AWS, where
     /// changes go out through EventBridge.
     pub changes: Option<Arc<dyn ChangeFeed>>,
+    /// The console's intake view (quarantines, today's counts): the embedded store; `None` on
+    /// AWS, where they take scans of the ledger ([`crate::console`]).
+    pub intake: Option<Arc<dyn IntakeView>>,
 }
 
 /// `POST /webhook/{secret}`; a bare `/webhook` is a missing secret.

@@ -382,6 +382,7 @@ pub fn read_api_router(tokens: Credentials, state: DynamoState) -> Router {
         state: Arc::clone(&state),
         tokens,
         changes: None,
+        intake: None,
     });
     read_routes(Arc::clone(&reader))
         .merge(console_routes(reader))

@@ -10,7 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::auth::{generate_secret, SecretError, SecretSet, MIN_SECRET_LEN};
-use crate::console::console_routes;
+use crate::console::{console_intake_routes, console_routes};
 use crate::forward::{ForwardSchedule, ForwardTarget};
 use crate::http::{
     health_routes, read_routes, webhook_routes, ReadService, WebhookService, DEFAULT_MAX_BODY_BYTES,
@@ -521,11 +521,13 @@ impl LocalPipeline {
             state: Arc::new(store.clone()),
             tokens: tokens.into(),
             changes: Some(Arc::new(store.clone())),
+            intake: Some(Arc::new(store.clone())),
         };
         let reader = Arc::new(reader);
         let router = webhook_routes(Arc::new(webhook))
             .merge(read_routes(Arc::clone(&reader)))
-            .merge(console_routes(reader))
+            .merge(console_routes(Arc::clone(&reader)))
+            .merge(console_intake_routes(reader))
             .merge(health_routes(Arc::new(store.clone())));
         Ok(LocalPipeline {
             store,

@@ -337,3 +337,15 @@ pub trait Erasure: Send + Sync {
     /// (locally) the change documents about it.
     async fn erase_state(&self, ids: &ContactIdentifiers) -> Result<Erased, StoreError>;
 }
+
+/// How many events of each type were received since a time (the console's "today").
+#[async_trait]
+pub trait EventCounts: Send + Sync {
+    /// `(eventType label, count)` of the events first received at or after `since`, by label.
+    async fn counts_since(&self, since: i64) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
+/// What the console's intake view reads: the quarantines and the counts.
+pub trait IntakeView: QuarantineArchive + EventCounts {}
+
+impl<T: QuarantineArchive + EventCounts> IntakeView for T {}

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use crate::failure_reasons::{Remedy, REFERENCE_URL};
 use crate::message::{Direction, MessageView, Status};
+use crate::ports::QuarantinedBody;
 use crate::session::{ChannelView, ContactView};
 use crate::time::Rfc3339;
 
@@ -28,11 +29,23 @@ pub fn escape(text: &str) -> String {
     escaped
 }
 
-/// A whole page: `title`, then `main` (already rendered). `signed_in` adds the search form and the
-/// sign-out button.
-pub fn layout(title: &str, signed_in: bool, query: &str, main: &str) -> String {
+/// What the header offers: nothing before sign-in; then the search form, sign-out and, where
+/// this server keeps the intake (the local server), the link to its view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    SignedOut,
+    SignedIn { intake: bool },
+}
+
+/// A whole page: `title`, then `main` (already rendered), under the header `nav` says.
+pub fn layout(title: &str, nav: Nav, query: &str, main: &str) -> String {
     let mut header = String::new();
-    if signed_in {
+    if let Nav::SignedIn { intake } = nav {
+        if intake {
+            header.push_str(
+                r#"<nav><a href="/console/intake">Intake: quarantine and today's counts</a></nav>"#,
+            );
+        }
         let _ = write!(
             header,
             r#"<form class="search" method="get" action="/console" role="search">
@@ -87,7 +100,7 @@ pub fn sign_in(refused: bool) -> String {
 for 12 hours, never in a URL.</p>
 </section>"#
     );
-    layout("Sign in", false, "", &main)
+    layout("Sign in", Nav::SignedOut, "", &main)
 }
 
 /// A time as UTC text in a `<time>` element: the page's script shows it in the viewer's time
@@ -263,7 +276,13 @@ pub fn messages(list: &[MessageView]) -> String {
 }
 
 /// A contact's page: its windows (one per business number) and its messages.
-pub fn contact(query: &str, view: &ContactView, list: &[MessageView], now: i64) -> String {
+pub fn contact(
+    nav: Nav,
+    query: &str,
+    view: &ContactView,
+    list: &[MessageView],
+    now: i64,
+) -> String {
     let name = view
         .default
         .wa_id
@@ -285,26 +304,60 @@ pub fn contact(query: &str, view: &ContactView, list: &[MessageView], now: i64) 
     main.push_str("<h3>Messages, newest first</h3>");
     main.push_str(&messages(list));
     main.push_str("</section>");
-    layout(name, true, query, &main)
+    layout(name, nav, query, &main)
 }
 
 /// Nothing found for `query`.
-pub fn not_found(query: &str) -> String {
+pub fn not_found(nav: Nav, query: &str) -> String {
     let main = format!(
         r#"<p role="status">Nothing is kept under <strong>{}</strong>: no contact by that phone number or BSUID, and no message by that id.</p>"#,
         escape(query)
     );
-    layout("Not found", true, query, &main)
+    layout("Not found", nav, query, &main)
 }
 
 /// The signed-in start page.
-pub fn start() -> String {
+pub fn start(nav: Nav) -> String {
     layout(
         "Search",
-        true,
+        nav,
         "",
         "<p>Search a contact by phone number or BSUID, or any id of one of its messages.</p>",
     )
+}
+
+/// The intake view: today's events by type, and the latest quarantined bodies, each shown
+/// escaped (a body is whatever a sender posted).
+pub fn intake(nav: Nav, counts: &[(String, u64)], quarantined: &[QuarantinedBody]) -> String {
+    let mut main = String::from("<section class=\"counts\"><h2>Today's events by type (UTC)</h2>");
+    if counts.is_empty() {
+        main.push_str("<p>None yet today.</p>");
+    } else {
+        main.push_str("<table><thead><tr><th scope=\"col\">eventType</th><th scope=\"col\">events</th></tr></thead><tbody>");
+        for (kind, count) in counts {
+            let _ = write!(main, "<tr><td>{}</td><td>{count}</td></tr>", escape(kind));
+        }
+        main.push_str("</tbody></table>");
+    }
+    main.push_str("</section><section class=\"quarantine\"><h2>Latest quarantined bodies</h2>");
+    if quarantined.is_empty() {
+        main.push_str("<p>Nothing is quarantined.</p>");
+    }
+    for body in quarantined {
+        let entry = &body.entry;
+        let _ = write!(
+            main,
+            r#"<article class="quarantined"><h3>{stage}: {reason}</h3><p class="detail">received {received} · {size} bytes · key <span class="id">{key}</span></p><pre class="body">{text}</pre></article>"#,
+            stage = body.stage.name(),
+            reason = escape(&entry.reason),
+            received = time(&Rfc3339(Some(entry.received_at))),
+            size = entry.body.len(),
+            key = escape(&entry.key),
+            text = escape(&String::from_utf8_lossy(&entry.body)),
+        );
+    }
+    main.push_str("</section>");
+    layout("Intake", nav, "", &main)
 }
 
 #[cfg(test)]

@@ -138,6 +138,7 @@ async fn the_api_lambda_serves_the_console_like_the_local_server() {
         state: Arc::new(local),
         tokens: tokens(),
         changes: None,
+        intake: None,
     }));
 
     let (status, _, page) = send(&lambda, console_event("GET", "/console", "", None, "")).await;

@@ -39,6 +39,8 @@ async fn support_reads_a_contact_and_its_failures_after_signing_in() {
     for body in [sent, failed] {
         assert_eq!(app.post_webhook(body).await.0, 200);
     }
+    // A body that is markup, not JSON: quarantined by the receiver.
+    assert_eq!(app.post_webhook("<script>alert(2)</script>").await.0, 200);
     app.wait_until_applied().await;
     let client = no_redirects();
     let url = |path: &str| format!("{}{path}", app.address);
@@ -170,6 +172,16 @@ async fn support_reads_a_contact_and_its_failures_after_signing_in() {
         .await
         .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+
+    // The intake view: today's counts by type, the quarantined body as text.
+    let (status, page) = read(url("/console/intake")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("<td>templateMessageSent</td>"), "{page}");
+    assert!(page.contains("&lt;script&gt;alert(2)&lt;/script&gt;"), "{page}");
+    assert!(!page.contains("<script>alert(2)"), "{page}");
+    assert!(page.contains("receiver: "), "the stage: {page}");
+    let signed_out = client.get(url("/console/intake")).send().await.unwrap();
+    assert!(!signed_out.text().await.unwrap().contains("alert(2)"));
 
     // Signing out clears the cookie.
     let out = client

@@ -7,8 +7,8 @@ use rusqlite::params;
 
 use super::EmbeddedStore;
 use crate::ports::{
-    DeadLetter, DeadLetters, QuarantineArchive, QuarantineEntry, QuarantineStage, QuarantinedBody,
-    QueuedEvent, StoreError,
+    DeadLetter, DeadLetters, EventCounts, QuarantineArchive, QuarantineEntry, QuarantineStage,
+    QuarantinedBody, QueuedEvent, StoreError,
 };
 
 const QUARANTINE_COLUMNS: &str = "key, reason, body, received_at, stage";
@@ -110,5 +110,24 @@ impl DeadLetters for EmbeddedStore {
 
     async fn redrive(&self, key: Option<&str>) -> Result<usize, StoreError> {
         self.redrive_dead_letters(key).await
+    }
+}
+
+#[async_trait]
+impl EventCounts for EmbeddedStore {
+    /// From the ledger (its rows live for the dedup window, days: today is always there).
+    async fn counts_since(&self, since: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        self.intake()
+            .read("count events", move |conn| {
+                conn.prepare_cached(
+                    "SELECT event_type, COUNT(*) FROM ledger WHERE received_at >= ?1
+                     GROUP BY event_type ORDER BY event_type",
+                )?
+                .query_map([since], |row| {
+                    Ok((row.get(0)?, row.get::<_, i64>(1)?.max(0) as u64))
+                })?
+                .collect()
+            })
+            .await
     }
 }

@@ -771,6 +771,7 @@ fn read_router(state: Arc<dyn StateStore>) -> Router {
         state,
         tokens: SecretSet::new([TOKEN]).expect("token").into(),
         changes: None,
+        intake: None,
     }))
 }
 
