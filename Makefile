@@ -80,7 +80,7 @@ fuzz:
 ## contract suite on both backends and the end-to-end AWS tests: the emulators are downloaded once
 ## into .cache/ and stopped afterwards; the Standard Webhooks reference verifier the forwarding
 ## tests check signatures with goes into .cache/verifier/), then the Lambda builds
-test: lint validate unit build
+test: lint validate unit browser build
 
 ## validate: sam validate (SAM and --lint) and cfn-lint on template.yaml, offline, then the
 ## deploy rehearsal and the checks of what `make deploy` deploys
@@ -106,6 +106,19 @@ lint:
 unit:
 	scripts/tools.sh verifier
 	scripts/emulators.sh run -- $(CARGO) test --locked
+
+## browser: the console in a headless Chromium (scripts/console-browser.py: sign-in, a search
+## from the keyboard, statuses, a failure explained, local times, a phone-width screen, a
+## quarantined <script> shown as text, no token in any URL); chromium and chromium-driver are
+## installed with apt when missing, selenium into .cache/browser/. SHOTS=DIR saves each view.
+SHOTS ?=
+browser:
+	$(CARGO) build --locked --bin wati-ingest
+	scripts/tools.sh browser -- target/debug/wati-ingest $(SHOTS)
+
+## screenshots: the console's views into docs/screenshots/ (shown in the README)
+screenshots:
+	$(MAKE) --no-print-directory browser SHOTS=docs/screenshots
 
 ## emulators: download DynamoDB Local and moto's SQS + EventBridge server into .cache/ (make test does this too)
 emulators:

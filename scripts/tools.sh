@@ -52,6 +52,21 @@ rehearsal_spec="moto[cloudformation,apigatewayv2,dynamodbstreams,events]==5.1.22
 
 rehearsal() { ensure_venv "$rehearsal_venv" "$rehearsal_spec"; }
 
+# The console's browser test (scripts/console-browser.py): selenium driving Debian's chromium
+# through chromium-driver (installed with apt when missing: the machine's package manager).
+browser_venv="${BROWSER_VENV:-$root/.cache/browser/venv}"
+browser_spec="selenium==4.40.0"
+
+browser() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "tools: installing chromium and chromium-driver (apt)" >&2
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+  ensure_venv "$browser_venv" "$browser_spec"
+}
+
 case "${1:-}" in
   install) install ;;
   verifier) verifier ;;
@@ -60,10 +75,15 @@ case "${1:-}" in
     rehearsal
     AWS_DEFAULT_REGION=us-east-1 "$rehearsal_venv/bin/python" "$root/scripts/deploy-rehearsal.py" "$@"
     ;;
+  browser)
+    shift; [ "${1:-}" = "--" ] && shift
+    browser
+    "$browser_venv/bin/python" "$root/scripts/console-browser.py" "$@"
+    ;;
   run)
     shift; [ "${1:-}" = "--" ] && shift
     install
     PATH="$venv/bin:$PATH" SAM_CLI_TELEMETRY=0 "$@"
     ;;
-  *) echo "usage: $0 install | verifier | rehearse [-- ARGS] | run -- CMD..." >&2; exit 2 ;;
+  *) echo "usage: $0 install | verifier | rehearse [-- ARGS] | browser [-- BINARY [SHOTS]] | run -- CMD..." >&2; exit 2 ;;
 esac
