@@ -177,7 +177,10 @@ async fn support_reads_a_contact_and_its_failures_after_signing_in() {
     let (status, page) = read(url("/console/intake")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("<td>templateMessageSent</td>"), "{page}");
-    assert!(page.contains("&lt;script&gt;alert(2)&lt;/script&gt;"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(2)&lt;/script&gt;"),
+        "{page}"
+    );
     assert!(!page.contains("<script>alert(2)"), "{page}");
     assert!(page.contains("receiver: "), "the stage: {page}");
     let signed_out = client.get(url("/console/intake")).send().await.unwrap();
