@@ -67,7 +67,7 @@ impl Captured {
 }
 
 /// A read API request as API Gateway sends it.
-fn read_event(path: &str, token: &str) -> String {
+pub(crate) fn read_event(path: &str, token: &str) -> String {
     let mut request: Value = serde_json::from_str(&event(SECRET, b"", false, false)).unwrap();
     request["rawPath"] = path.into();
     request["routeKey"] = "GET /v1/{proxy+}".into();

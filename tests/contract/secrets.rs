@@ -77,16 +77,9 @@ fn status_event(n: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A read of one message with `token`, as API Gateway sends it.
 fn read_event(token: &str) -> String {
-    let mut request: Value = serde_json::from_str(&event(OLD, b"", false, false)).unwrap();
-    let path = "/v1/messages/secret-rotation-000000";
-    request["rawPath"] = path.into();
-    request["routeKey"] = "GET /v1/{proxy+}".into();
-    request["requestContext"]["http"]["method"] = "GET".into();
-    request["requestContext"]["http"]["path"] = path.into();
-    request["headers"]["authorization"] = format!("Bearer {token}").into();
-    request.as_object_mut().unwrap().remove("pathParameters");
-    request.to_string()
+    crate::log_hygiene::read_event("/v1/messages/secret-rotation-000000", token)
 }
 
 #[tokio::test]
