@@ -43,8 +43,7 @@ impl Intercept for SecretCalls {
         _: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
         let request = context.request();
-        let target = request.headers().get("x-amz-target").unwrap_or("?");
-        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        let operation = crate::support::operation_of(request);
         let body: Value = request
             .body()
             .bytes()
