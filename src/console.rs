@@ -281,25 +281,23 @@ async fn find(
     now: i64,
 ) -> Result<Option<String>, crate::ports::StoreError> {
     let state = &service.state;
-    let contact_name = match state.contact(query, now).await? {
-        Some(_) => Some(query.to_owned()),
-        None => match state.message(query).await? {
-            Some(message) => match message.contact() {
-                Some(name) => Some(name.to_owned()),
-                None => {
-                    let view = MessageView::from(&message);
-                    let main = page::messages(std::slice::from_ref(&view));
-                    return Ok(Some(page::layout(query, nav(service), query, &main)));
-                }
-            },
-            None => None,
-        },
-    };
-    let Some(name) = contact_name else {
-        return Ok(None);
-    };
-    let Some(view) = state.contact(&name, now).await? else {
-        return Ok(None);
+    // One contact read per page: the view found by name is kept, not read again.
+    let (name, view) = match state.contact(query, now).await? {
+        Some(view) => (query.to_owned(), view),
+        None => {
+            let Some(message) = state.message(query).await? else {
+                return Ok(None);
+            };
+            let Some(name) = message.contact().map(str::to_owned) else {
+                let view = MessageView::from(&message);
+                let main = page::messages(std::slice::from_ref(&view));
+                return Ok(Some(page::layout(query, nav(service), query, &main)));
+            };
+            let Some(view) = state.contact(&name, now).await? else {
+                return Ok(None);
+            };
+            (name, view)
+        }
     };
     let listed = state
         .contact_messages_page(&name, None, MESSAGES_SHOWN)
