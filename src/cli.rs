@@ -10,7 +10,7 @@
 //! wati-ingest quarantine [--limit N] [--aws]         quarantined bodies, newest first
 //! wati-ingest tail [--from-start] [--json]           change documents as they are recorded
 //! wati-ingest forwards [resend <change id> | resend --all]
-//! wati-ingest backfill-contact-index --aws           give older items their contact index key
+//! wati-ingest backfill-contact-index --aws           give older items their contact index key, file the summary
 //! wati-ingest smoke --webhook-url U --api-url A --token T   after a deploy: samples in, state out
 //! ```
 //! Local commands read only `DATA_DIR` and refuse one that holds no store (they never create

@@ -109,6 +109,9 @@ pub struct Erased {
     pub links: usize,
     /// Window timers.
     pub windows: usize,
+    /// Recent-message summaries ([`crate::contact_summary`]): rows locally, bucket items on
+    /// DynamoDB.
+    pub summaries: usize,
     /// Change documents (the local outbox) and their forwarding records.
     pub changes: usize,
     /// Archived bodies in the ledger.
@@ -124,6 +127,7 @@ impl Erased {
         self.messages
             + self.links
             + self.windows
+            + self.summaries
             + self.changes
             + self.ledger
             + self.quarantined
@@ -138,6 +142,7 @@ impl std::ops::Add for Erased {
             messages: self.messages + other.messages,
             links: self.links + other.links,
             windows: self.windows + other.windows,
+            summaries: self.summaries + other.summaries,
             changes: self.changes + other.changes,
             ledger: self.ledger + other.ledger,
             quarantined: self.quarantined + other.quarantined,

@@ -16,6 +16,8 @@
 //! - [`session`]: a contact's 24-hour sessions and service window, folded from its timeline.
 //! - [`recent`]: how much of a contact's history its view reads (48 hours and the latest message
 //!   of each direction), so that a contact read does not grow with its history.
+//! - [`contact_summary`]: a contact's recent messages filed as snapshots beside the items, so
+//!   that a contact read costs a few reads whatever the contact's pace.
 //! - [`contact_page`]: a contact's messages a page at a time, newest first (cursor, merge).
 //! - [`failure_reasons`]: what a failed message's Meta error code means and what to do.
 //! - [`erasure`]: which stored things name a contact (`erase-contact`).
@@ -59,6 +61,7 @@ pub mod channel;
 pub mod cli;
 pub mod console;
 pub mod contact_page;
+pub mod contact_summary;
 pub mod erasure;
 pub mod event;
 pub mod failure_reasons;

@@ -325,27 +325,46 @@ impl Resolution {
 /// One record per message: several homes of one contact may resolve to the same message, and
 /// a read that saw one of them stale to a part of it: components that share an item are one.
 pub fn distinct_messages(resolutions: Vec<Resolution>) -> Vec<MessageRecord> {
-    let mut groups: Vec<(BTreeSet<String>, MessageRecord)> = Vec::new();
-    for resolution in resolutions {
-        let Some(message) = resolution.message() else {
-            continue;
+    let parts = resolutions.into_iter().filter_map(|resolution| {
+        let message = resolution.message()?;
+        Some((resolution.keys().into_iter().collect(), message))
+    });
+    join_by_keys(parts)
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect()
+}
+
+/// Parts of messages (the keys of the items each was read from, and its facts) joined into one
+/// record per message: parts that share a key are one message (true components are disjoint or
+/// equal; a part read earlier holds a subset of a later one's items). Order-independent.
+pub fn join_by_keys(
+    parts: impl IntoIterator<Item = (BTreeSet<String>, MessageRecord)>,
+) -> Vec<(BTreeSet<String>, MessageRecord)> {
+    let mut groups: Vec<Option<(BTreeSet<String>, MessageRecord)>> = Vec::new();
+    let mut owner: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (keys, record) in parts {
+        let mut joined: BTreeSet<usize> =
+            keys.iter().filter_map(|k| owner.get(k).copied()).collect();
+        let target = match joined.pop_first() {
+            Some(first) => first,
+            None => {
+                groups.push(Some((BTreeSet::new(), MessageRecord::default())));
+                groups.len() - 1
+            }
         };
-        let mut keys: BTreeSet<String> = resolution.keys().into_iter().collect();
-        let mut record = message;
-        // Absorb every group this one overlaps (true components are disjoint or equal).
-        let mut kept = Vec::with_capacity(groups.len());
-        for (group_keys, group_record) in groups {
-            if group_keys.is_disjoint(&keys) {
-                kept.push((group_keys, group_record));
-            } else {
-                keys.extend(group_keys);
-                record.merge(&group_record);
+        let mut absorbed = vec![(keys, record)];
+        absorbed.extend(joined.into_iter().filter_map(|other| groups[other].take()));
+        let group = groups[target].get_or_insert_with(Default::default);
+        for (keys, record) in absorbed {
+            group.1.merge(&record);
+            for key in keys {
+                owner.insert(key.clone(), target);
+                group.0.insert(key);
             }
         }
-        kept.push((keys, record));
-        groups = kept;
     }
-    groups.into_iter().map(|(_, record)| record).collect()
+    groups.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! How much of a contact's history its view is folded from: the messages sent in the 48 hours
 //! before its latest sent message, and its latest inbound and latest outbound message. Both
-//! stores read only that much (a bounded query by sent time), so a contact read costs the same
-//! after 20,000 messages as after one.
+//! stores read only that much (a bounded query by sent time, of the contact summary's snapshots:
+//! [`crate::contact_summary`]), so a contact read costs the same after 20,000 messages as after
+//! one.
 //!
 //! Why that is enough:
 //! - the window needs only the latest inbound message, and `last_outbound_at` the latest

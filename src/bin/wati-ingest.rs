@@ -211,7 +211,8 @@ async fn run_aws(command: Command) -> Result<Done, Error> {
     if command == Command::BackfillContactIndex {
         let keyed = state.backfill_contact_index().await?;
         println!(
-            "gave {keyed} items their contact index key; contact reads now use by_contact_sent"
+            "gave {keyed} items their contact index key and filed every message in the contact \
+             summary; contact reads now use the summary"
         );
         return Ok(Done::Ok);
     }

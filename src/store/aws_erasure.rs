@@ -1,7 +1,7 @@
 //! `erase-contact --aws` ([`crate::erasure`]): the contact's names and messages from the state
 //! table's links and contact indexes, its bodies found by scanning the ledger table and the
-//! state table's quarantine and window items (no index holds bodies by contact), then everything
-//! deleted by key with `BatchWriteItem`.
+//! state table's quarantine and window items (no index holds bodies by contact), its contact
+//! summary by its names' partitions, then everything deleted by key with `BatchWriteItem`.
 //!
 //! Indexes and scans are eventually consistent: an item written a moment ago may be missed. The
 //! erasure is idempotent: run it again once the contact's traffic has stopped.
@@ -192,10 +192,16 @@ impl Erasure for AwsErasure {
         })
         .filter_map(|item| key_of(item, true))
         .collect();
+        let state = self.state();
+        let mut summaries = Vec::new();
+        for name in &ids.names {
+            summaries.extend(state.summary_keys(name).await?);
+        }
         Ok(Erased {
             messages: self.delete_all(&self.state_table, messages).await?,
             links: self.delete_all(&self.state_table, links).await?,
             windows: self.delete_all(&self.state_table, windows).await?,
+            summaries: self.delete_all(&self.state_table, summaries).await?,
             ..Erased::default()
         })
     }

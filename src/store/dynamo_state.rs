@@ -29,6 +29,7 @@
 //! ids, and an alias `pk = ID#<id>, sk = ID` reads as a copy of the message it names.
 
 mod contacts;
+mod summary;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -61,6 +62,7 @@ use crate::windows::{
 type Item = HashMap<String, AttributeValue>;
 
 pub use contacts::CONTACT_SENT_INDEX;
+pub use summary::{exceeds_item_size, summary_pk};
 
 /// Rounds of `UnprocessedKeys` retried (with backoff) before a read gives up.
 const BATCH_GET_ATTEMPTS: u32 = 8;
@@ -84,6 +86,8 @@ pub struct DynamoState {
     table: String,
     /// Set once the contact index's backfill marker has been seen ([`contacts`]).
     contact_index_ready: Arc<AtomicBool>,
+    /// Set once the contact summary's backfill marker has been seen ([`summary`]).
+    contact_summary_ready: Arc<AtomicBool>,
     quarantine_retention_seconds: i64,
 }
 
@@ -314,6 +318,20 @@ pub fn item_from_attributes(key: String, item: &Item) -> MessageItem {
     }
 }
 
+/// Every sent time each item read holds, by the item's key.
+type SentTimes = BTreeMap<String, BTreeSet<i64>>;
+
+/// Every sent time an item holds: its set and the earlier model's single value.
+fn sent_times_of(item: &Item) -> BTreeSet<i64> {
+    item.get("sent_times")
+        .and_then(|v| v.as_ns().ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.parse::<i64>().ok())
+        .chain(number(item, "sent_at"))
+        .collect()
+}
+
 /// The key an item's `pk` files it under, if it is a message item.
 fn message_item_key(item: &Item) -> Option<String> {
     text(item, "pk")?.strip_prefix("MSG#").map(str::to_owned)
@@ -346,6 +364,7 @@ impl DynamoState {
             client,
             table: table.into(),
             contact_index_ready: Arc::new(AtomicBool::new(false)),
+            contact_summary_ready: Arc::new(AtomicBool::new(false)),
             quarantine_retention_seconds: crate::settings::DEFAULT_QUARANTINE_RETENTION_DAYS
                 * crate::settings::SECONDS_PER_DAY,
         }
@@ -474,8 +493,9 @@ impl DynamoState {
         &self,
         keys: &[String],
         consistent: bool,
-    ) -> Result<BTreeMap<String, Option<MessageItem>>, StoreError> {
+    ) -> Result<(BTreeMap<String, Option<MessageItem>>, SentTimes), StoreError> {
         let mut found: BTreeMap<String, Option<MessageItem>> = BTreeMap::new();
+        let mut sent_times = SentTimes::new();
         let mut aliases: BTreeMap<String, String> = BTreeMap::new();
         let wanted = keys
             .iter()
@@ -483,6 +503,7 @@ impl DynamoState {
             .collect();
         for item in self.batch_get(wanted, consistent).await? {
             if let Some(key) = message_item_key(&item) {
+                sent_times.insert(key.clone(), sent_times_of(&item));
                 found.insert(key.clone(), Some(item_from_attributes(key, &item)));
             } else if let (Some(alias), Some(primary)) = (
                 text(&item, "pk").and_then(|pk| pk.strip_prefix("ID#").map(str::to_owned)),
@@ -508,6 +529,7 @@ impl DynamoState {
                 .await?
             {
                 if let Some(key) = message_item_key(&item) {
+                    sent_times.insert(key.clone(), sent_times_of(&item));
                     legacy.insert(key.clone(), item_from_attributes(key, &item));
                 }
             }
@@ -519,6 +541,11 @@ impl DynamoState {
                 .flatten()
                 .or_else(|| legacy.get(&primary).cloned());
             let Some(message) = message else { continue };
+            let primary_times = sent_times.get(&primary).cloned().unwrap_or_default();
+            sent_times
+                .entry(alias.clone())
+                .or_default()
+                .extend(primary_times);
             let entry = found.entry(alias.clone()).or_insert(None);
             let mut item = entry.take().unwrap_or_else(|| MessageItem {
                 key: alias.clone(),
@@ -530,7 +557,7 @@ impl DynamoState {
         for key in keys {
             found.entry(key.clone()).or_insert(None);
         }
-        Ok(found)
+        Ok((found, sent_times))
     }
 
     async fn batch_get(
@@ -587,13 +614,27 @@ impl DynamoState {
         resolutions: &mut [Resolution],
         consistent: bool,
     ) -> Result<(), StoreError> {
+        self.resolve_all_timed(resolutions, consistent)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Self::resolve_all`], returning every sent time each fetched item holds (the whole set,
+    /// where a resolution keeps the least).
+    async fn resolve_all_timed(
+        &self,
+        resolutions: &mut [Resolution],
+        consistent: bool,
+    ) -> Result<SentTimes, StoreError> {
+        let mut sent_times = SentTimes::new();
         loop {
             let wanted: BTreeSet<String> = resolutions.iter().flat_map(|r| r.wanted()).collect();
             if wanted.is_empty() {
-                return Ok(());
+                return Ok(sent_times);
             }
             let wanted: Vec<String> = wanted.into_iter().collect();
-            let found = self.fetch(&wanted, consistent).await?;
+            let (found, times) = self.fetch(&wanted, consistent).await?;
+            sent_times.extend(times);
             for resolution in resolutions.iter_mut() {
                 for key in resolution.wanted() {
                     resolution.offer(&key, found.get(&key).cloned().flatten());
@@ -750,10 +791,14 @@ impl StateStore for DynamoState {
         let Some(plan) = plan(facts) else {
             return Ok(MergeOutcome::Merged);
         };
-        match self.update_home(&plan, caused_by).await? {
-            Some(outcome) => Ok(outcome),
-            None => self.write_plan(&plan, caused_by).await,
+        let outcome = match self.update_home(&plan, caused_by).await? {
+            Some(outcome) => outcome,
+            None => self.write_plan(&plan, caused_by).await?,
+        };
+        if outcome == MergeOutcome::Merged {
+            self.file_in_summary(&plan.home.key).await?;
         }
+        Ok(outcome)
     }
 
     async fn quarantine(&self, event: &QueuedEvent, reason: &str) -> Result<(), StoreError> {
@@ -839,10 +884,11 @@ impl StateStore for DynamoState {
     }
 
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
-        Ok(ContactView::from_messages(
-            &self.contact_messages(contact).await?,
-            now,
-        ))
+        let messages = match self.summary_messages(contact).await? {
+            Some(messages) => messages,
+            None => self.contact_messages(contact).await?,
+        };
+        Ok(ContactView::from_messages(&messages, now))
     }
 
     async fn contact_messages_page(

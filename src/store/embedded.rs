@@ -43,6 +43,7 @@
 //! - [`message_state`]: the state database's messages and contacts:
 //!   [`StateStore`](crate::ports::StateStore) for the store. What else the state database gets
 //!   in the same transaction as a state change belongs in a file beside it:
+//! - [`summary`]: each message's snapshot for contact reads ([`crate::contact_summary`]).
 //! - [`outbox`]: the change documents written with the state change they describe, the change
 //!   feed ([`ChangeFeed`](crate::ports::ChangeFeed)) and the window timer's table.
 //! - [`forwards`]: the forwarder's progress through the outbox ([`crate::forward`]): its cursor,
@@ -68,6 +69,7 @@ mod outbox;
 mod queue;
 mod retention;
 mod schema;
+mod summary;
 mod writer;
 
 pub use forwards::{DeadForward, DueForward, ForwardCounts, ForwardOutcome};
@@ -125,6 +127,7 @@ impl EmbeddedStore {
             Ok(())
         })?;
         message_state::edges_from_aliases(&state_path)?;
+        summary::create_and_fill(&state_path)?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 intake,

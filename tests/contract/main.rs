@@ -51,6 +51,7 @@ mod erasure;
 mod state;
 
 mod channels;
+mod contact_summary;
 
 fn entry(key: &str, body: &str, received_at: i64) -> LedgerEntry {
     LedgerEntry {

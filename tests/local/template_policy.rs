@@ -136,7 +136,8 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
         (
             // Adds facts to message items and writes edges and links (UpdateItem, PutItem, also
             // inside TransactWriteItems), no delete; GetItem for the warm-up and the old item a
-            // failed condition returns. Archives what the receiver could
+            // failed condition returns; BatchGetItem to read a message back after its write and
+            // file it in the contact summary (UpdateItem). Archives what the receiver could
             // not record with the receiver's conditional PutItem (no read, no update: it never
             // touches redrive marks).
             "ProcessorFunction",
@@ -144,6 +145,7 @@ fn expected_grants() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
                 (
                     &[
                         "dynamodb:GetItem",
+                        "dynamodb:BatchGetItem",
                         "dynamodb:PutItem",
                         "dynamodb:UpdateItem",
                     ],

@@ -12,7 +12,7 @@
 //! backfill-contact-index` has given every item its key and written the marker
 //! `pk = SCHEMA, sk = by_contact_sent`; each process remembers the marker once seen.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -44,6 +44,14 @@ fn marker_key() -> HashMap<String, AttributeValue> {
     ])
 }
 
+/// Every name and direction a contact's messages are filed under in the index.
+fn filings(names: &[String]) -> Vec<(&str, Direction)> {
+    names
+        .iter()
+        .flat_map(|name| [Direction::Inbound, Direction::Outbound].map(|d| (name.as_str(), d)))
+        .collect()
+}
+
 /// The last key of `direction`'s range: every sent key of it sorts below.
 fn range_end(direction: Direction) -> String {
     let prefix = sent_key_prefix(direction, 0);
@@ -51,18 +59,21 @@ fn range_end(direction: Direction) -> String {
 }
 
 impl DynamoState {
-    /// The messages of a contact (by either name) that its view reads, and maybe a few more.
-    /// Found through an index, which is eventually consistent: a write made just now may be
-    /// missing or stale.
+    /// The messages of a contact (by either name) that its view reads, and maybe a few more,
+    /// resolved from their items (the notifier's read, and the read API's until the summary is
+    /// backfilled). Found through an index, which is eventually consistent: a write made just
+    /// now may be missing or stale.
     pub async fn contact_messages(&self, contact: &str) -> Result<Vec<MessageRecord>, StoreError> {
         let names = self.names_of(contact).await?;
-        let homes = if self.contact_index_ready().await? {
-            self.recent_homes(&names).await?
+        let mut resolutions = if self.contact_index_ready().await? {
+            self.recent_resolutions(&names).await?
         } else {
-            self.all_homes(&names).await?
+            self.all_homes(&names)
+                .await?
+                .into_values()
+                .map(Resolution::from_home)
+                .collect()
         };
-        let mut resolutions: Vec<Resolution> =
-            homes.into_values().map(Resolution::from_home).collect();
         self.resolve_all(&mut resolutions, false).await?;
         Ok(distinct_messages(resolutions))
     }
@@ -87,59 +98,63 @@ impl DynamoState {
         Ok(ready)
     }
 
-    /// The items holding the latest send of each direction, then every item sent since the
-    /// horizon. Each name and direction (a filing) is read at once with the others, newest key
-    /// first, until no key left can hold a later send than the latest message it found (a key's
-    /// time is never before its item's send, nor an item's before its message's): usually one
-    /// item each.
-    async fn recent_homes(
+    /// The latest message of each filing (a name and a direction), resolved, and the horizon
+    /// they set. Each filing is read at once with the others, newest key first, until no key
+    /// left can hold a later send than the latest message it found (a key's time is never
+    /// before its item's send, nor an item's before its message's): usually one item each.
+    pub(super) async fn latest_messages(
         &self,
         names: &[String],
-    ) -> Result<BTreeMap<String, MessageItem>, StoreError> {
-        let filings: Vec<(&str, Direction)> = names
-            .iter()
-            .flat_map(|name| [Direction::Inbound, Direction::Outbound].map(|d| (name.as_str(), d)))
-            .collect();
+    ) -> Result<(Vec<Resolution>, Option<Horizon>), StoreError> {
         let latest_of_each = try_join_all(
-            filings
-                .iter()
-                .map(|(name, direction)| self.latest_of_filing(name, *direction)),
+            filings(names)
+                .into_iter()
+                .map(|(name, direction)| self.latest_of_filing(name, direction)),
         )
         .await?;
-        let mut homes = BTreeMap::new();
+        let mut resolutions = Vec::new();
         let mut latest: [Option<i64>; 2] = [None, None];
-        for (items, found) in latest_of_each {
-            for item in items {
-                homes.insert(item.key.clone(), item);
-            }
-            latest = [latest[0].max(found[0]), latest[1].max(found[1])];
+        for (found, times) in latest_of_each {
+            resolutions.extend(found);
+            latest = [latest[0].max(times[0]), latest[1].max(times[1])];
         }
-        let Some(horizon) = Horizon::new(latest[0], latest[1]) else {
-            return Ok(homes);
+        Ok((resolutions, Horizon::new(latest[0], latest[1])))
+    }
+
+    /// The latest message of each direction, then every item sent since the horizon.
+    async fn recent_resolutions(&self, names: &[String]) -> Result<Vec<Resolution>, StoreError> {
+        let (mut resolutions, horizon) = self.latest_messages(names).await?;
+        let Some(horizon) = horizon else {
+            return Ok(resolutions);
         };
-        let since = try_join_all(filings.iter().map(|(name, direction)| {
+        let since = try_join_all(filings(names).into_iter().map(|(name, direction)| {
             self.query_sent(
                 name,
-                sent_key_prefix(*direction, horizon.from),
-                range_end(*direction),
+                sent_key_prefix(direction, horizon.from),
+                range_end(direction),
             )
         }))
         .await?;
+        let resolved: BTreeSet<String> = resolutions.iter().flat_map(|r| r.keys()).collect();
+        let mut homes = BTreeMap::new();
         for (_, item) in since.into_iter().flatten() {
-            homes.insert(item.key.clone(), item);
+            if !resolved.contains(&item.key) {
+                homes.insert(item.key.clone(), item);
+            }
         }
-        Ok(homes)
+        resolutions.extend(homes.into_values().map(Resolution::from_home));
+        Ok(resolutions)
     }
 
-    /// The newest items of one filing down to the one holding its latest message, and the latest
-    /// send found of each direction (inbound, outbound).
+    /// The newest items of one filing down to the one holding its latest message, resolved, and
+    /// the latest send found of each direction (inbound, outbound).
     async fn latest_of_filing(
         &self,
         name: &str,
         direction: Direction,
-    ) -> Result<(Vec<MessageItem>, [Option<i64>; 2]), StoreError> {
+    ) -> Result<(Vec<Resolution>, [Option<i64>; 2]), StoreError> {
         let side = |direction: Direction| usize::from(direction == Direction::Outbound);
-        let mut items = Vec::new();
+        let mut resolutions = Vec::new();
         let mut latest: [Option<i64>; 2] = [None, None];
         let mut start = None;
         loop {
@@ -155,13 +170,14 @@ impl DynamoState {
             let Some((key, item)) = page.into_iter().next() else {
                 break;
             };
-            let mut resolution = [Resolution::from_home(item.clone())];
+            let mut resolution = [Resolution::from_home(item)];
             self.resolve_all(&mut resolution, false).await?;
-            if let Some(message) = resolution[0].message() {
+            let [resolution] = resolution;
+            if let Some(message) = resolution.message() {
                 let slot = side(message.direction());
                 latest[slot] = latest[slot].max(message.sent_at);
             }
-            items.push(item);
+            resolutions.push(resolution);
             let best = latest[side(direction)];
             let done =
                 matches!((sent_time_of_key(&key), best), (Some(at), Some(best)) if at <= best);
@@ -170,7 +186,7 @@ impl DynamoState {
             }
             start = next;
         }
-        Ok((items, latest))
+        Ok((resolutions, latest))
     }
 
     /// Every item of `name` whose `sent_key` is between `low` and `high`, newest first.
@@ -341,7 +357,8 @@ impl DynamoState {
     }
 
     /// Gives every message item that names a contact and reports a send its `sent_key` (as the
-    /// writes of this version do), then writes the marker that lets reads use the index. Safe to
+    /// writes of this version do), then writes the marker that lets reads use the index; then
+    /// files every message in the contact summary ([`super::summary`]) and writes its marker. Safe to
     /// run while events flow and to run again: each write is `if_not_exists` on an existing
     /// item. Returns how many items it gave a key.
     pub async fn backfill_contact_index(&self) -> Result<usize, StoreError> {
@@ -399,6 +416,7 @@ impl DynamoState {
             .await
             .map_err(|e| unavailable("write the contact index marker", e))?;
         self.contact_index_ready.store(true, Ordering::Relaxed);
+        self.backfill_contact_summary().await?;
         Ok(keyed)
     }
 }

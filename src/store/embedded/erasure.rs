@@ -222,6 +222,14 @@ impl Erasure for EmbeddedStore {
                     false,
                     "erase windows",
                     &["DELETE FROM windows WHERE contact = ?1"],
+                    names.clone(),
+                )
+                .await?,
+            summaries: self
+                .delete_keys(
+                    false,
+                    "erase recent-message summaries",
+                    &["DELETE FROM contact_recent WHERE name = ?1"],
                     names,
                 )
                 .await?,

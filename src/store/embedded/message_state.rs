@@ -3,12 +3,13 @@
 //! DynamoDB, so both backends give one answer for any history, conflicting ones included.
 //!
 //! Table `messages`: `id` (the item's key), `wa_id` and `bsuid` (the contact names an event filed
-//! there), `sent_at` and `direction` (the item's own, so a contact read finds its recent messages
-//! by an index on name, direction and sent time: [`crate::recent`]), `record` (the item's
+//! there), `sent_at` and `direction` (the item's own, so a contact's message pages are read by an
+//! index on name, direction and sent time), `record` (the item's
 //! [`MessageRecord`] as JSON), `linked` (JSON array of link tokens, or NULL). Table
-//! `contact_ids`: a contact's phone number and BSUID.
+//! `contact_ids`: a contact's phone number and BSUID. Contact views are read from the summary
+//! ([`super::summary`]), which each applied event updates in its transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -17,16 +18,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::health::{probe, probe_intake};
 use super::outbox;
 use super::schema::{connect, returns_a_row};
+use super::summary;
 use super::{decode, now_ms, to_sql_error, EmbeddedStore};
 use crate::changes::item_changes;
 use crate::contact_page::{cut, MessagePage, Position};
 use crate::event::variant_key;
 use crate::message::{Direction, MessageRecord};
-use crate::message_items::{
-    absorb, distinct_messages, plan, Contradiction, MessageItem, Resolution,
-};
+use crate::message_items::{absorb, plan, Contradiction, MessageItem, Resolution};
 use crate::ports::{MergeOutcome, QuarantineEntry, QueuedEvent, StateStore, StoreError};
-use crate::recent::Horizon;
 use crate::session::ContactView;
 use crate::time::now_unix;
 
@@ -228,8 +227,9 @@ fn announce_changes(
     let Some(message) = resolution.message() else {
         return Ok(());
     };
+    summary::file(conn, &resolution.keys(), &message)?;
     let contact = match message.contact() {
-        Some(name) => ContactView::from_messages(&contact_messages(conn, name)?, now),
+        Some(name) => ContactView::from_messages(&summary::recent_messages(conn, name)?, now),
         None => None,
     };
     if let Some(view) = contact.as_ref().and_then(|c| c.view_of(&message)) {
@@ -240,7 +240,10 @@ fn announce_changes(
 }
 
 /// Runs resolutions to the end, fetching from `conn`.
-fn resolve_all(conn: &Connection, resolutions: &mut [Resolution]) -> rusqlite::Result<()> {
+pub(super) fn resolve_all(
+    conn: &Connection,
+    resolutions: &mut [Resolution],
+) -> rusqlite::Result<()> {
     loop {
         let mut fetched_any = false;
         for resolution in resolutions.iter_mut() {
@@ -263,16 +266,8 @@ fn direction_name(direction: Direction) -> &'static str {
     }
 }
 
-/// The items naming `?1` in `column` (`wa_id` or `bsuid`), of direction `?2`, sent at or after
-/// `?3`.
-fn since_sql(column: &str) -> String {
-    format!(
-        "SELECT id, record, linked FROM messages
-         WHERE {column} = ?1 AND direction = ?2 AND sent_at >= ?3"
-    )
-}
-
-/// Up to `?5` of those items before `(?3, ?4)` in `(sent_at, id)` order, newest first.
+/// Up to `?5` items naming `?1` in `column` (`wa_id` or `bsuid`), of direction `?2`, before
+/// `(?3, ?4)` in `(sent_at, id)` order, newest first.
 fn page_sql(column: &str) -> String {
     format!(
         "SELECT id, record, linked, sent_at FROM messages
@@ -290,81 +285,6 @@ pub(super) fn names_of(conn: &Connection, contact: &str) -> rusqlite::Result<Vec
     )?
     .query_map([contact], |row| row.get(0))?
     .collect()
-}
-
-/// The messages of a contact (named by phone number or BSUID, by either of its names) that its
-/// view reads ([`crate::recent`]), and maybe a few more. Bounded: for each name and direction the
-/// index is read newest first only until no item left can hold a later send than the latest
-/// message found (an item's sent time is never before its message's: usually one item), then
-/// the range of the lookback before the latest message of either direction.
-pub(super) fn contact_messages(
-    conn: &Connection,
-    contact: &str,
-) -> rusqlite::Result<Vec<MessageRecord>> {
-    // (column, name, direction) for every way an item can name this contact.
-    let mut filings = Vec::new();
-    for name in names_of(conn, contact)? {
-        for column in ["wa_id", "bsuid"] {
-            for direction in [Direction::Inbound, Direction::Outbound] {
-                filings.push((column, name.clone(), direction));
-            }
-        }
-    }
-    let mut homes: BTreeMap<String, MessageItem> = BTreeMap::new();
-    let mut latest: [Option<i64>; 2] = [None, None];
-    let side = |direction: Direction| usize::from(direction == Direction::Outbound);
-    for (column, name, direction) in &filings {
-        let mut cursor = (i64::MAX, String::new());
-        loop {
-            let Some((sent_at, item)) =
-                index_page(conn, column, name, *direction, &cursor, 1)?.pop()
-            else {
-                break;
-            };
-            let message = message_from(conn, item.clone())?;
-            if let Some(message) = &message {
-                let slot = side(message.direction());
-                latest[slot] = latest[slot].max(message.sent_at);
-            }
-            cursor = (sent_at, item.key.clone());
-            homes.insert(item.key.clone(), item);
-            if latest[side(*direction)].is_some_and(|best| sent_at <= best) {
-                break;
-            }
-        }
-    }
-    let Some(horizon) = Horizon::new(latest[0], latest[1]) else {
-        return Ok(Vec::new());
-    };
-    for (column, name, direction) in &filings {
-        let mut query = conn.prepare_cached(&since_sql(column))?;
-        let rows = query.query_map(
-            params![name, direction_name(*direction), horizon.from],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                ))
-            },
-        )?;
-        for row in rows {
-            let (key, record, linked) = row?;
-            let item = item_from_row(key.clone(), &record, linked.as_deref())?;
-            homes.insert(key, item);
-        }
-    }
-    let mut resolutions: Vec<Resolution> = homes.into_values().map(Resolution::from_home).collect();
-    resolve_all(conn, &mut resolutions)?;
-    Ok(distinct_messages(resolutions))
-}
-
-/// The message `home` belongs to, joined from its items.
-fn message_from(conn: &Connection, home: MessageItem) -> rusqlite::Result<Option<MessageRecord>> {
-    let mut resolution = [Resolution::from_home(home)];
-    resolve_all(conn, &mut resolution)?;
-    let [resolution] = resolution;
-    Ok(resolution.message())
 }
 
 /// Up to `limit` items naming `name` in `column`, of `direction`, before `cursor` in
@@ -529,7 +449,9 @@ impl StateStore for EmbeddedStore {
         let contact = contact.to_owned();
         let messages = self
             .state()
-            .read("read contact", move |conn| contact_messages(conn, &contact))
+            .read("read contact", move |conn| {
+                summary::recent_messages(conn, &contact)
+            })
             .await?;
         Ok(ContactView::from_messages(&messages, now))
     }
@@ -578,34 +500,30 @@ impl StateStore for EmbeddedStore {
 mod tests {
     use super::*;
 
-    /// Contact reads and pages run on every applied event and every read: each of their queries
-    /// is served by the index on (name, direction, sent time, key), never by a scan of the
-    /// table or a sort of a contact's messages (SQLite's plan says so).
+    /// A contact's message pages are served by the index on (name, direction, sent time, key),
+    /// never by a scan of the table or a sort of a contact's messages (SQLite's plan says so).
     #[test]
-    fn contact_queries_are_served_by_the_sent_index() {
+    fn contact_pages_are_served_by_the_sent_index() {
         let dir = tempfile::tempdir().unwrap();
         drop(super::super::EmbeddedStore::open(&dir.path().join("t.db")).unwrap());
         let conn = connect(&dir.path().join("t.state.db")).unwrap();
         for column in ["wa_id", "bsuid"] {
-            for (sql, parameters) in [(since_sql(column), 3), (page_sql(column), 5)] {
-                let values = [1, 2, 3, 4, 5];
-                let plan: Vec<String> = conn
-                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .unwrap()
-                    .query_map(rusqlite::params_from_iter(&values[..parameters]), |row| {
-                        row.get::<_, String>(3)
-                    })
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect();
-                let plan = plan.join("; ");
-                assert!(
-                    plan.contains(&format!("messages_by_{column}_sent")),
-                    "{plan}"
-                );
-                assert!(!plan.contains("SCAN messages"), "{plan}");
-                assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{plan}");
-            }
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", page_sql(column)))
+                .unwrap()
+                .query_map(rusqlite::params![1, 2, 3, 4, 5], |row| {
+                    row.get::<_, String>(3)
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains(&format!("messages_by_{column}_sent")),
+                "{plan}"
+            );
+            assert!(!plan.contains("SCAN messages"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{plan}");
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::message_state::contact_messages;
+use super::summary::recent_messages;
 use super::EmbeddedStore;
 use crate::changes::{item_changes, window_document, write_documents, ChangeDocument, ChangeType};
 use crate::message::MessageRecord;
@@ -233,7 +233,7 @@ impl EmbeddedStore {
                 let mut announced = 0;
                 for due in due_windows(conn, now, lead_seconds, 500)? {
                     let contact =
-                        ContactView::from_messages(&contact_messages(conn, &due.contact)?, now);
+                        ContactView::from_messages(&recent_messages(conn, &due.contact)?, now);
                     let view = contact.and_then(|c| window_view(&c, &due.channel));
                     if announce_window(conn, &due, view.as_ref(), now)? {
                         announced += 1;
