@@ -469,7 +469,8 @@ def report(raw_dir, seconds, failed):
         "",
         f"Raw outputs of the last run: `{os.path.relpath(raw_dir, ROOT)}/`.",
         "",
-        cost_section(ASSUMED_RECEIVER_MS, ASSUMED_PROCESSOR_BATCH_MS, state_wru_per_event(raw_dir)),
+        cost_section(ASSUMED_RECEIVER_MS, ASSUMED_PROCESSOR_BATCH_MS, state_wru_per_event(raw_dir),
+                     state_rru_per_event(raw_dir)),
         notifier_cost_section(raw_dir),
         WINDOW_TIMER_SECTION,
     ]
@@ -585,17 +586,30 @@ def processor_calls_section(raw_dir):
         "asserts these exact numbers) against DynamoDB Local. A write refused on its condition "
         "is billed like one that succeeds; a transaction costs 2 WRU per item it writes. The "
         "receiver makes one conditional `PutItem` and one `SendMessage` per request on every "
-        "path (`aws_calls_per_receive_path`), with no reads.",
+        "path (`aws_calls_per_receive_path`), with no reads. After its writes, every applied "
+        "event reads its message back (strongly consistent `BatchGetItem`, one round per step "
+        "of its edges; each id is asked as a message item and as an alias of the earlier "
+        "model) and, when the message names a contact, adds its snapshot to its contact "
+        "summary's bucket (one `UpdateItem` per contact name, counted in the first column; "
+        "`src/store/dynamo_state/summary.rs`). RRU: 1 per key asked (strongly consistent, "
+        "items under 4 KB).",
         "",
-        "| path | UpdateItem | PutItem | TransactWriteItems (items) | WRU |",
-        "|---|---|---|---|---|",
+        "| path | UpdateItem | PutItem | TransactWriteItems (items) | BatchGetItem (keys) | WRU | RRU |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         calls = row["calls"]
-        update, put, tx, items = (calls.get(name, 0) for name in
-                                  ("UpdateItem", "PutItem", "TransactWriteItems", "TransactItems"))
-        out.append(f"| {row['path']} | {update} | {put} | {tx} ({items}) | {write_units(calls)} |")
+        update, put, tx, items, gets, keys = (calls.get(name, 0) for name in
+                                              ("UpdateItem", "PutItem", "TransactWriteItems",
+                                               "TransactItems", "BatchGetItem", "BatchGetKeys"))
+        out.append(f"| {row['path']} | {update} | {put} | {tx} ({items}) | {gets} ({keys}) "
+                   f"| {write_units(calls)} | {read_units(calls)} |")
     return out
+
+
+def read_units(calls):
+    """RRU of one path's strongly consistent read-back: 1 per key asked (items under 4 KB)."""
+    return calls.get("BatchGetKeys", 0)
 
 
 def state_wru_per_event(raw_dir):
@@ -604,17 +618,33 @@ def state_wru_per_event(raw_dir):
     (4-8: v1 and v2 of sent, delivered, read) find the links written. Falls back to the same
     mix with the counts asserted today when the test did not run. Index writes come on top
     (the by_contact GSI projects ALL: one more WRU for each write of a home item)."""
-    rows = processor_calls(raw_dir) or []
-    by_path = {row["path"]: row["calls"] for row in rows}
-    first = by_path.get("first event of a message (Wati id, wamid, phone)",
-                        {"UpdateItem": 1, "TransactWriteItems": 1, "TransactItems": 2})
-    local = by_path.get("next status, first to carry the sender's local id",
-                        {"UpdateItem": 1, "TransactWriteItems": 1, "TransactItems": 3})
-    known = by_path.get("a later status of a known message", {"UpdateItem": 1})
-    events = 8
+    first, local, known, events = typical_message_paths(raw_dir)
     total = write_units(first) + write_units(local) + (events - 2) * write_units(known)
     index = events  # each event writes its home item once, which the GSI copies
     return (total + index) / events
+
+
+def typical_message_paths(raw_dir):
+    """The counted calls of a typical outbound message's first event, first v2 event and each
+    later event, and its number of events (the counts asserted today when the test did not
+    run)."""
+    rows = processor_calls(raw_dir) or []
+    by_path = {row["path"]: row["calls"] for row in rows}
+    first = by_path.get("first event of a message (Wati id, wamid, phone)",
+                        {"UpdateItem": 2, "TransactWriteItems": 1, "TransactItems": 2,
+                         "BatchGetItem": 2, "BatchGetKeys": 4})
+    local = by_path.get("next status, first to carry the sender's local id",
+                        {"UpdateItem": 2, "TransactWriteItems": 1, "TransactItems": 3,
+                         "BatchGetItem": 2, "BatchGetKeys": 6})
+    known = by_path.get("a later status of a known message",
+                        {"UpdateItem": 2, "BatchGetItem": 2, "BatchGetKeys": 6})
+    return first, local, known, 8
+
+
+def state_rru_per_event(raw_dir):
+    """Strongly consistent RRU per event of the typical message: its read-back after each write."""
+    first, local, known, events = typical_message_paths(raw_dir)
+    return (read_units(first) + read_units(local) + (events - 2) * read_units(known)) / events
 
 
 # Durations on AWS, where a DynamoDB or SQS call takes a few milliseconds (the emulators here are
@@ -643,7 +673,7 @@ MEMORY_GB = 128 / 1024                      # template.yaml Globals.MemorySize
 # processor 1 UpdateItem per message event (+1 index write: the by_contact GSI projects ALL), and
 # writes each message's aliases (wamid, local id) and contact link once: about 0.5 PutItem per
 # event when a message has 3-4 callbacks. Wati bodies are 1-2 KB: a ledger write is 2 WRU.
-def cost_rows(receiver_ms, processor_batch_ms, log_kb_per_event, state_wru):
+def cost_rows(receiver_ms, processor_batch_ms, log_kb_per_event, state_wru, state_rru):
     per_event = {}
     receiver_gb_s = max(1.0, receiver_ms) / 1000 * MEMORY_GB
     processor_gb_s = max(1.0, processor_batch_ms) / 1000 * MEMORY_GB / 10  # batches of 10
@@ -657,13 +687,15 @@ def cost_rows(receiver_ms, processor_batch_ms, log_kb_per_event, state_wru):
         PRICE["lambda_request"] / 10 + processor_gb_s * PRICE["lambda_gb_s_arm64"])
     per_event["State writes: %.2f WRU per event (counted paths, typical message of 8 events, GSI included)"
               % state_wru] = state_wru * PRICE["dynamodb_wru"]
+    per_event["State read-back: %.2f RRU per event (strongly consistent, to file the contact summary)"
+              % state_rru] = state_rru * PRICE["dynamodb_rru"]
     per_event["CloudWatch Logs (%.1f KB/event incl. platform lines, EMF)" % log_kb_per_event] = (
         log_kb_per_event / 1e6 * PRICE["logs_gb"])
     return per_event
 
 
-def cost_section(receiver_ms, processor_batch_ms, state_wru, log_kb_per_event=1.2):
-    rows = cost_rows(receiver_ms, processor_batch_ms, log_kb_per_event, state_wru)
+def cost_section(receiver_ms, processor_batch_ms, state_wru, state_rru, log_kb_per_event=1.2):
+    rows = cost_rows(receiver_ms, processor_batch_ms, log_kb_per_event, state_wru, state_rru)
     million = 1e6
     base = sum(rows.values()) * million
     http_api = PRICE["http_api_request"] * million

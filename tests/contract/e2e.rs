@@ -67,16 +67,29 @@ impl Intercept for TapHandle {
         let operation = crate::support::operation_of(context.request());
         let mut calls = self.0.calls.lock().unwrap();
         *calls.entry(operation.clone()).or_default() += 1;
-        // A transaction is billed per item it writes (twice a plain write's units).
-        if operation == "TransactWriteItems" {
-            let body: Value = context
+        let body = || -> Value {
+            context
                 .request()
                 .body()
                 .bytes()
                 .and_then(|bytes| serde_json::from_slice(bytes).ok())
-                .unwrap_or_default();
-            let items = body["TransactItems"].as_array().map_or(0, Vec::len);
+                .unwrap_or_default()
+        };
+        // A transaction is billed per item it writes (twice a plain write's units).
+        if operation == "TransactWriteItems" {
+            let items = body()["TransactItems"].as_array().map_or(0, Vec::len);
             *calls.entry("TransactItems".to_owned()).or_default() += items;
+        }
+        // A batched read is billed per key it asks for (found or not).
+        if operation == "BatchGetItem" {
+            let keys: usize = body()["RequestItems"].as_object().map_or(0, |tables| {
+                tables
+                    .values()
+                    .filter_map(|table| table["Keys"].as_array())
+                    .map(Vec::len)
+                    .sum()
+            });
+            *calls.entry("BatchGetKeys".to_owned()).or_default() += keys;
         }
         drop(calls);
         if self.0.failing.lock().unwrap().contains(&operation) {
@@ -583,6 +596,7 @@ async fn aws_calls_per_processor_path() {
         &[
             ("UpdateItem", 2),
             ("BatchGetItem", 2),
+            ("BatchGetKeys", 4),
             ("TransactWriteItems", 1),
             ("TransactItems", 2),
         ],
@@ -596,6 +610,7 @@ async fn aws_calls_per_processor_path() {
         &[
             ("UpdateItem", 2),
             ("BatchGetItem", 2),
+            ("BatchGetKeys", 6),
             ("TransactWriteItems", 1),
             ("TransactItems", 3),
         ],
@@ -604,7 +619,7 @@ async fn aws_calls_per_processor_path() {
     path(
         "the same status again (a duplicate)",
         delivered,
-        &[("UpdateItem", 2), ("BatchGetItem", 2)],
+        &[("UpdateItem", 2), ("BatchGetItem", 2), ("BatchGetKeys", 6)],
     )
     .await;
     let read = serde_json::json!({"eventType": "sentMessageREAD", "id": "m1",
@@ -612,7 +627,7 @@ async fn aws_calls_per_processor_path() {
     path(
         "a later status of a known message",
         read,
-        &[("UpdateItem", 2), ("BatchGetItem", 2)],
+        &[("UpdateItem", 2), ("BatchGetItem", 2), ("BatchGetKeys", 6)],
     )
     .await;
     let older = serde_json::json!({"eventType": "sentMessageDELIVERED", "id": "m1",
@@ -620,7 +635,7 @@ async fn aws_calls_per_processor_path() {
     path(
         "an older time arriving late (added to its set, the earliest is read)",
         older,
-        &[("UpdateItem", 2), ("BatchGetItem", 2)],
+        &[("UpdateItem", 2), ("BatchGetItem", 2), ("BatchGetKeys", 6)],
     )
     .await;
     let overtaking = serde_json::json!({"eventType": "sentMessageREAD", "id": "m2",
@@ -631,6 +646,7 @@ async fn aws_calls_per_processor_path() {
         &[
             ("UpdateItem", 1),
             ("BatchGetItem", 2),
+            ("BatchGetKeys", 4),
             ("TransactWriteItems", 1),
             ("TransactItems", 2),
         ],
@@ -641,7 +657,7 @@ async fn aws_calls_per_processor_path() {
     path(
         "a status naming only Meta's id",
         meta_only,
-        &[("UpdateItem", 1), ("BatchGetItem", 2)],
+        &[("UpdateItem", 1), ("BatchGetItem", 2), ("BatchGetKeys", 4)],
     )
     .await;
     let inbound = serde_json::json!({"eventType": "message", "id": "m3", "owner": false,
@@ -654,6 +670,7 @@ async fn aws_calls_per_processor_path() {
         &[
             ("UpdateItem", 3),
             ("BatchGetItem", 2),
+            ("BatchGetKeys", 4),
             ("TransactWriteItems", 1),
             ("TransactItems", 4),
         ],
