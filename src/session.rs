@@ -8,7 +8,7 @@
 //! message in it and *inactive* while only one has. Because the timeline is a set sorted before the
 //! fold, the result is independent of the order in which events arrived.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::channel::{group_by_channel, Channel};
 use crate::message::{Direction, MessageRecord};
@@ -47,7 +47,7 @@ impl TimelineEntry {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub started_at: i64,
     pub business_messages: u32,
@@ -143,34 +143,7 @@ impl ContactView {
     /// The contact's view at `now` from its messages (all, or a superset of those
     /// [`crate::recent`] reads): folded from those it reads; `None` when that is none.
     pub fn from_messages(messages: &[MessageRecord], now: i64) -> Option<Self> {
-        let reads_from = crate::recent::Horizon::of(messages).map(|h| h.from);
-        let messages = crate::recent::recent(messages);
-        if messages.is_empty() {
-            return None;
-        }
-        let wa_id = messages.iter().filter_map(|m| m.wa_id.clone()).min();
-        let bsuid = messages.iter().filter_map(|m| m.bsuid.clone()).min();
-        let channels: Vec<ChannelView> = group_by_channel(messages.clone(), |m| m.channel())
-            .into_iter()
-            .map(|(channel, mine)| ChannelView {
-                reads_from,
-                ..ChannelView::from_messages(&mine, channel, &wa_id, &bsuid, now)
-            })
-            .collect();
-        let default = match channels.first() {
-            Some(first) if first.channel_id.is_none() => first.clone(),
-            _ => ChannelView::from_messages(
-                &[],
-                Channel {
-                    id: None,
-                    phone_number: None,
-                },
-                &wa_id,
-                &bsuid,
-                now,
-            ),
-        };
-        Some(ContactView { default, channels })
+        ContactFold::of(messages, now).map(|fold| fold.view(now))
     }
 
     /// The view of the business number `message` is on.
@@ -188,15 +161,103 @@ impl ContactView {
     }
 }
 
-impl ChannelView {
-    /// One number's view at `now` from the contact's messages on that number.
-    fn from_messages(
-        messages: &[&MessageRecord],
-        channel: Channel,
-        wa_id: &Option<String>,
-        bsuid: &Option<String>,
-        now: i64,
-    ) -> Self {
+/// A contact's view without the reading time: what its messages fold to (names, each number's
+/// latest messages and latest session), before [`ContactFold::view`] applies `now` (whether the
+/// window is open and the session active). The embedded store keeps it per contact name, so a
+/// contact read is one row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactFold {
+    pub wa_id: Option<String>,
+    pub bsuid: Option<String>,
+    /// Where the history folded starts ([`ChannelView::reads_from`]).
+    pub reads_from: Option<i64>,
+    pub channels: Vec<ChannelFold>,
+    /// The latest timeline entry, as its message states it. A fold at a `now` before it counts
+    /// it at `now` (a session never starts in the future); at or after it, every fold is the
+    /// same ([`ContactFold::holds_at`]).
+    pub latest_entry_at: Option<i64>,
+}
+
+/// One business number's part of a [`ContactFold`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelFold {
+    pub channel_phone_number: Option<String>,
+    pub channel_id: Option<String>,
+    pub last_inbound_at: Option<i64>,
+    pub last_outbound_at: Option<i64>,
+    pub session: Option<Session>,
+}
+
+impl ContactFold {
+    /// The fold of a contact's messages (all, or a superset of those [`crate::recent`] reads)
+    /// as seen at `now`; `None` when it reads none.
+    pub fn of(messages: &[MessageRecord], now: i64) -> Option<ContactFold> {
+        let reads_from = crate::recent::Horizon::of(messages).map(|h| h.from);
+        let messages = crate::recent::recent(messages);
+        if messages.is_empty() {
+            return None;
+        }
+        let wa_id = messages.iter().filter_map(|m| m.wa_id.clone()).min();
+        let bsuid = messages.iter().filter_map(|m| m.bsuid.clone()).min();
+        let latest_entry_at = messages
+            .iter()
+            .filter_map(|m| TimelineEntry::of(m))
+            .map(|entry| entry.at)
+            .max();
+        let channels = group_by_channel(messages, |m| m.channel())
+            .into_iter()
+            .map(|(channel, mine)| ChannelFold::of(&mine, channel, now))
+            .collect();
+        Some(ContactFold {
+            wa_id,
+            bsuid,
+            reads_from,
+            channels,
+            latest_entry_at,
+        })
+    }
+
+    /// The fold of `messages` at no particular time: no entry counted at a reading time. It
+    /// is the fold at any `now` it [holds at](ContactFold::holds_at).
+    pub fn timeless(messages: &[MessageRecord]) -> Option<ContactFold> {
+        ContactFold::of(messages, i64::MAX)
+    }
+
+    /// Whether this fold, if [timeless](ContactFold::timeless), is the fold at `now`: no entry
+    /// lies after `now`, so none would be counted at the reading time.
+    pub fn holds_at(&self, now: i64) -> bool {
+        self.latest_entry_at.map_or(true, |at| at <= now)
+    }
+
+    /// The view at `now`.
+    pub fn view(&self, now: i64) -> ContactView {
+        let channels: Vec<ChannelView> = self
+            .channels
+            .iter()
+            .map(|channel| ChannelView {
+                reads_from: self.reads_from,
+                ..channel.view(&self.wa_id, &self.bsuid, now)
+            })
+            .collect();
+        let default = match channels.first() {
+            Some(first) if first.channel_id.is_none() => first.clone(),
+            _ => ChannelFold::of(
+                &[],
+                Channel {
+                    id: None,
+                    phone_number: None,
+                },
+                now,
+            )
+            .view(&self.wa_id, &self.bsuid, now),
+        };
+        ContactView { default, channels }
+    }
+}
+
+impl ChannelFold {
+    /// One number's fold at `now` from the contact's messages on that number.
+    fn of(messages: &[&MessageRecord], channel: Channel, now: i64) -> Self {
         let latest_sent = |direction| {
             messages
                 .iter()
@@ -204,8 +265,6 @@ impl ChannelView {
                 .filter_map(|m| m.sent_at)
                 .max()
         };
-        let last_inbound_at = latest_sent(Direction::Inbound);
-        let window_expires_at = last_inbound_at.map(|at| at.saturating_add(DAY_SECONDS));
         // A time a little ahead of ours (Wati's clock may lead by a few minutes) counts as now:
         // a session never starts in the future.
         let timeline: Vec<TimelineEntry> = messages
@@ -216,16 +275,30 @@ impl ChannelView {
                 ..entry
             })
             .collect();
+        ChannelFold {
+            channel_phone_number: channel.phone_number,
+            channel_id: channel.id,
+            last_inbound_at: latest_sent(Direction::Inbound),
+            last_outbound_at: latest_sent(Direction::Outbound),
+            session: sessions(&timeline).last().copied(),
+        }
+    }
+
+    /// The number's view at `now`.
+    fn view(&self, wa_id: &Option<String>, bsuid: &Option<String>, now: i64) -> ChannelView {
+        let window_expires_at = self
+            .last_inbound_at
+            .map(|at| at.saturating_add(DAY_SECONDS));
         ChannelView {
             wa_id: wa_id.clone(),
             bsuid: bsuid.clone(),
-            channel_phone_number: channel.phone_number,
-            channel_id: channel.id,
-            last_inbound_at: Rfc3339(last_inbound_at),
-            last_outbound_at: Rfc3339(latest_sent(Direction::Outbound)),
+            channel_phone_number: self.channel_phone_number.clone(),
+            channel_id: self.channel_id.clone(),
+            last_inbound_at: Rfc3339(self.last_inbound_at),
+            last_outbound_at: Rfc3339(self.last_outbound_at),
             window_open: window_expires_at.is_some_and(|expires| now < expires),
             window_expires_at: Rfc3339(window_expires_at),
-            session: session_view(sessions(&timeline).last(), now),
+            session: session_view(self.session.as_ref(), now),
             reads_from: None,
         }
     }
@@ -520,5 +593,71 @@ mod tests {
                 prop_assert!(all.iter().any(|s| s.started_at <= entry.at && entry.at < s.expires_at()));
             }
         }
+
+        /// A timeless fold, kept and read back later, gives the view at any `now` it holds at;
+        /// it holds at every `now` from its latest entry on.
+        #[test]
+        fn a_kept_fold_is_the_view_wherever_it_holds(
+            messages in proptest::collection::vec(any_message(), 0..12),
+            now in 0i64..400_000,
+        ) {
+            let kept = ContactFold::timeless(&messages)
+                .map(|fold| serde_json::to_string(&fold).unwrap())
+                .map(|json| serde_json::from_str::<ContactFold>(&json).unwrap());
+            let latest = messages
+                .iter()
+                .filter_map(TimelineEntry::of)
+                .map(|entry| entry.at)
+                .filter(|at| crate::recent::recent(&messages).iter().any(|m| {
+                    TimelineEntry::of(m).is_some_and(|e| e.at == *at)
+                }))
+                .max();
+            let holds = kept.as_ref().is_some_and(|fold| fold.holds_at(now));
+            prop_assert_eq!(holds, kept.is_some() && latest.map_or(true, |at| at <= now));
+            if holds || kept.is_none() {
+                prop_assert_eq!(
+                    kept.map(|fold| fold.view(now)),
+                    ContactView::from_messages(&messages, now)
+                );
+            }
+        }
+    }
+
+    fn any_message() -> impl Strategy<Value = MessageRecord> {
+        (
+            any::<bool>(),
+            prop::option::of(0i64..300_000),
+            prop::option::of(0i64..300_000),
+            0u8..3,
+        )
+            .prop_map(|(inbound, sent_at, delivered_at, channel)| MessageRecord {
+                wa_id: Some("14155550100".into()),
+                channel_id: (channel > 0).then(|| format!("ch{channel}")),
+                direction: Some(if inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                }),
+                sent_at,
+                delivered_at,
+                ..MessageRecord::default()
+            })
+    }
+
+    #[test]
+    fn a_fold_with_an_entry_after_now_does_not_hold_then() {
+        let message = MessageRecord {
+            wa_id: Some("14155550100".into()),
+            direction: Some(Direction::Inbound),
+            sent_at: Some(1_000),
+            ..MessageRecord::default()
+        };
+        let fold = ContactFold::timeless(std::slice::from_ref(&message)).unwrap();
+        assert!(!fold.holds_at(999));
+        assert!(fold.holds_at(1_000));
+        // Read before it, the customer's message counts as sent now.
+        let early = ContactView::from_messages(&[message], 500).unwrap();
+        assert_eq!(early.default.session.started_at, Rfc3339(Some(500)));
+        assert_ne!(fold.view(500), early);
     }
 }

@@ -229,7 +229,10 @@ impl Erasure for EmbeddedStore {
                 .delete_keys(
                     false,
                     "erase recent-message summaries",
-                    &["DELETE FROM contact_recent WHERE name = ?1"],
+                    &[
+                        "DELETE FROM contact_recent WHERE name = ?1",
+                        "DELETE FROM contact_folds WHERE name = ?1",
+                    ],
                     names,
                 )
                 .await?,

@@ -228,10 +228,7 @@ fn announce_changes(
         return Ok(());
     };
     summary::file(conn, &resolution.keys(), &message)?;
-    let contact = match message.contact() {
-        Some(name) => ContactView::from_messages(&summary::recent_messages(conn, name)?, now),
-        None => None,
-    };
+    let contact = summary::refold(conn, &message, now)?;
     if let Some(view) = contact.as_ref().and_then(|c| c.view_of(&message)) {
         outbox::track_window(conn, view)?;
     }
@@ -447,13 +444,11 @@ impl StateStore for EmbeddedStore {
 
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
         let contact = contact.to_owned();
-        let messages = self
-            .state()
+        self.state()
             .read("read contact", move |conn| {
-                summary::recent_messages(conn, &contact)
+                summary::contact_view(conn, &contact, now)
             })
-            .await?;
-        Ok(ContactView::from_messages(&messages, now))
+            .await
     }
 
     async fn contact_messages_page(

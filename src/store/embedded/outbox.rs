@@ -9,7 +9,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::summary::recent_messages;
+use super::summary::contact_view;
 use super::EmbeddedStore;
 use crate::changes::{item_changes, window_document, write_documents, ChangeDocument, ChangeType};
 use crate::message::MessageRecord;
@@ -232,8 +232,7 @@ impl EmbeddedStore {
             .write("announce due windows", move |conn| {
                 let mut announced = 0;
                 for due in due_windows(conn, now, lead_seconds, 500)? {
-                    let contact =
-                        ContactView::from_messages(&recent_messages(conn, &due.contact)?, now);
+                    let contact = contact_view(conn, &due.contact, now)?;
                     let view = contact.and_then(|c| window_view(&c, &due.channel));
                     if announce_window(conn, &due, view.as_ref(), now)? {
                         announced += 1;

@@ -1,7 +1,12 @@
-//! The embedded store's contact summary ([`crate::contact_summary`]): table `contact_recent`, one
-//! row per message and contact name holding the message's [`Snapshot`], replaced in the
-//! transaction that applies each event. A contact read takes, for each of the contact's names,
-//! the latest row of each direction and the rows sent since the horizon: no message items.
+//! The embedded store's contact summary ([`crate::contact_summary`]), both tables kept in the
+//! transaction that applies each event:
+//! - `contact_recent`: one row per message and contact name holding the message's [`Snapshot`].
+//!   A contact's messages are, for each of its names, the latest row of each direction and the
+//!   rows sent since the horizon: no message items.
+//! - `contact_folds`: per contact name, the [timeless fold](ContactFold::timeless) of those
+//!   messages. A contact read is that one row, rendered at the reading time; only when an
+//!   entry lies after the reading time (Wati's clock ahead of ours) is it folded again from
+//!   `contact_recent`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -10,11 +15,13 @@ use rusqlite::{params, Connection};
 
 use super::message_state::{load_item, names_of, resolve_all};
 use super::schema::{connect, returns_a_row};
+use super::to_sql_error;
 use crate::contact_summary::{join, Snapshot};
 use crate::message::{Direction, MessageRecord};
 use crate::message_items::Resolution;
 use crate::ports::StoreError;
 use crate::recent::Horizon;
+use crate::session::{ContactFold, ContactView};
 
 const SUMMARY_SCHEMA: &str = "
 CREATE TABLE contact_recent (
@@ -27,6 +34,13 @@ CREATE TABLE contact_recent (
 );
 CREATE INDEX contact_recent_by_sent ON contact_recent(name, direction, sent_at);
 CREATE INDEX contact_recent_by_message ON contact_recent(message);
+";
+
+const FOLDS_SCHEMA: &str = "
+CREATE TABLE contact_folds (
+    name TEXT PRIMARY KEY,
+    fold TEXT NOT NULL
+);
 ";
 
 fn direction_name(direction: Direction) -> &'static str {
@@ -122,18 +136,122 @@ pub(super) fn recent_messages(
     Ok(join(snapshots))
 }
 
-/// Stores made before the summary: create it and file every message that names a contact and
-/// reports a send, in one transaction at start-up (after the other migrations).
+/// Keeps the fold of every contact name whose view `message` is part of (its names and the
+/// names linked to them), and returns the view at `now` of the name it is filed under.
+pub(super) fn refold(
+    conn: &Connection,
+    message: &MessageRecord,
+    now: i64,
+) -> rusqlite::Result<Option<ContactView>> {
+    let Some(own) = message.contact() else {
+        return Ok(None);
+    };
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for name in [&message.wa_id, &message.bsuid].into_iter().flatten() {
+        names.extend(names_of(conn, name)?);
+    }
+    let mut view = None;
+    for name in names {
+        let messages = recent_messages(conn, &name)?;
+        let fold = ContactFold::timeless(&messages);
+        match &fold {
+            Some(fold) => {
+                let json = serde_json::to_string(fold).map_err(to_sql_error)?;
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO contact_folds (name, fold) VALUES (?1, ?2)",
+                )?
+                .execute(params![name, json])?;
+            }
+            None => {
+                conn.prepare_cached("DELETE FROM contact_folds WHERE name = ?1")?
+                    .execute([&name])?;
+            }
+        }
+        if name == own {
+            view = match fold {
+                Some(fold) if fold.holds_at(now) => Some(fold.view(now)),
+                _ => ContactView::from_messages(&messages, now),
+            };
+        }
+    }
+    Ok(view)
+}
+
+/// The view at `now` of the contact named `contact`: its kept fold, or (when an entry lies
+/// after `now`) a fold of its messages at `now`.
+pub(super) fn contact_view(
+    conn: &Connection,
+    contact: &str,
+    now: i64,
+) -> rusqlite::Result<Option<ContactView>> {
+    let kept: Option<String> = conn
+        .prepare_cached("SELECT fold FROM contact_folds WHERE name = ?1")?
+        .query_map([contact], |row| row.get(0))?
+        .next()
+        .transpose()?;
+    let Some(kept) = kept else {
+        return Ok(None);
+    };
+    let fold: ContactFold = serde_json::from_str(&kept).map_err(to_sql_error)?;
+    if fold.holds_at(now) {
+        return Ok(Some(fold.view(now)));
+    }
+    Ok(ContactView::from_messages(
+        &recent_messages(conn, contact)?,
+        now,
+    ))
+}
+
+/// Stores made before the summary: create its tables and fill them from every message that
+/// names a contact and reports a send, each in one transaction at start-up (after the other
+/// migrations).
 pub(super) fn create_and_fill(state_path: &Path) -> Result<(), StoreError> {
     let conn = connect(state_path)?;
-    let exists = returns_a_row(
-        &conn,
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'contact_recent'",
-    )
-    .map_err(|e| StoreError::unavailable("look for the contact summary", e))?;
-    if exists {
-        return Ok(());
+    let exists = |table: &str| {
+        returns_a_row(
+            &conn,
+            &format!("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{table}'"),
+        )
+        .map_err(|e| StoreError::unavailable("look for the contact summary", e))
+    };
+    if !exists("contact_recent")? {
+        fill_snapshots(&conn)?;
     }
+    if !exists("contact_folds")? {
+        fill_folds(&conn)?;
+    }
+    Ok(())
+}
+
+fn fill_folds(conn: &Connection) -> Result<(), StoreError> {
+    let migrate = || -> rusqlite::Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        conn.execute_batch(FOLDS_SCHEMA)?;
+        let names: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM contact_recent UNION SELECT wa_id FROM contact_ids
+                 UNION SELECT bsuid FROM contact_ids",
+            )?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for name in names {
+            if let Some(fold) = ContactFold::timeless(&recent_messages(conn, &name)?) {
+                let json = serde_json::to_string(&fold).map_err(to_sql_error)?;
+                conn.execute(
+                    "INSERT INTO contact_folds (name, fold) VALUES (?1, ?2)",
+                    params![name, json],
+                )?;
+            }
+        }
+        conn.execute_batch("COMMIT")
+    };
+    migrate().map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        StoreError::unavailable("fill the contact folds", e)
+    })
+}
+
+fn fill_snapshots(conn: &Connection) -> Result<(), StoreError> {
     let migrate = || -> rusqlite::Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         conn.execute_batch(SUMMARY_SCHEMA)?;
@@ -149,15 +267,15 @@ pub(super) fn create_and_fill(state_path: &Path) -> Result<(), StoreError> {
             if filed.contains(&home) {
                 continue;
             }
-            let Some(item) = load_item(&conn, &home)? else {
+            let Some(item) = load_item(conn, &home)? else {
                 continue;
             };
             let mut resolution = [Resolution::from_home(item)];
-            resolve_all(&conn, &mut resolution)?;
+            resolve_all(conn, &mut resolution)?;
             let [resolution] = resolution;
             let keys = resolution.keys();
             if let Some(message) = resolution.message() {
-                file(&conn, &keys, &message)?;
+                file(conn, &keys, &message)?;
             }
             filed.extend(keys);
         }
