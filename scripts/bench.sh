@@ -69,7 +69,8 @@ none in its last 10 days; the others template messages delivered a minute later)
 Applied through `processor::apply` newest message first (32 at a time on SQLite, 64 on DynamoDB
 Local), then `StateStore::contact` read alternately for A and B after a warm-up (200 reads each on
 SQLite, 50 on DynamoDB Local), each view checked. On DynamoDB Local: the template's `StateTable`,
-`backfill_contact_index()` on it while empty, and only as much of A's history (the newest) as
+`backfill_contact_index()` on it while empty (it writes the contact index's and the contact
+summary's markers), and only as much of A's history (the newest) as
 loads in `CONTACT_READS_AWS_LOAD_SECONDS` (120); items read counted on the wire (`Items`, `Item`,
 `Responses`), the most for one read.
 

@@ -1295,8 +1295,9 @@ fn the_defaults_absorb_a_broadcast() {
     use wati_ingest::lambda::{RECEIVER_SEQUENTIAL_OPERATIONS, SDK_OPERATION_TIMEOUT};
     /// Callbacks per second the defaults are sized for (v1 and v2 of a broadcast counted).
     const BROADCAST_PER_S: f64 = 1_000.0;
-    /// One processor batch of 10 on AWS, an estimate: 5 x the 21 ms the bench measured for
-    /// applying one on DynamoDB Local (docs/capacity.md).
+    /// One processor batch of 10 on AWS, an estimate: its slowest record makes 5 calls one after
+    /// the other (its writes, its read-back, its contact summary's bucket), 10-15 ms each, plus
+    /// the invocation (docs/capacity.md).
     const BATCH_SECONDS: f64 = 0.1;
     let template = template();
     let resources = resources(&template);

@@ -57,17 +57,40 @@ pub(super) fn file(
     keys: &[String],
     message: &MessageRecord,
 ) -> rusqlite::Result<()> {
+    let snapshot = Snapshot::of(keys.iter().cloned(), message);
+    let encoded = snapshot.as_ref().map(Snapshot::encode);
+    // Rows as they are and as they should be: (name, message key, snapshot). Most events (a read
+    // after a delivery, a v2 twin) leave the snapshot as it was: nothing is written then.
+    let mut stored: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for key in keys {
+        let rows = conn
+            .prepare_cached("SELECT name, snapshot FROM contact_recent WHERE message = ?1")?
+            .query_map([key], |row| Ok((row.get(0)?, key.clone(), row.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<(String, String, String)>>>()?;
+        stored.extend(rows);
+    }
+    let wanted: BTreeSet<(String, String, String)> = match (&snapshot, &encoded, keys.iter().min())
+    {
+        (Some(snapshot), Some(encoded), Some(message_key)) => snapshot
+            .names()
+            .map(|name| (name.to_owned(), message_key.clone(), encoded.clone()))
+            .collect(),
+        _ => BTreeSet::new(),
+    };
+    if stored == wanted {
+        return Ok(());
+    }
     for key in keys {
         conn.prepare_cached("DELETE FROM contact_recent WHERE message = ?1")?
             .execute([key])?;
     }
-    let Some(snapshot) = Snapshot::of(keys.iter().cloned(), message) else {
+    let (Some(snapshot), Some(encoded), Some(message_key)) = (snapshot, encoded, keys.iter().min())
+    else {
         return Ok(());
     };
-    let (Some(message_key), Some(sent_at)) = (keys.iter().min(), snapshot.record.sent_at) else {
+    let Some(sent_at) = snapshot.record.sent_at else {
         return Ok(());
     };
-    let encoded = snapshot.encode();
     for name in snapshot.names() {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO contact_recent (name, message, direction, sent_at, snapshot)
@@ -154,18 +177,22 @@ pub(super) fn refold(
     for name in names {
         let messages = recent_messages(conn, &name)?;
         let fold = ContactFold::timeless(&messages);
-        match &fold {
-            Some(fold) => {
-                let json = serde_json::to_string(fold).map_err(to_sql_error)?;
-                conn.prepare_cached(
-                    "INSERT OR REPLACE INTO contact_folds (name, fold) VALUES (?1, ?2)",
-                )?
-                .execute(params![name, json])?;
-            }
-            None => {
-                conn.prepare_cached("DELETE FROM contact_folds WHERE name = ?1")?
-                    .execute([&name])?;
-            }
+        let json = fold
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(to_sql_error)?;
+        if kept_fold(conn, &name)? != json {
+            match &json {
+                Some(json) => conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO contact_folds (name, fold) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![name, json])?,
+                None => conn
+                    .prepare_cached("DELETE FROM contact_folds WHERE name = ?1")?
+                    .execute([&name])?,
+            };
         }
         if name == own {
             view = match fold {
@@ -184,12 +211,7 @@ pub(super) fn contact_view(
     contact: &str,
     now: i64,
 ) -> rusqlite::Result<Option<ContactView>> {
-    let kept: Option<String> = conn
-        .prepare_cached("SELECT fold FROM contact_folds WHERE name = ?1")?
-        .query_map([contact], |row| row.get(0))?
-        .next()
-        .transpose()?;
-    let Some(kept) = kept else {
+    let Some(kept) = kept_fold(conn, contact)? else {
         return Ok(None);
     };
     let fold: ContactFold = serde_json::from_str(&kept).map_err(to_sql_error)?;
@@ -200,6 +222,14 @@ pub(super) fn contact_view(
         &recent_messages(conn, contact)?,
         now,
     ))
+}
+
+/// The fold kept for `name`, as stored.
+fn kept_fold(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT fold FROM contact_folds WHERE name = ?1")?
+        .query_map([name], |row| row.get(0))?
+        .next()
+        .transpose()
 }
 
 /// Stores made before the summary: create its tables and fill them from every message that
