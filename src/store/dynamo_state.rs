@@ -644,6 +644,57 @@ impl DynamoState {
     }
 }
 
+/// A backfill's marker: `pk = SCHEMA`, `sk = <what it completed>`, written once every item
+/// before it is done, and remembered by each process once seen.
+pub(crate) struct Marker<'a> {
+    pub sk: &'static str,
+    pub seen: &'a AtomicBool,
+}
+
+impl DynamoState {
+    fn marker_key(sk: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([("pk".to_owned(), s("SCHEMA")), ("sk".to_owned(), s(sk))])
+    }
+
+    /// Whether `marker` is there (one `GetItem` until seen, then none).
+    pub(crate) async fn marker_seen(&self, marker: Marker<'_>) -> Result<bool, StoreError> {
+        if marker.seen.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::marker_key(marker.sk)))
+            .send()
+            .await
+            .map_err(|e| unavailable("read a backfill's marker", e))?;
+        let seen = output.item().is_some();
+        if seen {
+            marker
+                .seen
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(seen)
+    }
+
+    /// Writes `marker` (its backfill is done) and remembers it.
+    pub(crate) async fn write_marker(&self, marker: Marker<'_>) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::marker_key(marker.sk)))
+            .item("backfilled_at", n(crate::time::now_unix()))
+            .send()
+            .await
+            .map_err(|e| unavailable("write a backfill's marker", e))?;
+        marker
+            .seen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// The key of a window item ([`crate::windows`]).
 fn window_key(contact: &str, channel: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([

@@ -12,22 +12,20 @@
 //! backfill-contact-index` has given every item its key and written the marker
 //! `pk = SCHEMA, sk = by_contact_sent`; each process remembers the marker once seen.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::try_join_all;
 
 use super::{
     item_from_attributes, message_item_key, sent_key_at, sent_key_prefix, sent_time_of_key,
-    DynamoState, Item,
+    DynamoState, Item, Marker,
 };
 use crate::contact_page::{cut, MessagePage, Position};
 use crate::message::{Direction, MessageRecord};
 use crate::message_items::{distinct_messages, MessageItem, Resolution};
 use crate::ports::StoreError;
 use crate::recent::Horizon;
-use crate::store::aws::{n, s, text, unavailable};
+use crate::store::aws::{s, text, unavailable};
 
 /// The index of contact reads: `contact` and `sent_key`.
 pub const CONTACT_SENT_INDEX: &str = "by_contact_sent";
@@ -36,13 +34,8 @@ pub const CONTACT_SENT_INDEX: &str = "by_contact_sent";
 const CONTACT_INDEX: &str = "by_contact";
 const BSUID_INDEX: &str = "by_bsuid";
 
-/// The marker item the backfill writes when every item has its `sent_key`.
-fn marker_key() -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("pk".to_owned(), s("SCHEMA")),
-        ("sk".to_owned(), s(CONTACT_SENT_INDEX)),
-    ])
-}
+/// The backfill's marker once every item has its `sent_key`.
+const INDEX_MARKER: &str = CONTACT_SENT_INDEX;
 
 /// Every name and direction a contact's messages are filed under in the index.
 fn filings(names: &[String]) -> Vec<(&str, Direction)> {
@@ -80,22 +73,14 @@ impl DynamoState {
 
     /// Whether every item has its `sent_key` (the backfill's marker), remembered once seen.
     async fn contact_index_ready(&self) -> Result<bool, StoreError> {
-        if self.contact_index_ready.load(Ordering::Relaxed) {
-            return Ok(true);
+        self.marker_seen(self.index_marker()).await
+    }
+
+    fn index_marker(&self) -> Marker<'_> {
+        Marker {
+            sk: INDEX_MARKER,
+            seen: &self.contact_index_ready,
         }
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(marker_key()))
-            .send()
-            .await
-            .map_err(|e| unavailable("read the contact index marker", e))?;
-        let ready = output.item().is_some();
-        if ready {
-            self.contact_index_ready.store(true, Ordering::Relaxed);
-        }
-        Ok(ready)
     }
 
     /// The latest message of each filing (a name and a direction), resolved, and the horizon
@@ -407,15 +392,7 @@ impl DynamoState {
                 break;
             }
         }
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(marker_key()))
-            .item("backfilled_at", n(crate::time::now_unix()))
-            .send()
-            .await
-            .map_err(|e| unavailable("write the contact index marker", e))?;
-        self.contact_index_ready.store(true, Ordering::Relaxed);
+        self.write_marker(self.index_marker()).await?;
         self.backfill_contact_summary().await?;
         Ok(keyed)
     }

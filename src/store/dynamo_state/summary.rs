@@ -18,13 +18,12 @@
 //! message, whatever order the events were applied in, and whichever write was retried.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::try_join_all;
 
-use super::{message_item_key, DynamoState, Item};
+use super::{message_item_key, DynamoState, Item, Marker};
 use crate::contact_summary::{bucket_key, buckets_of, join, Snapshot};
 use crate::message::MessageRecord;
 use crate::message_items::Resolution;
@@ -39,13 +38,8 @@ pub fn summary_pk(name: &str) -> String {
 /// The sort key of a name's overflow item (after every bucket's `B#…`).
 const OVERFLOW_SK: &str = "OVERFLOW";
 
-/// The marker the backfill writes once every earlier message is filed.
-fn marker_key() -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("pk".to_owned(), s("SCHEMA")),
-        ("sk".to_owned(), s("contact_summary")),
-    ])
-}
+/// The backfill's marker once every earlier message is filed.
+const SUMMARY_MARKER: &str = "contact_summary";
 
 /// Whether a refused write was refused for the item's size (DynamoDB: `ValidationException`,
 /// "Item size to update has exceeded the maximum allowed size"). DynamoDB Local and moto do not
@@ -129,22 +123,14 @@ impl DynamoState {
 
     /// Whether the backfill's marker is there, remembered once seen.
     async fn contact_summary_ready(&self) -> Result<bool, StoreError> {
-        if self.contact_summary_ready.load(Ordering::Relaxed) {
-            return Ok(true);
+        self.marker_seen(self.summary_marker()).await
+    }
+
+    fn summary_marker(&self) -> Marker<'_> {
+        Marker {
+            sk: SUMMARY_MARKER,
+            seen: &self.contact_summary_ready,
         }
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(marker_key()))
-            .send()
-            .await
-            .map_err(|e| unavailable("read the contact summary marker", e))?;
-        let ready = output.item().is_some();
-        if ready {
-            self.contact_summary_ready.store(true, Ordering::Relaxed);
-        }
-        Ok(ready)
     }
 
     /// The messages of `contact` (by either name) that its view reads, and maybe a few more,
@@ -262,15 +248,7 @@ impl DynamoState {
                 break;
             }
         }
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(marker_key()))
-            .item("backfilled_at", n(crate::time::now_unix()))
-            .send()
-            .await
-            .map_err(|e| unavailable("write the contact summary marker", e))?;
-        self.contact_summary_ready.store(true, Ordering::Relaxed);
+        self.write_marker(self.summary_marker()).await?;
         Ok(messages)
     }
 }

@@ -245,75 +245,78 @@ pub(super) fn create_and_fill(state_path: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::unavailable("look for the contact summary", e))
     };
     if !exists("contact_recent")? {
-        fill_snapshots(&conn)?;
+        in_transaction(&conn, "fill the contact summary", fill_snapshots)?;
     }
     if !exists("contact_folds")? {
-        fill_folds(&conn)?;
+        in_transaction(&conn, "fill the contact folds", fill_folds)?;
     }
     Ok(())
 }
 
-fn fill_folds(conn: &Connection) -> Result<(), StoreError> {
-    let migrate = || -> rusqlite::Result<()> {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        conn.execute_batch(FOLDS_SCHEMA)?;
-        let names: Vec<String> = conn
-            .prepare(
-                "SELECT name FROM contact_recent UNION SELECT wa_id FROM contact_ids
-                 UNION SELECT bsuid FROM contact_ids",
-            )?
-            .query_map([], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for name in names {
-            if let Some(fold) = ContactFold::timeless(&recent_messages(conn, &name)?) {
-                let json = serde_json::to_string(&fold).map_err(to_sql_error)?;
-                conn.execute(
-                    "INSERT INTO contact_folds (name, fold) VALUES (?1, ?2)",
-                    params![name, json],
-                )?;
-            }
+fn fill_folds(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(FOLDS_SCHEMA)?;
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM contact_recent UNION SELECT wa_id FROM contact_ids
+             UNION SELECT bsuid FROM contact_ids",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for name in names {
+        if let Some(fold) = ContactFold::timeless(&recent_messages(conn, &name)?) {
+            let json = serde_json::to_string(&fold).map_err(to_sql_error)?;
+            conn.execute(
+                "INSERT INTO contact_folds (name, fold) VALUES (?1, ?2)",
+                params![name, json],
+            )?;
         }
-        conn.execute_batch("COMMIT")
-    };
-    migrate().map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
-        StoreError::unavailable("fill the contact folds", e)
-    })
+    }
+    Ok(())
 }
 
-fn fill_snapshots(conn: &Connection) -> Result<(), StoreError> {
-    let migrate = || -> rusqlite::Result<()> {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        conn.execute_batch(SUMMARY_SCHEMA)?;
-        let homes: Vec<String> = conn
-            .prepare(
-                "SELECT id FROM messages WHERE sent_at IS NOT NULL
-                 AND (wa_id IS NOT NULL OR bsuid IS NOT NULL)",
-            )?
-            .query_map([], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut filed: BTreeSet<String> = BTreeSet::new();
-        for home in homes {
-            if filed.contains(&home) {
-                continue;
-            }
-            let Some(item) = load_item(conn, &home)? else {
-                continue;
-            };
-            let mut resolution = [Resolution::from_home(item)];
-            resolve_all(conn, &mut resolution)?;
-            let [resolution] = resolution;
-            let keys = resolution.keys();
-            if let Some(message) = resolution.message() {
-                file(conn, &keys, &message)?;
-            }
-            filed.extend(keys);
+fn fill_snapshots(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SUMMARY_SCHEMA)?;
+    let homes: Vec<String> = conn
+        .prepare(
+            "SELECT id FROM messages WHERE sent_at IS NOT NULL
+             AND (wa_id IS NOT NULL OR bsuid IS NOT NULL)",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut filed: BTreeSet<String> = BTreeSet::new();
+    for home in homes {
+        if filed.contains(&home) {
+            continue;
         }
+        let Some(item) = load_item(conn, &home)? else {
+            continue;
+        };
+        let mut resolution = [Resolution::from_home(item)];
+        resolve_all(conn, &mut resolution)?;
+        let [resolution] = resolution;
+        let keys = resolution.keys();
+        if let Some(message) = resolution.message() {
+            file(conn, &keys, &message)?;
+        }
+        filed.extend(keys);
+    }
+    Ok(())
+}
+
+/// Runs `fill` in one transaction: all of it, or nothing (the next start-up tries again).
+fn in_transaction(
+    conn: &Connection,
+    what: &'static str,
+    fill: fn(&Connection) -> rusqlite::Result<()>,
+) -> Result<(), StoreError> {
+    let run = || -> rusqlite::Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        fill(conn)?;
         conn.execute_batch("COMMIT")
     };
-    migrate().map_err(|e| {
+    run().map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
-        StoreError::unavailable("fill the contact summary", e)
+        StoreError::unavailable(what, e)
     })
 }
 
