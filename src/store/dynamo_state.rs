@@ -847,7 +847,7 @@ impl StateStore for DynamoState {
             None => self.write_plan(&plan, caused_by).await?,
         };
         if outcome == MergeOutcome::Merged {
-            self.file_in_summary(&plan.home.key).await?;
+            self.file_in_summary_retried(&plan.home.key).await?;
         }
         Ok(outcome)
     }

@@ -176,3 +176,48 @@ async fn a_send_reported_again_three_days_earlier_leaves_the_view(backend: Backe
     );
 }
 contract!(a_send_reported_again_three_days_earlier_leaves_the_view);
+
+/// Twins of one customer message that add only a name (its BSUID) or only the business number
+/// change no fact a document carries, yet the view on that number must show the message, by
+/// its phone number and (on SQLite) by its BSUID: in every order. On DynamoDB a BSUID learned
+/// apart from the phone number, with no event naming both, is not in `by_contact_sent` (keyed
+/// by the phone number), so a read by it finds no latest message: a gap that predates the
+/// summary (its buckets under the BSUID are filed), left open.
+async fn a_twin_adding_only_a_name_or_a_number_reaches_the_view(backend: Backend) {
+    let now = T0 + 3_600;
+    for order in 0..3 {
+        let contact = format!("1415555099{order}");
+        let bsuid = format!("US.1349120865530274{order}");
+        let id = format!("{contact}-in");
+        let at = T0.to_string();
+        let mut bodies = [
+            json!({"eventType": "message", "id": id, "owner": false, "waId": contact,
+                "timestamp": at}),
+            json!({"eventType": "message", "id": id, "owner": false, "bsuid": bsuid,
+                "timestamp": at}),
+            json!({"eventType": "message", "id": id, "owner": false, "waId": contact,
+                "channelPhoneNumber": "14155550000", "timestamp": at}),
+        ];
+        bodies.rotate_left(order);
+        for (n, body) in bodies.iter().enumerate() {
+            let queued = QueuedEvent::archived(format!("k{n}"), now, body.to_string());
+            wati_ingest::processor::apply(backend.state(), &queued)
+                .await
+                .unwrap();
+        }
+        let names = match backend {
+            Backend::Embedded { .. } => vec![&contact, &bsuid],
+            Backend::Aws { .. } => vec![&contact],
+        };
+        for name in names {
+            let view = backend.state().contact(name, now).await.unwrap();
+            let view = serde_json::to_value(view.expect("a view by each name")).unwrap();
+            assert_eq!(
+                (&view["last_inbound_at"], &view["channel_phone_number"]),
+                (&json!(Rfc3339(Some(T0))), &json!("14155550000")),
+                "order {order}, by {name}"
+            );
+        }
+    }
+}
+contract!(a_twin_adding_only_a_name_or_a_number_reaches_the_view);

@@ -5,7 +5,8 @@
 //!   snapshots of the messages sent in those two hours that name `<name>`. Every write is one
 //!   `ADD` to the set: commutative, idempotent, no read first.
 //! - overflow `pk = RECENT#<name>, sk = OVERFLOW`: one of that name's buckets reached
-//!   DynamoDB's item size limit (400 KB: some 1,500 messages in two hours); that name's contact
+//!   DynamoDB's item size limit (400 KB: some 700 messages in two hours, at about three ~190-byte
+//!   snapshots each); that name's contact
 //!   reads go through the message items from then on.
 //! - marker `pk = SCHEMA, sk = contact_summary`: every message written before this version has
 //!   been filed (`wati-ingest backfill-contact-index`); until a process has seen it, contact
@@ -35,6 +36,9 @@ pub fn summary_pk(name: &str) -> String {
     format!("RECENT#{name}")
 }
 
+/// Attempts at filing one event's message before the event fails.
+pub const FILING_ATTEMPTS: u32 = 4;
+
 /// The sort key of a name's overflow item (after every bucket's `B#…`).
 const OVERFLOW_SK: &str = "OVERFLOW";
 
@@ -50,6 +54,25 @@ pub fn exceeds_item_size(code: Option<&str>, message: Option<&str>) -> bool {
 }
 
 impl DynamoState {
+    /// [`Self::file_in_summary`], tried again at once (up to [`FILING_ATTEMPTS`] times) when a
+    /// call is refused: filing only reads and adds to sets, so a repeat is harmless, and a read
+    /// that meets a transaction in flight on the same item, or throttling, would otherwise fail
+    /// the event into SQS's visibility timeout.
+    pub(super) async fn file_in_summary_retried(&self, home: &str) -> Result<(), StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.file_in_summary(home).await {
+                Ok(_) => return Ok(()),
+                Err(error) if attempt >= FILING_ATTEMPTS => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "filing in the contact summary; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
     /// Files the message whose item `home` was just written in its contact's summary, and
     /// returns the keys of the items it spans.
     pub(super) async fn file_in_summary(&self, home: &str) -> Result<Vec<String>, StoreError> {

@@ -199,15 +199,27 @@ fn apply_facts(
     for (_, item) in &items {
         store_item(conn, item)?;
     }
+    let mut linked = false;
     if let Some((wa_id, bsuid)) = &plan.contact_link {
-        conn.prepare_cached("INSERT OR IGNORE INTO contact_ids (bsuid, wa_id) VALUES (?1, ?2)")?
-            .execute(params![bsuid, wa_id])?;
+        linked = conn
+            .prepare_cached("INSERT OR IGNORE INTO contact_ids (bsuid, wa_id) VALUES (?1, ?2)")?
+            .execute(params![bsuid, wa_id])?
+            > 0;
     }
-    announce_changes(conn, &plan.home.key, &items, now, caused_by)?;
+    // Anything stored changed (a fact, an id, a name, a business number, a link): the contact
+    // summary may have. Nothing did: neither the summary nor a document can.
+    if linked
+        || items
+            .iter()
+            .any(|(before, after)| before.as_ref() != Some(after))
+    {
+        announce_changes(conn, &plan.home.key, &items, now, caused_by)?;
+    }
     Ok(Ok(()))
 }
 
-/// The change documents of one applied event, into the outbox: nothing when no item changed.
+/// Files the event's message in its contact's summary and, when a fact a document carries
+/// changed, announces it in the outbox.
 fn announce_changes(
     conn: &Connection,
     home: &str,
@@ -218,9 +230,6 @@ fn announce_changes(
     let changed = items.iter().any(|(before, after)| {
         !item_changes(before.as_ref().map(|b| &b.record), &after.record).is_empty()
     });
-    if !changed {
-        return Ok(());
-    }
     let mut resolution = [Resolution::new(home)];
     resolve_all(conn, &mut resolution)?;
     let [resolution] = resolution;
@@ -231,6 +240,9 @@ fn announce_changes(
     let contact = summary::refold(conn, &message, now)?;
     if let Some(view) = contact.as_ref().and_then(|c| c.view_of(&message)) {
         outbox::track_window(conn, view)?;
+    }
+    if !changed {
+        return Ok(());
     }
     let documents = outbox::documents(items, &message, contact.as_ref(), now, caused_by);
     outbox::announce(conn, &documents)

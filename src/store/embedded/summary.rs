@@ -237,20 +237,13 @@ fn kept_fold(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> 
 /// migrations).
 pub(super) fn create_and_fill(state_path: &Path) -> Result<(), StoreError> {
     let conn = connect(state_path)?;
-    let exists = |table: &str| {
-        returns_a_row(
-            &conn,
-            &format!("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{table}'"),
-        )
-        .map_err(|e| StoreError::unavailable("look for the contact summary", e))
-    };
-    if !exists("contact_recent")? {
-        in_transaction(&conn, "fill the contact summary", fill_snapshots)?;
-    }
-    if !exists("contact_folds")? {
-        in_transaction(&conn, "fill the contact folds", fill_folds)?;
-    }
-    Ok(())
+    in_transaction(
+        &conn,
+        "contact_recent",
+        "fill the contact summary",
+        fill_snapshots,
+    )?;
+    in_transaction(&conn, "contact_folds", "fill the contact folds", fill_folds)
 }
 
 fn fill_folds(conn: &Connection) -> rusqlite::Result<()> {
@@ -277,10 +270,8 @@ fn fill_folds(conn: &Connection) -> rusqlite::Result<()> {
 fn fill_snapshots(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SUMMARY_SCHEMA)?;
     let homes: Vec<String> = conn
-        .prepare(
-            "SELECT id FROM messages WHERE sent_at IS NOT NULL
-             AND (wa_id IS NOT NULL OR bsuid IS NOT NULL)",
-        )?
+        // Every item: a message's name and its sent time may be on different ones.
+        .prepare("SELECT id FROM messages")?
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut filed: BTreeSet<String> = BTreeSet::new();
@@ -303,15 +294,24 @@ fn fill_snapshots(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Runs `fill` in one transaction: all of it, or nothing (the next start-up tries again).
+/// Creates and fills `table` with `fill` unless it exists, in one transaction that holds the
+/// write lock from the check on (a second process opening the store at once waits, then finds
+/// the table): all of it, or nothing (the next start-up tries again).
 fn in_transaction(
     conn: &Connection,
+    table: &str,
     what: &'static str,
     fill: fn(&Connection) -> rusqlite::Result<()>,
 ) -> Result<(), StoreError> {
     let run = || -> rusqlite::Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        fill(conn)?;
+        let exists = returns_a_row(
+            conn,
+            &format!("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{table}'"),
+        )?;
+        if !exists {
+            fill(conn)?;
+        }
         conn.execute_batch("COMMIT")
     };
     run().map_err(|e| {
