@@ -62,7 +62,6 @@ use crate::windows::{
 type Item = HashMap<String, AttributeValue>;
 
 pub use contacts::CONTACT_SENT_INDEX;
-pub use summary::{exceeds_item_size, summary_pk};
 
 /// Rounds of `UnprocessedKeys` retried (with backoff) before a read gives up.
 const BATCH_GET_ATTEMPTS: u32 = 8;

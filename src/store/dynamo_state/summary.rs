@@ -32,12 +32,12 @@ use crate::ports::StoreError;
 use crate::store::aws::{n, s, text, unavailable};
 
 /// The partition of a contact name's summary.
-pub fn summary_pk(name: &str) -> String {
+fn summary_pk(name: &str) -> String {
     format!("RECENT#{name}")
 }
 
 /// Attempts at filing one event's message before the event fails.
-pub const FILING_ATTEMPTS: u32 = 4;
+const FILING_ATTEMPTS: u32 = 4;
 
 /// The sort key of a name's overflow item (after every bucket's `B#…`).
 const OVERFLOW_SK: &str = "OVERFLOW";
@@ -48,7 +48,7 @@ const SUMMARY_MARKER: &str = "contact_summary";
 /// Whether a refused write was refused for the item's size (DynamoDB: `ValidationException`,
 /// "Item size to update has exceeded the maximum allowed size"). DynamoDB Local and moto do not
 /// hold a set to 400 KB the same way, so this rule is held by a unit test here.
-pub fn exceeds_item_size(code: Option<&str>, message: Option<&str>) -> bool {
+fn exceeds_item_size(code: Option<&str>, message: Option<&str>) -> bool {
     code == Some("ValidationException")
         && message.is_some_and(|m| m.to_ascii_lowercase().contains("item size"))
 }

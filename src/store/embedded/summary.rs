@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection};
 
-use super::message_state::{load_item, names_of, resolve_all};
+use super::message_state::{direction_name, load_item, names_of, resolve_all};
 use super::schema::{connect, returns_a_row};
 use super::to_sql_error;
 use crate::contact_summary::{join, Snapshot};
@@ -42,13 +42,6 @@ CREATE TABLE contact_folds (
     fold TEXT NOT NULL
 );
 ";
-
-fn direction_name(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
-    }
-}
 
 /// Replaces the snapshot of the message whose items are under `keys` (every key its resolution
 /// reached: an earlier snapshot, taken before some of them were linked, is filed under one).
