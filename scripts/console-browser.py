@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -39,6 +39,22 @@ def check(condition, what):
     print(("ok    " if condition else "FAIL  ") + what)
     if not condition:
         failures.append(what)
+
+
+def settled(condition, seconds=10):
+    """Whether condition() holds within a few seconds. A click or Enter that submits a form
+    returns before the next page has loaded (WebDriver does not always wait for it), so a check
+    made straight after one can read the page it left: wait for the page it expects."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if condition():
+                return True
+        except WebDriverException:
+            pass  # the page was replaced under the lookup: look again
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def free_port():
@@ -147,10 +163,11 @@ def main():
             shot("sign-in")
             # A wrong token, typed and submitted from the keyboard (the field has the focus).
             driver.switch_to.active_element.send_keys("wrong-token-0123456789" + Keys.ENTER)
-            check("That token was refused" in driver.page_source, "a wrong token is refused")
+            check(settled(lambda: "That token was refused" in driver.page_source), "a wrong token is refused")
             check(driver.get_cookies() == [], "no session after a wrong token")
             field = driver.find_element(By.ID, "token")
             field.send_keys(TOKEN + Keys.ENTER)
+            settled(lambda: "Sign in" not in driver.title and driver.get_cookies())
             cookies = driver.get_cookies()
             check(len(cookies) == 1 and cookies[0]["httpOnly"]
                   and cookies[0]["sameSite"] == "Strict", f"one HttpOnly, SameSite=Strict session cookie: {cookies}")
@@ -159,7 +176,7 @@ def main():
 
             # Search from the keyboard: the search field has the focus.
             driver.switch_to.active_element.send_keys("14155550102" + Keys.ENTER)
-            check("Open: closes in" in driver.page_source, "the window is open, with its closing")
+            check(settled(lambda: "Open: closes in" in driver.page_source), "the window is open, with its closing")
             check("A free-form message can be sent" in driver.page_source, "what may be sent now")
             statuses = [li.get_attribute("class") for li in driver.find_elements(By.CSS_SELECTOR, "li.message")]
             check("message failed" in statuses and "message delivered" in statuses,
@@ -172,6 +189,7 @@ def main():
             check(not explanation.is_displayed(), "the explanation starts closed")
             summary = failed.find_element(By.TAG_NAME, "summary")
             summary.send_keys(Keys.ENTER)  # keyboard: a summary is focusable and opens on Enter
+            settled(explanation.is_displayed)
             check(explanation.is_displayed() and "marketing" in explanation.text.lower(),
                   f"131049 explained: {explanation.text!r}")
             shot("contact")
@@ -192,6 +210,7 @@ def main():
 
             # The intake view, from the header's link: the quarantined body as text.
             driver.find_element(By.CSS_SELECTOR, "nav a").send_keys(Keys.ENTER)
+            settled(lambda: driver.find_elements(By.CSS_SELECTOR, "pre.body"))
             bodies = [pre.text for pre in driver.find_elements(By.CSS_SELECTOR, "pre.body")]
             check("<script>alert(2)</script>" in bodies, f"the quarantined <script> body as text: {bodies}")
             try:
@@ -211,7 +230,7 @@ def main():
             check(blocked == [], f"the policy blocked nothing the page needs: {blocked}")
 
             driver.find_element(By.CSS_SELECTOR, "form.sign-out button").click()
-            check("Sign in" in driver.title and driver.get_cookies() == [], "signed out")
+            check(settled(lambda: "Sign in" in driver.title and driver.get_cookies() == []), "signed out")
         finally:
             if driver:
                 driver.quit()
