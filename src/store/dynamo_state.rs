@@ -105,6 +105,15 @@ pub(crate) fn message_key(id: &str) -> HashMap<String, AttributeValue> {
     ])
 }
 
+/// The keys of the two link items between a contact's number and its BSUID (`pk = LINK#<one>,
+/// sk = <the other>`), the BSUID's first.
+fn link_keys(wa_id: &str, bsuid: &str) -> [(String, String); 2] {
+    [
+        (format!("LINK#{bsuid}"), wa_id.to_owned()),
+        (format!("LINK#{wa_id}"), bsuid.to_owned()),
+    ]
+}
+
 fn direction_name(direction: Direction) -> &'static str {
     match direction {
         Direction::Inbound => "inbound",
@@ -441,15 +450,12 @@ impl DynamoState {
             items.push(TransactWriteItem::builder().update(update).build());
         }
         if let Some((wa_id, bsuid)) = &plan.contact_link {
-            let links: BTreeSet<(&str, &str)> = [(wa_id, bsuid), (bsuid, wa_id)]
-                .into_iter()
-                .map(|(a, b)| (a.as_str(), b.as_str()))
-                .collect();
-            for (from, to) in links {
+            let links: BTreeSet<(String, String)> = link_keys(wa_id, bsuid).into();
+            for (pk, sk) in links {
                 let put = Put::builder()
                     .table_name(&self.table)
-                    .item("pk", s(format!("LINK#{from}")))
-                    .item("sk", s(to))
+                    .item("pk", s(pk))
+                    .item("sk", s(sk))
                     .build()
                     .map_err(|e| StoreError::unavailable("build contact link", e))?;
                 items.push(TransactWriteItem::builder().put(put).build());
@@ -846,7 +852,8 @@ impl StateStore for DynamoState {
             None => self.write_plan(&plan, caused_by).await?,
         };
         if outcome == MergeOutcome::Merged {
-            self.file_in_summary_retried(&plan.home.key).await?;
+            self.file_in_summary_retried(&plan.home.key, plan.contact_link.as_ref())
+                .await?;
         }
         Ok(outcome)
     }

@@ -267,6 +267,72 @@ async fn an_older_table_gains_the_contact_index_without_losing_a_message() {
     assert_eq!(again, 0, "a second run finds nothing left");
 }
 
+/// A message whose v1 twin named the number and whose v2 twin named the BSUID, written by a
+/// release that did not link names from different events: a read by the BSUID finds nothing
+/// until the runbook's backfill has linked them, then finds the contact (phone and BSUID).
+#[tokio::test]
+async fn the_backfill_links_names_that_came_from_different_events() {
+    let stack = Stack::create().await;
+    let table = stack.table("StateTable");
+    let state = DynamoState::new(stack.dynamodb.clone(), &table);
+    let bsuid = "US.13491208655302749999";
+    let at = START.to_string();
+    let twins = [
+        json!({"eventType": "message", "id": "twin-1", "owner": false, "waId": SHORT,
+            "timestamp": at}),
+        json!({"eventType": "message", "id": "twin-1", "owner": false, "bsuid": bsuid,
+            "timestamp": at}),
+    ];
+    let twins: Vec<(i64, Value)> = twins.into_iter().map(|body| (START, body)).collect();
+    for twin in &twins {
+        apply_all(&state, std::slice::from_ref(twin)).await;
+    }
+    let view = |state: DynamoState, name: &'static str| async move {
+        let view = state.contact(name, START + HOUR).await.unwrap();
+        view.map(|view| serde_json::to_value(view).unwrap())
+    };
+    let linked = view(state.clone(), bsuid)
+        .await
+        .expect("linked by the processor");
+    assert_eq!(
+        (
+            &linked["wa_id"],
+            &linked["bsuid"],
+            &linked["last_inbound_at"]
+        ),
+        (&json!(SHORT), &json!(bsuid), &json!("2024-10-27T03:33:20Z")),
+    );
+    // The earlier release wrote no link: take both off.
+    for (pk, sk) in [
+        (format!("LINK#{bsuid}"), SHORT),
+        (format!("LINK#{SHORT}"), bsuid),
+    ] {
+        stack
+            .dynamodb
+            .delete_item()
+            .table_name(&table)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+            .key(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S(sk.to_owned()),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        view(state.clone(), bsuid).await,
+        None,
+        "before the backfill"
+    );
+    state.backfill_contact_index().await.expect("backfill");
+    assert_eq!(
+        view(state.clone(), bsuid).await,
+        Some(linked),
+        "after the backfill"
+    );
+}
+
 /// Paging through a contact's messages 7 at a time lists each once, newest sent first (ties by
 /// key, descending), the same on both stores; the order is the test's own, from the history.
 #[tokio::test]

@@ -676,6 +676,43 @@ async fn aws_calls_per_processor_path() {
         ],
     )
     .await;
+    // A twin naming only one of them: the message names both, the link is checked (found).
+    let phone_twin = serde_json::json!({"eventType": "message", "id": "m3", "owner": false,
+        "waId": "14155550102", "timestamp": "1764238550"});
+    path(
+        "a twin of it naming only the phone (the link checked)",
+        phone_twin,
+        &[
+            ("UpdateItem", 3),
+            ("GetItem", 1),
+            ("BatchGetItem", 2),
+            ("BatchGetKeys", 4),
+        ],
+    )
+    .await;
+    let by_number = serde_json::json!({"eventType": "message", "id": "m4", "owner": false,
+        "waId": "14155550103", "timestamp": "1764238555"});
+    path(
+        "an inbound message naming only the phone",
+        by_number,
+        &[("UpdateItem", 2), ("BatchGetItem", 1), ("BatchGetKeys", 2)],
+    )
+    .await;
+    // Its v2 twin brings the BSUID: the link no event carried is written, both ways.
+    let bsuid_twin = serde_json::json!({"eventType": "message", "id": "m4", "owner": false,
+        "bsuid": "US.13491208655302741919", "timestamp": "1764238555"});
+    path(
+        "its twin naming only the BSUID (the link written)",
+        bsuid_twin,
+        &[
+            ("UpdateItem", 3),
+            ("GetItem", 1),
+            ("PutItem", 2),
+            ("BatchGetItem", 1),
+            ("BatchGetKeys", 2),
+        ],
+    )
+    .await;
     let review = serde_json::json!({"eventType": "templateReviewed", "id": "t1",
         "newTemplateStatus": "APPROVED"});
     path("an event about no message (template review)", review, &[]).await;

@@ -1,7 +1,8 @@
 //! The DynamoDB state store under faults the emulator does not produce on its own: the response
 //! of a write that succeeded is lost (the SDK retries it), the second of an apply's two calls
-//! fails (SQS redelivers the event), and items written by the earlier model. Every id must
-//! still find the one message, with every fact.
+//! fails (SQS redelivers the event), a contact summary's bucket reaches DynamoDB's item size
+//! limit (DynamoDB Local does not refuse a set at 400 KB) or holds an entry this version cannot
+//! decode, and items written by the earlier model. Every id must still find the one message, with every fact.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,18 +28,25 @@ enum Fault {
     LoseResponse,
     /// The call never reaches the service and fails without retry.
     Fail,
+    /// The service is asked something harmless instead (`ListTables`) and its answer replaced
+    /// by DynamoDB's refusal of an update that would take the item past 400 KB.
+    ItemTooLarge,
 }
 
-/// Injects planned faults into the next calls of the named operations, in order.
+/// A planned fault: the operation, a text its request body must hold ("": any), the fault.
+type Planned = (&'static str, &'static str, Fault);
+
+/// Injects planned faults into the next calls of the named operations (whose request body holds
+/// the planned text), in order.
 #[derive(Debug, Clone, Default)]
 struct WireFaults {
-    planned: Arc<Mutex<VecDeque<(&'static str, Fault)>>>,
+    planned: Arc<Mutex<VecDeque<Planned>>>,
     injected: Arc<Mutex<Vec<(String, Fault)>>>,
 }
 
-/// Set on an attempt whose response is to be lost.
+/// Set on an attempt whose response is to be replaced.
 #[derive(Debug, Clone, Copy)]
-struct Injected;
+struct Injected(Fault);
 
 impl Storable for Injected {
     type Storer = StoreReplace<Self>;
@@ -46,7 +54,15 @@ impl Storable for Injected {
 
 impl WireFaults {
     fn plan(&self, operation: &'static str, fault: Fault) {
-        self.planned.lock().unwrap().push_back((operation, fault));
+        self.plan_on(operation, "", fault);
+    }
+
+    /// A fault for the next call of `operation` whose request body holds `text`.
+    fn plan_on(&self, operation: &'static str, text: &'static str, fault: Fault) {
+        self.planned
+            .lock()
+            .unwrap()
+            .push_back((operation, text, fault));
     }
 
     fn injected(&self) -> Vec<(String, Fault)> {
@@ -66,9 +82,11 @@ impl Intercept for WireFaults {
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
         let operation = crate::support::operation_of(context.request());
+        let body = context.request().body().bytes().unwrap_or_default();
+        let holds = |text: &str| text.is_empty() || String::from_utf8_lossy(body).contains(text);
         let mut planned = self.planned.lock().unwrap();
         let fault = match planned.front() {
-            Some((wanted, fault)) if *wanted == operation => {
+            Some((wanted, text, fault)) if *wanted == operation && holds(text) => {
                 let fault = *fault;
                 planned.pop_front();
                 fault
@@ -82,7 +100,17 @@ impl Intercept for WireFaults {
         match fault {
             Fault::Fail => Err(format!("injected: {operation} fails").into()),
             Fault::LoseResponse => {
-                cfg.interceptor_state().store_put(Injected);
+                cfg.interceptor_state().store_put(Injected(fault));
+                Ok(())
+            }
+            Fault::ItemTooLarge => {
+                let request = context.request_mut();
+                request
+                    .headers_mut()
+                    .insert("x-amz-target", "DynamoDB_20120810.ListTables");
+                request.headers_mut().insert("content-length", "2");
+                *request.body_mut() = SdkBody::from("{}");
+                cfg.interceptor_state().store_put(Injected(fault));
                 Ok(())
             }
         }
@@ -94,16 +122,24 @@ impl Intercept for WireFaults {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        if cfg.load::<Injected>().is_none() {
+        let Some(Injected(fault)) = cfg.load::<Injected>().copied() else {
             return Ok(());
-        }
+        };
         cfg.interceptor_state().unset::<Injected>();
-        let response = axum::http::Response::builder()
-            .status(500)
-            .header("content-type", "application/x-amz-json-1.0")
-            .body(SdkBody::from(
+        let (status, body) = match fault {
+            Fault::ItemTooLarge => (
+                400,
+                r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"Item size to update has exceeded the maximum allowed size"}"#,
+            ),
+            _ => (
+                500,
                 r#"{"__type":"InternalServerError","message":"response lost"}"#,
-            ))
+            ),
+        };
+        let response = axum::http::Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(SdkBody::from(body))
             .expect("valid response");
         *context.response_mut() = HttpResponse::try_from(response).expect("convertible");
         Ok(())
@@ -259,4 +295,103 @@ async fn items_of_the_earlier_model_read_and_take_new_events() {
     assert_one_message(&state, Some(1_700_000_200), Some(1_700_000_300)).await;
     let message = state.message("L").await.unwrap().unwrap();
     assert_eq!(message.template_name.as_deref(), Some("welcome"));
+}
+
+/// A bucket of the contact summary refuses an entry for its size (some 700 messages in two
+/// hours): the name is marked overflowed and its contact reads go through the message items, so
+/// the message whose entry was refused still counts. Planted: the overflow mark not written, or
+/// not read: the refused message is missing from the view (one customer message, not two).
+#[tokio::test]
+async fn a_full_summary_bucket_sends_reads_to_the_items() {
+    let faults = WireFaults::default();
+    let (stack, state) = store_with(&faults).await;
+    let contact = "14155550111";
+    let received = |id: &str, at: i64| {
+        facts(&format!(
+            r#"{{"eventType":"message","id":"{id}","waId":"{contact}","owner":false,"timestamp":"{at}"}}"#
+        ))
+    };
+    faults.plan_on("UpdateItem", "RECENT#", Fault::ItemTooLarge);
+    assert_eq!(
+        state
+            .apply(&received("full-A", 1_700_000_100), None)
+            .await
+            .unwrap(),
+        MergeOutcome::Merged
+    );
+    assert_eq!(
+        faults.injected(),
+        [("UpdateItem".to_owned(), Fault::ItemTooLarge)]
+    );
+    // A later message, filed normally: the latest, which the summary's reader takes from the
+    // contact index whatever its buckets hold.
+    state
+        .apply(&received("full-B", 1_700_000_200), None)
+        .await
+        .unwrap();
+    let overflow = stack
+        .dynamodb
+        .get_item()
+        .table_name(stack.table("StateTable"))
+        .key("pk", AttributeValue::S(format!("RECENT#{contact}")))
+        .key("sk", AttributeValue::S("OVERFLOW".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(overflow.item().is_some(), "the name is marked overflowed");
+    let view = state.contact(contact, 1_700_000_400).await.unwrap();
+    assert_eq!(
+        view.expect("a view").default.session.customer_messages,
+        2,
+        "the message whose entry was refused counts"
+    );
+}
+
+/// A summary entry this version cannot decode (another version's, or a bug's) sends the read to
+/// the message items instead of leaving its message out. Planted: the entry skipped, and the
+/// message it stood for is missing from the view.
+#[tokio::test]
+async fn a_summary_entry_that_does_not_decode_sends_reads_to_the_items() {
+    let faults = WireFaults::default();
+    let (stack, state) = store_with(&faults).await;
+    let contact = "14155550112";
+    for (id, at) in [("odd-A", 1_700_000_100), ("odd-B", 1_700_000_200)] {
+        let body = format!(
+            r#"{{"eventType":"message","id":"{id}","waId":"{contact}","owner":false,"timestamp":"{at}"}}"#
+        );
+        state.apply(&facts(&body), None).await.unwrap();
+    }
+    // Every bucket of the contact now holds one entry nobody can read, and nothing else.
+    let table = stack.table("StateTable");
+    let buckets = stack
+        .dynamodb
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("RECENT#{contact}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(!buckets.items().is_empty());
+    for bucket in buckets.items() {
+        stack
+            .dynamodb
+            .put_item()
+            .table_name(&table)
+            .item("pk", bucket["pk"].clone())
+            .item("sk", bucket["sk"].clone())
+            .item(
+                "entries",
+                AttributeValue::Ss(vec!["{not a snapshot".into()]),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let view = state.contact(contact, 1_700_000_400).await.unwrap();
+    assert_eq!(
+        view.expect("a view").default.session.customer_messages,
+        2,
+        "both messages, from their items"
+    );
 }

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures_util::future::try_join_all;
 
 use super::{
-    item_from_attributes, message_item_key, sent_key_at, sent_key_prefix, sent_time_of_key,
-    DynamoState, Item, Marker,
+    item_from_attributes, link_keys, message_item_key, sent_key_at, sent_key_prefix,
+    sent_time_of_key, DynamoState, Item, Marker,
 };
 use crate::contact_page::{cut, MessagePage, Position};
 use crate::message::{Direction, MessageRecord};
@@ -323,6 +323,48 @@ impl DynamoState {
                 return Ok(items);
             }
         }
+    }
+
+    /// Makes sure a message that names both `wa_id` and `bsuid` links them, as an event naming
+    /// both does in its own transaction. Needed when the names came from different events (a v1
+    /// twin with the number, a v2 twin with the BSUID): the item is filed in `by_contact_sent`
+    /// under the number alone, so without the link a read by the BSUID finds nothing.
+    ///
+    /// Called after the event's write, with the message resolved by strongly consistent reads:
+    /// of the events that brought the two names together, the one that completed last sees both
+    /// and writes the link. Checked first (a read costs a fifth of a write), then written in a
+    /// fixed order, the checked direction last, so a link found was written both ways; a repeat
+    /// or a race writes the same two items again.
+    pub(super) async fn ensure_contact_link(
+        &self,
+        wa_id: &str,
+        bsuid: &str,
+    ) -> Result<(), StoreError> {
+        let [(first_pk, first_sk), (last_pk, last_sk)] = link_keys(wa_id, bsuid);
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&last_pk))
+            .key("sk", s(&last_sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("read contact link", e))?;
+        if found.item().is_some() {
+            return Ok(());
+        }
+        for (pk, sk) in [(first_pk, first_sk), (last_pk, last_sk)] {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(pk))
+                .item("sk", s(sk))
+                .send()
+                .await
+                .map_err(|e| unavailable("write contact link", e))?;
+        }
+        Ok(())
     }
 
     /// The contact's names: the one asked for and those its links add.

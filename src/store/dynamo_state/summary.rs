@@ -58,10 +58,14 @@ impl DynamoState {
     /// call is refused: filing only reads and adds to sets, so a repeat is harmless, and a read
     /// that meets a transaction in flight on the same item, or throttling, would otherwise fail
     /// the event into SQS's visibility timeout.
-    pub(super) async fn file_in_summary_retried(&self, home: &str) -> Result<(), StoreError> {
+    pub(super) async fn file_in_summary_retried(
+        &self,
+        home: &str,
+        linked: Option<&(String, String)>,
+    ) -> Result<(), StoreError> {
         let mut attempt = 1;
         loop {
-            match self.file_in_summary(home).await {
+            match self.file_in_summary(home, linked).await {
                 Ok(_) => return Ok(()),
                 Err(error) if attempt >= FILING_ATTEMPTS => return Err(error),
                 Err(error) => {
@@ -73,9 +77,15 @@ impl DynamoState {
         }
     }
 
-    /// Files the message whose item `home` was just written in its contact's summary, and
-    /// returns the keys of the items it spans.
-    pub(super) async fn file_in_summary(&self, home: &str) -> Result<Vec<String>, StoreError> {
+    /// Files the message whose item `home` was just written in its contact's summary (and links
+    /// its two names when it has both and `linked`, the number and BSUID the event's own write
+    /// linked, are not those: [`Self::ensure_contact_link`]), and returns the keys of the items
+    /// it spans.
+    pub(super) async fn file_in_summary(
+        &self,
+        home: &str,
+        linked: Option<&(String, String)>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut resolution = [Resolution::new(home)];
         let sent_times = self.resolve_all_timed(&mut resolution, true).await?;
         let [resolution] = resolution;
@@ -83,6 +93,11 @@ impl DynamoState {
         let Some(message) = resolution.message() else {
             return Ok(keys);
         };
+        if let (Some(wa_id), Some(bsuid)) = (&message.wa_id, &message.bsuid) {
+            if linked != Some(&(wa_id.clone(), bsuid.clone())) {
+                self.ensure_contact_link(wa_id, bsuid).await?;
+            }
+        }
         let Some(snapshot) = Snapshot::of(keys.iter().cloned(), &message) else {
             return Ok(keys);
         };
@@ -117,7 +132,7 @@ impl DynamoState {
             .update_item()
             .table_name(&self.table)
             .key("pk", s(summary_pk(&name)))
-            .key("sk", s(bucket))
+            .key("sk", s(&bucket))
             .update_expression("ADD entries :entry")
             .expression_attribute_values(":entry", AttributeValue::Ss(vec![entry.to_owned()]))
             .send()
@@ -131,7 +146,12 @@ impl DynamoState {
                 error,
             ));
         }
-        // A full bucket: this name's reads go through the message items from now on.
+        // A full bucket: this name's reads go through the message items from now on. Logged
+        // without the name (a phone number).
+        tracing::warn!(
+            %bucket,
+            "a contact summary bucket is full: that contact's reads go through its message items"
+        );
         self.client
             .put_item()
             .table_name(&self.table)
@@ -159,7 +179,8 @@ impl DynamoState {
     /// The messages of `contact` (by either name) that its view reads, and maybe a few more,
     /// from the summary: the latest message of each direction through the contact index, then
     /// one query per name for the buckets since the horizon. `None` when the summary cannot
-    /// answer (not backfilled yet, or overflowed): read the items instead.
+    /// answer (not backfilled yet, overflowed, or holding an entry it cannot decode): read the
+    /// items instead.
     pub(super) async fn summary_messages(
         &self,
         contact: &str,
@@ -185,12 +206,20 @@ impl DynamoState {
                     return Ok(None);
                 }
                 let entries = item.get("entries").and_then(|v| v.as_ss().ok());
-                snapshots.extend(
-                    entries
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|e| Snapshot::decode(e)),
-                );
+                for entry in entries.into_iter().flatten() {
+                    match Snapshot::decode(entry) {
+                        Some(snapshot) => snapshots.push(snapshot),
+                        // Written by another version, or a bug: the items still answer
+                        // exactly.
+                        None => {
+                            tracing::warn!(
+                                bytes = entry.len(),
+                                "a contact summary entry does not decode: read the items instead"
+                            );
+                            return Ok(None);
+                        }
+                    }
+                }
             }
         }
         Ok(Some(join(snapshots)))
@@ -263,7 +292,7 @@ impl DynamoState {
                 if filed.contains(&key) {
                     continue;
                 }
-                filed.extend(self.file_in_summary(&key).await?);
+                filed.extend(self.file_in_summary(&key, None).await?);
                 messages += 1;
             }
             start = output.last_evaluated_key().cloned();
