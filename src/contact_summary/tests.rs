@@ -205,3 +205,33 @@ proptest! {
         );
     }
 }
+
+/// The sizes `docs/capacity.md` and `infra/README.md` reckon with: about 190 bytes for a
+/// delivered template message known by Wati's id and a wamid, on a phone number and a business
+/// number; about 260 with a BSUID and a sender's local id as well (the most a message carries).
+#[test]
+fn a_snapshot_encodes_in_190_to_260_bytes() {
+    let mut message = MessageRecord {
+        wa_id: Some("447700900001".into()),
+        channel_id: Some("1000".into()),
+        channel_phone_number: Some("14155550000".into()),
+        direction: Some(Direction::Outbound),
+        sent_at: Some(1_764_238_453),
+        delivered_at: Some(1_764_238_460),
+        ..MessageRecord::default()
+    };
+    let mut keys = vec![
+        "6925a1b2c3d4e5f6a7b8c9d0".to_owned(),
+        "wamid.HBgLMTQxNTU1NTAxMDIVAgARGBI5QTNDQTVCM0UzQjg4RkE2NEUA".to_owned(),
+    ];
+    let size = |keys: &[String], message: &MessageRecord| {
+        let snapshot = Snapshot::of(keys.iter().cloned(), message).expect("a snapshot");
+        snapshot.encode().len()
+    };
+    let typical = size(&keys, &message);
+    assert!((170..=210).contains(&typical), "typical: {typical} bytes");
+    message.bsuid = Some("US.13491208655302741918".into());
+    keys.push("2f6e1c7a-58b4-4a52-9d3e-6c1f0b7a9e21".to_owned());
+    let largest = size(&keys, &message);
+    assert!((240..=280).contains(&largest), "largest: {largest} bytes");
+}
