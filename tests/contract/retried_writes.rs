@@ -1,6 +1,7 @@
 //! The DynamoDB state store under faults the emulator does not produce on its own: the response
 //! of a write that succeeded is lost (the SDK retries it), the second of an apply's two calls
-//! fails (SQS redelivers the event), a contact summary's bucket reaches DynamoDB's item size
+//! fails (SQS redelivers the event), the contact summary's filing fails once (tried again in
+//! place), a contact summary's bucket reaches DynamoDB's item size
 //! limit (DynamoDB Local does not refuse a set at 400 KB) or holds an entry this version cannot
 //! decode, and items written by the earlier model. Every id must still find the one message, with every fact.
 
@@ -394,4 +395,38 @@ async fn a_summary_entry_that_does_not_decode_sends_reads_to_the_items() {
         2,
         "both messages, from their items"
     );
+}
+
+/// The contact summary's read-back fails once (a transaction in flight on the item, throttling):
+/// filing is tried again in place, and the event is applied without waiting for SQS to deliver
+/// it again. Planted: one attempt only, and the apply fails.
+#[tokio::test]
+async fn a_failed_filing_is_tried_again_in_place() {
+    let faults = WireFaults::default();
+    let (stack, state) = store_with(&faults).await;
+    faults.plan("BatchGetItem", Fault::Fail);
+    faults.plan("UpdateItem", Fault::Fail);
+    assert_eq!(
+        state.apply(&facts(SENT_V2), None).await.unwrap(),
+        MergeOutcome::Merged
+    );
+    assert_eq!(
+        faults.injected(),
+        [
+            ("BatchGetItem".to_owned(), Fault::Fail),
+            ("UpdateItem".to_owned(), Fault::Fail)
+        ],
+        "the read-back failed, then (on the next attempt) the bucket write"
+    );
+    assert_one_message(&state, None, None).await;
+    let filed = stack
+        .dynamodb
+        .query()
+        .table_name(stack.table("StateTable"))
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S("RECENT#14155550101".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(filed.items().len(), 1, "filed in one bucket");
 }
