@@ -1,9 +1,9 @@
-//! The DynamoDB state store under faults the emulator does not produce on its own: the response
-//! of a write that succeeded is lost (the SDK retries it), the second of an apply's two calls
-//! fails (SQS redelivers the event), the contact summary's filing fails once (tried again in
-//! place), a contact summary's bucket reaches DynamoDB's item size
-//! limit (DynamoDB Local does not refuse a set at 400 KB) or holds an entry this version cannot
-//! decode, and items written by the earlier model. Every id must still find the one message, with every fact.
+//! The DynamoDB state store under faults the emulator does not produce on its own: the response of
+//! a write that succeeded is lost (the SDK retries it), the second of an apply's two calls fails
+//! (SQS redelivers the event), the contact summary's filing fails once (tried again in place), a
+//! contact summary's bucket reaches DynamoDB's item size limit (DynamoDB Local does not refuse a
+//! set at 400 KB) or holds an entry this version cannot decode, and items written by the earlier
+//! model. Every id must still find the one message, with every fact.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
