@@ -591,28 +591,28 @@ def processor_calls_section(raw_dir):
         "of its edges; each id is asked as a message item and as an alias of the earlier "
         "model) and, when the message names a contact, adds its snapshot to its contact "
         "summary's bucket (one `UpdateItem` per contact name, counted in the first column; "
-        "`src/store/dynamo_state/summary.rs`). A message that names both a phone number and a "
-        "BSUID, when the event did not name both itself, checks their contact link (one "
-        "strongly consistent `GetItem`) and writes it both ways if missing (two `PutItem`). "
-        "RRU: 1 per key asked (strongly consistent, items under 4 KB).",
+        "`src/store/dynamo_state/summary.rs`). An event of a message that names both a phone "
+        "number and a BSUID, unless the event named both itself, reads the two halves of their "
+        "contact link (one more strongly consistent `BatchGetItem` of 2 keys) and puts "
+        "whichever is missing (`PutItem`). RRU: 1 per key asked (strongly consistent, items "
+        "under 4 KB).",
         "",
-        "| path | UpdateItem | PutItem | TransactWriteItems (items) | GetItem | BatchGetItem (keys) | WRU | RRU |",
-        "|---|---|---|---|---|---|---|---|",
+        "| path | UpdateItem | PutItem | TransactWriteItems (items) | BatchGetItem (keys) | WRU | RRU |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         calls = row["calls"]
-        update, put, tx, items, get, gets, keys = (
-            calls.get(name, 0) for name in ("UpdateItem", "PutItem", "TransactWriteItems",
-                                            "TransactItems", "GetItem", "BatchGetItem",
-                                            "BatchGetKeys"))
-        out.append(f"| {row['path']} | {update} | {put} | {tx} ({items}) | {get} | {gets} ({keys}) "
+        update, put, tx, items, gets, keys = (calls.get(name, 0) for name in
+                                              ("UpdateItem", "PutItem", "TransactWriteItems",
+                                               "TransactItems", "BatchGetItem", "BatchGetKeys"))
+        out.append(f"| {row['path']} | {update} | {put} | {tx} ({items}) | {gets} ({keys}) "
                    f"| {write_units(calls)} | {read_units(calls)} |")
     return out
 
 
 def read_units(calls):
     """RRU of one path's strongly consistent reads: 1 per key asked (items under 4 KB)."""
-    return calls.get("BatchGetKeys", 0) + calls.get("GetItem", 0)
+    return calls.get("BatchGetKeys", 0)
 
 
 def state_wru_per_event(raw_dir):

@@ -676,18 +676,14 @@ async fn aws_calls_per_processor_path() {
         ],
     )
     .await;
-    // A twin naming only one of them: the message names both, the link is checked (found).
+    // A twin naming only one of them: the message names both, the link's two halves are
+    // read (found).
     let phone_twin = serde_json::json!({"eventType": "message", "id": "m3", "owner": false,
         "waId": "14155550102", "timestamp": "1764238550"});
     path(
         "a twin of it naming only the phone (the link checked)",
         phone_twin,
-        &[
-            ("UpdateItem", 3),
-            ("GetItem", 1),
-            ("BatchGetItem", 2),
-            ("BatchGetKeys", 4),
-        ],
+        &[("UpdateItem", 3), ("BatchGetItem", 3), ("BatchGetKeys", 6)],
     )
     .await;
     let by_number = serde_json::json!({"eventType": "message", "id": "m4", "owner": false,
@@ -706,11 +702,34 @@ async fn aws_calls_per_processor_path() {
         bsuid_twin,
         &[
             ("UpdateItem", 3),
-            ("GetItem", 1),
             ("PutItem", 2),
-            ("BatchGetItem", 1),
-            ("BatchGetKeys", 2),
+            ("BatchGetItem", 2),
+            ("BatchGetKeys", 4),
         ],
+    )
+    .await;
+    // A status names no contact: of a message naming both, it checks the link too.
+    let both = serde_json::json!({"eventType": "templateMessageSent_v2", "id": "m5",
+        "whatsappMessageId": "wamid.M5", "waId": "14155550104",
+        "bsuid": "US.13491208655302741920", "timestamp": "1764238556"});
+    path(
+        "a business message naming phone and BSUID",
+        both,
+        &[
+            ("UpdateItem", 3),
+            ("BatchGetItem", 2),
+            ("BatchGetKeys", 4),
+            ("TransactWriteItems", 1),
+            ("TransactItems", 4),
+        ],
+    )
+    .await;
+    let status = serde_json::json!({"eventType": "sentMessageDELIVERED", "id": "m5",
+        "whatsappMessageId": "wamid.M5", "timestamp": "1764238557"});
+    path(
+        "a status of it (the link checked)",
+        status,
+        &[("UpdateItem", 3), ("BatchGetItem", 3), ("BatchGetKeys", 6)],
     )
     .await;
     let review = serde_json::json!({"eventType": "templateReviewed", "id": "t1",

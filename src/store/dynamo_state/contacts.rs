@@ -12,7 +12,7 @@
 //! backfill-contact-index` has given every item its key and written the marker
 //! `pk = SCHEMA, sk = by_contact_sent`; each process remembers the marker once seen.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures_util::future::try_join_all;
 
@@ -332,29 +332,29 @@ impl DynamoState {
     ///
     /// Called after the event's write, with the message resolved by strongly consistent reads:
     /// of the events that brought the two names together, the one that completed last sees both
-    /// and writes the link. Checked first (a read costs a fifth of a write), then written in a
-    /// fixed order, the checked direction last, so a link found was written both ways; a repeat
-    /// or a race writes the same two items again.
+    /// and writes the link. Both halves are read (strongly consistent; a read costs a fifth of a
+    /// write) and whichever is missing is put: an erasure that stopped between two deletes, or
+    /// ran between two puts, leaves one half, which the next event of the message, or the
+    /// backfill, completes. A repeat or a race puts the same items again.
     pub(super) async fn ensure_contact_link(
         &self,
         wa_id: &str,
         bsuid: &str,
     ) -> Result<(), StoreError> {
-        let [(first_pk, first_sk), (last_pk, last_sk)] = link_keys(wa_id, bsuid);
-        let found = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(&last_pk))
-            .key("sk", s(&last_sk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable("read contact link", e))?;
-        if found.item().is_some() {
-            return Ok(());
-        }
-        for (pk, sk) in [(first_pk, first_sk), (last_pk, last_sk)] {
+        let halves = link_keys(wa_id, bsuid);
+        let key = |(pk, sk): &(String, String)| {
+            HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+        };
+        let found: BTreeSet<(String, String)> = self
+            .batch_get(halves.iter().map(key).collect(), true)
+            .await?
+            .iter()
+            .filter_map(|item| Some((text(item, "pk")?, text(item, "sk")?)))
+            .collect();
+        for (pk, sk) in halves {
+            if found.contains(&(pk.clone(), sk.clone())) {
+                continue;
+            }
             self.client
                 .put_item()
                 .table_name(&self.table)
