@@ -110,7 +110,8 @@ impl Snapshot {
         serde_json::to_string(&stored).unwrap_or_default()
     }
 
-    /// `None` for text that is not a snapshot (a reader skips it rather than fail the read).
+    /// `None` for text that is not a snapshot (another version's, or a bug's: DynamoDB's reader
+    /// then reads the message items instead).
     pub fn decode(text: &str) -> Option<Snapshot> {
         let stored: Stored = serde_json::from_str(text).ok()?;
         Some(Snapshot {
@@ -147,9 +148,6 @@ pub fn buckets_of(sent_times: impl IntoIterator<Item = i64>) -> BTreeSet<String>
 /// One record per message from snapshots read in any order, repeated or stale.
 pub fn join(snapshots: impl IntoIterator<Item = Snapshot>) -> Vec<MessageRecord> {
     join_by_keys(snapshots.into_iter().map(|s| (s.keys, s.record)))
-        .into_iter()
-        .map(|(_, record)| record)
-        .collect()
 }
 
 #[cfg(test)]

@@ -330,9 +330,6 @@ pub fn distinct_messages(resolutions: Vec<Resolution>) -> Vec<MessageRecord> {
         Some((resolution.keys().into_iter().collect(), message))
     });
     join_by_keys(parts)
-        .into_iter()
-        .map(|(_, record)| record)
-        .collect()
 }
 
 /// Parts of messages (the keys of the items each was read from, and its facts) joined into one
@@ -340,7 +337,7 @@ pub fn distinct_messages(resolutions: Vec<Resolution>) -> Vec<MessageRecord> {
 /// equal; a part read earlier holds a subset of a later one's items). Order-independent.
 pub fn join_by_keys(
     parts: impl IntoIterator<Item = (BTreeSet<String>, MessageRecord)>,
-) -> Vec<(BTreeSet<String>, MessageRecord)> {
+) -> Vec<MessageRecord> {
     let mut groups: Vec<Option<(BTreeSet<String>, MessageRecord)>> = Vec::new();
     let mut owner: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (keys, record) in parts {
@@ -364,7 +361,11 @@ pub fn join_by_keys(
             }
         }
     }
-    groups.into_iter().flatten().collect()
+    groups
+        .into_iter()
+        .flatten()
+        .map(|(_, record)| record)
+        .collect()
 }
 
 #[cfg(test)]

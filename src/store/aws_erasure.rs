@@ -15,7 +15,7 @@ use crate::erasure::{ContactIdentifiers, Erased};
 use crate::ports::{Erasure, StoreError};
 use crate::store::aws::{bytes, s, text, unavailable};
 use crate::store::aws_operator::{scan_table, STATE_QUARANTINE_PREFIX};
-use crate::store::dynamo_state::{alias_key, message_key, DynamoState};
+use crate::store::dynamo_state::{alias_key, message_key, table_key, DynamoState};
 
 /// `BatchWriteItem` takes at most 25 requests.
 const BATCH_WRITE_LIMIT: usize = 25;
@@ -169,10 +169,7 @@ impl Erasure for AwsErasure {
         let mut links: Vec<Key> = ids.message_ids.iter().map(|id| alias_key(id)).collect();
         for name in &ids.names {
             for other in ids.names.iter().filter(|other| *other != name) {
-                links.push(HashMap::from([
-                    ("pk".to_owned(), s(format!("LINK#{name}"))),
-                    ("sk".to_owned(), s(other.clone())),
-                ]));
+                links.push(table_key(format!("LINK#{name}"), other.clone()));
             }
         }
         let windows: Vec<Key> = scan_table(
@@ -195,7 +192,8 @@ impl Erasure for AwsErasure {
         let state = self.state();
         let mut summaries = Vec::new();
         for name in &ids.names {
-            summaries.extend(state.summary_keys(name).await?);
+            let items = state.summary_items(name).await?;
+            summaries.extend(items.iter().filter_map(|item| key_of(item, true)));
         }
         Ok(Erased {
             messages: self.delete_all(&self.state_table, messages).await?,

@@ -83,26 +83,26 @@ const LEGACY_TIMES: [&str; 4] = ["sent_at", "delivered_at", "read_at", "replied_
 pub struct DynamoState {
     client: aws_sdk_dynamodb::Client,
     table: String,
-    /// Set once the contact index's backfill marker has been seen ([`contacts`]).
-    contact_index_ready: Arc<AtomicBool>,
-    /// Set once the contact summary's backfill marker has been seen ([`summary`]).
-    contact_summary_ready: Arc<AtomicBool>,
+    /// Set once each backfill's marker has been seen ([`Backfill`]).
+    backfills_seen: Arc<[AtomicBool; 2]>,
     quarantine_retention_seconds: i64,
 }
 
 /// The key of an alias item of the earlier model.
 pub(crate) fn alias_key(id: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("pk".to_owned(), s(format!("ID#{id}"))),
-        ("sk".to_owned(), s("ID")),
-    ])
+    table_key(format!("ID#{id}"), "ID")
 }
 
 pub(crate) fn message_key(id: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("pk".to_owned(), s(format!("MSG#{id}"))),
-        ("sk".to_owned(), s("MSG")),
-    ])
+    table_key(format!("MSG#{id}"), "MSG")
+}
+
+/// The key of the state table's item `pk`, `sk`.
+pub(crate) fn table_key(
+    pk: impl Into<String>,
+    sk: impl Into<String>,
+) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
 
 /// The keys of the two link items between a contact's number and its BSUID (`pk = LINK#<one>,
@@ -371,8 +371,7 @@ impl DynamoState {
         DynamoState {
             client,
             table: table.into(),
-            contact_index_ready: Arc::new(AtomicBool::new(false)),
-            contact_summary_ready: Arc::new(AtomicBool::new(false)),
+            backfills_seen: Arc::new([AtomicBool::new(false), AtomicBool::new(false)]),
             quarantine_retention_seconds: crate::settings::DEFAULT_QUARANTINE_RETENTION_DAYS
                 * crate::settings::SECONDS_PER_DAY,
         }
@@ -649,52 +648,67 @@ impl DynamoState {
     }
 }
 
-/// A backfill's marker: `pk = SCHEMA`, `sk = <what it completed>`, written once every item
-/// before it is done, and remembered by each process once seen.
-pub(crate) struct Marker<'a> {
-    pub sk: &'static str,
-    pub seen: &'a AtomicBool,
+/// A backfill of items written before a release: its marker (`pk = SCHEMA`, `sk =`
+/// [`Backfill::marker`]) is written once every earlier item is done, and each process remembers
+/// it once seen. Until then, reads take the earlier path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backfill {
+    /// Every item's `sent_key`, for `by_contact_sent` ([`contacts`]).
+    ContactIndex = 0,
+    /// Every message filed in the contact summary ([`summary`]).
+    ContactSummary = 1,
+}
+
+impl Backfill {
+    fn marker(self) -> &'static str {
+        match self {
+            Backfill::ContactIndex => contacts::CONTACT_SENT_INDEX,
+            Backfill::ContactSummary => "contact_summary",
+        }
+    }
 }
 
 impl DynamoState {
-    fn marker_key(sk: &str) -> HashMap<String, AttributeValue> {
-        HashMap::from([("pk".to_owned(), s("SCHEMA")), ("sk".to_owned(), s(sk))])
+    fn marker_key(backfill: Backfill) -> HashMap<String, AttributeValue> {
+        table_key("SCHEMA", backfill.marker())
     }
 
-    /// Whether `marker` is there (one `GetItem` until seen, then none).
-    pub(crate) async fn marker_seen(&self, marker: Marker<'_>) -> Result<bool, StoreError> {
-        if marker.seen.load(std::sync::atomic::Ordering::Relaxed) {
+    fn backfill_seen(&self, backfill: Backfill) -> &AtomicBool {
+        &self.backfills_seen[backfill as usize]
+    }
+
+    /// Whether `backfill` is done (one `GetItem` until its marker is seen, then none).
+    pub(crate) async fn marker_seen(&self, backfill: Backfill) -> Result<bool, StoreError> {
+        let seen = self.backfill_seen(backfill);
+        if seen.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(true);
         }
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(Self::marker_key(marker.sk)))
+            .set_key(Some(Self::marker_key(backfill)))
             .send()
             .await
             .map_err(|e| unavailable("read a backfill's marker", e))?;
-        let seen = output.item().is_some();
-        if seen {
-            marker
-                .seen
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+        let found = output.item().is_some();
+        if found {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(seen)
+        Ok(found)
     }
 
-    /// Writes `marker` (its backfill is done) and remembers it.
-    pub(crate) async fn write_marker(&self, marker: Marker<'_>) -> Result<(), StoreError> {
+    /// Writes `backfill`'s marker (it is done) and remembers it.
+    pub(crate) async fn write_marker(&self, backfill: Backfill) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(Self::marker_key(marker.sk)))
+            .set_item(Some(Self::marker_key(backfill)))
             .item("backfilled_at", n(crate::time::now_unix()))
             .send()
             .await
             .map_err(|e| unavailable("write a backfill's marker", e))?;
-        marker
-            .seen
+        self.backfill_seen(backfill)
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -702,10 +716,7 @@ impl DynamoState {
 
 /// The key of a window item ([`crate::windows`]).
 fn window_key(contact: &str, channel: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("pk".to_owned(), s(window_pk(contact, channel))),
-        ("sk".to_owned(), s("WINDOW")),
-    ])
+    table_key(window_pk(contact, channel), "WINDOW")
 }
 
 /// The notifier's window write: the end moves forward only, and the closing falls due `lead`

@@ -12,13 +12,13 @@
 //! backfill-contact-index` has given every item its key and written the marker
 //! `pk = SCHEMA, sk = by_contact_sent`; each process remembers the marker once seen.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::future::try_join_all;
 
 use super::{
     item_from_attributes, link_keys, message_item_key, sent_key_at, sent_key_prefix,
-    sent_time_of_key, DynamoState, Item, Marker,
+    sent_time_of_key, table_key, Backfill, DynamoState, Item,
 };
 use crate::contact_page::{cut, MessagePage, Position};
 use crate::message::{Direction, MessageRecord};
@@ -33,9 +33,6 @@ pub const CONTACT_SENT_INDEX: &str = "by_contact_sent";
 /// The earlier indexes: every item by `contact`, and by `bsuid`.
 const CONTACT_INDEX: &str = "by_contact";
 const BSUID_INDEX: &str = "by_bsuid";
-
-/// The backfill's marker once every item has its `sent_key`.
-const INDEX_MARKER: &str = CONTACT_SENT_INDEX;
 
 /// Every name and direction a contact's messages are filed under in the index.
 fn filings(names: &[String]) -> Vec<(&str, Direction)> {
@@ -58,7 +55,7 @@ impl DynamoState {
     /// now may be missing or stale.
     pub async fn contact_messages(&self, contact: &str) -> Result<Vec<MessageRecord>, StoreError> {
         let names = self.names_of(contact).await?;
-        let mut resolutions = if self.contact_index_ready().await? {
+        let mut resolutions = if self.marker_seen(Backfill::ContactIndex).await? {
             self.recent_resolutions(&names).await?
         } else {
             self.all_homes(&names)
@@ -69,18 +66,6 @@ impl DynamoState {
         };
         self.resolve_all(&mut resolutions, false).await?;
         Ok(distinct_messages(resolutions))
-    }
-
-    /// Whether every item has its `sent_key` (the backfill's marker), remembered once seen.
-    async fn contact_index_ready(&self) -> Result<bool, StoreError> {
-        self.marker_seen(self.index_marker()).await
-    }
-
-    fn index_marker(&self) -> Marker<'_> {
-        Marker {
-            sk: INDEX_MARKER,
-            seen: &self.contact_index_ready,
-        }
     }
 
     /// The latest message of each filing (a name and a direction), resolved, and the horizon
@@ -342,11 +327,11 @@ impl DynamoState {
         bsuid: &str,
     ) -> Result<(), StoreError> {
         let halves = link_keys(wa_id, bsuid);
-        let key = |(pk, sk): &(String, String)| {
-            HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
-        };
         let found: BTreeSet<(String, String)> = self
-            .batch_get(halves.iter().map(key).collect(), true)
+            .batch_get(
+                halves.iter().map(|(pk, sk)| table_key(pk, sk)).collect(),
+                true,
+            )
             .await?
             .iter()
             .filter_map(|item| Some((text(item, "pk")?, text(item, "sk")?)))
@@ -434,7 +419,7 @@ impl DynamoState {
                 break;
             }
         }
-        self.write_marker(self.index_marker()).await?;
+        self.write_marker(Backfill::ContactIndex).await?;
         self.backfill_contact_summary().await?;
         Ok(keyed)
     }

@@ -18,13 +18,13 @@
 //! fact, and the others hold subsets of it: their join ([`crate::contact_summary::join`]) is the
 //! message, whatever order the events were applied in, and whichever write was retried.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::try_join_all;
 
-use super::{message_item_key, DynamoState, Item, Marker};
+use super::{message_item_key, Backfill, DynamoState, Item};
 use crate::contact_summary::{bucket_key, buckets_of, join, Snapshot};
 use crate::message::MessageRecord;
 use crate::message_items::Resolution;
@@ -41,9 +41,6 @@ const FILING_ATTEMPTS: u32 = 4;
 
 /// The sort key of a name's overflow item (after every bucket's `B#…`).
 const OVERFLOW_SK: &str = "OVERFLOW";
-
-/// The backfill's marker once every earlier message is filed.
-const SUMMARY_MARKER: &str = "contact_summary";
 
 /// Whether a refused write was refused for the item's size (DynamoDB: `ValidationException`,
 /// "Item size to update has exceeded the maximum allowed size"). DynamoDB Local and moto do not
@@ -94,7 +91,8 @@ impl DynamoState {
             return Ok(keys);
         };
         if let (Some(wa_id), Some(bsuid)) = (&message.wa_id, &message.bsuid) {
-            if linked != Some(&(wa_id.clone(), bsuid.clone())) {
+            let linked_by_the_event = linked.is_some_and(|(w, b)| w == wa_id && b == bsuid);
+            if !linked_by_the_event {
                 self.ensure_contact_link(wa_id, bsuid).await?;
             }
         }
@@ -164,18 +162,6 @@ impl DynamoState {
             .map_err(|e| unavailable("mark a contact's summary overflowed", e))
     }
 
-    /// Whether the backfill's marker is there, remembered once seen.
-    async fn contact_summary_ready(&self) -> Result<bool, StoreError> {
-        self.marker_seen(self.summary_marker()).await
-    }
-
-    fn summary_marker(&self) -> Marker<'_> {
-        Marker {
-            sk: SUMMARY_MARKER,
-            seen: &self.contact_summary_ready,
-        }
-    }
-
     /// The messages of `contact` (by either name) that its view reads, and maybe a few more,
     /// from the summary: the latest message of each direction through the contact index, then
     /// one query per name for the buckets since the horizon. `None` when the summary cannot
@@ -185,7 +171,7 @@ impl DynamoState {
         &self,
         contact: &str,
     ) -> Result<Option<Vec<MessageRecord>>, StoreError> {
-        if !self.contact_summary_ready().await? {
+        if !self.marker_seen(Backfill::ContactSummary).await? {
             return Ok(None);
         }
         let names = self.names_of(contact).await?;
@@ -249,21 +235,9 @@ impl DynamoState {
         }
     }
 
-    /// The keys of every summary item filed under `name` (for `erase-contact`).
-    pub async fn summary_keys(
-        &self,
-        name: &str,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let items = self.buckets_since(name, &bucket_key(0)).await?;
-        Ok(items
-            .iter()
-            .filter_map(|item| {
-                Some(HashMap::from([
-                    ("pk".to_owned(), s(text(item, "pk")?)),
-                    ("sk".to_owned(), s(text(item, "sk")?)),
-                ]))
-            })
-            .collect())
+    /// Every summary item filed under `name` (for `erase-contact`).
+    pub async fn summary_items(&self, name: &str) -> Result<Vec<Item>, StoreError> {
+        self.buckets_since(name, &bucket_key(0)).await
     }
 
     /// Files every message item that names a contact and reports a send (as this version's
@@ -300,7 +274,7 @@ impl DynamoState {
                 break;
             }
         }
-        self.write_marker(self.summary_marker()).await?;
+        self.write_marker(Backfill::ContactSummary).await?;
         Ok(messages)
     }
 }

@@ -392,14 +392,7 @@ mod tests {
     #[test]
     fn due_changes_come_from_the_index_in_order() {
         let (_dir, conn) = open();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {DUE}"))
-            .unwrap()
-            .query_map(params![1, 8], |row| row.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let plan = plan.join("; ");
+        let plan = super::super::schema::query_plan(&conn, DUE, params![1, 8]);
         assert!(plan.contains("forwards_due_in_order"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }

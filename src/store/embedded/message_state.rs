@@ -213,14 +213,14 @@ fn apply_facts(
             .iter()
             .any(|(before, after)| before.as_ref() != Some(after))
     {
-        announce_changes(conn, &plan.home.key, &items, now, caused_by)?;
+        file_and_announce(conn, &plan.home.key, &items, now, caused_by)?;
     }
     Ok(Ok(()))
 }
 
 /// Files the event's message in its contact's summary and, when a fact a document carries
 /// changed, announces it in the outbox.
-fn announce_changes(
+fn file_and_announce(
     conn: &Connection,
     home: &str,
     items: &[(Option<MessageItem>, MessageItem)],
@@ -507,6 +507,8 @@ impl StateStore for EmbeddedStore {
 mod tests {
     use super::*;
 
+    use super::super::schema::query_plan;
+
     /// A contact's message pages are served by the index on (name, direction, sent time, key),
     /// never by a scan of the table or a sort of a contact's messages (SQLite's plan says so).
     #[test]
@@ -515,16 +517,7 @@ mod tests {
         drop(super::super::EmbeddedStore::open(&dir.path().join("t.db")).unwrap());
         let conn = connect(&dir.path().join("t.state.db")).unwrap();
         for column in ["wa_id", "bsuid"] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", page_sql(column)))
-                .unwrap()
-                .query_map(rusqlite::params![1, 2, 3, 4, 5], |row| {
-                    row.get::<_, String>(3)
-                })
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            let plan = plan.join("; ");
+            let plan = query_plan(&conn, &page_sql(column), rusqlite::params![1, 2, 3, 4, 5]);
             assert!(
                 plan.contains(&format!("messages_by_{column}_sent")),
                 "{plan}"

@@ -185,6 +185,20 @@ pub(super) fn returns_a_row(conn: &Connection, query: &str) -> rusqlite::Result<
     conn.query_row(&format!("SELECT EXISTS ({query})"), [], |row| row.get(0))
 }
 
+/// SQLite's plan for `query` with `params`, its steps joined by "; " (the tests that hold a hot
+/// query to its index).
+#[cfg(test)]
+pub(super) fn query_plan(conn: &Connection, query: &str, params: impl rusqlite::Params) -> String {
+    let steps: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+        .expect("plan")
+        .query_map(params, |row| row.get::<_, String>(3))
+        .expect("plan rows")
+        .collect::<rusqlite::Result<_>>()
+        .expect("plan rows");
+    steps.join("; ")
+}
+
 /// Stores made before the split kept messages in the intake database: copy them to the state
 /// database, then drop them. Re-running after a crash between the two steps copies nothing twice
 /// (`OR IGNORE`) and keeps any newer state already applied.

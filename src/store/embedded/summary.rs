@@ -50,8 +50,9 @@ pub(super) fn file(
     keys: &[String],
     message: &MessageRecord,
 ) -> rusqlite::Result<()> {
-    let snapshot = Snapshot::of(keys.iter().cloned(), message);
-    let encoded = snapshot.as_ref().map(Snapshot::encode);
+    // Filed under its least key: (that key, the snapshot, its stored form).
+    let filed = Snapshot::of(keys.iter().cloned(), message)
+        .and_then(|snapshot| Some((keys.iter().min()?.clone(), snapshot.encode(), snapshot)));
     // Rows as they are and as they should be: (name, message key, snapshot). Most events (a read
     // after a delivery, a v2 twin) leave the snapshot as it was: nothing is written then.
     let mut stored: BTreeSet<(String, String, String)> = BTreeSet::new();
@@ -62,13 +63,12 @@ pub(super) fn file(
             .collect::<rusqlite::Result<Vec<(String, String, String)>>>()?;
         stored.extend(rows);
     }
-    let wanted: BTreeSet<(String, String, String)> = match (&snapshot, &encoded, keys.iter().min())
-    {
-        (Some(snapshot), Some(encoded), Some(message_key)) => snapshot
+    let wanted: BTreeSet<(String, String, String)> = match &filed {
+        Some((message_key, encoded, snapshot)) => snapshot
             .names()
             .map(|name| (name.to_owned(), message_key.clone(), encoded.clone()))
             .collect(),
-        _ => BTreeSet::new(),
+        None => BTreeSet::new(),
     };
     if stored == wanted {
         return Ok(());
@@ -77,11 +77,7 @@ pub(super) fn file(
         conn.prepare_cached("DELETE FROM contact_recent WHERE message = ?1")?
             .execute([key])?;
     }
-    let (Some(snapshot), Some(encoded), Some(message_key)) = (snapshot, encoded, keys.iter().min())
-    else {
-        return Ok(());
-    };
-    let Some(sent_at) = snapshot.record.sent_at else {
+    let Some((message_key, encoded, snapshot)) = filed else {
         return Ok(());
     };
     for name in snapshot.names() {
@@ -93,7 +89,7 @@ pub(super) fn file(
             name,
             message_key,
             direction_name(snapshot.record.direction()),
-            sent_at,
+            snapshot.record.sent_at,
             encoded
         ])?;
     }
@@ -315,6 +311,7 @@ fn in_transaction(
 
 #[cfg(test)]
 mod tests {
+    use super::super::schema::query_plan;
     use super::*;
 
     /// A contact read must not scan the table or sort: SQLite's plan says so.
@@ -336,16 +333,11 @@ mod tests {
             ("DELETE FROM contact_recent WHERE message = ?1", 1),
         ] {
             let values = ["a", "inbound", "0"];
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
-                .expect("plan")
-                .query_map(rusqlite::params_from_iter(&values[..parameters]), |row| {
-                    row.get::<_, String>(3)
-                })
-                .expect("rows")
-                .collect::<rusqlite::Result<_>>()
-                .expect("plan rows");
-            let plan = plan.join("; ");
+            let plan = query_plan(
+                &conn,
+                query,
+                rusqlite::params_from_iter(&values[..parameters]),
+            );
             assert!(plan.contains("USING INDEX"), "{query}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{query}: {plan}");
         }
