@@ -11,6 +11,7 @@ use wati_ingest::ports::{QueuedEvent, StateStore};
 use wati_ingest::session::ContactView;
 use wati_ingest::store::dynamo_state::DynamoState;
 use wati_ingest::store::embedded::EmbeddedStore;
+use wati_ingest::time::Rfc3339;
 
 use crate::support::Stack;
 use items_read::ItemsRead;
@@ -127,6 +128,34 @@ async fn a_busy_contact_reads_its_summary_not_its_messages() {
         apply_all(state, &events).await;
     }
     let expected = model(&events, now);
+    // The model folds with the crate's own session code: hold it to the rules, written here.
+    // Every message is the business's (none is the customer's in 10 days), sent every 12
+    // minutes and delivered a minute later; sessions open at a delivery and last 24 hours,
+    // a delivery at the very end starting the next: deliveries 0-119 are the first session,
+    // 120-239 the second (120 messages), which has ended by `now`.
+    let last_sent = START + 239 * 12 * 60;
+    let second_session = START + 120 * 12 * 60 + 60;
+    assert_eq!(
+        (
+            &expected["last_inbound_at"],
+            &expected["last_outbound_at"],
+            &expected["window_open"],
+            &expected["session"]["started_at"],
+            &expected["session"]["expires_at"],
+            &expected["session"]["business_messages"],
+            &expected["session"]["customer_messages"],
+        ),
+        (
+            &json!(null),
+            &json!(Rfc3339(Some(last_sent))),
+            &json!(false),
+            &json!(Rfc3339(Some(second_session))),
+            &json!(Rfc3339(Some(second_session + 86_400))),
+            &json!(120),
+            &json!(0),
+        ),
+        "the model against the rules"
+    );
     // The first read also reads the backfill's marker (then remembered): not counted.
     aws.contact(busy, now).await.unwrap();
     items.take();
