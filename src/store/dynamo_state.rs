@@ -952,11 +952,10 @@ impl StateStore for DynamoState {
     }
 
     async fn contact(&self, contact: &str, now: i64) -> Result<Option<ContactView>, StoreError> {
-        let messages = match self.summary_messages(contact).await? {
-            Some(messages) => messages,
-            None => self.contact_messages(contact).await?,
-        };
-        Ok(ContactView::from_messages(&messages, now))
+        Ok(ContactView::from_messages(
+            &self.summary_messages(contact).await?,
+            now,
+        ))
     }
 
     async fn contact_messages_page(

@@ -55,15 +55,16 @@ impl DynamoState {
     /// now may be missing or stale.
     pub async fn contact_messages(&self, contact: &str) -> Result<Vec<MessageRecord>, StoreError> {
         let names = self.names_of(contact).await?;
-        let mut resolutions = if self.marker_seen(Backfill::ContactIndex).await? {
-            self.recent_resolutions(&names).await?
-        } else {
-            self.all_homes(&names)
-                .await?
-                .into_values()
-                .map(Resolution::from_home)
-                .collect()
-        };
+        if self.marker_seen(Backfill::ContactIndex).await? {
+            let latest = self.latest_messages(&names).await?;
+            return self.messages_since(&names, latest).await;
+        }
+        let mut resolutions: Vec<Resolution> = self
+            .all_homes(&names)
+            .await?
+            .into_values()
+            .map(Resolution::from_home)
+            .collect();
         self.resolve_all(&mut resolutions, false).await?;
         Ok(distinct_messages(resolutions))
     }
@@ -91,11 +92,15 @@ impl DynamoState {
         Ok((resolutions, Horizon::new(latest[0], latest[1])))
     }
 
-    /// The latest message of each direction, then every item sent since the horizon.
-    async fn recent_resolutions(&self, names: &[String]) -> Result<Vec<Resolution>, StoreError> {
-        let (mut resolutions, horizon) = self.latest_messages(names).await?;
+    /// The latest messages [found](Self::latest_messages), and every message with an item sent
+    /// since their horizon, resolved from the items.
+    pub(super) async fn messages_since(
+        &self,
+        names: &[String],
+        (mut resolutions, horizon): (Vec<Resolution>, Option<Horizon>),
+    ) -> Result<Vec<MessageRecord>, StoreError> {
         let Some(horizon) = horizon else {
-            return Ok(resolutions);
+            return Ok(distinct_messages(resolutions));
         };
         let since = try_join_all(filings(names).into_iter().map(|(name, direction)| {
             self.query_sent(
@@ -113,7 +118,8 @@ impl DynamoState {
             }
         }
         resolutions.extend(homes.into_values().map(Resolution::from_home));
-        Ok(resolutions)
+        self.resolve_all(&mut resolutions, false).await?;
+        Ok(distinct_messages(resolutions))
     }
 
     /// The newest items of one filing down to the one holding its latest message, resolved, and

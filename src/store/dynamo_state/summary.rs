@@ -29,6 +29,7 @@ use crate::contact_summary::{bucket_key, buckets_of, join, Snapshot};
 use crate::message::MessageRecord;
 use crate::message_items::Resolution;
 use crate::ports::StoreError;
+use crate::recent::Horizon;
 use crate::store::aws::{n, s, text, unavailable};
 
 /// The partition of a contact name's summary.
@@ -162,26 +163,40 @@ impl DynamoState {
             .map_err(|e| unavailable("mark a contact's summary overflowed", e))
     }
 
-    /// The messages of `contact` (by either name) that its view reads, and maybe a few more,
-    /// from the summary: the latest message of each direction through the contact index, then
-    /// one query per name for the buckets since the horizon. `None` when the summary cannot
-    /// answer (not backfilled yet, overflowed, or holding an entry it cannot decode): read the
-    /// items instead.
+    /// The messages of `contact` (by either name) that its view reads, and maybe a few more
+    /// (the read API's and the console's read): the latest message of each direction through
+    /// the contact index, then the summary's buckets since their horizon, one query per name.
+    /// Where the summary cannot answer (not backfilled yet, overflowed, or holding an entry
+    /// this version cannot decode), the messages are resolved from their items instead, the
+    /// latest ones found kept.
     pub(super) async fn summary_messages(
         &self,
         contact: &str,
-    ) -> Result<Option<Vec<MessageRecord>>, StoreError> {
+    ) -> Result<Vec<MessageRecord>, StoreError> {
         if !self.marker_seen(Backfill::ContactSummary).await? {
-            return Ok(None);
+            return self.contact_messages(contact).await;
         }
         let names = self.names_of(contact).await?;
-        let (latest, horizon) = self.latest_messages(&names).await?;
+        let latest = self.latest_messages(&names).await?;
+        match self.snapshots_since(&names, &latest).await? {
+            Some(snapshots) => Ok(join(snapshots)),
+            None => self.messages_since(&names, latest).await,
+        }
+    }
+
+    /// The snapshots of the latest messages found and of every message the buckets since their
+    /// horizon hold; `None` when the summary cannot answer.
+    async fn snapshots_since(
+        &self,
+        names: &[String],
+        (latest, horizon): &(Vec<Resolution>, Option<Horizon>),
+    ) -> Result<Option<Vec<Snapshot>>, StoreError> {
         let mut snapshots: Vec<Snapshot> = latest
             .iter()
             .filter_map(|resolution| Snapshot::of(resolution.keys(), &resolution.message()?))
             .collect();
         let Some(horizon) = horizon else {
-            return Ok(Some(join(snapshots)));
+            return Ok(Some(snapshots));
         };
         let from = bucket_key(horizon.from);
         let buckets =
@@ -208,7 +223,7 @@ impl DynamoState {
                 }
             }
         }
-        Ok(Some(join(snapshots)))
+        Ok(Some(snapshots))
     }
 
     /// A name's bucket items from `from` on (and its overflow item, which sorts after them).
