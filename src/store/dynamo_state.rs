@@ -863,7 +863,7 @@ impl StateStore for DynamoState {
             None => self.write_plan(&plan, caused_by).await?,
         };
         if outcome == MergeOutcome::Merged {
-            self.file_in_summary_retried(&plan.home.key, plan.contact_link.as_ref())
+            self.file_and_link_retried(&plan.home.key, plan.contact_link.as_ref())
                 .await?;
         }
         Ok(outcome)

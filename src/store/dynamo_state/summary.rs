@@ -52,18 +52,19 @@ fn exceeds_item_size(code: Option<&str>, message: Option<&str>) -> bool {
 }
 
 impl DynamoState {
-    /// [`Self::file_in_summary`], tried again at once (up to [`FILING_ATTEMPTS`] times) when a
-    /// call is refused: filing only reads and adds to sets, so a repeat is harmless, and a read
+    /// [`Self::file_and_link`], tried again at once (up to [`FILING_ATTEMPTS`] times) when a
+    /// call is refused: it only reads, adds to sets and puts the same links, so a repeat is
+    /// harmless, and a read
     /// that meets a transaction in flight on the same item, or throttling, would otherwise fail
     /// the event into SQS's visibility timeout.
-    pub(super) async fn file_in_summary_retried(
+    pub(super) async fn file_and_link_retried(
         &self,
         home: &str,
         linked: Option<&(String, String)>,
     ) -> Result<(), StoreError> {
         let mut attempt = 1;
         loop {
-            match self.file_in_summary(home, linked).await {
+            match self.file_and_link(home, linked).await {
                 Ok(_) => return Ok(()),
                 Err(error) if attempt >= FILING_ATTEMPTS => return Err(error),
                 Err(error) => {
@@ -75,11 +76,11 @@ impl DynamoState {
         }
     }
 
-    /// Files the message whose item `home` was just written in its contact's summary (and links
-    /// its two names when it has both and `linked`, the number and BSUID the event's own write
-    /// linked, are not those: [`Self::ensure_contact_link`]), and returns the keys of the items
-    /// it spans.
-    pub(super) async fn file_in_summary(
+    /// What follows an event's write to its message's item `home`, from one strongly consistent
+    /// read of the message: its two names linked when it has both and `linked` (the number and
+    /// BSUID the event's own write linked) are not those ([`Self::ensure_contact_link`]), and
+    /// the message filed in its contact's summary. Returns the keys of the items it spans.
+    pub(super) async fn file_and_link(
         &self,
         home: &str,
         linked: Option<&(String, String)>,
@@ -281,7 +282,7 @@ impl DynamoState {
                 if filed.contains(&key) {
                     continue;
                 }
-                filed.extend(self.file_in_summary(&key, None).await?);
+                filed.extend(self.file_and_link(&key, None).await?);
                 messages += 1;
             }
             start = output.last_evaluated_key().cloned();
