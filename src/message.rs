@@ -169,6 +169,12 @@ impl MessageRecord {
         self.wa_id.as_deref().or(self.bsuid.as_deref())
     }
 
+    /// The phone number and BSUID, when it names both: one contact's two names, which the
+    /// state stores link (whether one event named both or each came from another).
+    pub fn contact_link(&self) -> Option<(&str, &str)> {
+        Some((self.wa_id.as_deref()?, self.bsuid.as_deref()?))
+    }
+
     /// The id the state store files this message under: Wati's id when known.
     pub fn primary_id(&self) -> Option<&str> {
         self.id

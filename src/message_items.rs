@@ -122,10 +122,9 @@ pub fn plan(facts: &MessageRecord) -> Option<Plan> {
         .filter(|id| *id != home)
         .map(str::to_owned)
         .collect();
-    let contact_link = match (&facts.wa_id, &facts.bsuid) {
-        (Some(wa_id), Some(bsuid)) => Some((wa_id.clone(), bsuid.clone())),
-        _ => None,
-    };
+    let contact_link = facts
+        .contact_link()
+        .map(|(wa_id, bsuid)| (wa_id.to_owned(), bsuid.to_owned()));
     let token = (!others.is_empty() || contact_link.is_some()).then(|| identity_token(&identity));
     let linked: BTreeSet<String> = match token {
         Some(_) => narrower_identities(&identity, &home)

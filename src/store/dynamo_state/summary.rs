@@ -92,7 +92,7 @@ impl DynamoState {
         let Some(message) = resolution.message() else {
             return Ok(keys);
         };
-        if let (Some(wa_id), Some(bsuid)) = (&message.wa_id, &message.bsuid) {
+        if let Some((wa_id, bsuid)) = message.contact_link() {
             let linked_by_the_event = linked.is_some_and(|(w, b)| w == wa_id && b == bsuid);
             if !linked_by_the_event {
                 self.ensure_contact_link(wa_id, bsuid).await?;

@@ -6,7 +6,8 @@
 //! there), `sent_at` and `direction` (the item's own, so a contact's message pages are read by an
 //! index on name, direction and sent time), `record` (the item's
 //! [`MessageRecord`] as JSON), `linked` (JSON array of link tokens, or NULL). Table
-//! `contact_ids`: a contact's phone number and BSUID. Contact views are read from the summary
+//! `contact_ids`: a contact's phone number and BSUID, linked whenever a message names both
+//! (whether one event named both or each came from another). Contact views are read from the summary
 //! ([`super::summary`]), which each applied event updates in its transaction.
 
 use std::collections::BTreeSet;
@@ -201,10 +202,7 @@ fn apply_facts(
     }
     let mut linked = false;
     if let Some((wa_id, bsuid)) = &plan.contact_link {
-        linked = conn
-            .prepare_cached("INSERT OR IGNORE INTO contact_ids (bsuid, wa_id) VALUES (?1, ?2)")?
-            .execute(params![bsuid, wa_id])?
-            > 0;
+        linked = link_names(conn, wa_id, bsuid)?;
     }
     // Anything stored changed (a fact, an id, a name, a business number, a link): the contact
     // summary may have. Nothing did: neither the summary nor a document can.
@@ -236,7 +234,7 @@ fn file_and_announce(
     let Some(message) = resolution.message() else {
         return Ok(());
     };
-    summary::file(conn, &resolution.keys(), &message)?;
+    link_and_file(conn, &resolution.keys(), &message)?;
     let contact = summary::refold(conn, &message, now)?;
     if let Some(view) = contact.as_ref().and_then(|c| c.view_of(&message)) {
         outbox::track_window(conn, view)?;
@@ -246,6 +244,29 @@ fn file_and_announce(
     }
     let documents = outbox::documents(items, &message, contact.as_ref(), now, caused_by);
     outbox::announce(conn, &documents)
+}
+
+/// What a change to a message (resolved whole from the items under `keys`) brings beside its
+/// items: its phone number and BSUID linked, even when they came from different events (a v1
+/// twin with the number, a v2 twin with the BSUID), and its snapshot filed in the contact
+/// summary.
+pub(super) fn link_and_file(
+    conn: &Connection,
+    keys: &[String],
+    message: &MessageRecord,
+) -> rusqlite::Result<()> {
+    if let Some((wa_id, bsuid)) = message.contact_link() {
+        link_names(conn, wa_id, bsuid)?;
+    }
+    summary::file(conn, keys, message)
+}
+
+/// Links a contact's phone number and BSUID; whether the link is new.
+fn link_names(conn: &Connection, wa_id: &str, bsuid: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("INSERT OR IGNORE INTO contact_ids (bsuid, wa_id) VALUES (?1, ?2)")?
+        .execute(params![bsuid, wa_id])?
+        > 0)
 }
 
 /// Runs resolutions to the end, fetching from `conn`.

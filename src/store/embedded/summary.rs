@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection};
 
-use super::message_state::{direction_name, load_item, names_of, resolve_all};
+use super::message_state::{direction_name, link_and_file, load_item, names_of, resolve_all};
 use super::schema::{connect, returns_a_row};
 use super::to_sql_error;
 use crate::contact_summary::{join, Snapshot};
@@ -276,7 +276,7 @@ fn fill_snapshots(conn: &Connection) -> rusqlite::Result<()> {
         let [resolution] = resolution;
         let keys = resolution.keys();
         if let Some(message) = resolution.message() {
-            file(conn, &keys, &message)?;
+            link_and_file(conn, &keys, &message)?;
         }
         filed.extend(keys);
     }
@@ -313,6 +313,50 @@ fn in_transaction(
 mod tests {
     use super::super::schema::query_plan;
     use super::*;
+    use crate::ports::StateStore;
+
+    /// A store from before the summary, holding a message whose phone number and BSUID came
+    /// from different events (v1 and v2 twins) and no link between them (that release linked
+    /// only an event's own two names): opening it fills the summary and links the names, so the
+    /// contact reads the same by either. Planted: the fill not linking, and the read by BSUID
+    /// misses the contact's other message.
+    #[tokio::test]
+    async fn a_store_from_before_the_summary_gains_it_with_its_names_linked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let facts = |body: &str| {
+            let event = crate::event::WatiEvent::parse(body.as_bytes()).unwrap();
+            MessageRecord::from_event(&event, 1_700_000_500).unwrap()
+        };
+        {
+            let store = super::super::EmbeddedStore::open(&path).unwrap();
+            for body in [
+                r#"{"eventType":"message","id":"t1","owner":false,"waId":"4917","timestamp":"1700000100"}"#,
+                r#"{"eventType":"message","id":"t1","owner":false,"bsuid":"US.9","timestamp":"1700000100"}"#,
+                r#"{"eventType":"message","id":"t2","owner":false,"waId":"4917","timestamp":"1700000200"}"#,
+            ] {
+                store.apply(&facts(body), None).await.unwrap();
+            }
+        }
+        // What the earlier release left: no summary tables, no link.
+        connect(&path.with_extension("state.db"))
+            .unwrap()
+            .execute_batch(
+                "DROP TABLE contact_recent; DROP TABLE contact_folds; DELETE FROM contact_ids;",
+            )
+            .unwrap();
+        let store = super::super::EmbeddedStore::open(&path).unwrap();
+        for name in ["4917", "US.9"] {
+            let view = store.contact(name, 1_700_000_600).await.unwrap();
+            let view = view.unwrap_or_else(|| panic!("a view by {name}")).default;
+            assert_eq!(
+                (view.wa_id.as_deref(), view.bsuid.as_deref()),
+                (Some("4917"), Some("US.9")),
+                "by {name}"
+            );
+            assert_eq!(view.session.customer_messages, 2, "by {name}");
+        }
+    }
 
     /// A contact read must not scan the table or sort: SQLite's plan says so.
     #[test]
